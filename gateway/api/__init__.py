@@ -1,0 +1,1 @@
+"""REST API: authentication, error mapping, and one module of handlers per resource."""

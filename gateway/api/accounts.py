@@ -1,0 +1,74 @@
+"""Admin provisioning endpoints: devices and users."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from pydantic import ValidationError
+
+from gateway.api.auth import require_admin, require_user
+from gateway.errors import InvalidParameter
+from gateway.ingest.registry import CLOSE_REVOKED
+from gateway.keys import ACCOUNTS, DEVICES
+from gateway.storage.accounts import DeviceInfo, Role
+from schemas.api import DeviceCreate, DeviceCreated, DeviceOut, UserCreate, UserCreated
+
+__all__ = ["routes"]
+
+routes = web.RouteTableDef()
+
+
+def _body_error(e: ValidationError) -> InvalidParameter:
+    first = e.errors(include_url=False)[0]
+    return InvalidParameter(".".join(str(p) for p in first["loc"]) or "body", first["msg"])
+
+
+def _device_out(d: DeviceInfo) -> DeviceOut:
+    return DeviceOut(
+        id=d.id,
+        patient_id=d.patient_id,
+        ward=d.ward,
+        created_at=d.created_at,
+        revoked_at=d.revoked_at,
+        last_seq=d.last_seq,
+    )
+
+
+@routes.post("/v1/devices")
+async def add_device(request: web.Request) -> web.Response:
+    await require_admin(request)
+    try:
+        body = DeviceCreate.model_validate_json(await request.read())
+    except ValidationError as e:
+        raise _body_error(e) from e
+    info, token = await request.app[ACCOUNTS].add_device(body.id, body.patient_id, body.ward)
+    created = DeviceCreated(id=info.id, patient_id=info.patient_id, ward=info.ward, token=token)
+    return web.json_response(text=created.model_dump_json(), status=201)
+
+
+@routes.get("/v1/devices")
+async def list_devices(request: web.Request) -> web.Response:
+    await require_user(request)
+    devices = await request.app[ACCOUNTS].list_devices()
+    body = [_device_out(d).model_dump(mode="json") for d in devices]
+    return web.json_response({"items": body})
+
+
+@routes.delete("/v1/devices/{device_id}")
+async def revoke_device(request: web.Request) -> web.Response:
+    await require_admin(request)
+    device_id = request.match_info["device_id"]
+    await request.app[ACCOUNTS].revoke_device(device_id)
+    await request.app[DEVICES].close([device_id], CLOSE_REVOKED, "revoked")
+    return web.Response(status=204)
+
+
+@routes.post("/v1/users")
+async def add_user(request: web.Request) -> web.Response:
+    await require_admin(request)
+    try:
+        body = UserCreate.model_validate_json(await request.read())
+    except ValidationError as e:
+        raise _body_error(e) from e
+    token = await request.app[ACCOUNTS].add_user(body.name, Role(body.role))
+    created = UserCreated(name=body.name, role=body.role, token=token)
+    return web.json_response(text=created.model_dump_json(), status=201)

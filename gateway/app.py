@@ -1,0 +1,90 @@
+"""The application factory: `create_app(settings)` wires resources, routes and tasks.
+
+Every long-lived resource (database engine, group-commit writer, background checks)
+is opened and closed in `cleanup_ctx`, in dependency order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from gateway.api import accounts, health
+from gateway.api.errors import error_middleware
+from gateway.ingest.registry import CLOSE_REVOKED, DeviceRegistry
+from gateway.ingest.stream import device_stream
+from gateway.ingest.writer import GroupCommitter
+from gateway.keys import ACCOUNTS, COMMITTER, DEVICES, ENGINE, SETTINGS
+from gateway.settings import Settings
+from gateway.storage.accounts import AccountStore
+from gateway.storage.database import create_schema, open_engine
+from gateway.storage.readings import ReadingWriter
+
+__all__ = ["create_app"]
+
+log = logging.getLogger(__name__)
+
+CLOSE_GOING_AWAY = 1001
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application(middlewares=[error_middleware])
+    app[SETTINGS] = settings
+    app[DEVICES] = DeviceRegistry()
+    app.cleanup_ctx.extend([_database, _writer, _revocation_watch])
+    app.on_shutdown.append(_close_streams)
+    app.router.add_get("/v1/devices/stream", device_stream)
+    app.router.add_routes(accounts.routes)
+    app.router.add_routes(health.routes)
+    return app
+
+
+async def _database(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    engine = open_engine(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
+    await create_schema(engine)
+    app[ENGINE] = engine
+    app[ACCOUNTS] = AccountStore(engine)
+    yield
+    await engine.dispose()
+
+
+async def _writer(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    committer = GroupCommitter(
+        ReadingWriter(app[ENGINE]),
+        max_rows=settings.commit_max_rows,
+        delay_s=settings.commit_delay_ms / 1000,
+    )
+    committer.start()
+    app[COMMITTER] = committer
+    yield
+    await committer.stop()
+
+
+async def _revocation_watch(app: web.Application) -> AsyncIterator[None]:
+    """Close streams whose token was revoked behind the gateway's back (CLI on the DB)."""
+
+    async def watch() -> None:
+        registry, accounts_ = app[DEVICES], app[ACCOUNTS]
+        while True:
+            await asyncio.sleep(app[SETTINGS].revocation_check_s)
+            try:
+                revoked = await accounts_.revoked_among(registry.device_ids())
+                await registry.close(revoked, CLOSE_REVOKED, "revoked")
+            except Exception:
+                log.exception("revocation check failed")
+
+    task = asyncio.create_task(watch(), name="revocation-watch")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def _close_streams(app: web.Application) -> None:
+    await app[DEVICES].close_all(CLOSE_GOING_AWAY, "going away")

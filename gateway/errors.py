@@ -1,0 +1,60 @@
+"""The gateway's exception tree.
+
+GatewayError
+├── ConfigError        bad settings or rules file: start-up stops with the message
+├── AuthError          missing, unknown or revoked token (HTTP 401)
+│   └── ForbiddenError token valid but not allowed here (HTTP 403)
+├── NotFoundError      no such device, user, alert (HTTP 404)
+├── ConflictError      already exists (HTTP 409)
+└── StorageError       the database refused a write; nothing was acknowledged
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AuthError",
+    "ConfigError",
+    "ConflictError",
+    "ForbiddenError",
+    "GatewayError",
+    "InvalidParameter",
+    "NotFoundError",
+    "StorageError",
+]
+
+
+class GatewayError(Exception):
+    """Root of every error the gateway raises on purpose."""
+
+
+class ConfigError(GatewayError):
+    pass
+
+
+class AuthError(GatewayError):
+    pass
+
+
+class ForbiddenError(AuthError):
+    pass
+
+
+class NotFoundError(GatewayError):
+    pass
+
+
+class ConflictError(GatewayError):
+    pass
+
+
+class StorageError(GatewayError):
+    pass
+
+
+class InvalidParameter(GatewayError):
+    """A request parameter is unusable (HTTP 400); `param` names it."""
+
+    def __init__(self, param: str, detail: str) -> None:
+        super().__init__(f"{param}: {detail}")
+        self.param = param
+        self.detail = detail

@@ -1,0 +1,65 @@
+"""Open device streams, one per device: replacement and revocation act through it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterable
+
+from aiohttp import web
+
+__all__ = ["CLOSE_REPLACED", "CLOSE_REVOKED", "DeviceConnection", "DeviceRegistry"]
+
+log = logging.getLogger(__name__)
+
+CLOSE_REPLACED = 4001
+CLOSE_REVOKED = 4003
+
+# How long a replacing connection waits for the old one's batches in flight to settle,
+# so that its `welcome.last_seq` counts them.
+_REPLACE_WAIT_S = 5.0
+
+
+class DeviceConnection:
+    def __init__(self, device_id: str, ws: web.WebSocketResponse) -> None:
+        self.device_id = device_id
+        self.ws = ws
+        # Set when the connection has finished: nothing of it is in flight any more.
+        self.finished = asyncio.Event()
+
+
+class DeviceRegistry:
+    def __init__(self) -> None:
+        self._open: dict[str, DeviceConnection] = {}
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    def device_ids(self) -> list[str]:
+        return list(self._open)
+
+    async def attach(self, conn: DeviceConnection) -> None:
+        """Make `conn` the device's stream; an older one is closed 4001 and drained first."""
+        old = self._open.get(conn.device_id)
+        self._open[conn.device_id] = conn
+        if old is not None:
+            log.info("device %s reconnected: replacing its older stream", conn.device_id)
+            await old.ws.close(code=CLOSE_REPLACED, message=b"replaced")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(old.finished.wait(), _REPLACE_WAIT_S)
+
+    def detach(self, conn: DeviceConnection) -> None:
+        if self._open.get(conn.device_id) is conn:
+            del self._open[conn.device_id]
+        conn.finished.set()
+
+    async def close(self, device_ids: Iterable[str], code: int, reason: str) -> None:
+        for device_id in device_ids:
+            conn = self._open.get(device_id)
+            if conn is not None:
+                log.info("closing stream of device %s: %s", device_id, reason)
+                await conn.ws.close(code=code, message=reason.encode())
+
+    async def close_all(self, code: int, reason: str) -> None:
+        await self.close(list(self._open), code, reason)

@@ -1,0 +1,172 @@
+"""The device session, sans-I/O: frames in, decisions out.
+
+`DeviceSession.receive` turns one WebSocket frame into exactly one outcome: rows to
+store (then ack), a duplicate (ack again, store nothing), or an error reply. It owns
+the protocol's rules — validation, seq bookkeeping, error classification, reply
+encoding — and knows nothing of sockets, databases or clocks (`now` is passed in).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import msgpack
+from pydantic import BaseModel, ValidationError
+
+from schemas.device import (
+    BadMessage,
+    BatchError,
+    ReadingsMessage,
+    Welcome,
+    error_details,
+    readings_adapter,
+)
+
+__all__ = [
+    "DeviceSession",
+    "Duplicate",
+    "Outcome",
+    "Reject",
+    "Store",
+    "encode",
+    "to_micros",
+]
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+# Top-level locations whose problems mean "this is not a batch at all".
+_MESSAGE_LEVEL = {(), ("type",), ("seq",)}
+
+
+def to_micros(ts: datetime) -> int:
+    """Exact integer microseconds since the epoch (float seconds would round)."""
+    return (ts - EPOCH) // _MICROSECOND
+
+
+@dataclass(frozen=True, slots=True)
+class Store:
+    """A valid new batch: store `rows`, then ack `seq`."""
+
+    seq: int
+    rows: list[dict[str, Any]]
+    binary: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Duplicate:
+    """A batch at or below the last accepted seq: ack it again, store nothing."""
+
+    seq: int
+    binary: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    """Answer with `message`; nothing is stored and the connection stays open."""
+
+    message: BaseModel
+    binary: bool
+
+
+Outcome = Store | Duplicate | Reject
+
+
+def encode(message: BaseModel, binary: bool) -> str | bytes:
+    data = message.model_dump(mode="json")
+    return msgpack.packb(data) if binary else json.dumps(data, separators=(",", ":"))
+
+
+class DeviceSession:
+    """Protocol state of one device connection.
+
+    `accepted_seq` is the highest seq that is stored or on its way to storage. A batch
+    is handed out for storage at most once per session; the writer re-checks against
+    committed seqs, which also covers a replaced connection's batches still in flight.
+    """
+
+    def __init__(self, device_id: str, patient_id: str, last_seq: int, max_batch: int) -> None:
+        self.device_id = device_id
+        self.patient_id = patient_id
+        self.accepted_seq = last_seq
+        self.max_batch = max_batch
+        self._adapter = readings_adapter(max_batch)
+
+    def welcome(self) -> str:
+        return encode(
+            Welcome(
+                device_id=self.device_id,
+                patient_id=self.patient_id,
+                last_seq=self.accepted_seq,
+                max_batch=self.max_batch,
+            ),
+            binary=False,
+        )  # type: ignore[return-value]  # text frame: the first frame is always JSON
+
+    def receive(self, data: str | bytes, now: datetime) -> Outcome:
+        binary = isinstance(data, bytes)
+        context = {"now": now}
+        try:
+            if binary:
+                raw = _unpack(data)
+                batch = self._adapter.validate_python(raw, context=context)
+            else:
+                batch = self._adapter.validate_json(data, context=context)
+        except _NotAMessage as e:
+            return Reject(BadMessage(detail=str(e)), binary)
+        except ValidationError as e:
+            errors = e.errors(include_url=False, include_input=False)
+            fatal = [err for err in errors if tuple(err["loc"]) in _MESSAGE_LEVEL]
+            if fatal:
+                return Reject(BadMessage(detail=_describe(fatal[0])), binary)
+            # seq validated, so the frame is an object with an int seq; the error path
+            # is rare enough to decode it a second time for it.
+            seq = (raw if binary else json.loads(data))["seq"]
+            return Reject(BatchError(seq=seq, errors=error_details(errors)), binary)
+
+        if batch.seq <= self.accepted_seq:
+            return Duplicate(batch.seq, binary)
+        self.accepted_seq = batch.seq
+        return Store(batch.seq, self._rows(batch, now), binary)
+
+    def _rows(self, batch: ReadingsMessage, now: datetime) -> list[dict[str, Any]]:
+        received = to_micros(now)
+        return [
+            {
+                "device_id": self.device_id,
+                "patient_id": self.patient_id,
+                "metric": r.metric.value,
+                "ts_us": to_micros(r.ts),
+                "value": r.value,
+                "received_us": received,
+                "seq": batch.seq,
+            }
+            for r in batch.readings
+        ]
+
+
+class _NotAMessage(ValueError):
+    pass
+
+
+def _unpack(data: bytes) -> Any:
+    try:
+        return msgpack.unpackb(data, raw=False)
+    except Exception as e:  # msgpack raises a zoo of types for corrupt input
+        raise _NotAMessage(f"frame is not valid MessagePack ({type(e).__name__})") from e
+
+
+def _describe(err: Any) -> str:
+    loc = tuple(err["loc"])
+    if err["type"] == "json_invalid":
+        return f"frame is not valid JSON: {err['ctx'].get('error', err['msg'])}"
+    if loc == ():
+        return "message must be an object"
+    if loc == ("type",):
+        if err["type"] == "missing":
+            return "message has no 'type'"
+        return "unknown message type: expected 'readings'"
+    return "message has no usable 'seq' (an integer >= 1 is required)"

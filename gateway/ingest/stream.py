@@ -1,0 +1,122 @@
+"""`GET /v1/devices/stream`: the aiohttp glue around `DeviceSession`.
+
+The reader feeds frames to the session and queues one outgoing item per frame; a
+writer task sends them strictly in order, awaiting each batch's commit before its
+ack. The queue is bounded (`device_pipeline`): when it is full the reader stops
+reading the socket, so a flooding device is slowed by TCP, not buffered in memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import UTC, datetime
+
+from aiohttp import WSMsgType, web
+from pydantic import BaseModel
+
+from gateway.api.auth import require_device
+from gateway.errors import StorageError
+from gateway.ingest.registry import DeviceConnection
+from gateway.ingest.session import DeviceSession, Duplicate, Reject, Store, encode
+from gateway.ingest.writer import PendingBatch
+from gateway.keys import COMMITTER, DEVICES, SETTINGS
+from schemas.device import Ack, BadMessage, ErrorCode
+
+__all__ = ["device_stream"]
+
+log = logging.getLogger(__name__)
+
+# (commit to wait for or None, message to send once it is done, binary encoding?)
+_Outgoing = tuple[PendingBatch | None, BaseModel, bool]
+
+CLOSE_STORAGE = 1011
+_STORAGE_DOWN = BadMessage(code=ErrorCode.INTERNAL, detail="storage unavailable, retry later")
+
+
+async def device_stream(request: web.Request) -> web.WebSocketResponse:
+    principal = await require_device(request)  # 401/403 before any upgrade
+    assert principal.patient_id is not None
+    settings = request.app[SETTINGS]
+    committer = request.app[COMMITTER]
+    registry = request.app[DEVICES]
+
+    ws = web.WebSocketResponse(
+        heartbeat=settings.heartbeat_s, max_msg_size=settings.max_frame_bytes
+    )
+    await ws.prepare(request)
+    conn = DeviceConnection(principal.name, ws)
+    opened = time.monotonic()
+    await registry.attach(conn)
+    outbox: asyncio.Queue[_Outgoing | None] = asyncio.Queue(maxsize=settings.device_pipeline)
+    sender = asyncio.create_task(_send_in_order(ws, outbox), name=f"acks:{principal.name}")
+    try:
+        session = DeviceSession(
+            principal.name,
+            principal.patient_id,
+            await committer.last_seq(principal.name),
+            settings.max_batch,
+        )
+        await ws.send_str(session.welcome())
+        log.info("device %s connected (last_seq %d)", principal.name, session.accepted_seq)
+        async for msg in ws:
+            if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+                match session.receive(msg.data, datetime.now(UTC)):
+                    case Store(seq=seq, rows=rows, binary=binary):
+                        pending = committer.submit(principal.name, seq, rows)
+                        await outbox.put((pending, Ack(seq=seq), binary))
+                    case Duplicate(seq=seq, binary=binary):
+                        await outbox.put((None, Ack(seq=seq), binary))
+                    case Reject(message=message, binary=binary):
+                        await outbox.put((None, message, binary))
+            elif msg.type is WSMsgType.ERROR:
+                break
+    finally:
+        # Let acks of batches already handed to the writer go out if the socket is open;
+        # the sender always consumes until this mark, so the put cannot block for long.
+        await outbox.put(None)
+        await sender
+        registry.detach(conn)
+        log.info(
+            "device %s disconnected after %.1f s (close code %s)",
+            principal.name,
+            time.monotonic() - opened,
+            ws.close_code,
+        )
+    return ws
+
+
+async def _send_in_order(
+    ws: web.WebSocketResponse, outbox: asyncio.Queue[_Outgoing | None]
+) -> None:
+    """Send each item's message once its commit (if any) is done; stop at `None`."""
+    failed = False
+    while (item := await outbox.get()) is not None:
+        pending, message, binary = item
+        if failed:
+            continue  # keep consuming so the reader never blocks on a full queue
+        if pending is not None:
+            try:
+                await pending.done
+            except StorageError:
+                # Nothing more can be promised on this connection: the device will
+                # reconnect and resend from `welcome.last_seq`.
+                failed = True
+                await _send(ws, _STORAGE_DOWN, binary)
+                await ws.close(code=CLOSE_STORAGE, message=b"storage unavailable")
+                continue
+        await _send(ws, message, binary)
+
+
+async def _send(ws: web.WebSocketResponse, message: BaseModel, binary: bool) -> None:
+    if ws.closed:
+        return
+    frame = encode(message, binary)
+    try:
+        if isinstance(frame, bytes):
+            await ws.send_bytes(frame)
+        else:
+            await ws.send_str(frame)
+    except ConnectionResetError:
+        pass

@@ -1,0 +1,164 @@
+"""Group commit: batches from every device share transactions.
+
+One writer task owns all writes of readings. It takes whatever is waiting (up to
+`max_rows` readings, lingering at most `delay_s` for more), commits it in one
+transaction, then resolves each batch's future: only then may the device be acked.
+Idle, a commit holds one batch and latency stays low; busy, commits grow and the
+per-commit cost (fsync) is shared.
+
+The writer is also the last word on duplicates: it knows the committed `last_seq` of
+every device it has seen, so a batch resent on a new connection while the old
+connection's copy is still queued is stored once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.errors import StorageError
+from gateway.storage.readings import ReadingWriter
+
+__all__ = ["CommitListener", "GroupCommitter", "PendingBatch", "plan_commit"]
+
+log = logging.getLogger(__name__)
+
+
+def _new_future() -> asyncio.Future[bool]:
+    return asyncio.get_running_loop().create_future()
+
+
+@dataclass(slots=True)
+class PendingBatch:
+    device_id: str
+    seq: int
+    rows: list[dict[str, Any]]
+    # Resolves True when stored, False when it was a duplicate; StorageError on failure.
+    done: asyncio.Future[bool] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+def _consume_exception(future: asyncio.Future[bool]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
+# Called after each successful commit with the batches it stored (not duplicates).
+CommitListener = Callable[[list[PendingBatch]], Awaitable[None] | None]
+
+
+def plan_commit(
+    group: list[PendingBatch], last_seq: dict[str, int]
+) -> tuple[list[PendingBatch], dict[str, int]]:
+    """Which batches of `group` are new, and each device's last_seq after storing them.
+
+    Pure: the decision of what a commit holds, separate from doing it.
+    """
+    fresh: list[PendingBatch] = []
+    advanced: dict[str, int] = {}
+    for batch in group:
+        current = advanced.get(batch.device_id, last_seq.get(batch.device_id, 0))
+        if batch.seq > current:
+            fresh.append(batch)
+            advanced[batch.device_id] = batch.seq
+    return fresh, advanced
+
+
+class GroupCommitter:
+    def __init__(self, writer: ReadingWriter, *, max_rows: int, delay_s: float) -> None:
+        self._writer = writer
+        self._max_rows = max_rows
+        self._delay_s = delay_s
+        # Unbounded by type, bounded in practice: each connection has at most
+        # `device_pipeline` batches here and stops reading its socket until one is done.
+        self._queue: asyncio.Queue[PendingBatch] = asyncio.Queue()
+        self._last_seq: dict[str, int] = {}
+        self._listeners: list[CommitListener] = []
+        self._task: asyncio.Task[None] | None = None
+        self._failing = False
+
+    def add_listener(self, listener: CommitListener) -> None:
+        self._listeners.append(listener)
+
+    def submit(self, device_id: str, seq: int, rows: list[dict[str, Any]]) -> PendingBatch:
+        batch = PendingBatch(device_id, seq, rows)
+        # A connection that closes early never awaits its batch; mark a failure as seen.
+        batch.done.add_done_callback(_consume_exception)
+        self._queue.put_nowait(batch)
+        return batch
+
+    async def last_seq(self, device_id: str) -> int:
+        """The device's committed last_seq, as the writer sees it."""
+        if device_id not in self._last_seq:
+            self._last_seq.update(await self._writer.last_seqs([device_id]))
+        return self._last_seq.get(device_id, 0)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="group-commit")
+
+    async def stop(self) -> None:
+        """Commit everything submitted so far, then stop (cancelling only while idle)."""
+        if self._task is None:
+            return
+        await self._queue.join()
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            group = [await self._queue.get()]
+            if self._delay_s > 0 and self._queue.empty():
+                await asyncio.sleep(self._delay_s)
+            group = self._take_ready(group)
+            try:
+                await self._commit(group)
+            finally:
+                for _ in group:
+                    self._queue.task_done()
+
+    def _take_ready(self, group: list[PendingBatch]) -> list[PendingBatch]:
+        rows = sum(len(b.rows) for b in group)
+        while rows < self._max_rows and not self._queue.empty():
+            batch = self._queue.get_nowait()
+            group.append(batch)
+            rows += len(batch.rows)
+        return group
+
+    async def _commit(self, group: list[PendingBatch]) -> None:
+        try:
+            unknown = {b.device_id for b in group} - self._last_seq.keys()
+            if unknown:
+                self._last_seq.update(await self._writer.last_seqs(unknown))
+            fresh, advanced = plan_commit(group, self._last_seq)
+            await self._writer.commit([row for b in fresh for row in b.rows], advanced)
+        except Exception as e:
+            if not self._failing:
+                log.error("database write failed, acknowledging nothing: %s", e)
+            self._failing = True
+            error = StorageError("the database refused the write")
+            for b in group:
+                if not b.done.done():
+                    b.done.set_exception(error)
+            return
+        if self._failing:
+            log.info("database writes succeed again")
+            self._failing = False
+        self._last_seq.update(advanced)
+        stored = {id(b) for b in fresh}
+        for b in group:
+            if not b.done.done():
+                b.done.set_result(id(b) in stored)
+        for listener in self._listeners:
+            try:
+                result = listener(fresh)
+                if result is not None:
+                    await result
+            except Exception:
+                log.exception("commit listener failed")

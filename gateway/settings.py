@@ -1,0 +1,132 @@
+"""Gateway settings: one flat namespace, read by pydantic-settings.
+
+Each setting has one name, used as the TOML key and (upper-cased, prefixed `VITALS_`)
+as the environment variable. Precedence: command-line flag > environment >
+`--config FILE` > shipped defaults (`config/gateway.toml`, found beside the code).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from gateway.errors import ConfigError
+
+__all__ = ["ENV_PREFIX", "Settings", "load_settings", "shipped_config_dir"]
+
+ENV_PREFIX = "VITALS_"
+
+
+def shipped_config_dir() -> Path:
+    """The shipped `config/` folder, wherever `vitals` runs from.
+
+    A checkout (or editable install) has it beside the packages; a wheel carries it as
+    `gateway/_shipped_config`.
+    """
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "_shipped_config", here.parent / "config"):
+        if (candidate / "gateway.toml").is_file():
+            return candidate
+    raise ConfigError(f"shipped configuration not found beside {here}")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
+
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    database_url: str = "sqlite+aiosqlite:///./var/vitals.db"
+    sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
+    rules_file: str = ""
+    offline_after_s: float = Field(30.0, gt=0)
+    heartbeat_s: float = Field(30.0, gt=0)
+    max_batch: int = Field(500, ge=1, le=100_000)
+    max_frame_bytes: int = Field(262_144, ge=1024)
+    commit_max_rows: int = Field(10_000, ge=1)
+    commit_delay_ms: float = Field(2.0, ge=0)
+    device_pipeline: int = Field(16, ge=1)
+    revocation_check_s: float = Field(5.0, gt=0)
+    dashboard_queue_max: int = Field(1000, ge=1)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    # Set by load_settings on a throwaway subclass: the TOML files in force, lowest
+    # precedence first.
+    toml_files: ClassVar[tuple[Path, ...]] = ()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        files = reversed(getattr(settings_cls, "toml_files", ()))
+        tomls = tuple(TomlConfigSettingsSource(settings_cls, toml_file=f) for f in files)
+        return (init_settings, env_settings, *tomls)
+
+    @property
+    def rules_path(self) -> Path:
+        return (
+            Path(self.rules_file) if self.rules_file else shipped_config_dir() / "alert-rules.toml"
+        )
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror}") from e
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from e
+
+
+def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
+    """Settings from all sources; `overrides` are command-line flags (None = not given).
+
+    Raises ConfigError naming the file (or environment variable), the key and the problem.
+    """
+    files = [shipped_config_dir() / "gateway.toml"]
+    if config is not None:
+        files.append(config)
+    keys_by_file = {f: _read_toml(f) for f in files}
+    for path, data in keys_by_file.items():
+        for key in data:
+            if key not in Settings.model_fields:
+                raise ConfigError(f"{path}: unknown key {key!r}")
+
+    flags = {k: v for k, v in overrides.items() if v is not None}
+    # pydantic-settings reads sources from class state; a throwaway subclass keeps the
+    # file list per call instead of mutating a global.
+    cls = type("BoundSettings", (Settings,), {"toml_files": tuple(files)})
+    try:
+        settings: Settings = cls(**flags)
+    except ValidationError as e:
+        raise ConfigError(_explain(e, flags, keys_by_file)) from e
+    return settings
+
+
+def _explain(e: ValidationError, flags: dict[str, Any], files: dict[Path, dict[str, Any]]) -> str:
+    problems = []
+    for err in e.errors():
+        key = str(err["loc"][0]) if err["loc"] else "?"
+        if key in flags:
+            where = f"--{key.replace('_', '-')}"
+        elif ENV_PREFIX + key.upper() in os.environ:
+            where = f"environment {ENV_PREFIX}{key.upper()}"
+        else:
+            where = next((str(p) for p in reversed(files) if key in files[p]), "settings")
+        problems.append(f"{where}: {key}: {err['msg']}")
+    return "; ".join(problems)

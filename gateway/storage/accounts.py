@@ -1,0 +1,164 @@
+"""Devices and users: provisioning, revocation, and token authentication.
+
+Tokens are 32 random bytes, shown once, stored only as a SHA-256 hash. Looking a
+token up by its hash compares nothing secret in application code; the final
+`compare_digest` keeps even that comparison constant-time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from gateway.errors import ConflictError, NotFoundError
+from gateway.storage.schema import Device, User
+
+__all__ = [
+    "AccountStore",
+    "DeviceInfo",
+    "Principal",
+    "Role",
+    "hash_token",
+    "new_token",
+]
+
+
+class Role(StrEnum):
+    DEVICE = "device"
+    CLINICIAN = "clinician"
+    ADMIN = "admin"
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who a token belongs to: a device (with its patient) or a user."""
+
+    name: str
+    role: Role
+    patient_id: str | None = None
+    ward: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceInfo:
+    id: str
+    patient_id: str
+    ward: str
+    created_at: datetime
+    revoked_at: datetime | None
+    last_seq: int
+
+
+class AccountStore:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def add_device(
+        self, device_id: str, patient_id: str, ward: str
+    ) -> tuple[DeviceInfo, str]:
+        token = new_token()
+        row = {
+            "id": device_id,
+            "patient_id": patient_id,
+            "ward": ward,
+            "token_hash": hash_token(token),
+            "created_at": datetime.now(UTC),
+            "revoked_at": None,
+            "last_seq": 0,
+        }
+        try:
+            async with self._engine.begin() as conn:
+                await conn.execute(Device.__table__.insert(), row)
+        except IntegrityError as e:
+            raise ConflictError(f"device {device_id!r} already exists") from e
+        del row["token_hash"]
+        return DeviceInfo(**row), token  # type: ignore[arg-type]
+
+    async def list_devices(self) -> list[DeviceInfo]:
+        t = Device.__table__
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(
+                select(
+                    t.c.id, t.c.patient_id, t.c.ward, t.c.created_at, t.c.revoked_at, t.c.last_seq
+                ).order_by(t.c.id)
+            )
+            return [DeviceInfo(*r) for r in rows]
+
+    async def revoke_device(self, device_id: str) -> None:
+        async with self._engine.begin() as conn:
+            result = await conn.execute(
+                update(Device).where(Device.id == device_id).values(revoked_at=datetime.now(UTC))
+            )
+        if result.rowcount == 0:
+            raise NotFoundError(f"no device {device_id!r}")
+
+    async def revoked_among(self, device_ids: Iterable[str]) -> set[str]:
+        """Which of these devices are revoked or deleted (their streams must close)."""
+        ids = set(device_ids)
+        if not ids:
+            return set()
+        async with self._engine.connect() as conn:
+            live = await conn.scalars(
+                select(Device.id).where(Device.id.in_(ids), Device.revoked_at.is_(None))
+            )
+            return ids - set(live)
+
+    async def add_user(self, name: str, role: Role) -> str:
+        if role is Role.DEVICE:
+            raise ValueError("a user's role is clinician or admin")
+        token = new_token()
+        try:
+            async with self._engine.begin() as conn:
+                await conn.execute(
+                    User.__table__.insert(),
+                    {
+                        "name": name,
+                        "role": role.value,
+                        "token_hash": hash_token(token),
+                        "created_at": datetime.now(UTC),
+                    },
+                )
+        except IntegrityError as e:
+            raise ConflictError(f"user {name!r} already exists") from e
+        return token
+
+    async def authenticate(self, token: str) -> Principal | None:
+        """The live (not revoked) device or user holding `token`, or None."""
+        digest = hash_token(token)
+        async with self._engine.connect() as conn:
+            dev = (
+                await conn.execute(
+                    select(Device.id, Device.patient_id, Device.ward, Device.token_hash).where(
+                        Device.token_hash == digest, Device.revoked_at.is_(None)
+                    )
+                )
+            ).first()
+            if dev is not None and hmac.compare_digest(dev.token_hash, digest):
+                return Principal(dev.id, Role.DEVICE, patient_id=dev.patient_id, ward=dev.ward)
+            user = (
+                await conn.execute(
+                    select(User.name, User.role, User.token_hash).where(
+                        User.token_hash == digest, User.revoked_at.is_(None)
+                    )
+                )
+            ).first()
+            if user is not None and hmac.compare_digest(user.token_hash, digest):
+                return Principal(user.name, Role(user.role))
+        return None

@@ -1,0 +1,44 @@
+"""The engine: built from the database URL, the one place with backend-specific setup.
+
+SQLite gets WAL mode (readers never block the group-commit writer), a busy timeout,
+and the configured `synchronous` level; every other backend is used as it comes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from gateway.storage.schema import Base
+
+__all__ = ["create_schema", "open_engine"]
+
+
+def open_engine(url: str, *, sqlite_synchronous: str = "FULL") -> AsyncEngine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return create_async_engine(url, pool_pre_ping=True)
+
+    if parsed.database and parsed.database != ":memory:":
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_async_engine(url, connect_args={"timeout": 30})
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute(f"PRAGMA synchronous={sqlite_synchronous}")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    return engine
+
+
+async def create_schema(engine: AsyncEngine) -> None:
+    """Create missing tables and indexes (first start); existing ones are left alone."""
+    async with engine.begin() as conn:
+        await conn.run_sync(Base.metadata.create_all)

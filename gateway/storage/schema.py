@@ -1,0 +1,88 @@
+"""Table models.
+
+Timestamps of readings are integer microseconds since the Unix epoch (UTC): exact,
+the cheapest column to insert and index, and the same on every backend. Account
+timestamps are rare and use DateTime.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import BigInteger, DateTime, Dialect, Float, Index, Integer, String, TypeDecorator
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+__all__ = ["Base", "Device", "Reading", "User"]
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY (the rowid); elsewhere use 64 bits.
+BigId = BigInteger().with_variant(Integer, "sqlite")
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes on every backend (SQLite stores no offset and would return
+    naive values)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("naive datetime: every stored time must be UTC-aware")
+        return value.astimezone(UTC) if value is not None else None
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Device(Base):
+    __tablename__ = "devices"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    patient_id: Mapped[str] = mapped_column(String(64), index=True)
+    ward: Mapped[str] = mapped_column(String(64), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)
+    # Highest batch seq durably stored: updated in the same transaction as the readings,
+    # so `welcome.last_seq` and duplicate detection never disagree with the data.
+    last_seq: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    role: Mapped[str] = mapped_column(String(16))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)
+
+
+class Reading(Base):
+    """One metric value at one timestamp from one device; never updated or overwritten."""
+
+    __tablename__ = "readings"
+
+    # Also the stable tie-breaker for equal timestamps and the snapshot bound of cursors.
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    device_id: Mapped[str] = mapped_column(String(64))
+    patient_id: Mapped[str] = mapped_column(String(64))
+    metric: Mapped[str] = mapped_column(String(16))
+    ts_us: Mapped[int] = mapped_column(BigInteger)
+    value: Mapped[float] = mapped_column(Float)
+    received_us: Mapped[int] = mapped_column(BigInteger)
+    seq: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (
+        # patient + metric + time: charts, summaries, latest value.
+        Index("ix_readings_patient_metric_ts", "patient_id", "metric", "ts_us", "id"),
+        # patient + time (all metrics) and device + time.
+        Index("ix_readings_patient_ts", "patient_id", "ts_us", "id"),
+        Index("ix_readings_device_ts", "device_id", "ts_us", "id"),
+    )
