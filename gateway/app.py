@@ -13,14 +13,18 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from gateway.api import accounts, health
+from gateway.alerts.service import AlertService
+from gateway.api import accounts, alerts, health, readings
 from gateway.api.errors import error_middleware
+from gateway.dashboard.hub import Hub
+from gateway.dashboard.stream import dashboard_stream
 from gateway.ingest.registry import CLOSE_REVOKED, DeviceRegistry
 from gateway.ingest.stream import device_stream
 from gateway.ingest.writer import GroupCommitter
-from gateway.keys import ACCOUNTS, COMMITTER, DEVICES, ENGINE, SETTINGS
+from gateway.keys import ACCOUNTS, ALERT_STORE, ALERTS, COMMITTER, DEVICES, ENGINE, HUB, SETTINGS
 from gateway.settings import Settings
 from gateway.storage.accounts import AccountStore
+from gateway.storage.alerts import AlertStore
 from gateway.storage.database import create_schema, open_engine
 from gateway.storage.readings import ReadingWriter
 
@@ -35,11 +39,15 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=[error_middleware])
     app[SETTINGS] = settings
     app[DEVICES] = DeviceRegistry()
-    app.cleanup_ctx.extend([_database, _writer, _revocation_watch])
+    app[HUB] = Hub()
+    app.cleanup_ctx.extend([_database, _writer, _alerts, _revocation_watch])
     app.on_shutdown.append(_close_streams)
     app.router.add_get("/v1/devices/stream", device_stream)
+    app.router.add_get("/v1/dashboard/stream", dashboard_stream)
+    app.router.add_routes(alerts.routes)
     app.router.add_routes(accounts.routes)
     app.router.add_routes(health.routes)
+    app.router.add_routes(readings.routes)
     return app
 
 
@@ -66,6 +74,19 @@ async def _writer(app: web.Application) -> AsyncIterator[None]:
     await committer.stop()
 
 
+async def _alerts(app: web.Application) -> AsyncIterator[None]:
+    """The alert service: rules, restored open alerts, the timer; fed by every commit."""
+    settings = app[SETTINGS]
+    store = AlertStore(app[ENGINE])
+    app[ALERT_STORE] = store
+    async with AlertService.running(
+        store, app[HUB], settings.rules_path, offline_after_s=settings.offline_after_s
+    ) as service:
+        app[ALERTS] = service
+        app[COMMITTER].add_listener(service.on_commit)
+        yield
+
+
 async def _revocation_watch(app: web.Application) -> AsyncIterator[None]:
     """Close streams whose token was revoked behind the gateway's back (CLI on the DB)."""
 
@@ -88,3 +109,4 @@ async def _revocation_watch(app: web.Application) -> AsyncIterator[None]:
 
 async def _close_streams(app: web.Application) -> None:
     await app[DEVICES].close_all(CLOSE_GOING_AWAY, "going away")
+    await app[HUB].close_all(CLOSE_GOING_AWAY, "going away")

@@ -5,15 +5,30 @@ from __future__ import annotations
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from gateway.alerts.service import AlertService
+from gateway.dashboard.hub import Hub
 from gateway.ingest.registry import DeviceRegistry
 from gateway.ingest.writer import GroupCommitter
 from gateway.settings import Settings
 from gateway.storage.accounts import AccountStore
+from gateway.storage.alerts import AlertStore
 
-__all__ = ["ACCOUNTS", "COMMITTER", "DEVICES", "ENGINE", "SETTINGS"]
+__all__ = [
+    "ACCOUNTS",
+    "ALERTS",
+    "ALERT_STORE",
+    "COMMITTER",
+    "DEVICES",
+    "ENGINE",
+    "HUB",
+    "SETTINGS",
+]
 
 SETTINGS = web.AppKey("settings", Settings)
 ENGINE = web.AppKey("engine", AsyncEngine)
 ACCOUNTS = web.AppKey("accounts", AccountStore)
 COMMITTER = web.AppKey("committer", GroupCommitter)
 DEVICES = web.AppKey("devices", DeviceRegistry)
+HUB = web.AppKey("hub", Hub)
+ALERT_STORE = web.AppKey("alert_store", AlertStore)
+ALERTS = web.AppKey("alerts", AlertService)

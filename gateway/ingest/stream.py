@@ -38,6 +38,7 @@ _STORAGE_DOWN = BadMessage(code=ErrorCode.INTERNAL, detail="storage unavailable,
 async def device_stream(request: web.Request) -> web.WebSocketResponse:
     principal = await require_device(request)  # 401/403 before any upgrade
     assert principal.patient_id is not None
+    ward = principal.ward or ""
     settings = request.app[SETTINGS]
     committer = request.app[COMMITTER]
     registry = request.app[DEVICES]
@@ -64,7 +65,9 @@ async def device_stream(request: web.Request) -> web.WebSocketResponse:
             if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
                 match session.receive(msg.data, datetime.now(UTC)):
                     case Store(seq=seq, rows=rows, binary=binary):
-                        pending = committer.submit(principal.name, seq, rows)
+                        pending = committer.submit(
+                            principal.name, principal.patient_id, ward, seq, rows
+                        )
                         await outbox.put((pending, Ack(seq=seq), binary))
                     case Duplicate(seq=seq, binary=binary):
                         await outbox.put((None, Ack(seq=seq), binary))

@@ -35,6 +35,8 @@ def _new_future() -> asyncio.Future[bool]:
 @dataclass(slots=True)
 class PendingBatch:
     device_id: str
+    patient_id: str
+    ward: str
     seq: int
     rows: list[dict[str, Any]]
     # Resolves True when stored, False when it was a duplicate; StorageError on failure.
@@ -85,8 +87,10 @@ class GroupCommitter:
     def add_listener(self, listener: CommitListener) -> None:
         self._listeners.append(listener)
 
-    def submit(self, device_id: str, seq: int, rows: list[dict[str, Any]]) -> PendingBatch:
-        batch = PendingBatch(device_id, seq, rows)
+    def submit(
+        self, device_id: str, patient_id: str, ward: str, seq: int, rows: list[dict[str, Any]]
+    ) -> PendingBatch:
+        batch = PendingBatch(device_id, patient_id, ward, seq, rows)
         # A connection that closes early never awaits its batch; mark a failure as seen.
         batch.done.add_done_callback(_consume_exception)
         self._queue.put_nowait(batch)

@@ -9,10 +9,20 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import BigInteger, DateTime, Dialect, Float, Index, Integer, String, TypeDecorator
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Dialect,
+    Float,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["Base", "Device", "Reading", "User"]
+__all__ = ["AlertEventRow", "AlertRow", "Base", "Device", "Reading", "User"]
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY (the rowid); elsewhere use 64 bits.
 BigId = BigInteger().with_variant(Integer, "sqlite")
@@ -86,3 +96,46 @@ class Reading(Base):
         Index("ix_readings_patient_ts", "patient_id", "ts_us", "id"),
         Index("ix_readings_device_ts", "device_id", "ts_us", "id"),
     )
+
+
+class AlertRow(Base):
+    """An alert's current state (one episode of one rule for one patient)."""
+
+    __tablename__ = "alerts"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=False)
+    rule: Mapped[str] = mapped_column(String(64))
+    metric: Mapped[str | None] = mapped_column(String(16))
+    priority: Mapped[str] = mapped_column(String(8))
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    patient_id: Mapped[str] = mapped_column(String(64), index=True)
+    device_id: Mapped[str] = mapped_column(String(64))
+    ward: Mapped[str] = mapped_column(String(64))
+    threshold: Mapped[float | None] = mapped_column(Float)
+    direction: Mapped[str | None] = mapped_column(String(8))
+    first_value: Mapped[float | None] = mapped_column(Float)
+    last_value: Mapped[float | None] = mapped_column(Float)
+    worst_value: Mapped[float | None] = mapped_column(Float)
+    raised_at: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
+    cleared_at: Mapped[float | None] = mapped_column(Float)
+    acked_at: Mapped[float | None] = mapped_column(Float)
+    acked_by: Mapped[str | None] = mapped_column(String(64))
+    last_event_id: Mapped[int] = mapped_column(BigInteger, index=True)
+
+
+class AlertEventRow(Base):
+    """Append-only: every change of every alert, exactly as it was pushed.
+
+    `event_id` is assigned by the gateway (not a sequence, which may skip values on
+    rollback), so the ids dashboards see are gap-free.
+    """
+
+    __tablename__ = "alert_events"
+
+    event_id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=False)
+    alert_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16))  # the alert's status after the change
+    # The `alert` message as sent (JSON text): a replay sends the very same bytes.
+    payload: Mapped[str] = mapped_column(Text)

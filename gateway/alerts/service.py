@@ -1,0 +1,209 @@
+"""The I/O edge of alerting: feeds committed readings and clock ticks to the pure
+engine, stores every transition as an event, then pushes it to dashboards.
+
+One lock serialises engine, event-id allocation, storage and publication, so event
+ids are gap-free and every dashboard sees events in id order, each stored before it
+is pushed. Transitions whose storage failed are kept and retried on the next tick.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from gateway.alerts.engine import Alert, AlertEngine, Transition
+from gateway.alerts.rules import load_rules
+from gateway.dashboard.hub import Hub
+from gateway.dashboard.vitals import VitalsThrottle
+from gateway.errors import StorageError
+from gateway.ingest.writer import PendingBatch
+from gateway.storage.alerts import AlertStore, RecordedEvent, StoredState
+from schemas.dashboard import AlertEvent, AlertOut, VitalReading, Vitals
+from schemas.metrics import METRICS, Metric
+
+__all__ = ["AlertService", "alert_out"]
+
+log = logging.getLogger(__name__)
+
+# How often the timer runs offline checks and throttled value updates, and flushes vitals.
+TICK_S = 0.5
+VITALS_EVERY_S = 1.0
+
+
+def _utc(t: float | None) -> datetime | None:
+    return None if t is None else datetime.fromtimestamp(t, UTC)
+
+
+def alert_out(alert: Alert, ward: str) -> AlertOut:
+    return AlertOut(
+        id=alert.id,
+        rule=alert.rule,
+        metric=alert.metric,
+        priority=alert.priority.value,
+        status=alert.status.value,
+        patient_id=alert.patient_id,
+        device_id=alert.device_id,
+        ward=ward,
+        threshold=alert.threshold,
+        direction=alert.direction,
+        first_value=alert.first_value,
+        last_value=alert.last_value,
+        worst_value=alert.worst_value,
+        raised_at=datetime.fromtimestamp(alert.raised_at, UTC),
+        updated_at=datetime.fromtimestamp(alert.updated_at, UTC),
+        cleared_at=_utc(alert.cleared_at),
+        acked_at=_utc(alert.acked_at),
+        acked_by=alert.acked_by,
+    )
+
+
+class AlertService:
+    def __init__(self, engine: AlertEngine, store: AlertStore, hub: Hub, rules_path: Path) -> None:
+        self._engine = engine
+        self._store = store
+        self._hub = hub
+        self._rules_path = rules_path
+        self._lock = asyncio.Lock()
+        self._last_event_id = 0
+        self._wards: dict[str, str] = {}  # device id -> ward, for offline alarms
+        self._backlog: list[Transition] = []
+        self._vitals = VitalsThrottle()
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def running(
+        cls, store: AlertStore, hub: Hub, rules_path: Path, *, offline_after_s: float
+    ) -> AsyncIterator[AlertService]:
+        """Load the rules, restore stored open alerts, run the timer until exit.
+
+        Raises RulesError for an unusable rules file (start-up stops).
+        """
+        rules = load_rules(rules_path)
+        state = await store.load()
+        engine = AlertEngine(
+            rules, first_alert_id=state.max_alert_id + 1, offline_after_s=offline_after_s
+        )
+        service = cls(engine, store, hub, rules_path)
+        await service._restore(state)
+        ticker = asyncio.create_task(service._tick_forever(), name="alert-timer")
+        try:
+            yield service
+        finally:
+            ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ticker
+
+    async def _restore(self, state: StoredState) -> None:
+        self._last_event_id = self._hub.last_event_id = state.max_event_id
+        alerts = [Alert.from_mapping(r) for r in state.open_alerts]
+        for row in state.open_alerts:
+            self._wards[row["device_id"]] = row["ward"]
+        async with self._lock:
+            await self._record(self._engine.restore(alerts, time.time()))
+        log.info("alerts: %d open restored, last event id %d", len(alerts), state.max_event_id)
+
+    @property
+    def last_event_id(self) -> int:
+        return self._last_event_id
+
+    async def on_commit(self, batches: list[PendingBatch]) -> None:
+        """Commit listener: evaluate the stored readings, then record what changed."""
+        if not batches:
+            return
+        now = time.time()
+        async with self._lock:
+            transitions: list[Transition] = []
+            for b in batches:
+                self._wards[b.device_id] = b.ward
+                self._vitals.add(b.patient_id, b.device_id, b.ward, b.rows)
+                readings = [(r["metric"], r["ts_us"] / 1e6, r["value"]) for r in b.rows]
+                transitions += self._engine.process(b.patient_id, b.device_id, readings, now)
+            await self._record(transitions)
+
+    async def acknowledge(self, alert_id: int, user: str) -> str:
+        """Acknowledge as `user`; returns the resulting event as pushed to everyone."""
+        async with self._lock:
+            transition = self._engine.acknowledge(alert_id, user, time.time())
+            events = await self._record([transition])
+        return events[-1].payload
+
+    def ward_of_alert(self, alert_id: int) -> str | None:
+        with contextlib.suppress(Exception):
+            return self._wards.get(self._engine.get(alert_id).device_id)
+        return None
+
+    async def reload_rules(self) -> int:
+        """Load the rules file again; a bad file raises RulesError and changes nothing."""
+        rules = load_rules(self._rules_path)
+        async with self._lock:
+            await self._record(self._engine.replace_rules(rules, time.time()))
+        log.info("alert rules reloaded from %s: %d rules", self._rules_path, len(rules.rules))
+        return len(rules.rules)
+
+    async def _tick_forever(self) -> None:
+        next_vitals = time.monotonic()
+        while True:
+            await asyncio.sleep(TICK_S)
+            try:
+                async with self._lock:
+                    await self._record(self._engine.check(time.time()))
+                if time.monotonic() >= next_vitals:
+                    next_vitals = time.monotonic() + VITALS_EVERY_S
+                    self._publish_vitals()
+            except StorageError:
+                pass  # logged by _record; retried on the next tick
+            except Exception:
+                log.exception("alert timer failed")
+
+    def _publish_vitals(self) -> None:
+        for p in self._vitals.flush():
+            readings = [
+                VitalReading(
+                    ts=datetime.fromtimestamp(ts / 1e6, UTC),
+                    metric=Metric(m),
+                    value=v,
+                    unit=METRICS[Metric(m)].unit,
+                )
+                for m, (ts, v) in p.latest.items()
+            ]
+            msg = Vitals(patient_id=p.patient_id, device_id=p.device_id, readings=readings)
+            self._hub.publish_vitals(p.ward, msg.model_dump_json())
+
+    async def _record(self, transitions: Iterable[Transition]) -> list[RecordedEvent]:
+        """Store, then publish. Call with the lock held."""
+        pending = [*self._backlog, *transitions]
+        if not pending:
+            return []
+        events = []
+        next_id = self._last_event_id
+        for t in pending:
+            next_id += 1
+            ward = self._wards.get(t.alert.device_id, "")
+            payload = AlertEvent(event_id=next_id, alert=alert_out(t.alert, ward))
+            row = {
+                **{k: getattr(t.alert, k) for k in Alert.__dataclass_fields__},
+                "metric": None if t.alert.metric is None else str(t.alert.metric),
+                "priority": str(t.alert.priority),
+                "status": str(t.alert.status),
+                "ward": ward,
+                "last_event_id": next_id,
+            }
+            events.append(
+                RecordedEvent(next_id, t.kind, t.kind == "raised", row, payload.model_dump_json())
+            )
+        try:
+            await self._store.append(events)
+        except Exception as e:
+            self._backlog = pending
+            log.error("could not store %d alert events, will retry: %s", len(pending), e)
+            raise StorageError("the database refused the alert events") from e
+        self._backlog = []
+        self._last_event_id = next_id
+        for e in events:
+            self._hub.publish_alert(e.event_id, e.row["ward"], e.payload)
+        return events

@@ -1,0 +1,89 @@
+"""Alert REST endpoints: list alerts, acknowledge one, reload the rules."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from aiohttp import web
+
+from gateway.alerts.rules import RulesError
+from gateway.api.auth import require_admin, require_user
+from gateway.errors import InvalidParameter
+from gateway.keys import ALERT_STORE, ALERTS
+from schemas.dashboard import AlertList, AlertOut, AlertStatus
+
+__all__ = ["routes"]
+
+routes = web.RouteTableDef()
+
+_ALLOWED = {"status", "patient_id", "since_event_id", "limit"}
+
+
+def _int(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InvalidParameter(name, f"must be an integer, not {raw!r}") from None
+    if not low <= value <= high:
+        raise InvalidParameter(name, f"must be within {low}..{high}")
+    return value
+
+
+@routes.get("/v1/alerts")
+async def list_alerts(request: web.Request) -> web.Response:
+    await require_user(request)
+    for name in request.query:
+        if name not in _ALLOWED:
+            raise InvalidParameter(name, "unknown parameter")
+    status = request.query.get("status")
+    if status is not None and status not in AlertStatus.__members__.values():
+        raise InvalidParameter("status", f"must be one of {', '.join(AlertStatus)}")
+    since = _int(request, "since_event_id", 0, 0, 2**63 - 1)
+    limit = _int(request, "limit", 1000, 1, 10_000)
+    rows = await request.app[ALERT_STORE].list_alerts(
+        status=status,
+        patient_id=request.query.get("patient_id"),
+        since_event_id=since,
+        limit=limit,
+    )
+    body = AlertList(
+        items=[AlertOut.model_validate(_as_out(r)) for r in rows],
+        last_event_id=request.app[ALERTS].last_event_id,
+    )
+    return web.json_response(text=body.model_dump_json())
+
+
+def _as_out(row: dict[str, object]) -> dict[str, object]:
+    """A stored alert row as the API shows it (epoch seconds become RFC 3339 UTC)."""
+    out = dict(row)
+    for key in ("raised_at", "updated_at", "cleared_at", "acked_at"):
+        value = out[key]
+        if isinstance(value, float):
+            out[key] = datetime.fromtimestamp(value, UTC)
+    return out
+
+
+@routes.post("/v1/alerts/{alert_id}/ack")
+async def acknowledge(request: web.Request) -> web.Response:
+    principal = await require_user(request)
+    raw = request.match_info["alert_id"]
+    if not raw.isdigit():
+        raise InvalidParameter("alert_id", f"must be a positive integer, not {raw!r}")
+    text = await request.app[ALERTS].acknowledge(int(raw), principal.name)
+    return web.json_response(text=text)
+
+
+@routes.post("/v1/rules/reload")
+async def reload_rules(request: web.Request) -> web.Response:
+    await require_admin(request)
+    try:
+        count = await request.app[ALERTS].reload_rules()
+    except RulesError as e:
+        return web.json_response(
+            {"error": "invalid_rules", "detail": str(e), "in_force": "previous rules"},
+            status=422,
+        )
+    return web.json_response({"status": "reloaded", "rules": count})

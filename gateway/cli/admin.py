@@ -1,0 +1,121 @@
+"""`vitals devices …` and `vitals users …`: provisioning on the configured database.
+
+These work on the database directly, so the first admin exists before any gateway runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from gateway.cli.common import add_config_options, run, settings_from
+from gateway.storage.accounts import AccountStore, Role
+from gateway.storage.database import create_schema, open_engine
+
+__all__ = ["register"]
+
+
+def register(sub: argparse._SubParsersAction[Any]) -> None:
+    devices = sub.add_parser("devices", help="provision, list and revoke devices")
+    dsub = devices.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    add = dsub.add_parser("add", help="provision a device and print its token (shown once)")
+    add.add_argument("device_id")
+    add.add_argument("--patient", required=True, help="patient the device is worn by")
+    add.add_argument("--ward", required=True)
+    add.add_argument("--json", action="store_true", help='print {"id","patient_id","ward","token"}')
+    add_config_options(add)
+    add.set_defaults(func=lambda a: _with_store(a, _add_device))
+
+    ls = dsub.add_parser("list", help="list devices (never their tokens)")
+    ls.add_argument("--json", action="store_true", help="one JSON object per line")
+    add_config_options(ls)
+    ls.set_defaults(func=lambda a: _with_store(a, _list_devices))
+
+    rv = dsub.add_parser("revoke", help="revoke a device's token; its stream closes within seconds")
+    rv.add_argument("device_id")
+    add_config_options(rv)
+    rv.set_defaults(func=lambda a: _with_store(a, _revoke_device))
+
+    users = sub.add_parser("users", help="provision users (clinicians, admins)")
+    usub = users.add_subparsers(dest="action", required=True, metavar="ACTION")
+    uadd = usub.add_parser("add", help="create a user and print its token (shown once)")
+    uadd.add_argument("name")
+    uadd.add_argument("--role", required=True, choices=[Role.CLINICIAN.value, Role.ADMIN.value])
+    uadd.add_argument("--json", action="store_true", help='print {"name","role","token"}')
+    add_config_options(uadd)
+    uadd.set_defaults(func=lambda a: _with_store(a, _add_user))
+
+
+def _with_store(args: argparse.Namespace, action: Any) -> int:
+    settings = settings_from(args)
+
+    async def main() -> int:
+        engine = open_engine(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
+        try:
+            await create_schema(engine)
+            result: int = await action(AccountStore(engine), args)
+            return result
+        finally:
+            await engine.dispose()
+
+    return run(main())
+
+
+async def _add_device(store: AccountStore, args: argparse.Namespace) -> int:
+    info, token = await store.add_device(args.device_id, args.patient, args.ward)
+    if args.json:
+        print(
+            json.dumps(
+                {"id": info.id, "patient_id": info.patient_id, "ward": info.ward, "token": token}
+            )
+        )
+    else:
+        print(token)
+    return 0
+
+
+async def _list_devices(store: AccountStore, args: argparse.Namespace) -> int:
+    devices = await store.list_devices()
+    if args.json:
+        for d in devices:
+            print(
+                json.dumps(
+                    {
+                        "id": d.id,
+                        "patient_id": d.patient_id,
+                        "ward": d.ward,
+                        "created_at": d.created_at.isoformat(),
+                        "revoked_at": d.revoked_at.isoformat() if d.revoked_at else None,
+                        "last_seq": d.last_seq,
+                    }
+                )
+            )
+        return 0
+    table = Table("device", "patient", "ward", "created", "status", "last seq")
+    for d in devices:
+        status = f"revoked {d.revoked_at:%Y-%m-%d %H:%M}" if d.revoked_at else "active"
+        table.add_row(
+            d.id, d.patient_id, d.ward, f"{d.created_at:%Y-%m-%d %H:%M}", status, str(d.last_seq)
+        )
+    Console().print(table)
+    return 0
+
+
+async def _revoke_device(store: AccountStore, args: argparse.Namespace) -> int:
+    await store.revoke_device(args.device_id)
+    print(f"revoked {args.device_id}")
+    return 0
+
+
+async def _add_user(store: AccountStore, args: argparse.Namespace) -> int:
+    token = await store.add_user(args.name, Role(args.role))
+    if args.json:
+        print(json.dumps({"name": args.name, "role": args.role, "token": token}))
+    else:
+        print(token)
+    return 0

@@ -1,0 +1,69 @@
+"""`vitals serve`: run the gateway until SIGTERM or SIGINT, then shut down gracefully."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+from typing import Any
+
+from aiohttp import web
+
+from gateway.app import create_app
+from gateway.cli.common import add_config_options, run, settings_from
+from gateway.settings import Settings
+
+__all__ = ["register"]
+
+log = logging.getLogger("gateway")
+
+
+def register(sub: argparse._SubParsersAction[Any]) -> None:
+    p = sub.add_parser("serve", help="run the gateway")
+    add_config_options(p)
+    p.add_argument("--host", help="listen address (setting host)")
+    p.add_argument("--port", type=int, help="listen port (setting port)")
+    p.add_argument("--rules", dest="rules_file", metavar="FILE", help="alert rules TOML file")
+    p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    p.set_defaults(func=_serve)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    settings = settings_from(
+        args,
+        host=args.host,
+        port=args.port,
+        rules_file=args.rules_file,
+        log_level=args.log_level,
+    )
+    logging.getLogger().setLevel(settings.log_level)
+    run(serve(settings))
+    return 0
+
+
+async def serve(settings: Settings) -> None:
+    app = create_app(settings)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port)
+    await site.start()
+    log.info("vitals gateway listening on http://%s:%d", settings.host, settings.port)
+    log.info("database %s", _redact(settings.database_url))
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+        log.info("shutting down: closing streams, committing what was received")
+    finally:
+        await runner.cleanup()
+    log.info("stopped")
+
+
+def _redact(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)

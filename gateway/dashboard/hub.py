@@ -1,0 +1,109 @@
+"""Fan-out to dashboard sockets.
+
+Each event is encoded once by the caller and the same text is queued for every
+dashboard allowed to see it. Each dashboard has a bounded queue drained by its own
+writer task: a dashboard that falls `dashboard_queue_max` messages behind is closed
+with 4008 and resumes from its last event id, so it never slows ingest or others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from aiohttp import web
+
+from gateway.storage.accounts import Principal
+
+__all__ = ["CLOSE_TOO_SLOW", "Dashboard", "Hub"]
+
+log = logging.getLogger(__name__)
+
+CLOSE_TOO_SLOW = 4008
+
+
+class Dashboard:
+    """One subscribed dashboard socket and its outgoing queue.
+
+    Queue items are (event_id or 0, text): 0 marks messages that are not alert events
+    (vitals, errors), which are never skipped as already replayed.
+    """
+
+    def __init__(
+        self, ws: web.WebSocketResponse, principal: Principal, *, vitals: bool, queue_max: int
+    ) -> None:
+        self.ws = ws
+        self.principal = principal
+        self.vitals = vitals
+        # Bounded: at `queue_max` the dashboard is too slow and is closed (see `offer`).
+        self.queue: asyncio.Queue[tuple[int, str]] = asyncio.Queue(maxsize=queue_max)
+        self.too_slow = False
+        self._closer: asyncio.Task[None] | None = None
+
+    def may_see(self, ward: str) -> bool:
+        """Ward-level authorisation hook; every clinician sees every ward for now."""
+        del ward
+        return True
+
+    def offer(self, event_id: int, text: str) -> None:
+        if self.too_slow:
+            return
+        try:
+            self.queue.put_nowait((event_id, text))
+        except asyncio.QueueFull:
+            self.too_slow = True
+            log.warning("dashboard of %s is too slow: closing it", self.principal.name)
+            self._closer = asyncio.create_task(
+                self.ws.close(code=CLOSE_TOO_SLOW, message=b"too slow")
+            )
+
+    async def send_queued(self, replayed_upto: int) -> None:
+        """The writer task: send queued messages in order, skipping replayed events."""
+        while True:
+            event_id, text = await self.queue.get()
+            if event_id and event_id <= replayed_upto:
+                continue
+            if self.ws.closed:
+                return
+            with contextlib.suppress(ConnectionResetError):
+                await self.ws.send_str(text)
+
+
+class Hub:
+    def __init__(self) -> None:
+        self._dashboards: set[Dashboard] = set()
+        # The newest event id handed to dashboards; every event up to it is stored.
+        self.last_event_id = 0
+
+    def __len__(self) -> int:
+        return len(self._dashboards)
+
+    def add(self, dashboard: Dashboard) -> int:
+        """Start queueing live events for `dashboard`; returns the replay bound N.
+
+        Synchronous on purpose: no event can slip between the bound and the queue.
+        """
+        self._dashboards.add(dashboard)
+        return self.last_event_id
+
+    def remove(self, dashboard: Dashboard) -> None:
+        self._dashboards.discard(dashboard)
+
+    def publish_alert(self, event_id: int, ward: str, text: str) -> None:
+        self.last_event_id = event_id
+        for d in tuple(self._dashboards):
+            if d.may_see(ward):
+                d.offer(event_id, text)
+
+    def publish_vitals(self, ward: str, text: str) -> None:
+        for d in tuple(self._dashboards):
+            if d.vitals and d.may_see(ward):
+                d.offer(0, text)
+
+    def send_to(self, dashboard: Dashboard, text: str) -> None:
+        dashboard.offer(0, text)
+
+    async def close_all(self, code: int, reason: str) -> None:
+        for d in tuple(self._dashboards):
+            await d.ws.close(code=code, message=reason.encode())

@@ -1,0 +1,120 @@
+"""Alerts and their append-only event log.
+
+Each recorded change writes the alert's current row and one event row (the message as
+pushed) in one transaction, so what a dashboard was shown survives a restart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from gateway.storage.schema import AlertEventRow, AlertRow
+
+__all__ = ["AlertStore", "RecordedEvent", "StoredState"]
+
+_alerts = AlertRow.__table__
+_events = AlertEventRow.__table__
+_ALERT_COLUMNS = [c.name for c in _alerts.columns]
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedEvent:
+    """One change to store: the alert row after it, and the message as pushed."""
+
+    event_id: int
+    kind: str
+    is_new: bool  # the alert's first event: insert its row rather than update it
+    row: dict[str, Any]
+    payload: str
+
+
+@dataclass(frozen=True, slots=True)
+class StoredState:
+    open_alerts: list[dict[str, Any]]
+    max_alert_id: int
+    max_event_id: int
+
+
+class AlertStore:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def load(self) -> StoredState:
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(select(_alerts).where(_alerts.c.status != "cleared_ack"))
+            open_alerts = [dict(r._mapping) for r in rows]
+            max_alert = await conn.scalar(select(func.max(_alerts.c.id)))
+            max_event = await conn.scalar(select(func.max(_events.c.event_id)))
+        return StoredState(open_alerts, max_alert or 0, max_event or 0)
+
+    async def append(self, events: Sequence[RecordedEvent]) -> None:
+        async with self._engine.begin() as conn:
+            for e in events:
+                if e.is_new:
+                    await conn.execute(insert(_alerts), e.row)
+                else:
+                    await conn.execute(
+                        update(_alerts).where(_alerts.c.id == e.row["id"]).values(e.row)
+                    )
+            await conn.execute(
+                insert(_events),
+                [
+                    {
+                        "event_id": e.event_id,
+                        "alert_id": e.row["id"],
+                        "kind": e.kind,
+                        "status": e.row["status"],
+                        "payload": e.payload,
+                    }
+                    for e in events
+                ],
+            )
+
+    async def events_between(self, after: int, upto: int) -> list[str]:
+        """Payloads of events `after` < event_id <= `upto`, in order."""
+        async with self._engine.connect() as conn:
+            rows = await conn.scalars(
+                select(_events.c.payload)
+                .where(_events.c.event_id > after, _events.c.event_id <= upto)
+                .order_by(_events.c.event_id)
+            )
+            return list(rows)
+
+    async def open_latest(self, upto: int) -> list[str]:
+        """The latest event (<= `upto`) of every alert that is not closed, in event order."""
+        latest = (
+            select(func.max(_events.c.event_id).label("event_id"))
+            .where(_events.c.event_id <= upto)
+            .group_by(_events.c.alert_id)
+            .subquery()
+        )
+        async with self._engine.connect() as conn:
+            rows = await conn.scalars(
+                select(_events.c.payload)
+                .join(latest, latest.c.event_id == _events.c.event_id)
+                .where(_events.c.status != "cleared_ack")
+                .order_by(_events.c.event_id)
+            )
+            return list(rows)
+
+    async def list_alerts(
+        self,
+        *,
+        status: str | None,
+        patient_id: str | None,
+        since_event_id: int,
+        limit: int,
+    ) -> list[dict[str, Any]]:
+        query = select(_alerts).where(_alerts.c.last_event_id > since_event_id)
+        if status is not None:
+            query = query.where(_alerts.c.status == status)
+        if patient_id is not None:
+            query = query.where(_alerts.c.patient_id == patient_id)
+        query = query.order_by(_alerts.c.last_event_id).limit(limit)
+        async with self._engine.connect() as conn:
+            return [dict(r._mapping) for r in await conn.execute(query)]

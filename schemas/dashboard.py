@@ -1,0 +1,129 @@
+"""Dashboard stream protocol v1 (`GET /v1/dashboard/stream`) and the alert REST bodies.
+
+Dashboard → gateway: `subscribe` (first), `ack`. Gateway → dashboard: `alert`
+events (replayed, then live), `subscribed`, `vitals`, `error`.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictBool, StrictInt, TypeAdapter
+
+from schemas.metrics import Metric
+
+__all__ = [
+    "DASHBOARD_ADAPTER",
+    "AckRequest",
+    "AlertEvent",
+    "AlertList",
+    "AlertOut",
+    "AlertStatus",
+    "DashboardError",
+    "DashboardErrorCode",
+    "Subscribe",
+    "Subscribed",
+    "VitalReading",
+    "Vitals",
+]
+
+
+class AlertStatus(StrEnum):
+    ACTIVE_UNACK = "active_unack"
+    ACTIVE_ACK = "active_ack"
+    CLEARED_UNACK = "cleared_unack"
+    CLEARED_ACK = "cleared_ack"
+
+
+class DashboardErrorCode(StrEnum):
+    BAD_MESSAGE = "bad_message"
+    NOT_FOUND = "not_found"
+    FORBIDDEN = "forbidden"
+    CONFLICT = "conflict"
+    UNAVAILABLE = "unavailable"
+
+
+class Subscribe(BaseModel):
+    """First message. `since_event_id` 0 = the open alerts, each as its latest event."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["subscribe"]
+    since_event_id: Annotated[StrictInt, Field(ge=0)] = 0
+    vitals: StrictBool = False
+
+
+class AckRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["ack"]
+    alert_id: Annotated[StrictInt, Field(ge=1)]
+
+
+DashboardMessage = Annotated[Subscribe | AckRequest, Field(discriminator="type")]
+DASHBOARD_ADAPTER: TypeAdapter[Subscribe | AckRequest] = TypeAdapter(DashboardMessage)
+
+
+class AlertOut(BaseModel):
+    id: int
+    rule: str
+    metric: str | None
+    priority: Literal["high", "medium", "low"]
+    status: AlertStatus
+    patient_id: str
+    device_id: str
+    ward: str
+    threshold: float | None
+    direction: Literal["below", "above"] | None
+    first_value: float | None
+    last_value: float | None
+    worst_value: float | None
+    raised_at: AwareDatetime
+    updated_at: AwareDatetime
+    cleared_at: AwareDatetime | None
+    acked_at: AwareDatetime | None
+    acked_by: str | None
+
+
+class AlertEvent(BaseModel):
+    """One change of one alert; `event_id` is gap-free and increasing."""
+
+    type: Literal["alert"] = "alert"
+    event_id: int
+    alert: AlertOut
+
+
+class Subscribed(BaseModel):
+    type: Literal["subscribed"] = "subscribed"
+    last_event_id: int
+
+
+class VitalReading(BaseModel):
+    ts: AwareDatetime
+    metric: Metric
+    value: float
+    unit: str
+
+
+class Vitals(BaseModel):
+    """The latest reading of each metric received since the patient's previous message."""
+
+    type: Literal["vitals"] = "vitals"
+    patient_id: str
+    device_id: str
+    readings: list[VitalReading]
+
+
+class DashboardError(BaseModel):
+    type: Literal["error"] = "error"
+    code: DashboardErrorCode
+    detail: str
+    alert_id: int | None = None
+
+
+class AlertList(BaseModel):
+    """`GET /v1/alerts`: alerts in their current state, and the newest event id."""
+
+    items: list[AlertOut]
+    last_event_id: int
