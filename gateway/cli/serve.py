@@ -10,8 +10,10 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway.alerts.rules import RulesError
 from gateway.app import create_app
 from gateway.cli.common import add_config_options, run, settings_from
+from gateway.keys import ALERTS
 from gateway.settings import Settings
 
 __all__ = ["register"]
@@ -55,12 +57,28 @@ async def serve(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    reloads: set[asyncio.Task[None]] = set()
+
+    def on_hangup() -> None:
+        task = asyncio.create_task(_reload_rules(app))
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, on_hangup)
     try:
         await stop.wait()
         log.info("shutting down: closing streams, committing what was received")
     finally:
         await runner.cleanup()
     log.info("stopped")
+
+
+async def _reload_rules(app: web.Application) -> None:
+    """SIGHUP: reload the alert rules; a bad file is refused and the old rules stay."""
+    try:
+        await app[ALERTS].reload_rules()
+    except RulesError as e:
+        log.error("rules reload refused, previous rules stay in force: %s", e)
 
 
 def _redact(url: str) -> str:
