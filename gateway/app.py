@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from gateway.alerts.service import AlertService
-from gateway.api import accounts, alerts, health, readings
+from gateway.api import accounts, alerts, health, readings, session
 from gateway.api.errors import error_middleware
 from gateway.dashboard.hub import Hub
 from gateway.dashboard.stream import dashboard_stream
@@ -47,6 +47,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_routes(alerts.routes)
     app.router.add_routes(accounts.routes)
     app.router.add_routes(health.routes)
+    app.router.add_routes(session.routes)
     app.router.add_routes(readings.routes)
     return app
 

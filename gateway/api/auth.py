@@ -1,30 +1,74 @@
-"""Bearer-token authentication and role checks for HTTP and WebSocket upgrades."""
+"""Authentication and role checks for HTTP requests and WebSocket upgrades.
+
+A caller proves who it is with `Authorization: Bearer <token>` (devices, scripts,
+the terminal watcher) or with the browser's session cookie (the web dashboard). A
+bearer header, when present, is the only credential looked at.
+"""
 
 from __future__ import annotations
 
 from aiohttp import web
 
 from gateway.errors import AuthError, ForbiddenError
-from gateway.keys import ACCOUNTS
+from gateway.keys import ACCOUNTS, SETTINGS
 from gateway.storage.accounts import Principal, Role
 
-__all__ = ["authenticate", "require_admin", "require_device", "require_user"]
+__all__ = [
+    "SESSION_COOKIE",
+    "authenticate",
+    "check_origin",
+    "require_admin",
+    "require_device",
+    "require_user",
+]
+
+SESSION_COOKIE = "vitals_session"
 
 
-def _bearer(request: web.Request) -> str:
-    header = request.headers.get("Authorization", "")
+def _bearer(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization")
+    if header is None:
+        return None
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise AuthError("missing bearer token (Authorization: Bearer <token>)")
+        raise AuthError("malformed Authorization header (expected: Bearer <token>)")
     return token.strip()
 
 
+def uses_cookie(request: web.Request) -> bool:
+    return "Authorization" not in request.headers and SESSION_COOKIE in request.cookies
+
+
 async def authenticate(request: web.Request) -> Principal:
-    """The caller, from its token. AuthError if missing, unknown or revoked."""
-    principal = await request.app[ACCOUNTS].authenticate(_bearer(request))
-    if principal is None:
-        raise AuthError("unknown or revoked token")
-    return principal
+    """The caller, from its bearer token or session cookie. AuthError if neither works."""
+    accounts = request.app[ACCOUNTS]
+    token = _bearer(request)
+    if token is not None:
+        principal = await accounts.authenticate(token)
+        if principal is None:
+            raise AuthError("unknown or revoked token")
+        return principal
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if cookie:
+        principal = await accounts.session_user(cookie)
+        if principal is None:
+            raise AuthError("session expired or ended: log in again")
+        return principal
+    raise AuthError("missing credentials (Authorization: Bearer <token>, or log in)")
+
+
+def check_origin(request: web.Request) -> None:
+    """Refuse cross-site use of a session cookie (WebSocket upgrades have no CORS).
+
+    Browsers send the cookie with any site's upgrade request; the Origin header tells
+    whose page opened it. Bearer callers are not browsers riding on a cookie.
+    """
+    if not uses_cookie(request):
+        return
+    origin = request.headers.get("Origin")
+    own = f"{request.scheme}://{request.host}"
+    if origin != own and origin not in request.app[SETTINGS].allowed_origins:
+        raise ForbiddenError(f"origin {origin!r} may not use this session")
 
 
 async def require_user(request: web.Request) -> Principal:
@@ -43,7 +87,12 @@ async def require_admin(request: web.Request) -> Principal:
 
 
 async def require_device(request: web.Request) -> Principal:
-    principal = await authenticate(request)
+    token = _bearer(request)
+    if token is None:
+        raise AuthError("missing bearer token (Authorization: Bearer <device token>)")
+    principal = await request.app[ACCOUNTS].authenticate(token)
+    if principal is None:
+        raise AuthError("unknown or revoked token")
     if principal.role is not Role.DEVICE:
         raise ForbiddenError("the device stream needs a device token")
     return principal

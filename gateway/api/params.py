@@ -194,14 +194,12 @@ def parse_latest(query: MultiMapping[str], patient_id: str) -> str:
 
 
 def _check_names(query: MultiMapping[str], allowed: Collection[str]) -> None:
-    seen: set[str] = set()
     for name in query:
         if name not in allowed:
             known = ", ".join(sorted(allowed)) or "none"
             raise InvalidParameter(name, f"unknown parameter (known: {known})")
-        if name in seen:
+        if len(query.getall(name)) > 1:
             raise InvalidParameter(name, "given more than once")
-        seen.add(name)
 
 
 def _filters(query: MultiMapping[str], *, metric_required: bool) -> ReadingFilter:

@@ -14,7 +14,7 @@ import logging
 from aiohttp import WSMsgType, web
 from pydantic import ValidationError
 
-from gateway.api.auth import require_user
+from gateway.api.auth import check_origin, require_user
 from gateway.dashboard.hub import Dashboard
 from gateway.errors import ConflictError, NotFoundError, StorageError
 from gateway.keys import ALERT_STORE, ALERTS, HUB, SETTINGS
@@ -42,6 +42,7 @@ def _error(code: DashboardErrorCode, detail: str, alert_id: int | None = None) -
 
 async def dashboard_stream(request: web.Request) -> web.WebSocketResponse:
     principal = await require_user(request)  # 401/403 before any upgrade
+    check_origin(request)
     settings = request.app[SETTINGS]
     ws = web.WebSocketResponse(heartbeat=settings.heartbeat_s, max_msg_size=64 * 1024)
     await ws.prepare(request)

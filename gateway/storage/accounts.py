@@ -12,15 +12,15 @@ import hmac
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.errors import ConflictError, NotFoundError
-from gateway.storage.schema import Device, User
+from gateway.storage.schema import Device, Session, User
 
 __all__ = [
     "AccountStore",
@@ -162,3 +162,41 @@ class AccountStore:
             if user is not None and hmac.compare_digest(user.token_hash, digest):
                 return Principal(user.name, Role(user.role))
         return None
+
+    async def open_session(self, user: Principal, ttl_s: float) -> tuple[str, datetime]:
+        """A new browser session for `user`; returns its cookie token and expiry."""
+        token = new_token()
+        now = datetime.now(UTC)
+        expires = now + timedelta(seconds=ttl_s)
+        async with self._engine.begin() as conn:
+            await conn.execute(delete(Session).where(Session.expires_at < now))
+            await conn.execute(
+                Session.__table__.insert(),
+                {
+                    "token_hash": hash_token(token),
+                    "user_name": user.name,
+                    "created_at": now,
+                    "expires_at": expires,
+                },
+            )
+        return token, expires
+
+    async def session_user(self, token: str) -> Principal | None:
+        """The live user behind a session cookie, or None (unknown, expired, revoked)."""
+        async with self._engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(User.name, User.role)
+                    .join(Session, Session.user_name == User.name)
+                    .where(
+                        Session.token_hash == hash_token(token),
+                        Session.expires_at > datetime.now(UTC),
+                        User.revoked_at.is_(None),
+                    )
+                )
+            ).first()
+        return None if row is None else Principal(row.name, Role(row.role))
+
+    async def close_session(self, token: str) -> None:
+        async with self._engine.begin() as conn:
+            await conn.execute(delete(Session).where(Session.token_hash == hash_token(token)))

@@ -22,7 +22,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["AlertEventRow", "AlertRow", "Base", "Device", "Reading", "User"]
+__all__ = ["AlertEventRow", "AlertRow", "Base", "Device", "Reading", "Session", "User"]
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY (the rowid); elsewhere use 64 bits.
 BigId = BigInteger().with_variant(Integer, "sqlite")
@@ -139,3 +139,17 @@ class AlertEventRow(Base):
     status: Mapped[str] = mapped_column(String(16))  # the alert's status after the change
     # The `alert` message as sent (JSON text): a replay sends the very same bytes.
     payload: Mapped[str] = mapped_column(Text)
+
+
+class Session(Base):
+    """A browser login: the cookie carries the token, the table only its hash.
+
+    Stored (not in memory) so an open dashboard page survives a gateway restart.
+    """
+
+    __tablename__ = "sessions"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_name: Mapped[str] = mapped_column(String(64), index=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
