@@ -109,5 +109,7 @@ async def _revocation_watch(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _close_streams(app: web.Application) -> None:
-    await app[DEVICES].close_all(CLOSE_GOING_AWAY, "going away")
+    await app[DEVICES].close_all(
+        CLOSE_GOING_AWAY, "going away", grace_s=app[SETTINGS].shutdown_grace_s
+    )
     await app[HUB].close_all(CLOSE_GOING_AWAY, "going away")

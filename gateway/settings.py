@@ -57,6 +57,7 @@ class Settings(BaseSettings):
     device_pipeline: int = Field(16, ge=1)
     revocation_check_s: float = Field(5.0, gt=0)
     dashboard_queue_max: int = Field(1000, ge=1)
+    shutdown_grace_s: float = Field(10.0, ge=0)
     session_ttl_s: float = Field(12 * 3600, gt=0)
     allowed_origins: list[str] = []
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

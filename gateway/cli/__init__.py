@@ -18,7 +18,7 @@ from gateway.errors import GatewayError
 __all__ = ["build_parser", "main"]
 
 # Our own subcommand modules, in the order `vitals --help` lists them.
-_COMMANDS = ("serve", "admin", "query", "demo")
+_COMMANDS = ("serve", "admin", "query", "demo", "watch")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Iterable
+from typing import Any
 
 from aiohttp import web
 
@@ -22,11 +23,19 @@ _REPLACE_WAIT_S = 5.0
 
 
 class DeviceConnection:
-    def __init__(self, device_id: str, ws: web.WebSocketResponse) -> None:
+    def __init__(
+        self, device_id: str, ws: web.WebSocketResponse, outbox: asyncio.Queue[Any]
+    ) -> None:
         self.device_id = device_id
         self.ws = ws
+        # Answers (acks, errors) not yet sent, in order; each is marked done once sent.
+        self.outbox = outbox
         # Set when the connection has finished: nothing of it is in flight any more.
         self.finished = asyncio.Event()
+
+    async def settle(self) -> None:
+        """Wait until every batch received so far is committed and answered."""
+        await self.outbox.join()
 
 
 class DeviceRegistry:
@@ -61,5 +70,13 @@ class DeviceRegistry:
                 log.info("closing stream of device %s: %s", device_id, reason)
                 await conn.ws.close(code=code, message=reason.encode())
 
-    async def close_all(self, code: int, reason: str) -> None:
-        await self.close(list(self._open), code, reason)
+    async def close_all(self, code: int, reason: str, *, grace_s: float) -> None:
+        """Graceful close: let each stream's received batches commit and be acked
+        (within `grace_s`), then close it with `code`."""
+
+        async def settle_and_close(conn: DeviceConnection) -> None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(conn.settle(), grace_s)
+            await conn.ws.close(code=code, message=reason.encode())
+
+        await asyncio.gather(*(settle_and_close(c) for c in list(self._open.values())))

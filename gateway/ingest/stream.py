@@ -47,10 +47,11 @@ async def device_stream(request: web.Request) -> web.WebSocketResponse:
         heartbeat=settings.heartbeat_s, max_msg_size=settings.max_frame_bytes
     )
     await ws.prepare(request)
-    conn = DeviceConnection(principal.name, ws)
+    # Bounded: when `device_pipeline` answers are waiting, the reader stops reading.
+    outbox: asyncio.Queue[_Outgoing | None] = asyncio.Queue(maxsize=settings.device_pipeline)
+    conn = DeviceConnection(principal.name, ws, outbox)
     opened = time.monotonic()
     await registry.attach(conn)
-    outbox: asyncio.Queue[_Outgoing | None] = asyncio.Queue(maxsize=settings.device_pipeline)
     sender = asyncio.create_task(_send_in_order(ws, outbox), name=f"acks:{principal.name}")
     try:
         session = DeviceSession(
@@ -96,20 +97,23 @@ async def _send_in_order(
     """Send each item's message once its commit (if any) is done; stop at `None`."""
     failed = False
     while (item := await outbox.get()) is not None:
-        pending, message, binary = item
-        if failed:
-            continue  # keep consuming so the reader never blocks on a full queue
-        if pending is not None:
-            try:
-                await pending.done
-            except StorageError:
-                # Nothing more can be promised on this connection: the device will
-                # reconnect and resend from `welcome.last_seq`.
-                failed = True
-                await _send(ws, _STORAGE_DOWN, binary)
-                await ws.close(code=CLOSE_STORAGE, message=b"storage unavailable")
-                continue
-        await _send(ws, message, binary)
+        try:
+            pending, message, binary = item
+            if failed:
+                continue  # keep consuming so the reader never blocks on a full queue
+            if pending is not None:
+                try:
+                    await pending.done
+                except StorageError:
+                    # Nothing more can be promised on this connection: the device will
+                    # reconnect and resend from `welcome.last_seq`.
+                    failed = True
+                    await _send(ws, _STORAGE_DOWN, binary)
+                    await ws.close(code=CLOSE_STORAGE, message=b"storage unavailable")
+                    continue
+            await _send(ws, message, binary)
+        finally:
+            outbox.task_done()  # `DeviceConnection.settle` waits on these
 
 
 async def _send(ws: web.WebSocketResponse, message: BaseModel, binary: bool) -> None:

@@ -1,0 +1,520 @@
+"""The I/O shell of `vitals watch`: connect, subscribe, resume, acknowledge, show.
+
+One `Watcher` per run. Its connection loop opens the dashboard stream (aiohttp only),
+subscribes with the board's last event id, feeds every message to the `AlertBoard`,
+and on any drop (4008 too slow, 1001 shutdown, network) reconnects after a `backoff()`
+delay, resuming where it left off. A refused token (401/403) is final. Lines typed on
+stdin (a daemon thread reads them) become `ack` messages. What is shown is a `_View`:
+a rich Live table, one JSON event per line, or a single table for `--once`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import logging
+import os
+import random
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, TextIO
+
+import aiohttp
+from pydantic import Field, TypeAdapter, ValidationError
+from rich.console import Console, RenderableType
+from rich.live import Live
+
+from gateway.watch.render import alerts_table, screen
+from gateway.watch.state import AlertBoard, Change, ChangeKind, Link, LinkState
+from schemas.dashboard import (
+    AckRequest,
+    AlertEvent,
+    AlertStatus,
+    DashboardError,
+    Subscribe,
+    Subscribed,
+    Vitals,
+)
+
+__all__ = [
+    "CLOSE_TOO_SLOW",
+    "DEFAULT_URL",
+    "EXIT_AUTH",
+    "EXIT_OK",
+    "EXIT_UNREACHABLE",
+    "SERVER_MESSAGE_ADAPTER",
+    "STREAM_PATH",
+    "ServerMessage",
+    "WatchOptions",
+    "Watcher",
+    "backoff",
+    "parse_ack",
+    "watch",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+STREAM_PATH = "/v1/dashboard/stream"
+CLOSE_TOO_SLOW = 4008
+
+EXIT_OK = 0
+EXIT_UNREACHABLE = 1  # --once only: the live view keeps retrying instead
+EXIT_AUTH = 3  # the gateway refused the token: retrying cannot help
+
+_CLOSE_REASONS = {
+    CLOSE_TOO_SLOW: "dropped by the gateway as too slow",
+    int(aiohttp.WSCloseCode.GOING_AWAY): "the gateway is shutting down",
+}
+
+ServerMessage = AlertEvent | Subscribed | Vitals | DashboardError
+SERVER_MESSAGE_ADAPTER: TypeAdapter[ServerMessage] = TypeAdapter(
+    Annotated[ServerMessage, Field(discriminator="type")]
+)
+
+
+def backoff(
+    *, base: float = 0.5, cap: float = 10.0, factor: float = 2.0, rng: random.Random | None = None
+) -> Iterator[float]:
+    """Seconds to wait before each reconnection attempt, forever ("equal jitter").
+
+    The n-th delay is drawn from [d/2, d] with d = min(cap, base * factor**n): it grows
+    quickly, never exceeds `cap`, and dashboards dropped together by one gateway restart
+    spread out. Start a fresh generator after a successful subscription.
+    """
+    if not 0 < base <= cap or factor < 1:
+        raise ValueError("need 0 < base <= cap and factor >= 1")
+    rng = rng or random.Random()
+    delay = base
+    while True:
+        yield delay / 2 + rng.random() * delay / 2
+        delay = min(delay * factor, cap)
+
+
+def parse_ack(line: str) -> int | None:
+    """The alert id in a typed line (`7`, `#7` or `ack 7`); None if it holds none."""
+    text = line.strip().lower().removeprefix("ack").strip().removeprefix("#")
+    if not text.isdigit():  # digits only: no sign, no spaces
+        return None
+    alert_id = int(text)
+    return alert_id if alert_id >= 1 else None
+
+
+@dataclass(frozen=True, slots=True)
+class WatchOptions:
+    url: str = DEFAULT_URL  # the gateway's base URL (http, https, ws or wss)
+    token: str = ""
+    since_event_id: int = 0
+    once: bool = False  # receive the replay, show it, exit
+    json: bool = False  # one alert event per line instead of a table
+    connect_timeout: float = 10.0  # for the WebSocket handshake
+    replay_timeout: float = 10.0  # longest silence allowed before `subscribed`
+    heartbeat: float | None = 20.0  # ping interval: a silent gateway is detected as dead
+    close_timeout: float = 2.0  # wait for the gateway's close frame, then drop the socket
+    max_pending_acks: int = 32  # typed ids waiting for a connection
+    backoff: Callable[[], Iterator[float]] = backoff
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+# -- views ----------------------------------------------------------------------------
+
+
+class _View:
+    """What the watcher shows. The watcher calls these; the base shows nothing."""
+
+    refresh_every: float | None = None  # seconds between redraws with no news
+
+    def start(self) -> None:
+        pass
+
+    def event(self, change: Change, raw: str) -> None:
+        """An alert event that changed the board (never an ignored duplicate)."""
+
+    def redraw(self) -> None:
+        """The board or the link changed."""
+
+    def notice(self, text: str) -> None:
+        """Something the user should read: an ack outcome, a connection problem."""
+
+    def fatal(self, text: str) -> None:
+        """The reason the watcher is about to exit with an error."""
+
+    def finish(self, completed: bool) -> None:
+        """The end of the run; `completed` when `--once` received its replay."""
+
+
+class _JsonView(_View):
+    """`--json`: stdout holds the alert events, one compact JSON object per line."""
+
+    def __init__(self, board: AlertBoard, link: Link, out: TextIO, err: TextIO) -> None:
+        self._board, self._link, self._out, self._err = board, link, out, err
+        self._shown: LinkState | None = None
+
+    def event(self, change: Change, raw: str) -> None:
+        # Frames are JSON; raw newlines can only be whitespace between tokens.
+        self._out.write(raw.strip().replace("\r", " ").replace("\n", " ") + "\n")
+        self._out.flush()
+
+    def redraw(self) -> None:
+        state = self._link.state
+        if state is self._shown or state is LinkState.CONNECTING:
+            return
+        self._shown = state
+        if state is LinkState.RECONNECTING and self._link.retry_at is not None:
+            wait = (self._link.retry_at - _now()).total_seconds()
+            self.notice(f"disconnected ({self._link.problem}); reconnecting in {wait:.1f}s")
+        elif state is LinkState.CONNECTED:
+            self.notice(f"subscribed, last event {self._board.last_event_id}")
+
+    def notice(self, text: str) -> None:
+        print(f"vitals watch: {text}", file=self._err, flush=True)
+
+    fatal = notice
+
+
+class _OnceTableView(_View):
+    """`--once`: after the replay, print the open alerts once."""
+
+    def __init__(self, board: AlertBoard, console: Console, err: TextIO) -> None:
+        self._board, self._console, self._err = board, console, err
+
+    def notice(self, text: str) -> None:
+        print(f"vitals watch: {text}", file=self._err, flush=True)
+
+    fatal = notice
+
+    def finish(self, completed: bool) -> None:
+        if not completed:
+            return
+        rows = self._board.open_alerts(_now())
+        if rows:
+            title = f"Open alerts (last event {self._board.last_event_id})"
+            self._console.print(alerts_table(rows, title=title))
+        else:
+            self._console.print(f"No open alerts (last event {self._board.last_event_id}).")
+
+
+class _LiveView(_View):
+    """The live table: redrawn on every change and every second for the ages."""
+
+    refresh_every = 1.0
+
+    def __init__(
+        self, board: AlertBoard, link: Link, console: Console, err: TextIO, *, ack_hint: bool
+    ) -> None:
+        self._board, self._link, self._console, self._err = board, link, console, err
+        self._ack_hint = ack_hint
+        # Redrawn from the event loop only (no auto-refresh thread), so the board is
+        # never read while it changes.
+        self._live = Live(self._render(), console=console, auto_refresh=False)
+
+    def _render(self) -> RenderableType:
+        return screen(self._board, self._link, _now(), ack_hint=self._ack_hint)
+
+    def start(self) -> None:
+        self._live.start(refresh=True)
+
+    def event(self, change: Change, raw: str) -> None:
+        if change.ring:
+            self._console.bell()
+
+    def redraw(self) -> None:
+        self._live.update(self._render(), refresh=True)
+
+    def notice(self, text: str) -> None:
+        self._link.notice = text
+        self.redraw()
+
+    def fatal(self, text: str) -> None:
+        self._link.notice = text
+        self.redraw()
+        self._live.stop()
+        print(f"vitals watch: {text}", file=self._err, flush=True)
+
+    def finish(self, completed: bool) -> None:
+        self._link.state = LinkState.CLOSED
+        self._link.retry_at = None
+        self.redraw()
+        self._live.stop()
+
+
+# -- the watcher ----------------------------------------------------------------------
+
+
+class _ProtocolError(Exception):
+    """The gateway said something a dashboard cannot follow."""
+
+
+class Watcher:
+    """One run of `vitals watch`: the connection loop around an `AlertBoard`."""
+
+    def __init__(self, options: WatchOptions, board: AlertBoard, link: Link, view: _View) -> None:
+        self.options = options
+        self.board = board
+        self.link = link
+        self._view = view
+        self._url = options.url.rstrip("/") + STREAM_PATH
+        # Typed alert ids not yet sent; bounded: beyond it, the line is refused with a notice.
+        self._acks: asyncio.Queue[int] = asyncio.Queue(maxsize=options.max_pending_acks)
+        self._awaiting: set[int] = set()  # acks sent, outcome not seen yet
+        self._subscribed = False  # in the current connection
+
+    async def run(self, stop: asyncio.Event, stdin: TextIO | None = None) -> int:
+        """Watch until `stop` (exit 0), a refused token (3), or `--once` is done."""
+        loop = asyncio.get_running_loop()
+        if stdin is not None and not self.options.once:
+            _start_line_reader(stdin, lambda line: loop.call_soon_threadsafe(self.typed, line))
+        self._view.start()
+        completed = False
+        async with aiohttp.ClientSession() as session:
+            main = asyncio.create_task(self._connect_loop(session), name="watch connection")
+            stopper = asyncio.create_task(stop.wait(), name="watch stop")
+            ticker = asyncio.create_task(self._tick(), name="watch tick")
+            tasks = (main, stopper, ticker)
+            try:
+                await asyncio.wait((main, stopper), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                # Cancelling the connection closes its socket cleanly (code 1000).
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                if main.done() and not main.cancelled() and main.exception() is None:
+                    completed = self.options.once and main.result() == EXIT_OK
+                self._view.finish(completed)
+        if main.cancelled():
+            return EXIT_OK
+        return main.result()  # an exception here is a bug: let it surface
+
+    def typed(self, line: str) -> None:
+        """A line the clinician typed: queue an ack for the alert id it names."""
+        if not line.strip():
+            return
+        alert_id = parse_ack(line)
+        if alert_id is None:
+            self._view.notice(f"not an alert id: {line.strip()[:40]!r} (type e.g. 7 + Enter)")
+            return
+        try:
+            self._acks.put_nowait(alert_id)
+        except asyncio.QueueFull:
+            self._view.notice(f"too many acknowledgements waiting; alert {alert_id} not sent")
+            return
+        if self.link.state is not LinkState.CONNECTED:
+            self._view.notice(f"alert {alert_id} will be acknowledged once connected")
+
+    async def _tick(self) -> None:
+        every = self._view.refresh_every
+        if every is None:
+            return
+        while True:
+            await asyncio.sleep(every)
+            self._view.redraw()
+
+    async def _connect_loop(self, session: aiohttp.ClientSession) -> int:
+        delays = self.options.backoff()
+        while True:
+            problem = ""
+            try:
+                ended = await self._connect(session)
+                if ended is None:
+                    return EXIT_OK
+                problem = ended
+            except aiohttp.WSServerHandshakeError as exc:
+                if exc.status in (401, 403):
+                    why = "unknown token" if exc.status == 401 else "not a clinician token"
+                    self._view.fatal(f"the gateway refused the token (HTTP {exc.status}, {why})")
+                    return EXIT_AUTH
+                problem = f"HTTP {exc.status} {exc.message}".strip()
+            except (aiohttp.ClientError, OSError, TimeoutError, _ProtocolError) as exc:
+                problem = str(exc) or type(exc).__name__
+            if self.options.once:
+                self._view.fatal(f"cannot watch {self._url}: {problem}")
+                return EXIT_UNREACHABLE
+            if self._subscribed:
+                delays = self.options.backoff()  # that connection worked: start afresh
+            self._subscribed = False
+            delay = next(delays)
+            self.link.reconnecting(_now() + timedelta(seconds=delay), problem)
+            self._view.redraw()
+            log.debug("reconnecting in %.2f s: %s", delay, problem)
+            await asyncio.sleep(delay)
+
+    async def _connect(self, session: aiohttp.ClientSession) -> str | None:
+        """One connection. None when `--once` has its replay, else why it ended."""
+        self.link.connecting()
+        self._view.redraw()
+        headers = {"Authorization": f"Bearer {self.options.token}"}
+        timeout = aiohttp.ClientWSTimeout(ws_receive=None, ws_close=self.options.close_timeout)
+        async with asyncio.timeout(self.options.connect_timeout):
+            ws = await session.ws_connect(
+                self._url, headers=headers, heartbeat=self.options.heartbeat, timeout=timeout
+            )
+        async with ws:
+            since = self.board.start_replay()
+            subscribe = Subscribe(type="subscribe", since_event_id=since, vitals=False)
+            await ws.send_str(subscribe.model_dump_json())
+            if self.options.once:
+                if await self._read(ws):
+                    return None
+                raise _ProtocolError(f"the connection ended before the replay ({_why(ws)})")
+            sender = asyncio.create_task(self._send_acks(ws), name="watch acks")
+            try:
+                await self._read(ws)
+            finally:
+                sender.cancel()
+                (result,) = await asyncio.gather(sender, return_exceptions=True)
+            if isinstance(result, Exception) and not isinstance(
+                result, aiohttp.ClientError | ConnectionError
+            ):
+                raise result
+        return _why(ws)
+
+    async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> bool:
+        """Handle messages until the socket closes (False) or `--once` is subscribed (True)."""
+        self._subscribed = False
+        while True:
+            # Until `subscribed`, a silent gateway is a broken one; after it, silence is
+            # normal and the heartbeat watches the connection.
+            timeout = None if self._subscribed else self.options.replay_timeout
+            try:
+                msg = await ws.receive(timeout=timeout)
+            except TimeoutError:
+                raise _ProtocolError("no `subscribed` from the gateway") from None
+            if msg.type is aiohttp.WSMsgType.BINARY:
+                self._view.notice("ignored a binary frame")
+                continue
+            if msg.type is not aiohttp.WSMsgType.TEXT:
+                return False  # CLOSE, CLOSING, CLOSED or ERROR: this connection is over
+            try:
+                message = SERVER_MESSAGE_ADAPTER.validate_json(msg.data)
+            except ValidationError as exc:
+                self._view.notice(f"ignored an unintelligible message: {exc.errors()[0]['msg']}")
+                continue
+            if self._dispatch(message, msg.data) and self.options.once:
+                return True
+
+    def _dispatch(self, message: ServerMessage, raw: str) -> bool:
+        """Apply one message; True when it was `subscribed`."""
+        match message:
+            case AlertEvent():
+                change = self.board.apply(message)
+                if change.kind is ChangeKind.IGNORED:
+                    return False
+                self._view.event(change, raw)
+                self._note_ack_outcome(change)
+                self._view.redraw()
+            case Subscribed(last_event_id=last):
+                self.board.subscribed(last)
+                self._subscribed = True
+                self.link.connected()
+                self._view.redraw()
+                return True
+            case DashboardError(code=code, detail=detail, alert_id=alert_id):
+                if alert_id is not None:
+                    self._awaiting.discard(alert_id)
+                    self._view.notice(f"alert {alert_id} not acknowledged: {code}: {detail}")
+                else:
+                    self._view.notice(f"the gateway says {code}: {detail}")
+            case Vitals():
+                pass  # we subscribe without vitals; a newer gateway may send them anyway
+        return False
+
+    def _note_ack_outcome(self, change: Change) -> None:
+        alert = change.alert
+        if alert.id in self._awaiting and alert.status in (
+            AlertStatus.ACTIVE_ACK,
+            AlertStatus.CLEARED_ACK,
+        ):
+            self._awaiting.discard(alert.id)
+            self._view.notice(f"alert {alert.id} acknowledged by {alert.acked_by}")
+
+    async def _send_acks(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        while True:
+            alert_id = await self._acks.get()
+            try:
+                await ws.send_str(AckRequest(type="ack", alert_id=alert_id).model_dump_json())
+            except (aiohttp.ClientError, ConnectionError):
+                # Not sent: keep it for the next connection (dropped if the queue refilled).
+                with contextlib.suppress(asyncio.QueueFull):
+                    self._acks.put_nowait(alert_id)
+                raise
+            self._awaiting.add(alert_id)
+            self._view.notice(f"acknowledging alert {alert_id}…")
+
+
+def _why(ws: aiohttp.ClientWebSocketResponse) -> str:
+    code = ws.close_code
+    if code is None or code == aiohttp.WSCloseCode.ABNORMAL_CLOSURE:
+        exc = ws.exception()
+        return f"connection lost: {exc}" if exc else "connection lost"
+    return _CLOSE_REASONS.get(code, f"closed by the gateway (code {code})")
+
+
+def _start_line_reader(stream: TextIO, on_line: Callable[[str], object]) -> None:
+    """Hand each line of `stream` to `on_line`, from a daemon thread, until EOF.
+
+    A daemon thread, not `asyncio.to_thread`: a thread blocked in read() would hold up
+    the event loop's shutdown (`asyncio.run` joins its executor) until the next Enter.
+    It reads the file descriptor directly, so it never holds the stream's lock when
+    the interpreter exits. `on_line` must be thread-safe (`call_soon_threadsafe`).
+    """
+    try:
+        fd: int | None = stream.fileno()
+    except (OSError, io.UnsupportedOperation):
+        fd = None
+
+    def lines() -> Iterator[str]:
+        if fd is None:
+            yield from iter(stream.readline, "")
+            return
+        pending = b""
+        while chunk := os.read(fd, 4096):
+            pending += chunk
+            *complete, pending = pending.split(b"\n")
+            for line in complete:
+                yield line.decode(errors="replace")
+        if pending:
+            yield pending.decode(errors="replace")
+
+    def pump() -> None:
+        try:
+            for line in lines():
+                on_line(line)
+        except (OSError, ValueError, RuntimeError):
+            pass  # stdin closed, or the event loop is gone: nothing left to read for
+
+    threading.Thread(target=pump, name="vitals-watch-stdin", daemon=True).start()
+
+
+async def watch(
+    options: WatchOptions,
+    *,
+    stdout: TextIO,
+    stderr: TextIO,
+    stdin: TextIO | None = None,
+    stop: asyncio.Event | None = None,
+    console: Console | None = None,
+) -> int:
+    """Run `vitals watch` until `stop` is set; returns the exit code.
+
+    `stdin` (None: no acknowledgements) is read by a daemon thread. `console`, if
+    given, draws the tables instead of a console on `stdout` (tests fix its width).
+    """
+    board = AlertBoard(options.since_event_id)
+    link = Link()
+    view: _View
+    if options.json:
+        view = _JsonView(board, link, stdout, stderr)
+    else:
+        console = console or Console(file=stdout)
+        if options.once:
+            view = _OnceTableView(board, console, stderr)
+        else:
+            view = _LiveView(board, link, console, stderr, ack_hint=stdin is not None)
+    watcher = Watcher(options, board, link, view)
+    return await watcher.run(stop or asyncio.Event(), stdin)
