@@ -20,7 +20,7 @@ from devices.errors import SimulatorError, TokensFileError
 from devices.scenarios import available_scenarios, load_scenario
 from devices.simulator import SimulationConfig, read_tokens_file, simulate
 
-__all__ = ["DEFAULT_URL", "register", "run_simulate"]
+__all__ = ["DEFAULT_URL", "config_from_args", "register", "run_simulate"]
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 _EXIT_USAGE = 2
@@ -116,14 +116,15 @@ def run_simulate(args: argparse.Namespace) -> int:
     console = Console()
     _configure_logging(console, verbose=args.verbose)
     try:
-        config = _config(args)
+        config = config_from_args(args)
     except SimulatorError as exc:
         print(f"vitals simulate: error: {exc}", file=sys.stderr)
         return _EXIT_USAGE
     return simulate(config, console)
 
 
-def _config(args: argparse.Namespace) -> SimulationConfig:
+def config_from_args(args: argparse.Namespace) -> SimulationConfig:
+    """The run's configuration from parsed `simulate` arguments; `SimulatorError` if unusable."""
     scenario = load_scenario(args.scenario)
     credentials = None
     admin_token = None

@@ -39,6 +39,7 @@ __all__ = [
     "DeviceStats",
     "Encoding",
     "format_ts",
+    "reconnect_delays",
 ]
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,11 @@ def format_ts(epoch_ms: int) -> str:
     return f"{dt:%Y-%m-%dT%H:%M:%S}.{epoch_ms % 1000:03d}Z"
 
 
+def reconnect_delays() -> Iterator[float]:
+    """A restarting gateway is back within seconds: never wait more than 5 s for it."""
+    return backoff(initial_delay=1.0, min_delay=0.5, max_delay=5.0)
+
+
 @dataclass(frozen=True, slots=True)
 class ClientOptions:
     rate: float = 1.0  # batches per second
@@ -96,7 +102,7 @@ class ClientOptions:
     connect_delay: float = 0.0  # wait before the first connection, spreads a big start
     welcome_timeout: float = 10.0
     heartbeat: float | None = 20.0  # ping interval; a silent peer is detected as dead
-    backoff: Callable[[], Iterator[float]] = backoff
+    backoff: Callable[[], Iterator[float]] = reconnect_delays
 
 
 @dataclass(slots=True)
@@ -363,9 +369,9 @@ class DeviceClient:
                     self._acked(batch, "ack")
             case BatchError(seq=seq, errors=errors):
                 # A simulator bug: resending the same batch would fail again, so drop it.
-                dropped = self.outbox.on_error(seq)
                 self.stats.errors += 1
-                self.stats.batches_invalid += dropped is not None
+                if self.outbox.on_error(seq) is not None:
+                    self.stats.batches_invalid += 1
                 problems = "; ".join(f"{'.'.join(map(str, e.loc))}: {e.msg}" for e in errors)
                 self.stats.last_problem = f"batch {seq} invalid: {problems}"
                 log.warning("%s: gateway rejected batch %d: %s", self.device_id, seq, problems)

@@ -171,6 +171,7 @@ _VARIABILITY: dict[Metric, _Variability] = {
 }
 
 _MIN_PULSE_PRESSURE = 10.0  # a cuff never reports diastolic within 10 mmHg of systolic
+_EPISODE_DAMPING = 0.7  # share of the wander an episode at full intensity suppresses
 
 
 class Physiology:
@@ -214,16 +215,23 @@ class Physiology:
         """Measured values at `t`, clamped to the plausible range and rounded like a sensor."""
         wanted = list(metrics)
         levels = self.levels(t)
+        # An episode's target dominates the patient's own wander: a desaturation to 85
+        # reads about 85, not anywhere from 80 to 90 for a minute.
+        held: dict[Metric, float] = {}
+        for episode in self._active(t):
+            if (primary := EFFECTS[episode.kind].metric) is not None:
+                held[primary] = max(held.get(primary, 0.0), episode.intensity(t))
         out: dict[Metric, int | float] = {}
         for metric in sorted(wanted, key=_METRIC_ORDER.__getitem__):  # systolic before diastolic
             var = _VARIABILITY[metric]
-            value = levels[metric] + self._step_walk(metric, t) + self._rng.gauss(0, var.noise)
+            wander = self._step_walk(metric, t) * (1 - _EPISODE_DAMPING * held.get(metric, 0.0))
+            value = levels[metric] + wander + self._rng.gauss(0, var.noise)
             if metric is _DBP:
                 systolic = out.get(_SBP, levels[_SBP])
                 value = min(value, systolic - _MIN_PULSE_PRESSURE)
             spec = METRICS[metric]
             value = min(max(value, spec.low), spec.high)
-            out[metric] = round(value) if var.decimals == 0 else round(value, var.decimals)
+            out[metric] = round(value) if var.decimals == 0 else float(round(value, var.decimals))
         return [(m, out[m]) for m in wanted]
 
     def levels(self, t: float) -> dict[Metric, float]:

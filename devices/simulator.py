@@ -65,6 +65,9 @@ DEVICES_PATH = "/v1/devices"
 _CREDENTIALS: TypeAdapter[DeviceCredentials] = TypeAdapter(DeviceCredentials)
 _PROVISIONING_CONCURRENCY = 16  # parallel POSTs: quick for hundreds, gentle on the gateway
 _SUFFIX_ATTEMPTS = 5
+# sock_read bounds a gateway that accepts the socket but never answers the upgrade;
+# aiohttp lifts it once the WebSocket is open (we pass ws_receive=None).
+_SESSION_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=15)
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,6 +303,7 @@ class Totals:
     @classmethod
     def of(cls, clients: Sequence[DeviceClient]) -> Totals:
         totals = cls(devices=len(clients))
+        # Every counter a device keeps under the same name is summed (booleans count 1).
         counted = {f.name for f in fields(DeviceStats)} & {f.name for f in fields(cls)}
         for client in clients:
             for name in counted:
@@ -315,7 +319,7 @@ class Summary:
     seed: int
     started: bool  # False: the gateway never let us provision any device
     rejected: list[str]
-    last_problem: str = ""
+    last_problem: str = ""  # one troubled device's latest problem, as a hint
 
 
 async def run_simulation(
@@ -330,9 +334,7 @@ async def run_simulation(
     connector = aiohttp.TCPConnector(limit=0)  # one socket per device, hundreds of them
     try:
         async with (
-            aiohttp.ClientSession(
-                connector=connector, timeout=aiohttp.ClientTimeout(total=None, sock_connect=10)
-            ) as session,
+            aiohttp.ClientSession(connector=connector, timeout=_SESSION_TIMEOUT) as session,
             contextlib.AsyncExitStack() as stack,
         ):
             credentials: Sequence[DeviceCredentials] | None = config.credentials
@@ -363,10 +365,11 @@ async def run_simulation(
         if timer is not None:
             timer.cancel()
     rejected = [c.device_id for c in clients if c.stats.rejected]
-    problems = [f"{c.device_id}: {c.stats.last_problem}" for c in clients if c.stats.last_problem]
-    return Summary(
-        Totals.of(clients), loop.time() - started, seed, True, rejected, (problems or [""])[-1]
+    troubled = [c for c in clients if c.stats.last_problem]
+    last_problem = (
+        f"{troubled[-1].device_id}: {troubled[-1].stats.last_problem}" if troubled else ""
     )
+    return Summary(Totals.of(clients), loop.time() - started, seed, True, rejected, last_problem)
 
 
 class _Progress:
@@ -467,7 +470,7 @@ def print_summary(summary: Summary, console: Console) -> None:
         f"  reconnects {t.reconnects}, connect failures {t.connect_failures}, errors {t.errors}",
     ]
     if summary.last_problem:
-        lines.append(f"  last problem: {summary.last_problem}")
+        lines.append(f"  for example {summary.last_problem}")
     for line in lines:
         console.print(line, markup=False, highlight=False, soft_wrap=True)
 

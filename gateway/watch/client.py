@@ -213,19 +213,33 @@ class _LiveView(_View):
         # Redrawn from the event loop only (no auto-refresh thread), so the board is
         # never read while it changes.
         self._live = Live(self._render(), console=console, auto_refresh=False)
+        # Drawn only between start and stop: rich prints a whole frame for a refresh
+        # outside that span.
+        self._running = False
 
     def _render(self) -> RenderableType:
         return screen(self._board, self._link, _now(), ack_hint=self._ack_hint)
 
     def start(self) -> None:
         self._live.start(refresh=True)
+        self._running = True
 
     def event(self, change: Change, raw: str) -> None:
         if change.ring:
-            self._console.bell()
+            # Straight to the stream: rich drops control codes when it is not a terminal,
+            # and a bell moves no cursor, so it cannot disturb the live display.
+            self._console.file.write("\a")
+            self._console.file.flush()
 
     def redraw(self) -> None:
-        self._live.update(self._render(), refresh=True)
+        if self._running:
+            self._live.update(self._render(), refresh=True)
+
+    def _stop(self) -> None:
+        if self._running:
+            self.redraw()
+            self._running = False
+            self._live.stop()
 
     def notice(self, text: str) -> None:
         self._link.notice = text
@@ -233,15 +247,13 @@ class _LiveView(_View):
 
     def fatal(self, text: str) -> None:
         self._link.notice = text
-        self.redraw()
-        self._live.stop()
+        self._stop()
         print(f"vitals watch: {text}", file=self._err, flush=True)
 
     def finish(self, completed: bool) -> None:
         self._link.state = LinkState.CLOSED
         self._link.retry_at = None
-        self.redraw()
-        self._live.stop()
+        self._stop()
 
 
 # -- the watcher ----------------------------------------------------------------------
@@ -268,9 +280,9 @@ class Watcher:
     async def run(self, stop: asyncio.Event, stdin: TextIO | None = None) -> int:
         """Watch until `stop` (exit 0), a refused token (3), or `--once` is done."""
         loop = asyncio.get_running_loop()
+        self._view.start()
         if stdin is not None and not self.options.once:
             _start_line_reader(stdin, lambda line: loop.call_soon_threadsafe(self.typed, line))
-        self._view.start()
         completed = False
         async with aiohttp.ClientSession() as session:
             main = asyncio.create_task(self._connect_loop(session), name="watch connection")

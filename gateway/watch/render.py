@@ -8,7 +8,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from rich.console import Group, RenderableType
+from rich import box
+from rich.console import Group, JustifyMethod, RenderableType
 from rich.table import Table
 from rich.text import Text
 
@@ -26,12 +27,26 @@ __all__ = [
 ]
 
 PRIORITY_STYLE = {"high": "bold red", "medium": "yellow", "low": "cyan"}
+# Short enough that the whole table fits an 80-column terminal.
 _STATUS_TEXT = {
-    AlertStatus.ACTIVE_UNACK: "active, unacked",
-    AlertStatus.ACTIVE_ACK: "active, acked",
-    AlertStatus.CLEARED_UNACK: "cleared, unacked",
+    AlertStatus.ACTIVE_UNACK: "active unack",
+    AlertStatus.ACTIVE_ACK: "active acked",
+    AlertStatus.CLEARED_UNACK: "cleared unack",
     AlertStatus.CLEARED_ACK: "closed",
 }
+_DIRECTION = {"below": "<", "above": ">"}
+_COLUMNS: tuple[tuple[str, JustifyMethod], ...] = (
+    ("ID", "right"),
+    ("Priority", "left"),
+    ("Patient", "left"),
+    ("Ward", "left"),
+    ("Metric", "left"),
+    ("Last", "right"),
+    ("Worst", "right"),
+    ("Limit", "left"),
+    ("Status", "left"),
+    ("Age", "right"),
+)
 _LINK_STYLE = {
     LinkState.CONNECTING: "yellow",
     LinkState.CONNECTED: "green",
@@ -46,11 +61,11 @@ def format_value(value: float | None) -> str:
 
 
 def format_limit(alert: AlertOut) -> str:
-    """`below 92`, `above 130`, or `-` for an alert without a threshold (device offline)."""
+    """`<92`, `>130`, or `-` for an alert without a threshold (device offline)."""
     if alert.threshold is None:
         return _NONE
     value = format_value(alert.threshold)
-    return value if alert.direction is None else f"{alert.direction} {value}"
+    return value if alert.direction is None else _DIRECTION[alert.direction] + value
 
 
 def format_age(seconds: float) -> str:
@@ -66,17 +81,20 @@ def format_age(seconds: float) -> str:
 
 
 def alerts_table(rows: Sequence[AlertRow], *, title: str | None = None) -> Table:
-    table = Table(title=title, title_justify="left", expand=False, header_style="bold")
-    table.add_column("ID", justify="right")
-    table.add_column("Priority")
-    table.add_column("Patient")
-    table.add_column("Ward")
-    table.add_column("Metric")
-    table.add_column("Last", justify="right")
-    table.add_column("Worst", justify="right")
-    table.add_column("Limit")
-    table.add_column("Status")
-    table.add_column("Age", justify="right")
+    table = Table(
+        title=title,
+        title_justify="left",
+        header_style="bold",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        padding=0,  # the box draws one space between columns
+    )
+    # Everything but the metric keeps its width: on a narrow terminal the metric name
+    # is shortened, never the priority word or a value.
+    for name, justify in _COLUMNS:
+        table.add_column(name, justify=justify, no_wrap=True, overflow="fold")
+    table.columns[4].overflow = "ellipsis"
+    table.columns[4].no_wrap = False
     for row in rows:
         a = row.alert
         status = _STATUS_TEXT[a.status]

@@ -66,10 +66,11 @@ class FakeGateway:
         self.plan: Callable[[FakeDevice, int, int], Action] = lambda d, c, s: "ack"
         self.welcome_delay = 0.0
 
-    def add(self, device_id: str, last_seq: int = 0) -> DeviceCredentials:
+    def add(self, device_id: str, last_seq: int = 0, patient_id: str = "") -> DeviceCredentials:
         token = secrets.token_hex(8)
-        self.devices[token] = FakeDevice(device_id, f"p-{device_id}", "icu", token, last_seq)
-        return DeviceCredentials(id=device_id, patient_id=f"p-{device_id}", ward="icu", token=token)
+        patient_id = patient_id or f"p-{device_id}"
+        self.devices[token] = FakeDevice(device_id, patient_id, "icu", token, last_seq)
+        return DeviceCredentials(id=device_id, patient_id=patient_id, ward="icu", token=token)
 
     def device(self, device_id: str) -> FakeDevice:
         return next(d for d in self.devices.values() if d.id == device_id)
@@ -86,7 +87,7 @@ class FakeGateway:
         body = await request.json()
         if any(d.id == body["id"] for d in self.devices.values()):
             return web.json_response({"detail": "exists"}, status=409)
-        cred = self.add(body["id"])
+        cred = self.add(body["id"], patient_id=body["patient_id"])
         return web.json_response(cred.model_dump(), status=201)
 
     async def _stream(self, request: web.Request) -> web.WebSocketResponse:

@@ -1,0 +1,205 @@
+"""The watcher's AlertBoard on plain events: no socket, no event loop."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from gateway.watch.render import alerts_table, format_age, format_limit, status_line
+from gateway.watch.state import AlertBoard, ChangeKind, Link
+from schemas.dashboard import AlertEvent
+
+T0 = datetime(2026, 11, 26, 13, 0, tzinfo=UTC)
+
+
+def event(
+    event_id: int,
+    alert_id: int,
+    *,
+    status: str = "active_unack",
+    priority: str = "high",
+    raised: float = 0.0,
+    patient: str = "p-017",
+    last: float = 87.0,
+) -> dict[str, Any]:
+    """An alert event as the gateway sends it; `raised` is seconds after T0."""
+    raised_at = T0 + timedelta(seconds=raised)
+    acked = status.endswith("_ack")
+    cleared = status.startswith("cleared")
+    return {
+        "type": "alert",
+        "event_id": event_id,
+        "alert": {
+            "id": alert_id,
+            "rule": "spo2-low",
+            "metric": "spo2",
+            "priority": priority,
+            "status": status,
+            "patient_id": patient,
+            "device_id": "watch-001",
+            "ward": "icu",
+            "threshold": 92,
+            "direction": "below",
+            "first_value": 89,
+            "last_value": last,
+            "worst_value": 86,
+            "raised_at": raised_at.isoformat(),
+            "updated_at": (raised_at + timedelta(seconds=event_id)).isoformat(),
+            "cleared_at": raised_at.isoformat() if cleared else None,
+            "acked_at": raised_at.isoformat() if acked else None,
+            "acked_by": "dr-lee" if acked else None,
+        },
+    }
+
+
+def live_board(since: int = 0) -> AlertBoard:
+    """A board whose start-up replay (empty) is done."""
+    board = AlertBoard(since)
+    board.start_replay()
+    board.subscribed(since)
+    return board
+
+
+def test_apply_adds_updates_and_accepts_models() -> None:
+    """A dict or an AlertEvent adds the alert; a later event replaces its state."""
+    board = live_board()
+    assert board.apply(event(1, 7)).kind is ChangeKind.RAISED
+    change = board.apply(AlertEvent.model_validate(event(2, 7, last=85)))
+    assert change.kind is ChangeKind.UPDATED
+    alert = board.get(7)
+    assert alert is not None
+    assert alert.last_value == 85
+    assert len(board) == 1
+    assert board.last_event_id == 2
+
+
+def test_open_alerts_sorted_by_priority_then_newest() -> None:
+    """Rows come high before medium before low, and newest raised first within one."""
+    board = live_board()
+    board.apply(event(1, 1, priority="low", raised=50))
+    board.apply(event(2, 2, priority="high", raised=10))
+    board.apply(event(3, 3, priority="medium", raised=30))
+    board.apply(event(4, 4, priority="high", raised=20))
+    rows = board.open_alerts(T0 + timedelta(seconds=60))
+    assert [r.alert.id for r in rows] == [4, 2, 3, 1]
+    assert [r.age_s for r in rows] == [40, 50, 30, 10]
+
+
+@pytest.mark.parametrize("status", ["active_ack", "cleared_unack"])
+def test_acked_or_cleared_alerts_stay_open(status: str) -> None:
+    """Only cleared *and* acknowledged closes an alert; the other states stay listed."""
+    board = live_board()
+    board.apply(event(1, 7))
+    assert board.apply(event(2, 7, status=status)).kind is ChangeKind.UPDATED
+    assert 7 in board
+
+
+def test_closed_alert_removed() -> None:
+    """A cleared_ack event drops the alert from the open list."""
+    board = live_board()
+    board.apply(event(1, 7))
+    board.apply(event(2, 8))
+    change = board.apply(event(3, 7, status="cleared_ack"))
+    assert change.kind is ChangeKind.CLOSED
+    assert [r.alert.id for r in board.open_alerts(T0)] == [8]
+    assert board.last_event_id == 3
+
+
+def test_closed_alert_never_seen_is_ignored() -> None:
+    """Closing an alert the board never had changes nothing but the resume point."""
+    board = live_board()
+    change = board.apply(event(5, 3, status="cleared_ack"))
+    assert change.kind is ChangeKind.IGNORED
+    assert len(board) == 0
+    assert board.last_event_id == 5
+
+
+def test_startup_replay_never_rings() -> None:
+    """High alerts in the first replay are old news: no bell."""
+    board = AlertBoard()
+    assert board.start_replay() == 0
+    change = board.apply(event(4, 7))
+    assert change.kind is ChangeKind.ADDED
+    assert not change.ring
+    board.subscribed(4)
+    assert board.live
+
+
+def test_live_raise_rings_for_high_priority_only() -> None:
+    """Live: a new high alert rings; medium, low and updates of known alerts do not."""
+    board = live_board()
+    assert board.apply(event(1, 1, priority="high")).ring
+    assert not board.apply(event(2, 2, priority="medium")).ring
+    assert not board.apply(event(3, 3, priority="low")).ring
+    assert not board.apply(event(4, 1, priority="high", last=80)).ring
+    # Already acknowledged when first seen: nobody needs waking.
+    assert not board.apply(event(5, 9, status="active_ack")).ring
+
+
+def test_raise_missed_while_disconnected_rings_on_resume() -> None:
+    """A replay after a reconnection holds the missed events: a new high alert still rings."""
+    board = live_board()
+    board.apply(event(1, 1))
+    assert board.start_replay() == 1
+    change = board.apply(event(2, 2))
+    assert change.kind is ChangeKind.RAISED
+    assert change.ring
+
+
+def test_resume_id_and_duplicates() -> None:
+    """The resume point is the last event seen; overlapping events are ignored."""
+    board = AlertBoard(since_event_id=10)
+    assert board.start_replay() == 10
+    assert board.apply(event(10, 1)).kind is ChangeKind.IGNORED  # at the floor
+    board.apply(event(11, 1))
+    board.apply(event(12, 2))
+    board.subscribed(12)
+    assert board.apply(event(12, 2, last=80)).kind is ChangeKind.IGNORED
+    assert board.apply(event(13, 2, last=80)).kind is ChangeKind.UPDATED
+    assert board.start_replay() == 13
+    assert board.apply(event(13, 2)).kind is ChangeKind.IGNORED
+    board.apply(event(14, 1))
+    board.subscribed(14)
+    assert board.last_event_id == 14
+
+
+def test_subscribed_advances_resume_point() -> None:
+    """An empty replay still moves the resume point to the gateway's last event id."""
+    board = AlertBoard()
+    board.start_replay()
+    board.subscribed(42)
+    assert board.last_event_id == 42
+    assert board.start_replay() == 42
+
+
+def test_snapshot_replay_in_any_order() -> None:
+    """A since=0 snapshot may come in alert order; an older event never overwrites a newer."""
+    board = AlertBoard()
+    board.start_replay()
+    board.apply(event(9, 1, last=70))
+    board.apply(event(5, 2))
+    board.apply(event(3, 1, last=99))  # older than what the board has for alert 1
+    board.subscribed(9)
+    alert = board.get(1)
+    assert alert is not None
+    assert alert.last_value == 70
+    assert len(board) == 2
+    assert board.last_event_id == 9
+
+
+def test_render_names_priority_and_formats_values() -> None:
+    """The table writes the priority as a word and the limit with its direction."""
+    board = live_board()
+    board.apply(event(1, 7, priority="high"))
+    board.apply(event(2, 8, priority="low", patient="p-002"))
+    table = alerts_table(board.open_alerts(T0 + timedelta(seconds=125)))
+    cells = [list(col.cells) for col in table.columns]
+    assert cells[1] == ["HIGH", "LOW"]
+    assert cells[9] == ["2m 05s", "2m 05s"]
+    alert = board.get(7)
+    assert alert is not None
+    assert format_limit(alert) == "<92"
+    assert format_age(3 * 3600 + 61) == "3h 01m"
+    assert "last event 2" in status_line(Link(), board, T0).plain
