@@ -21,12 +21,24 @@ from gateway.dashboard.stream import dashboard_stream
 from gateway.ingest.registry import CLOSE_REVOKED, DeviceRegistry
 from gateway.ingest.stream import device_stream
 from gateway.ingest.writer import GroupCommitter
-from gateway.keys import ACCOUNTS, ALERT_STORE, ALERTS, COMMITTER, DEVICES, ENGINE, HUB, SETTINGS
+from gateway.keys import (
+    ACCOUNTS,
+    ALERT_STORE,
+    ALERTS,
+    COMMITTER,
+    DEVICES,
+    ENGINE,
+    HUB,
+    METRICS,
+    SETTINGS,
+)
+from gateway.metrics import Metrics, metrics_handler
 from gateway.settings import Settings
 from gateway.storage.accounts import AccountStore
 from gateway.storage.alerts import AlertStore
 from gateway.storage.database import create_schema, open_engine
 from gateway.storage.readings import ReadingWriter
+from gateway.web import routes as web_routes
 
 __all__ = ["create_app"]
 
@@ -39,7 +51,9 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=[error_middleware])
     app[SETTINGS] = settings
     app[DEVICES] = DeviceRegistry()
-    app[HUB] = Hub()
+    app[METRICS] = metrics = Metrics()
+    app[HUB] = Hub(on_drop=metrics.dashboard_drops.inc)
+    metrics.track_connections(lambda: len(app[DEVICES]), lambda: len(app[HUB]))
     app.cleanup_ctx.extend([_database, _writer, _alerts, _revocation_watch])
     app.on_shutdown.append(_close_streams)
     app.router.add_get("/v1/devices/stream", device_stream)
@@ -47,8 +61,10 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_routes(alerts.routes)
     app.router.add_routes(accounts.routes)
     app.router.add_routes(health.routes)
+    app.router.add_get("/metrics", metrics_handler(metrics))
     app.router.add_routes(session.routes)
     app.router.add_routes(readings.routes)
+    app.router.add_routes(web_routes)
     return app
 
 
@@ -68,6 +84,7 @@ async def _writer(app: web.Application) -> AsyncIterator[None]:
         ReadingWriter(app[ENGINE]),
         max_rows=settings.commit_max_rows,
         delay_s=settings.commit_delay_ms / 1000,
+        metrics=app[METRICS],
     )
     committer.start()
     app[COMMITTER] = committer
@@ -81,7 +98,11 @@ async def _alerts(app: web.Application) -> AsyncIterator[None]:
     store = AlertStore(app[ENGINE])
     app[ALERT_STORE] = store
     async with AlertService.running(
-        store, app[HUB], settings.rules_path, offline_after_s=settings.offline_after_s
+        store,
+        app[HUB],
+        settings.rules_path,
+        offline_after_s=settings.offline_after_s,
+        metrics=app[METRICS],
     ) as service:
         app[ALERTS] = service
         app[COMMITTER].add_listener(service.on_commit)

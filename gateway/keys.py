@@ -9,6 +9,7 @@ from gateway.alerts.service import AlertService
 from gateway.dashboard.hub import Hub
 from gateway.ingest.registry import DeviceRegistry
 from gateway.ingest.writer import GroupCommitter
+from gateway.metrics import Metrics
 from gateway.settings import Settings
 from gateway.storage.accounts import AccountStore
 from gateway.storage.alerts import AlertStore
@@ -21,6 +22,7 @@ __all__ = [
     "DEVICES",
     "ENGINE",
     "HUB",
+    "METRICS",
     "SETTINGS",
 ]
 
@@ -30,5 +32,6 @@ ACCOUNTS = web.AppKey("accounts", AccountStore)
 COMMITTER = web.AppKey("committer", GroupCommitter)
 DEVICES = web.AppKey("devices", DeviceRegistry)
 HUB = web.AppKey("hub", Hub)
+METRICS = web.AppKey("metrics", Metrics)
 ALERT_STORE = web.AppKey("alert_store", AlertStore)
 ALERTS = web.AppKey("alerts", AlertService)

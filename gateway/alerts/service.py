@@ -22,6 +22,7 @@ from gateway.dashboard.hub import Hub
 from gateway.dashboard.vitals import VitalsThrottle
 from gateway.errors import StorageError
 from gateway.ingest.writer import PendingBatch
+from gateway.metrics import Metrics
 from gateway.storage.alerts import AlertStore, RecordedEvent, StoredState
 from schemas.dashboard import AlertEvent, AlertOut, VitalReading, Vitals
 from schemas.metrics import METRICS, Metric
@@ -63,8 +64,16 @@ def alert_out(alert: Alert, ward: str) -> AlertOut:
 
 
 class AlertService:
-    def __init__(self, engine: AlertEngine, store: AlertStore, hub: Hub, rules_path: Path) -> None:
+    def __init__(
+        self,
+        engine: AlertEngine,
+        store: AlertStore,
+        hub: Hub,
+        rules_path: Path,
+        metrics: Metrics | None = None,
+    ) -> None:
         self._engine = engine
+        self._metrics = metrics
         self._store = store
         self._hub = hub
         self._rules_path = rules_path
@@ -77,7 +86,13 @@ class AlertService:
     @classmethod
     @contextlib.asynccontextmanager
     async def running(
-        cls, store: AlertStore, hub: Hub, rules_path: Path, *, offline_after_s: float
+        cls,
+        store: AlertStore,
+        hub: Hub,
+        rules_path: Path,
+        *,
+        offline_after_s: float,
+        metrics: Metrics | None = None,
     ) -> AsyncIterator[AlertService]:
         """Load the rules, restore stored open alerts, run the timer until exit.
 
@@ -88,7 +103,7 @@ class AlertService:
         engine = AlertEngine(
             rules, first_alert_id=state.max_alert_id + 1, offline_after_s=offline_after_s
         )
-        service = cls(engine, store, hub, rules_path)
+        service = cls(engine, store, hub, rules_path, metrics)
         await service._restore(state)
         ticker = asyncio.create_task(service._tick_forever(), name="alert-timer")
         try:
@@ -206,4 +221,6 @@ class AlertService:
         self._last_event_id = next_id
         for e in events:
             self._hub.publish_alert(e.event_id, e.row["ward"], e.payload)
+            if e.kind == "raised" and self._metrics is not None:
+                self._metrics.alerts_raised.labels(e.row["rule"], e.row["priority"]).inc()
         return events

@@ -10,7 +10,6 @@ only reaches readings the same caller could query directly.
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import json
 from dataclasses import dataclass
@@ -69,12 +68,12 @@ def encode_cursor(filters: ReadingFilter, cursor: Cursor) -> str:
 
 def decode_cursor(text: str, filters: ReadingFilter) -> Cursor:
     """The cursor in `text`, issued for `filters`; InvalidParameter("cursor") otherwise."""
-    if not text or len(text) > _MAX_CURSOR_CHARS:
+    if not text or len(text) > _MAX_CURSOR_CHARS or not text.isascii():
         raise InvalidParameter("cursor", "malformed cursor")
     try:
         raw = base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
         token = _TOKEN.validate_json(raw)
-    except (binascii.Error, ValidationError) as e:
+    except (ValueError, ValidationError) as e:  # binascii.Error is a ValueError
         raise InvalidParameter("cursor", "malformed cursor") from e
     if token.i > token.s:
         raise InvalidParameter("cursor", "malformed cursor")

@@ -20,6 +20,7 @@ from gateway.errors import (
     NotFoundError,
     StorageError,
 )
+from gateway.keys import METRICS
 
 __all__ = ["error_middleware", "json_error"]
 
@@ -57,6 +58,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except GatewayError as e:
+        if isinstance(e, AuthError):
+            kind = "forbidden" if isinstance(e, ForbiddenError) else "unauthorized"
+            request.app[METRICS].auth_failures.labels(kind).inc()
         return _answer(e)
     except web.HTTPException as e:
         if e.status >= 400 and e.content_type != "application/json":

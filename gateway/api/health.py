@@ -1,11 +1,19 @@
-"""`/healthz`: 200 when the database answers, 503 when it does not."""
+"""Liveness and readiness.
+
+`/healthz`: the process is alive and the database answers a read. `/readyz`: the
+gateway can do its job: the database takes a write and the alert rules are loaded.
+A load balancer should route devices only to a ready gateway.
+"""
 
 from __future__ import annotations
 
-from aiohttp import web
-from sqlalchemy import text
+import time
 
-from gateway.keys import ENGINE
+from aiohttp import web
+from sqlalchemy import delete, insert, text
+
+from gateway.keys import ALERTS, ENGINE
+from gateway.storage.schema import Probe
 
 __all__ = ["routes"]
 
@@ -20,3 +28,20 @@ async def healthz(request: web.Request) -> web.Response:
     except Exception:
         return web.json_response({"status": "unavailable", "database": "unreachable"}, status=503)
     return web.json_response({"status": "ok", "database": "ok"})
+
+
+@routes.get("/readyz")
+async def readyz(request: web.Request) -> web.Response:
+    checks: dict[str, str] = {}
+    try:
+        async with request.app[ENGINE].begin() as conn:
+            await conn.execute(delete(Probe))
+            await conn.execute(insert(Probe).values(id=1, at=time.time()))
+        checks["database"] = "writable"
+    except Exception as e:
+        checks["database"] = f"not writable: {type(e).__name__}"
+    checks["rules"] = "loaded" if ALERTS in request.app else "not loaded"
+    ready = checks["database"] == "writable" and checks["rules"] == "loaded"
+    return web.json_response(
+        {"status": "ready" if ready else "not_ready", **checks}, status=200 if ready else 503
+    )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 
 from aiohttp import web
 
@@ -31,8 +32,15 @@ class Dashboard:
     """
 
     def __init__(
-        self, ws: web.WebSocketResponse, principal: Principal, *, vitals: bool, queue_max: int
+        self,
+        ws: web.WebSocketResponse,
+        principal: Principal,
+        *,
+        vitals: bool,
+        queue_max: int,
+        on_drop: Callable[[], None] = lambda: None,
     ) -> None:
+        self._on_drop = on_drop
         self.ws = ws
         self.principal = principal
         self.vitals = vitals
@@ -53,6 +61,7 @@ class Dashboard:
             self.queue.put_nowait((event_id, text))
         except asyncio.QueueFull:
             self.too_slow = True
+            self._on_drop()
             log.warning("dashboard of %s is too slow: closing it", self.principal.name)
             self._closer = asyncio.create_task(
                 self.ws.close(code=CLOSE_TOO_SLOW, message=b"too slow")
@@ -71,8 +80,9 @@ class Dashboard:
 
 
 class Hub:
-    def __init__(self) -> None:
+    def __init__(self, on_drop: Callable[[], None] = lambda: None) -> None:
         self._dashboards: set[Dashboard] = set()
+        self.on_drop = on_drop  # called once per dashboard closed as too slow
         # The newest event id handed to dashboards; every event up to it is stored.
         self.last_event_id = 0
 
@@ -105,5 +115,6 @@ class Hub:
         dashboard.offer(0, text)
 
     async def close_all(self, code: int, reason: str) -> None:
-        for d in tuple(self._dashboards):
-            await d.ws.close(code=code, message=reason.encode())
+        await asyncio.gather(
+            *(d.ws.close(code=code, message=reason.encode()) for d in tuple(self._dashboards))
+        )

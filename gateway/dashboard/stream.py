@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from gateway.api.auth import check_origin, require_user
 from gateway.dashboard.hub import Dashboard
 from gateway.errors import ConflictError, NotFoundError, StorageError
+from gateway.ingest.stream import CLOSE_TIMEOUT_S
 from gateway.keys import ALERT_STORE, ALERTS, HUB, SETTINGS
 from schemas.dashboard import (
     DASHBOARD_ADAPTER,
@@ -44,7 +45,9 @@ async def dashboard_stream(request: web.Request) -> web.WebSocketResponse:
     principal = await require_user(request)  # 401/403 before any upgrade
     check_origin(request)
     settings = request.app[SETTINGS]
-    ws = web.WebSocketResponse(heartbeat=settings.heartbeat_s, max_msg_size=64 * 1024)
+    ws = web.WebSocketResponse(
+        heartbeat=settings.heartbeat_s, max_msg_size=64 * 1024, timeout=CLOSE_TIMEOUT_S
+    )
     await ws.prepare(request)
 
     subscribe = await _await_subscribe(ws)
@@ -52,7 +55,11 @@ async def dashboard_stream(request: web.Request) -> web.WebSocketResponse:
         return ws
     hub = request.app[HUB]
     dashboard = Dashboard(
-        ws, principal, vitals=subscribe.vitals, queue_max=settings.dashboard_queue_max
+        ws,
+        principal,
+        vitals=subscribe.vitals,
+        queue_max=settings.dashboard_queue_max,
+        on_drop=hub.on_drop,
     )
     upto = hub.add(dashboard)
     writer: asyncio.Task[None] | None = None

@@ -21,17 +21,22 @@ from gateway.errors import StorageError
 from gateway.ingest.registry import DeviceConnection
 from gateway.ingest.session import DeviceSession, Duplicate, Reject, Store, encode
 from gateway.ingest.writer import PendingBatch
-from gateway.keys import COMMITTER, DEVICES, SETTINGS
-from schemas.device import Ack, BadMessage, ErrorCode
+from gateway.keys import COMMITTER, DEVICES, METRICS, SETTINGS
+from gateway.metrics import Metrics
+from schemas.device import Ack, BadMessage, BatchError, ErrorCode
 
 __all__ = ["device_stream"]
 
 log = logging.getLogger(__name__)
 
-# (commit to wait for or None, message to send once it is done, binary encoding?)
-_Outgoing = tuple[PendingBatch | None, BaseModel, bool]
+# (commit to wait for or None, message to send once it is done, binary encoding?,
+# perf_counter when the frame arrived)
+_Outgoing = tuple[PendingBatch | None, BaseModel, bool, float]
 
 CLOSE_STORAGE = 1011
+# How long a close waits for the peer's close frame: a dead peer must not hold up
+# replacement, revocation or shutdown.
+CLOSE_TIMEOUT_S = 2.0
 _STORAGE_DOWN = BadMessage(code=ErrorCode.INTERNAL, detail="storage unavailable, retry later")
 
 
@@ -41,10 +46,13 @@ async def device_stream(request: web.Request) -> web.WebSocketResponse:
     ward = principal.ward or ""
     settings = request.app[SETTINGS]
     committer = request.app[COMMITTER]
+    metrics = request.app[METRICS]
     registry = request.app[DEVICES]
 
     ws = web.WebSocketResponse(
-        heartbeat=settings.heartbeat_s, max_msg_size=settings.max_frame_bytes
+        heartbeat=settings.heartbeat_s,
+        max_msg_size=settings.max_frame_bytes,
+        timeout=CLOSE_TIMEOUT_S,
     )
     await ws.prepare(request)
     # Bounded: when `device_pipeline` answers are waiting, the reader stops reading.
@@ -52,7 +60,7 @@ async def device_stream(request: web.Request) -> web.WebSocketResponse:
     conn = DeviceConnection(principal.name, ws, outbox)
     opened = time.monotonic()
     await registry.attach(conn)
-    sender = asyncio.create_task(_send_in_order(ws, outbox), name=f"acks:{principal.name}")
+    sender = asyncio.create_task(_send_in_order(ws, outbox, metrics), name=f"acks:{principal.name}")
     try:
         session = DeviceSession(
             principal.name,
@@ -64,24 +72,37 @@ async def device_stream(request: web.Request) -> web.WebSocketResponse:
         log.info("device %s connected (last_seq %d)", principal.name, session.accepted_seq)
         async for msg in ws:
             if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+                arrived = time.perf_counter()
                 match session.receive(msg.data, datetime.now(UTC)):
                     case Store(seq=seq, rows=rows, binary=binary):
                         pending = committer.submit(
                             principal.name, principal.patient_id, ward, seq, rows
                         )
-                        await outbox.put((pending, Ack(seq=seq), binary))
+                        await outbox.put((pending, Ack(seq=seq), binary, arrived))
                     case Duplicate(seq=seq, binary=binary):
-                        await outbox.put((None, Ack(seq=seq), binary))
+                        metrics.readings_rejected.labels("duplicate_batch").inc()
+                        await outbox.put((None, Ack(seq=seq), binary, arrived))
                     case Reject(message=message, binary=binary):
-                        await outbox.put((None, message, binary))
+                        reason = (
+                            message.code
+                            if isinstance(message, BatchError | BadMessage)
+                            else "other"
+                        )
+                        metrics.readings_rejected.labels(str(reason)).inc()
+                        await outbox.put((None, message, binary, arrived))
             elif msg.type is WSMsgType.ERROR:
                 break
     finally:
-        # Let acks of batches already handed to the writer go out if the socket is open;
-        # the sender always consumes until this mark, so the put cannot block for long.
-        await outbox.put(None)
-        await sender
-        registry.detach(conn)
+        try:
+            # Let acks of batches already handed to the writer go out if the socket is
+            # open; the sender consumes until this mark, so the put cannot block long.
+            await outbox.put(None)
+            await sender
+        finally:
+            # Even when aiohttp cancels the handler (peer gone), the stream must leave
+            # the registry, or replacement and shutdown would wait on it.
+            sender.cancel()
+            registry.detach(conn)
         log.info(
             "device %s disconnected after %.1f s (close code %s)",
             principal.name,
@@ -92,13 +113,13 @@ async def device_stream(request: web.Request) -> web.WebSocketResponse:
 
 
 async def _send_in_order(
-    ws: web.WebSocketResponse, outbox: asyncio.Queue[_Outgoing | None]
+    ws: web.WebSocketResponse, outbox: asyncio.Queue[_Outgoing | None], metrics: Metrics
 ) -> None:
     """Send each item's message once its commit (if any) is done; stop at `None`."""
     failed = False
     while (item := await outbox.get()) is not None:
         try:
-            pending, message, binary = item
+            pending, message, binary, arrived = item
             if failed:
                 continue  # keep consuming so the reader never blocks on a full queue
             if pending is not None:
@@ -112,8 +133,11 @@ async def _send_in_order(
                     await ws.close(code=CLOSE_STORAGE, message=b"storage unavailable")
                     continue
             await _send(ws, message, binary)
+            if pending is not None:
+                metrics.ack_seconds.observe(time.perf_counter() - arrived)
         finally:
             outbox.task_done()  # `DeviceConnection.settle` waits on these
+    outbox.task_done()  # the end mark
 
 
 async def _send(ws: web.WebSocketResponse, message: BaseModel, binary: bool) -> None:

@@ -16,11 +16,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.errors import StorageError
+from gateway.metrics import Metrics
 from gateway.storage.readings import ReadingWriter
 
 __all__ = ["CommitListener", "GroupCommitter", "PendingBatch", "plan_commit"]
@@ -72,7 +74,15 @@ def plan_commit(
 
 
 class GroupCommitter:
-    def __init__(self, writer: ReadingWriter, *, max_rows: int, delay_s: float) -> None:
+    def __init__(
+        self,
+        writer: ReadingWriter,
+        *,
+        max_rows: int,
+        delay_s: float,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self._metrics = metrics
         self._writer = writer
         self._max_rows = max_rows
         self._delay_s = delay_s
@@ -141,7 +151,13 @@ class GroupCommitter:
             if unknown:
                 self._last_seq.update(await self._writer.last_seqs(unknown))
             fresh, advanced = plan_commit(group, self._last_seq)
-            await self._writer.commit([row for b in fresh for row in b.rows], advanced)
+            rows = [row for b in fresh for row in b.rows]
+            started = time.perf_counter()
+            await self._writer.commit(rows, advanced)
+            if self._metrics is not None:
+                self._metrics.commit_seconds.observe(time.perf_counter() - started)
+                self._metrics.batches_committed.inc(len(fresh))
+                self._metrics.readings_accepted.inc(len(rows))
         except Exception as e:
             if not self._failing:
                 log.error("database write failed, acknowledging nothing: %s", e)

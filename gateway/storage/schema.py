@@ -22,7 +22,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["AlertEventRow", "AlertRow", "Base", "Device", "Reading", "Session", "User"]
+__all__ = ["AlertEventRow", "AlertRow", "Base", "Device", "Probe", "Reading", "Session", "User"]
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY (the rowid); elsewhere use 64 bits.
 BigId = BigInteger().with_variant(Integer, "sqlite")
@@ -153,3 +153,12 @@ class Session(Base):
     user_name: Mapped[str] = mapped_column(String(64), index=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     expires_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+
+
+class Probe(Base):
+    """One row rewritten by `/readyz`: proves the database takes writes right now."""
+
+    __tablename__ = "readiness_probe"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    at: Mapped[float] = mapped_column(Float)
