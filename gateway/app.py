@@ -25,13 +25,16 @@ from gateway.keys import (
     ACCOUNTS,
     ALERT_STORE,
     ALERTS,
+    AUTH_THROTTLE,
     COMMITTER,
+    CONNECTIONS,
     DEVICES,
     ENGINE,
     HUB,
     METRICS,
     SETTINGS,
 )
+from gateway.limits import AuthThrottle, ConnectionGate
 from gateway.metrics import Metrics, metrics_handler
 from gateway.settings import Settings
 from gateway.storage.accounts import AccountStore
@@ -52,6 +55,8 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[DEVICES] = DeviceRegistry()
     app[METRICS] = metrics = Metrics()
+    app[CONNECTIONS] = ConnectionGate(settings.max_connections)
+    app[AUTH_THROTTLE] = AuthThrottle()
     app[HUB] = Hub(on_drop=metrics.dashboard_drops.inc)
     metrics.track_connections(lambda: len(app[DEVICES]), lambda: len(app[HUB]))
     app.cleanup_ctx.extend([_database, _writer, _alerts, _revocation_watch])

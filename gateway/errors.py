@@ -6,7 +6,9 @@ GatewayError
 │   └── ForbiddenError token valid but not allowed here (HTTP 403)
 ├── NotFoundError      no such device, user, alert (HTTP 404)
 ├── ConflictError      already exists (HTTP 409)
-└── StorageError       the database refused a write; nothing was acknowledged
+├── InvalidParameter   a request parameter is unusable (HTTP 400)
+├── StorageError       the database refused a write; nothing was acknowledged
+└── OverloadedError    connection limit reached (HTTP 503, Retry-After)
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ __all__ = [
     "GatewayError",
     "InvalidParameter",
     "NotFoundError",
+    "OverloadedError",
     "StorageError",
 ]
 
@@ -49,6 +52,12 @@ class ConflictError(GatewayError):
 
 class StorageError(GatewayError):
     pass
+
+
+class OverloadedError(GatewayError):
+    """Too many connections (HTTP 503 with Retry-After)."""
+
+    retry_after_s = 5
 
 
 class InvalidParameter(GatewayError):

@@ -9,6 +9,7 @@ from gateway.alerts.service import AlertService
 from gateway.dashboard.hub import Hub
 from gateway.ingest.registry import DeviceRegistry
 from gateway.ingest.writer import GroupCommitter
+from gateway.limits import AuthThrottle, ConnectionGate
 from gateway.metrics import Metrics
 from gateway.settings import Settings
 from gateway.storage.accounts import AccountStore
@@ -18,7 +19,9 @@ __all__ = [
     "ACCOUNTS",
     "ALERTS",
     "ALERT_STORE",
+    "AUTH_THROTTLE",
     "COMMITTER",
+    "CONNECTIONS",
     "DEVICES",
     "ENGINE",
     "HUB",
@@ -33,5 +36,7 @@ COMMITTER = web.AppKey("committer", GroupCommitter)
 DEVICES = web.AppKey("devices", DeviceRegistry)
 HUB = web.AppKey("hub", Hub)
 METRICS = web.AppKey("metrics", Metrics)
+CONNECTIONS = web.AppKey("connections", ConnectionGate)
+AUTH_THROTTLE = web.AppKey("auth_throttle", AuthThrottle)
 ALERT_STORE = web.AppKey("alert_store", AlertStore)
 ALERTS = web.AppKey("alerts", AlertService)

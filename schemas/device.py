@@ -37,6 +37,7 @@ __all__ = [
     "BatchError",
     "ErrorCode",
     "ErrorDetail",
+    "RateLimited",
     "Reading",
     "ReadingsMessage",
     "Welcome",
@@ -185,6 +186,16 @@ class BatchError(BaseModel):
     seq: int
     code: Literal[ErrorCode.INVALID_BATCH] = ErrorCode.INVALID_BATCH
     errors: list[ErrorDetail]
+
+
+class RateLimited(BaseModel):
+    """The device sends more readings than its limit: this batch was not stored and its
+    seq is not used up; slow down and resend."""
+
+    type: Literal["error"] = "error"
+    seq: int
+    code: Literal[ErrorCode.RATE_LIMITED] = ErrorCode.RATE_LIMITED
+    detail: str
 
 
 class BadMessage(BaseModel):

@@ -43,6 +43,9 @@ async def list_alerts(request: web.Request) -> web.Response:
         raise InvalidParameter("status", f"must be one of {', '.join(AlertStatus)}")
     since = _int(request, "since_event_id", 0, 0, 2**63 - 1)
     limit = _int(request, "limit", 1000, 1, 10_000)
+    # Taken before the query: every event up to it is stored, so a client resuming from
+    # it misses nothing that changed while the query ran.
+    last_event_id = request.app[ALERTS].last_event_id
     rows = await request.app[ALERT_STORE].list_alerts(
         status=status,
         patient_id=request.query.get("patient_id"),
@@ -51,7 +54,7 @@ async def list_alerts(request: web.Request) -> web.Response:
     )
     body = AlertList(
         items=[AlertOut.model_validate(_as_out(r)) for r in rows],
-        last_event_id=request.app[ALERTS].last_event_id,
+        last_event_id=last_event_id,
     )
     return web.json_response(text=body.model_dump_json())
 

@@ -6,7 +6,9 @@ Unexpected exceptions become a bare 500 that exposes nothing internal.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -18,9 +20,10 @@ from gateway.errors import (
     GatewayError,
     InvalidParameter,
     NotFoundError,
+    OverloadedError,
     StorageError,
 )
-from gateway.keys import METRICS
+from gateway.keys import AUTH_THROTTLE, METRICS
 
 __all__ = ["error_middleware", "json_error"]
 
@@ -50,6 +53,10 @@ def _answer(e: GatewayError) -> web.Response:
             return json_error(409, "conflict", str(e))
         case StorageError():
             return json_error(503, "storage_unavailable", str(e))
+        case OverloadedError():
+            response = json_error(503, "overloaded", str(e))
+            response.headers["Retry-After"] = str(e.retry_after_s)
+            return response
     return json_error(500, "internal", "internal error")
 
 
@@ -59,8 +66,14 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     except GatewayError as e:
         if isinstance(e, AuthError):
-            kind = "forbidden" if isinstance(e, ForbiddenError) else "unauthorized"
-            request.app[METRICS].auth_failures.labels(kind).inc()
+            forbidden = isinstance(e, ForbiddenError)
+            request.app[METRICS].auth_failures.labels(
+                "forbidden" if forbidden else "unauthorized"
+            ).inc()
+            if not forbidden:
+                # Guessing tokens gets slower with every miss from the same address.
+                address = request.remote or "?"
+                await asyncio.sleep(request.app[AUTH_THROTTLE].fail(address, time.monotonic()))
         return _answer(e)
     except web.HTTPException as e:
         if e.status >= 400 and e.content_type != "application/json":

@@ -18,7 +18,9 @@ from gateway.api.auth import check_origin, require_user
 from gateway.dashboard.hub import Dashboard
 from gateway.errors import ConflictError, NotFoundError, StorageError
 from gateway.ingest.stream import CLOSE_TIMEOUT_S
-from gateway.keys import ALERT_STORE, ALERTS, HUB, SETTINGS
+from gateway.keys import ALERT_STORE, ALERTS, CONNECTIONS, HUB, SETTINGS
+from gateway.limits import connection_slot
+from gateway.storage.accounts import Principal
 from schemas.dashboard import (
     DASHBOARD_ADAPTER,
     AckRequest,
@@ -44,6 +46,11 @@ def _error(code: DashboardErrorCode, detail: str, alert_id: int | None = None) -
 async def dashboard_stream(request: web.Request) -> web.WebSocketResponse:
     principal = await require_user(request)  # 401/403 before any upgrade
     check_origin(request)
+    with connection_slot(request.app[CONNECTIONS]):  # 503 over max_connections
+        return await _stream(request, principal)
+
+
+async def _stream(request: web.Request, principal: Principal) -> web.WebSocketResponse:
     settings = request.app[SETTINGS]
     ws = web.WebSocketResponse(
         heartbeat=settings.heartbeat_s, max_msg_size=64 * 1024, timeout=CLOSE_TIMEOUT_S

@@ -16,9 +16,11 @@ from typing import Any
 import msgpack
 from pydantic import BaseModel, ValidationError
 
+from gateway.limits import TokenBucket
 from schemas.device import (
     BadMessage,
     BatchError,
+    RateLimited,
     ReadingsMessage,
     Welcome,
     error_details,
@@ -26,6 +28,8 @@ from schemas.device import (
 )
 
 __all__ = [
+    "CLOSE_POLICY",
+    "Close",
     "DeviceSession",
     "Duplicate",
     "Outcome",
@@ -72,7 +76,17 @@ class Reject:
     binary: bool
 
 
-Outcome = Store | Duplicate | Reject
+@dataclass(frozen=True, slots=True)
+class Close:
+    """Close the connection with `code`: the device keeps breaking a limit."""
+
+    code: int
+    reason: str
+
+
+Outcome = Store | Duplicate | Reject | Close
+
+CLOSE_POLICY = 1008
 
 
 def encode(message: BaseModel, binary: bool) -> str | bytes:
@@ -88,12 +102,24 @@ class DeviceSession:
     committed seqs, which also covers a replaced connection's batches still in flight.
     """
 
-    def __init__(self, device_id: str, patient_id: str, last_seq: int, max_batch: int) -> None:
+    def __init__(
+        self,
+        device_id: str,
+        patient_id: str,
+        last_seq: int,
+        max_batch: int,
+        *,
+        rate: TokenBucket | None = None,
+        max_strikes: int = 10,
+    ) -> None:
         self.device_id = device_id
         self.patient_id = patient_id
         self.accepted_seq = last_seq
         self.max_batch = max_batch
         self._adapter = readings_adapter(max_batch)
+        self._rate = rate
+        self._max_strikes = max_strikes
+        self._strikes = 0  # rate-limited batches in a row
 
     def welcome(self) -> str:
         return encode(
@@ -129,6 +155,13 @@ class DeviceSession:
 
         if batch.seq <= self.accepted_seq:
             return Duplicate(batch.seq, binary)
+        if self._rate is not None and not self._rate.take(len(batch.readings), now.timestamp()):
+            self._strikes += 1
+            if self._strikes >= self._max_strikes:
+                return Close(CLOSE_POLICY, "rate limit exceeded")
+            detail = f"more than {self._rate.rate:g} readings/s: slow down and resend"
+            return Reject(RateLimited(seq=batch.seq, detail=detail), binary)
+        self._strikes = 0
         self.accepted_seq = batch.seq
         return Store(batch.seq, self._rows(batch, now), binary)
 

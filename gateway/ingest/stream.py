@@ -19,11 +19,13 @@ from pydantic import BaseModel
 from gateway.api.auth import require_device
 from gateway.errors import StorageError
 from gateway.ingest.registry import DeviceConnection
-from gateway.ingest.session import DeviceSession, Duplicate, Reject, Store, encode
+from gateway.ingest.session import Close, DeviceSession, Duplicate, Reject, Store, encode
 from gateway.ingest.writer import PendingBatch
-from gateway.keys import COMMITTER, DEVICES, METRICS, SETTINGS
+from gateway.keys import COMMITTER, CONNECTIONS, DEVICES, METRICS, SETTINGS
+from gateway.limits import TokenBucket, connection_slot
 from gateway.metrics import Metrics
-from schemas.device import Ack, BadMessage, BatchError, ErrorCode
+from gateway.storage.accounts import Principal
+from schemas.device import Ack, BadMessage, BatchError, ErrorCode, RateLimited
 
 __all__ = ["device_stream"]
 
@@ -42,6 +44,11 @@ _STORAGE_DOWN = BadMessage(code=ErrorCode.INTERNAL, detail="storage unavailable,
 
 async def device_stream(request: web.Request) -> web.WebSocketResponse:
     principal = await require_device(request)  # 401/403 before any upgrade
+    with connection_slot(request.app[CONNECTIONS]):  # 503 over max_connections
+        return await _stream(request, principal)
+
+
+async def _stream(request: web.Request, principal: Principal) -> web.WebSocketResponse:
     assert principal.patient_id is not None
     ward = principal.ward or ""
     settings = request.app[SETTINGS]
@@ -67,6 +74,12 @@ async def device_stream(request: web.Request) -> web.WebSocketResponse:
             principal.patient_id,
             await committer.last_seq(principal.name),
             settings.max_batch,
+            rate=TokenBucket(
+                settings.max_readings_per_s,
+                settings.max_readings_per_s * settings.rate_burst_s,
+                time.time(),
+            ),
+            max_strikes=settings.rate_limit_strikes,
         )
         await ws.send_str(session.welcome())
         log.info("device %s connected (last_seq %d)", principal.name, session.accepted_seq)
@@ -85,11 +98,17 @@ async def device_stream(request: web.Request) -> web.WebSocketResponse:
                     case Reject(message=message, binary=binary):
                         reason = (
                             message.code
-                            if isinstance(message, BatchError | BadMessage)
+                            if isinstance(message, BatchError | BadMessage | RateLimited)
                             else "other"
                         )
                         metrics.readings_rejected.labels(str(reason)).inc()
                         await outbox.put((None, message, binary, arrived))
+                    case Close(code=code, reason=reason):
+                        metrics.readings_rejected.labels("rate_limited").inc()
+                        log.warning("closing stream of device %s: %s", principal.name, reason)
+                        await outbox.join()  # what was accepted before is still acked
+                        await ws.close(code=code, message=reason.encode())
+                        break
             elif msg.type is WSMsgType.ERROR:
                 break
     finally:

@@ -371,10 +371,10 @@ function hideBanner() {
 }
 
 function announce(text) {
+  // A log region: screen readers read each new line once; the last few stay.
   const region = $("announcer");
-  // Clear first so the same words twice in a row are still read out.
-  region.textContent = "";
-  setTimeout(() => setText(region, text), 50);
+  region.append(h("p", { text }));
+  while (region.childElementCount > 5) region.firstElementChild.remove();
 }
 
 /** Short pulses (IEC 60601-1-8 style) through WebAudio, only once the user turned sound on. */
