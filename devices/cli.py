@@ -107,6 +107,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="SECONDS",
         help="at the end, wait this long for outstanding acks (%(default)s)",
     )
+    parser.add_argument(
+        "--cafile", type=Path, metavar="PEM", help="CA certificate(s) to trust for https/wss"
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log every connection")
     parser.set_defaults(func=run_simulate)
 
@@ -158,6 +161,7 @@ def config_from_args(args: argparse.Namespace) -> SimulationConfig:
         acked_log=args.acked_log,
         save_tokens=args.save_tokens,
         drain_timeout=args.drain,
+        cafile=args.cafile,
     )
 
 

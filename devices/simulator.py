@@ -15,6 +15,7 @@ import logging
 import random
 import secrets
 import signal
+import ssl
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
@@ -89,6 +90,7 @@ class SimulationConfig:
     save_tokens: Path | None = None
     drain_timeout: float = 2.0
     progress_interval: float = 5.0  # seconds between plain progress lines (not a TTY)
+    cafile: Path | None = None  # trust this CA for https/wss (a private hospital CA)
 
 
 # -- where devices come from ------------------------------------------------------------
@@ -331,7 +333,9 @@ async def run_simulation(
     seed = config.seed if config.seed is not None else random.SystemRandom().randrange(2**32)
     timer = loop.call_later(config.duration, stop.set) if config.duration else None
     clients: list[DeviceClient] = []
-    connector = aiohttp.TCPConnector(limit=0)  # one socket per device, hundreds of them
+    tls = ssl.create_default_context(cafile=config.cafile) if config.cafile else None
+    # One socket per device, hundreds of them: no pool limit.
+    connector = aiohttp.TCPConnector(limit=0, ssl=tls if tls is not None else True)
     try:
         async with (
             aiohttp.ClientSession(connector=connector, timeout=_SESSION_TIMEOUT) as session,

@@ -45,6 +45,8 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
+    certfile: str = ""
+    keyfile: str = ""
     database_url: str = "sqlite+aiosqlite:///./var/vitals.db"
     sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
     rules_file: str = ""

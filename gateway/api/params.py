@@ -27,6 +27,8 @@ __all__ = [
     "MAX_BUCKET_US",
     "MAX_LIMIT",
     "MIN_BUCKET_US",
+    "READINGS_PARAMS",
+    "SUMMARY_PARAMS",
     "OutputFormat",
     "ReadingsRequest",
     "SummaryRequest",
@@ -46,10 +48,10 @@ SECOND_US = 1_000_000
 MIN_BUCKET_US = SECOND_US
 MAX_BUCKET_US = 86_400 * SECOND_US
 
-_READINGS_PARAMS = frozenset(
+READINGS_PARAMS = frozenset(
     {"patient_id", "device_id", "metric", "since", "until", "limit", "cursor", "format"}
 )
-_SUMMARY_PARAMS = frozenset({"patient_id", "device_id", "metric", "since", "until", "bucket"})
+SUMMARY_PARAMS = frozenset({"patient_id", "device_id", "metric", "since", "until", "bucket"})
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
@@ -158,7 +160,7 @@ def wants_csv(accept: str) -> bool:
 
 
 def parse_readings(query: MultiMapping[str], accept: str = "") -> ReadingsRequest:
-    _check_names(query, _READINGS_PARAMS)
+    _check_names(query, READINGS_PARAMS)
     filters = _filters(query, metric_required=False)
     fmt_text = query.get("format")
     if fmt_text is None:
@@ -180,7 +182,7 @@ def parse_readings(query: MultiMapping[str], accept: str = "") -> ReadingsReques
 
 
 def parse_summary(query: MultiMapping[str]) -> SummaryRequest:
-    _check_names(query, _SUMMARY_PARAMS)
+    _check_names(query, SUMMARY_PARAMS)
     filters = _filters(query, metric_required=True)
     bucket = query.get("bucket")
     if bucket is None:

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import signal
+import ssl
 from typing import Any
 
 from aiohttp import web
@@ -13,6 +14,7 @@ from aiohttp import web
 from gateway.alerts.rules import RulesError
 from gateway.app import create_app
 from gateway.cli.common import add_config_options, run, settings_from
+from gateway.errors import ConfigError
 from gateway.keys import ALERTS
 from gateway.settings import Settings
 
@@ -27,6 +29,8 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("--host", help="listen address (setting host)")
     p.add_argument("--port", type=int, help="listen port (setting port)")
     p.add_argument("--rules", dest="rules_file", metavar="FILE", help="alert rules TOML file")
+    p.add_argument("--certfile", metavar="PEM", help="TLS certificate chain (serve https/wss)")
+    p.add_argument("--keyfile", metavar="PEM", help="TLS private key")
     p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     p.set_defaults(func=_serve)
 
@@ -37,6 +41,8 @@ def _serve(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         rules_file=args.rules_file,
+        certfile=args.certfile,
+        keyfile=args.keyfile,
         log_level=args.log_level,
     )
     logging.getLogger().setLevel(settings.log_level)
@@ -50,9 +56,11 @@ async def serve(settings: Settings) -> None:
         app, handle_signals=False, access_log=None, shutdown_timeout=settings.shutdown_grace_s
     )
     await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port)
+    tls = tls_context(settings)
+    site = web.TCPSite(runner, settings.host, settings.port, ssl_context=tls)
     await site.start()
-    log.info("vitals gateway listening on http://%s:%d", settings.host, settings.port)
+    scheme = "https" if tls else "http"
+    log.info("vitals gateway listening on %s://%s:%d", scheme, settings.host, settings.port)
     log.info("database %s", _redact(settings.database_url))
 
     stop = asyncio.Event()
@@ -81,6 +89,21 @@ async def _reload_rules(app: web.Application) -> None:
         await app[ALERTS].reload_rules()
     except RulesError as e:
         log.error("rules reload refused, previous rules stay in force: %s", e)
+
+
+def tls_context(settings: Settings) -> ssl.SSLContext | None:
+    """The server's TLS context, or None for plain http. ConfigError if half-configured."""
+    if not settings.certfile and not settings.keyfile:
+        return None
+    if not (settings.certfile and settings.keyfile):
+        raise ConfigError("TLS needs both certfile and keyfile")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(settings.certfile, settings.keyfile)
+    except (OSError, ssl.SSLError) as e:
+        raise ConfigError(f"cannot load TLS certificate {settings.certfile}: {e}") from e
+    return context
 
 
 def _redact(url: str) -> str:

@@ -34,6 +34,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     )
     p.add_argument("--token", help=f"clinician or admin token (default: ${TOKEN_ENV})")
     add_config_options(p, database=False)
+    p.add_argument("--cafile", metavar="PEM", help="CA certificate(s) to trust for https/wss")
     p.add_argument("--once", action="store_true", help="print the open alerts once and exit")
     p.add_argument(
         "--json", action="store_true", help="print each alert event as one JSON line (for scripts)"
@@ -81,6 +82,7 @@ def _watch(args: argparse.Namespace) -> int:
         since_event_id=args.since_event_id,
         once=args.once,
         json=args.json,
+        cafile=args.cafile,
     )
     # Acknowledging needs someone at a keyboard: piped or closed stdin is never read.
     stdin = sys.stdin if not args.once and _is_tty(sys.stdin) else None

@@ -16,6 +16,7 @@ import io
 import logging
 import os
 import random
+import ssl
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -115,6 +116,7 @@ class WatchOptions:
     heartbeat: float | None = 20.0  # ping interval: a silent gateway is detected as dead
     close_timeout: float = 2.0  # wait for the gateway's close frame, then drop the socket
     max_pending_acks: int = 32  # typed ids waiting for a connection
+    cafile: str | None = None  # CA to trust for https/wss
     backoff: Callable[[], Iterator[float]] = backoff
 
 
@@ -284,7 +286,9 @@ class Watcher:
         if stdin is not None and not self.options.once:
             _start_line_reader(stdin, lambda line: loop.call_soon_threadsafe(self.typed, line))
         completed = False
-        async with aiohttp.ClientSession() as session:
+        cafile = self.options.cafile
+        tls = ssl.create_default_context(cafile=cafile) if cafile else True
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=tls)) as session:
             main = asyncio.create_task(self._connect_loop(session), name="watch connection")
             stopper = asyncio.create_task(stop.wait(), name="watch stop")
             ticker = asyncio.create_task(self._tick(), name="watch tick")

@@ -8,6 +8,11 @@ import { formatAge, formatClock, formatLimit, formatValue, metricLabel, metricUn
 
 const FADE_MS = 1200;
 
+function raisedText(alert, now) {
+  const age = formatAge(now - Date.parse(alert.raised_at));
+  return age === "now" ? "raised just now" : `raised ${age} ago`;
+}
+
 export class AlertPanel {
   /**
    * @param {HTMLOListElement} list
@@ -69,7 +74,7 @@ export class AlertPanel {
 
   tick(now = Date.now()) {
     for (const card of this.cards.values()) {
-      if (card.alert) setText(card.age, `raised ${formatAge(now - Date.parse(card.alert.raised_at))} ago`);
+      if (card.alert) setText(card.age, raisedText(card.alert, now));
     }
   }
 
@@ -135,7 +140,7 @@ export class AlertPanel {
     let status = STATUS_TEXT[alert.status] ?? alert.status;
     if (alert.acked_by) status = `${status} by ${alert.acked_by} at ${formatClock(Date.parse(alert.acked_at))}`;
     setText(card.status, `${status} · `);
-    setText(card.age, `raised ${formatAge(Date.now() - Date.parse(alert.raised_at))} ago`);
+    setText(card.age, raisedText(alert, Date.now()));
     card.ack.setAttribute(
       "aria-label",
       `Acknowledge ${alert.priority} alert ${alert.rule} for patient ${alert.patient_id}`,

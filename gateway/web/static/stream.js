@@ -69,6 +69,12 @@ export class DashboardStream {
   _connect() {
     clearTimeout(this._timer);
     this._timer = null;
+    if (this._ws) {
+      // Never two subscriptions at once: drop the attempt in flight.
+      const old = this._ws;
+      this._ws = null;
+      old.close(1000, "replaced");
+    }
     const ws = new WebSocket(this.url);
     this._ws = ws;
     let opened = false;
@@ -135,7 +141,8 @@ export class DashboardStream {
     if (!opened) {
       // A browser does not say why an upgrade failed: ask whether the session still holds.
       const session = await this.checkSession();
-      if (this.state === "stopped") return;
+      // Stopped, or reconnected (back online) while we asked: nothing left to do.
+      if (this.state === "stopped" || this._ws) return;
       if (session === "unauthorized") {
         this._setState("unauthorized");
         this.on.unauthorized();
@@ -150,10 +157,9 @@ export class DashboardStream {
 
   _online() {
     // Back on the network: try now instead of waiting out the backoff.
-    if (this._timer !== null) {
-      this._setState("reconnecting");
-      this._connect();
-    }
+    if (this._ws || ["connected", "stopped", "unauthorized"].includes(this.state)) return;
+    this._setState("reconnecting");
+    this._connect();
   }
 
   _offline() {
