@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from gateway.alerts.service import AlertService
-from gateway.api import accounts, alerts, health, readings, session
+from gateway.api import accounts, alerts, audit, health, readings, session
 from gateway.api.errors import error_middleware
 from gateway.dashboard.hub import Hub
 from gateway.dashboard.stream import dashboard_stream
@@ -25,6 +25,7 @@ from gateway.keys import (
     ACCOUNTS,
     ALERT_STORE,
     ALERTS,
+    AUDIT,
     AUTH_THROTTLE,
     COMMITTER,
     CONNECTIONS,
@@ -39,6 +40,7 @@ from gateway.metrics import Metrics, metrics_handler
 from gateway.settings import Settings
 from gateway.storage.accounts import AccountStore
 from gateway.storage.alerts import AlertStore
+from gateway.storage.audit import AuditLog
 from gateway.storage.database import create_schema, open_engine
 from gateway.storage.readings import ReadingWriter
 from gateway.web import routes as web_routes
@@ -68,6 +70,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_routes(health.routes)
     app.router.add_get("/metrics", metrics_handler(metrics))
     app.router.add_routes(session.routes)
+    app.router.add_routes(audit.routes)
     app.router.add_routes(readings.routes)
     app.router.add_routes(web_routes)
     return app
@@ -79,6 +82,7 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     await create_schema(engine)
     app[ENGINE] = engine
     app[ACCOUNTS] = AccountStore(engine)
+    app[AUDIT] = AuditLog(engine)
     yield
     await engine.dispose()
 

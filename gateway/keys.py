@@ -14,11 +14,13 @@ from gateway.metrics import Metrics
 from gateway.settings import Settings
 from gateway.storage.accounts import AccountStore
 from gateway.storage.alerts import AlertStore
+from gateway.storage.audit import AuditLog
 
 __all__ = [
     "ACCOUNTS",
     "ALERTS",
     "ALERT_STORE",
+    "AUDIT",
     "AUTH_THROTTLE",
     "COMMITTER",
     "CONNECTIONS",
@@ -37,6 +39,7 @@ DEVICES = web.AppKey("devices", DeviceRegistry)
 HUB = web.AppKey("hub", Hub)
 METRICS = web.AppKey("metrics", Metrics)
 CONNECTIONS = web.AppKey("connections", ConnectionGate)
+AUDIT = web.AppKey("audit", AuditLog)
 AUTH_THROTTLE = web.AppKey("auth_throttle", AuthThrottle)
 ALERT_STORE = web.AppKey("alert_store", AlertStore)
 ALERTS = web.AppKey("alerts", AlertService)

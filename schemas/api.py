@@ -10,6 +10,8 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from schemas.metrics import Metric
 
 __all__ = [
+    "AuditEntryOut",
+    "AuditPage",
     "DeviceCreate",
     "DeviceCreated",
     "DeviceOut",
@@ -110,3 +112,17 @@ class LatestValue(BaseModel):
 class PatientLatest(BaseModel):
     patient_id: str
     metrics: dict[Metric, LatestValue]
+
+
+class AuditEntryOut(BaseModel):
+    id: int
+    at: AwareDatetime
+    actor: str
+    action: str
+    target: str
+    address: str
+    detail: str
+
+
+class AuditPage(BaseModel):
+    items: list[AuditEntryOut]

@@ -8,7 +8,7 @@ from pydantic import ValidationError
 from gateway.api.auth import require_admin, require_user
 from gateway.errors import InvalidParameter
 from gateway.ingest.registry import CLOSE_REVOKED
-from gateway.keys import ACCOUNTS, DEVICES
+from gateway.keys import ACCOUNTS, AUDIT, DEVICES
 from gateway.storage.accounts import DeviceInfo, Role
 from schemas.api import DeviceCreate, DeviceCreated, DeviceOut, UserCreate, UserCreated
 
@@ -33,14 +33,25 @@ def _device_out(d: DeviceInfo) -> DeviceOut:
     )
 
 
+def _address(request: web.Request) -> str:
+    return request.remote or "?"
+
+
 @routes.post("/v1/devices")
 async def add_device(request: web.Request) -> web.Response:
-    await require_admin(request)
+    admin = await require_admin(request)
     try:
         body = DeviceCreate.model_validate_json(await request.read())
     except ValidationError as e:
         raise _body_error(e) from e
     info, token = await request.app[ACCOUNTS].add_device(body.id, body.patient_id, body.ward)
+    await request.app[AUDIT].record(
+        admin.name,
+        "device.add",
+        info.id,
+        _address(request),
+        f"patient {info.patient_id}, ward {info.ward}",
+    )
     created = DeviceCreated(id=info.id, patient_id=info.patient_id, ward=info.ward, token=token)
     return web.json_response(text=created.model_dump_json(), status=201)
 
@@ -55,20 +66,24 @@ async def list_devices(request: web.Request) -> web.Response:
 
 @routes.delete("/v1/devices/{device_id}")
 async def revoke_device(request: web.Request) -> web.Response:
-    await require_admin(request)
+    admin = await require_admin(request)
     device_id = request.match_info["device_id"]
     await request.app[ACCOUNTS].revoke_device(device_id)
+    await request.app[AUDIT].record(admin.name, "device.revoke", device_id, _address(request))
     await request.app[DEVICES].close([device_id], CLOSE_REVOKED, "revoked")
     return web.Response(status=204)
 
 
 @routes.post("/v1/users")
 async def add_user(request: web.Request) -> web.Response:
-    await require_admin(request)
+    admin = await require_admin(request)
     try:
         body = UserCreate.model_validate_json(await request.read())
     except ValidationError as e:
         raise _body_error(e) from e
     token = await request.app[ACCOUNTS].add_user(body.name, Role(body.role))
+    await request.app[AUDIT].record(
+        admin.name, "user.add", body.name, _address(request), f"role {body.role}"
+    )
     created = UserCreated(name=body.name, role=body.role, token=token)
     return web.json_response(text=created.model_dump_json(), status=201)

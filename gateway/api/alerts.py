@@ -9,7 +9,7 @@ from aiohttp import web
 from gateway.alerts.rules import RulesError
 from gateway.api.auth import require_admin, require_user
 from gateway.errors import InvalidParameter
-from gateway.keys import ALERT_STORE, ALERTS
+from gateway.keys import ALERT_STORE, ALERTS, AUDIT
 from schemas.dashboard import AlertList, AlertOut, AlertStatus
 
 __all__ = ["routes"]
@@ -76,6 +76,9 @@ async def acknowledge(request: web.Request) -> web.Response:
     if not raw.isdigit():
         raise InvalidParameter("alert_id", f"must be a positive integer, not {raw!r}")
     text = await request.app[ALERTS].acknowledge(int(raw), principal.name)
+    await request.app[AUDIT].record(
+        principal.name, "alert.ack", f"alert {raw}", request.remote or "?", "via REST"
+    )
     return web.json_response(text=text)
 
 

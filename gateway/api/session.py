@@ -7,7 +7,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from gateway.api.auth import SESSION_COOKIE, require_user
 from gateway.errors import AuthError, ForbiddenError, InvalidParameter
-from gateway.keys import ACCOUNTS, SETTINGS
+from gateway.keys import ACCOUNTS, AUDIT, SETTINGS
 from gateway.storage.accounts import Role
 
 __all__ = ["routes"]
@@ -34,6 +34,7 @@ async def login(request: web.Request) -> web.Response:
         raise ForbiddenError("a device token cannot log in")
     ttl = request.app[SETTINGS].session_ttl_s
     token, expires = await accounts.open_session(principal, ttl)
+    await request.app[AUDIT].record(principal.name, "session.login", "web", request.remote or "?")
     response = web.json_response(
         {"name": principal.name, "role": principal.role.value, "expires_at": expires.isoformat()}
     )

@@ -6,6 +6,7 @@ These work on the database directly, so the first admin exists before any gatewa
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 from typing import Any
 
@@ -14,6 +15,7 @@ from rich.table import Table
 
 from gateway.cli.common import add_config_options, run, settings_from
 from gateway.storage.accounts import AccountStore, Role
+from gateway.storage.audit import AuditLog
 from gateway.storage.database import create_schema, open_engine
 
 __all__ = ["register"]
@@ -59,11 +61,27 @@ def _with_store(args: argparse.Namespace, action: Any) -> int:
         try:
             await create_schema(engine)
             result: int = await action(AccountStore(engine), args)
+            if result == 0 and args.action != "list":
+                await AuditLog(engine).record(
+                    _operator(), f"{args.command.rstrip('s')}.{args.action}", _target(args), "cli"
+                )
             return result
         finally:
             await engine.dispose()
 
     return run(main())
+
+
+def _operator() -> str:
+    """Who ran the command: the operating-system account (there is no token on the CLI)."""
+    try:
+        return f"os:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "os:unknown"
+
+
+def _target(args: argparse.Namespace) -> str:
+    return str(getattr(args, "device_id", None) or getattr(args, "name", ""))
 
 
 async def _add_device(store: AccountStore, args: argparse.Namespace) -> int:

@@ -18,7 +18,7 @@ from gateway.api.auth import check_origin, require_user
 from gateway.dashboard.hub import Dashboard
 from gateway.errors import ConflictError, NotFoundError, StorageError
 from gateway.ingest.stream import CLOSE_TIMEOUT_S
-from gateway.keys import ALERT_STORE, ALERTS, CONNECTIONS, HUB, SETTINGS
+from gateway.keys import ALERT_STORE, ALERTS, AUDIT, CONNECTIONS, HUB, SETTINGS
 from gateway.limits import connection_slot
 from gateway.storage.accounts import Principal
 from schemas.dashboard import (
@@ -145,6 +145,13 @@ async def _handle(request: web.Request, dashboard: Dashboard, data: str) -> None
     try:
         # The resulting event reaches this dashboard (and all others) through the hub.
         await alerts.acknowledge(message.alert_id, dashboard.principal.name)
+        await request.app[AUDIT].record(
+            dashboard.principal.name,
+            "alert.ack",
+            f"alert {message.alert_id}",
+            request.remote or "?",
+            "via dashboard stream",
+        )
     except NotFoundError as e:
         hub.send_to(dashboard, _error(DashboardErrorCode.NOT_FOUND, str(e), message.alert_id))
     except ConflictError as e:

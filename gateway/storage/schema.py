@@ -22,7 +22,17 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["AlertEventRow", "AlertRow", "Base", "Device", "Probe", "Reading", "Session", "User"]
+__all__ = [
+    "AlertEventRow",
+    "AlertRow",
+    "AuditEntry",
+    "Base",
+    "Device",
+    "Probe",
+    "Reading",
+    "Session",
+    "User",
+]
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY (the rowid); elsewhere use 64 bits.
 BigId = BigInteger().with_variant(Integer, "sqlite")
@@ -162,3 +172,17 @@ class Probe(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     at: Mapped[float] = mapped_column(Float)
+
+
+class AuditEntry(Base):
+    """Append-only record of who provisioned, revoked or acknowledged what, from where."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+    actor: Mapped[str] = mapped_column(String(64), index=True)
+    action: Mapped[str] = mapped_column(String(32), index=True)
+    target: Mapped[str] = mapped_column(String(128))
+    address: Mapped[str] = mapped_column(String(64))  # client address, or "cli"
+    detail: Mapped[str] = mapped_column(Text, default="")
