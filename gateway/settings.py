@@ -67,6 +67,7 @@ class Settings(BaseSettings):
     session_ttl_s: float = Field(12 * 3600, gt=0)
     allowed_origins: list[str] = []
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
 
     # Set by load_settings on a throwaway subclass: the TOML files in force, lowest
     # precedence first.

@@ -6,6 +6,7 @@ Short glue: `params` parses and validates, `queries` reads the database, the
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import logging
@@ -91,34 +92,40 @@ async def list_readings(request: web.Request) -> web.StreamResponse:
 async def _stream_csv(
     request: web.Request, queries: ReadingQueries, filters: ReadingFilter
 ) -> web.StreamResponse:
-    response = web.StreamResponse(headers={"Content-Type": "text/csv; charset=utf-8"})
-    await response.prepare(request)
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(CSV_HEADER)
-    try:
-        # One DB page becomes one chunk: memory stays bounded by the page size.
-        async for rows in queries.iter_all(filters):
-            for r in rows:
-                unit = METRICS[Metric(r.metric)].unit
-                ts = _TIME.dump_python(_time(r.ts_us), mode="json")
-                writer.writerow((r.device_id, r.patient_id, r.metric, ts, r.value, unit))
-            await response.write(buffer.getvalue().encode())
-            buffer.seek(0)
-            buffer.truncate()
-        if buffer.tell():
-            await response.write(buffer.getvalue().encode())  # header of an empty export
-    except ConnectionResetError:
-        return response  # the client went away
-    except Exception:
-        # The 200 is already sent: cutting the connection is the only way left to tell
-        # the client its CSV is incomplete (no final chunk arrives).
-        log.exception("CSV export failed part-way")
-        if request.transport is not None:
-            request.transport.close()
-        return response
+    async with contextlib.aclosing(queries.iter_all(filters)) as pages:
+        # Read before the 200 goes out, so a database that fails outright still gets
+        # a proper JSON error.
+        first: list[ReadingRow] = await anext(pages, [])
+        response = web.StreamResponse(headers={"Content-Type": "text/csv; charset=utf-8"})
+        await response.prepare(request)
+        try:
+            # One DB page becomes one chunk: memory stays bounded by the page size.
+            await response.write(_csv_chunk(first, header=True))
+            async for rows in pages:
+                await response.write(_csv_chunk(rows))
+        except ConnectionResetError:
+            return response  # the client went away
+        except Exception:
+            # The 200 is already sent: cutting the connection is the only way left to
+            # tell the client its CSV is incomplete (no final chunk arrives).
+            log.exception("CSV export failed part-way")
+            if request.transport is not None:
+                request.transport.close()
+            return response
     await response.write_eof()
     return response
+
+
+def _csv_chunk(rows: list[ReadingRow], *, header: bool = False) -> bytes:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    if header:
+        writer.writerow(CSV_HEADER)
+    for r in rows:
+        ts = _TIME.dump_python(_time(r.ts_us), mode="json")
+        unit = METRICS[Metric(r.metric)].unit
+        writer.writerow((r.device_id, r.patient_id, r.metric, ts, r.value, unit))
+    return buffer.getvalue().encode()
 
 
 @routes.get("/v1/readings/summary")

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from importlib.metadata import entry_points
 
 from gateway.errors import GatewayError
+from gateway.logs import configure_logging
 
 __all__ = ["build_parser", "main"]
 
@@ -41,9 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging("INFO")
     args = build_parser().parse_args(argv)
     try:
         code = args.func(args)

@@ -66,7 +66,11 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("--since", metavar="TIME", help=f"from this time, included: {times}")
     p.add_argument("--until", metavar="TIME", help=f"to this time, excluded: {times}")
     p.add_argument(
-        "--limit-per-page", type=int, default=1000, metavar="N", help="readings per request"
+        "--limit-per-page",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="readings per request (json, table)",
     )
     p.add_argument(
         "--format",

@@ -16,6 +16,7 @@ from gateway.app import create_app
 from gateway.cli.common import add_config_options, run, settings_from
 from gateway.errors import ConfigError
 from gateway.keys import ALERTS
+from gateway.logs import configure_logging
 from gateway.settings import Settings
 
 __all__ = ["register"]
@@ -32,6 +33,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("--certfile", metavar="PEM", help="TLS certificate chain (serve https/wss)")
     p.add_argument("--keyfile", metavar="PEM", help="TLS private key")
     p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    p.add_argument("--log-format", choices=["text", "json"], help="text (default) or JSON lines")
     p.set_defaults(func=_serve)
 
 
@@ -44,8 +46,9 @@ def _serve(args: argparse.Namespace) -> int:
         certfile=args.certfile,
         keyfile=args.keyfile,
         log_level=args.log_level,
+        log_format=args.log_format,
     )
-    logging.getLogger().setLevel(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     run(serve(settings))
     return 0
 

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from gateway.api.auth import check_origin, require_user
 from gateway.dashboard.hub import Dashboard
 from gateway.errors import ConflictError, NotFoundError, StorageError
-from gateway.ingest.stream import CLOSE_TIMEOUT_S
+from gateway.ingest.stream import CLOSE_TIMEOUT_S, close_reason
 from gateway.keys import ALERT_STORE, ALERTS, AUDIT, CONNECTIONS, HUB, SETTINGS
 from gateway.limits import connection_slot
 from gateway.storage.accounts import Principal
@@ -94,7 +94,13 @@ async def _stream(request: web.Request, principal: Principal) -> web.WebSocketRe
             writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await writer
-        log.info("dashboard of %s closed (code %s)", principal.name, ws.close_code)
+        reason = "too slow (4008)" if dashboard.too_slow else close_reason(ws.close_code)
+        log.info(
+            "dashboard of %s closed: %s",
+            principal.name,
+            reason,
+            extra={"user": principal.name, "reason": reason},
+        )
     return ws
 
 

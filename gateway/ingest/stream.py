@@ -82,7 +82,12 @@ async def _stream(request: web.Request, principal: Principal) -> web.WebSocketRe
             max_strikes=settings.rate_limit_strikes,
         )
         await ws.send_str(session.welcome())
-        log.info("device %s connected (last_seq %d)", principal.name, session.accepted_seq)
+        log.info(
+            "device %s connected (last_seq %d)",
+            principal.name,
+            session.accepted_seq,
+            extra={"device": principal.name, "address": request.remote},
+        )
         async for msg in ws:
             if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
                 arrived = time.perf_counter()
@@ -122,13 +127,38 @@ async def _stream(request: web.Request, principal: Principal) -> web.WebSocketRe
             # the registry, or replacement and shutdown would wait on it.
             sender.cancel()
             registry.detach(conn)
-        log.info(
-            "device %s disconnected after %.1f s (close code %s)",
-            principal.name,
-            time.monotonic() - opened,
-            ws.close_code,
-        )
+            duration = time.monotonic() - opened
+            reason = close_reason(ws.close_code)
+            log.info(
+                "device %s disconnected after %.1f s: %s",
+                principal.name,
+                duration,
+                reason,
+                extra={
+                    "device": principal.name,
+                    "duration_s": round(duration, 3),
+                    "reason": reason,
+                },
+            )
     return ws
+
+
+_CLOSE_REASONS = {
+    1000: "closed normally",
+    1001: "going away (shutdown)",
+    1006: "connection lost",
+    1008: "policy violation (rate limit)",
+    1009: "frame too big",
+    1011: "storage unavailable",
+    4001: "replaced by a newer connection",
+    4003: "revoked",
+}
+
+
+def close_reason(code: int | None) -> str:
+    if code is None:
+        return "connection lost"
+    return _CLOSE_REASONS.get(code, f"close code {code}")
 
 
 async def _send_in_order(

@@ -7,7 +7,7 @@ SQLite. Every query starts with an equality on patient or device, then a range o
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -167,7 +167,7 @@ class ReadingQueries:
 
     async def iter_all(
         self, filters: ReadingFilter, page_size: int = STREAM_PAGE
-    ) -> AsyncIterator[list[ReadingRow]]:
+    ) -> AsyncGenerator[list[ReadingRow]]:
         """Every matching reading that exists now, in order, `page_size` rows at a time.
 
         Each page is its own short read, so a slow consumer holds no connection and no

@@ -9,7 +9,7 @@
  * Reconnect delays in seconds: exponential, capped, each shortened by a random
  * fraction (up to `jitter`) so that a ward's dashboards do not return in lockstep.
  */
-export function* backoff({ initial = 0.5, factor = 2, max = 15, jitter = 0.5, random = Math.random } = {}) {
+export function* backoff({ initial = 0.5, factor = 1.6, max = 15, jitter = 0.5, random = Math.random } = {}) {
   let delay = initial;
   for (;;) {
     yield delay * (1 - jitter * random());
