@@ -10,7 +10,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-__all__ = ["EPOCH", "batched", "reading", "send_batches", "ts_text"]
+__all__ = ["EPOCH", "batched", "micros", "reading", "send_batches", "ts_text"]
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 BATCH = 500
@@ -22,6 +22,11 @@ def ts_text(ts_us: int) -> str:
     """RFC 3339 with 'Z' and exactly six fraction digits, from epoch microseconds."""
     t = EPOCH + timedelta(microseconds=ts_us)
     return t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def micros(text: str) -> int:
+    """Epoch microseconds of an RFC 3339 time, however its fraction is written."""
+    return (datetime.fromisoformat(text) - EPOCH) // timedelta(microseconds=1)
 
 
 def reading(ts_us: int, metric: str, value: float) -> dict[str, Any]:
