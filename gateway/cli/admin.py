@@ -8,15 +8,15 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
 
 from gateway.cli.common import add_config_options, run, settings_from
-from gateway.storage.accounts import AccountStore, Role
-from gateway.storage.audit import AuditLog
-from gateway.storage.database import create_schema, open_engine
+
+if TYPE_CHECKING:
+    from gateway.storage.accounts import AccountStore
 
 __all__ = ["register"]
 
@@ -47,13 +47,18 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     usub = users.add_subparsers(dest="action", required=True, metavar="ACTION")
     uadd = usub.add_parser("add", help="create a user and print its token (shown once)")
     uadd.add_argument("name")
-    uadd.add_argument("--role", required=True, choices=[Role.CLINICIAN.value, Role.ADMIN.value])
+    uadd.add_argument("--role", required=True, choices=["clinician", "admin"])
     uadd.add_argument("--json", action="store_true", help='print {"name","role","token"}')
     add_config_options(uadd)
     uadd.set_defaults(func=lambda a: _with_store(a, _add_user))
 
 
 def _with_store(args: argparse.Namespace, action: Any) -> int:
+    # Imported here: every `vitals` command builds this parser; only these need SQLAlchemy.
+    from gateway.storage.accounts import AccountStore
+    from gateway.storage.audit import AuditLog
+    from gateway.storage.database import create_schema, open_engine
+
     settings = settings_from(args)
 
     async def main() -> int:
@@ -131,6 +136,8 @@ async def _revoke_device(store: AccountStore, args: argparse.Namespace) -> int:
 
 
 async def _add_user(store: AccountStore, args: argparse.Namespace) -> int:
+    from gateway.storage.accounts import Role
+
     token = await store.add_user(args.name, Role(args.role))
     if args.json:
         print(json.dumps({"name": args.name, "role": args.role, "token": token}))

@@ -20,8 +20,6 @@ from typing import Any
 import aiohttp
 
 from gateway.cli.common import run
-from gateway.storage.accounts import AccountStore, Role
-from gateway.storage.database import create_schema, open_engine
 
 __all__ = ["register"]
 
@@ -37,6 +35,9 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
 
 
 async def _provision(url: str) -> dict[str, str]:
+    from gateway.storage.accounts import AccountStore, Role
+    from gateway.storage.database import create_schema, open_engine
+
     engine = open_engine(url)
     try:
         await create_schema(engine)

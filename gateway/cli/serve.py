@@ -7,17 +7,15 @@ import asyncio
 import logging
 import signal
 import ssl
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from aiohttp import web
-
-from gateway.alerts.rules import RulesError
-from gateway.app import create_app
 from gateway.cli.common import add_config_options, run, settings_from
 from gateway.errors import ConfigError
-from gateway.keys import ALERTS
 from gateway.logs import configure_logging
 from gateway.settings import Settings
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 __all__ = ["register"]
 
@@ -54,6 +52,11 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 async def serve(settings: Settings) -> None:
+    # Imported here: every `vitals` command builds this parser, only `serve` needs the app.
+    from aiohttp import web
+
+    from gateway.app import create_app
+
     app = create_app(settings)
     runner = web.AppRunner(
         app, handle_signals=False, access_log=None, shutdown_timeout=settings.shutdown_grace_s
@@ -88,6 +91,9 @@ async def serve(settings: Settings) -> None:
 
 async def _reload_rules(app: web.Application) -> None:
     """SIGHUP: reload the alert rules; a bad file is refused and the old rules stay."""
+    from gateway.alerts.rules import RulesError
+    from gateway.keys import ALERTS
+
     try:
         await app[ALERTS].reload_rules()
     except RulesError as e:

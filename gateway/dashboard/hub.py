@@ -22,6 +22,8 @@ __all__ = ["CLOSE_TOO_SLOW", "Dashboard", "Hub"]
 log = logging.getLogger(__name__)
 
 CLOSE_TOO_SLOW = 4008
+# How long a too-slow dashboard gets to take its close frame before it is cut off.
+CLOSE_TOO_SLOW_WAIT_S = 5.0
 
 
 class Dashboard:
@@ -39,8 +41,10 @@ class Dashboard:
         vitals: bool,
         queue_max: int,
         on_drop: Callable[[], None] = lambda: None,
+        abort: Callable[[], None] = lambda: None,
     ) -> None:
         self._on_drop = on_drop
+        self._abort = abort
         self.ws = ws
         self.principal = principal
         self.vitals = vitals
@@ -63,9 +67,24 @@ class Dashboard:
             self.too_slow = True
             self._on_drop()
             log.warning("dashboard of %s is too slow: closing it", self.principal.name)
-            self._closer = asyncio.create_task(
-                self.ws.close(code=CLOSE_TOO_SLOW, message=b"too slow")
+            self._closer = asyncio.create_task(self._close_too_slow())
+
+    async def _close_too_slow(self) -> None:
+        """Send 4008 behind what is already buffered; a peer that reads nothing at all
+        within the close timeout has its TCP connection dropped instead."""
+        try:
+            await asyncio.wait_for(
+                self.ws.close(code=CLOSE_TOO_SLOW, message=b"too slow"), CLOSE_TOO_SLOW_WAIT_S
             )
+        except TimeoutError:
+            self._abort()
+
+    def offer_vitals(self, text: str) -> None:
+        """Vitals are superseded a second later: when the queue is half full they are
+        skipped (the dashboard shows slightly older numbers), so only alert events,
+        which must never be lost, can make a dashboard too slow."""
+        if self.queue.qsize() * 2 < self.queue.maxsize:
+            self.offer(0, text)
 
     async def send_queued(self, replayed_upto: int) -> None:
         """The writer task: send queued messages in order, skipping replayed events."""
@@ -105,11 +124,13 @@ class Hub:
         for d in tuple(self._dashboards):
             if d.may_see(ward):
                 d.offer(event_id, text)
+                if d.too_slow:
+                    self._dashboards.discard(d)  # it gets nothing more; it is closing
 
     def publish_vitals(self, ward: str, text: str) -> None:
         for d in tuple(self._dashboards):
             if d.vitals and d.may_see(ward):
-                d.offer(0, text)
+                d.offer_vitals(text)
 
     def send_to(self, dashboard: Dashboard, text: str) -> None:
         dashboard.offer(0, text)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 
 from aiohttp import WSMsgType, web
 from pydantic import ValidationError
@@ -67,6 +68,7 @@ async def _stream(request: web.Request, principal: Principal) -> web.WebSocketRe
         vitals=subscribe.vitals,
         queue_max=settings.dashboard_queue_max,
         on_drop=hub.on_drop,
+        abort=_aborter(request),
     )
     upto = hub.add(dashboard)
     writer: asyncio.Task[None] | None = None
@@ -102,6 +104,14 @@ async def _stream(request: web.Request, principal: Principal) -> web.WebSocketRe
             extra={"user": principal.name, "reason": reason},
         )
     return ws
+
+
+def _aborter(request: web.Request) -> Callable[[], None]:
+    def abort() -> None:
+        if request.transport is not None:
+            request.transport.abort()
+
+    return abort
 
 
 async def _await_subscribe(ws: web.WebSocketResponse) -> Subscribe | None:

@@ -34,6 +34,8 @@ const state = {
   sound: false,
   /** @type {AudioContext | null} */
   audio: null,
+  /** @type {Set<string>} wards in the filter's list */
+  wards: new Set(),
   reloadTimer: null,
   bannerTimer: null,
   ticks: 0,
@@ -235,7 +237,7 @@ function onAlert(event, { replay, resumed }) {
   renderAlerts();
   updateTile(alert.patient_id);
   if (patientView.patient?.id === alert.patient_id) patientView.alertChanged();
-  if (alert.ward && !state.wards?.has(alert.ward)) updateWards();
+  if (alert.ward && !state.wards.has(alert.ward)) updateWards();
   // The first load's open alerts are already on screen; new ones, and ones missed
   // while disconnected, are announced.
   if (change.isNew && alert.status === "active_unack" && (!replay || resumed)) {

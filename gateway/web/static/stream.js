@@ -80,6 +80,7 @@ export class DashboardStream {
     let opened = false;
     let subscribed = false;
     let replayed = 0;
+    const resumed = this._everSubscribed; // this connection picks up where another left off
     ws.addEventListener("open", () => {
       opened = true;
       ws.send(JSON.stringify({ type: "subscribe", since_event_id: this.lastEventId, vitals: true }));
@@ -96,7 +97,7 @@ export class DashboardStream {
         case "alert":
           this.lastEventId = Math.max(this.lastEventId, msg.event_id);
           if (!subscribed) replayed += 1;
-          this.on.alert(msg, { replay: !subscribed, resumed: this._everSubscribed });
+          this.on.alert(msg, { replay: !subscribed, resumed });
           break;
         case "subscribed":
           if (msg.last_event_id < this.lastEventId) {
@@ -113,8 +114,8 @@ export class DashboardStream {
           this.lastEventId = msg.last_event_id;
           this._delays = backoff();
           this.attempts = 0;
-          this._setState("connected", { resumed: this._everSubscribed, replayed });
-          this.on.subscribed({ resumed: this._everSubscribed, replayed, lastEventId: this.lastEventId });
+          this._setState("connected", { resumed, replayed });
+          this.on.subscribed({ resumed, replayed, lastEventId: this.lastEventId });
           this._everSubscribed = true;
           this.lostAt = null;
           break;
