@@ -68,11 +68,14 @@ class UserCreate(BaseModel):
 
     name: Ident
     role: UserRole
+    # The wards a clinician may see (required for clinicians; admins see all).
+    wards: Annotated[list[Ident], Field(max_length=100)] = []
 
 
 class UserCreated(BaseModel):
     name: str
     role: UserRole
+    wards: list[str]
     token: str
 
 

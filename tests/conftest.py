@@ -51,5 +51,5 @@ async def gateway(aiohttp_client: AiohttpClient, settings: Settings) -> Gateway:
     app = create_app(settings)
     client = await aiohttp_client(app)
     admin = await app[ACCOUNTS].add_user("root", Role.ADMIN)
-    clinician = await app[ACCOUNTS].add_user("dr-lee", Role.CLINICIAN)
+    clinician = await app[ACCOUNTS].add_user("dr-lee", Role.CLINICIAN, wards=["icu"])
     return Gateway(app, client, admin, clinician)

@@ -58,8 +58,8 @@ async def add_device(request: web.Request) -> web.Response:
 
 @routes.get("/v1/devices")
 async def list_devices(request: web.Request) -> web.Response:
-    await require_user(request)
-    devices = await request.app[ACCOUNTS].list_devices()
+    principal = await require_user(request)
+    devices = [d for d in await request.app[ACCOUNTS].list_devices() if principal.sees(d.ward)]
     body = [_device_out(d).model_dump(mode="json") for d in devices]
     return web.json_response({"items": body})
 
@@ -81,9 +81,15 @@ async def add_user(request: web.Request) -> web.Response:
         body = UserCreate.model_validate_json(await request.read())
     except ValidationError as e:
         raise _body_error(e) from e
-    token = await request.app[ACCOUNTS].add_user(body.name, Role(body.role))
+    if body.role == "clinician" and not body.wards:
+        raise InvalidParameter("wards", "a clinician needs at least one ward")
+    token = await request.app[ACCOUNTS].add_user(body.name, Role(body.role), body.wards)
     await request.app[AUDIT].record(
-        admin.name, "user.add", body.name, _address(request), f"role {body.role}"
+        admin.name,
+        "user.add",
+        body.name,
+        _address(request),
+        f"role {body.role}, wards {', '.join(body.wards) or '-'}",
     )
-    created = UserCreated(name=body.name, role=body.role, token=token)
+    created = UserCreated(name=body.name, role=body.role, wards=body.wards, token=token)
     return web.json_response(text=created.model_dump_json(), status=201)

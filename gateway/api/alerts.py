@@ -8,8 +8,9 @@ from aiohttp import web
 
 from gateway.alerts.rules import RulesError
 from gateway.api.auth import require_admin, require_user
-from gateway.errors import InvalidParameter
+from gateway.errors import ForbiddenError, InvalidParameter
 from gateway.keys import ALERT_STORE, ALERTS, AUDIT
+from gateway.storage.accounts import Role
 from schemas.dashboard import AlertList, AlertOut, AlertStatus
 
 __all__ = ["routes"]
@@ -34,7 +35,7 @@ def _int(request: web.Request, name: str, default: int, low: int, high: int) -> 
 
 @routes.get("/v1/alerts")
 async def list_alerts(request: web.Request) -> web.Response:
-    await require_user(request)
+    principal = await require_user(request)
     for name in request.query:
         if name not in _ALLOWED:
             raise InvalidParameter(name, "unknown parameter")
@@ -51,6 +52,7 @@ async def list_alerts(request: web.Request) -> web.Response:
         patient_id=request.query.get("patient_id"),
         since_event_id=since,
         limit=limit,
+        wards=None if principal.role is Role.ADMIN else principal.wards,
     )
     body = AlertList(
         items=[AlertOut.model_validate(_as_out(r)) for r in rows],
@@ -75,7 +77,11 @@ async def acknowledge(request: web.Request) -> web.Response:
     raw = request.match_info["alert_id"]
     if not raw.isdigit():
         raise InvalidParameter("alert_id", f"must be a positive integer, not {raw!r}")
-    text = await request.app[ALERTS].acknowledge(int(raw), principal.name)
+    alerts = request.app[ALERTS]
+    ward = alerts.ward_of_alert(int(raw))
+    if ward is not None and not principal.sees(ward):
+        raise ForbiddenError(f"alert {raw} is not in your wards")
+    text = await alerts.acknowledge(int(raw), principal.name)
     await request.app[AUDIT].record(
         principal.name, "alert.ack", f"alert {raw}", request.remote or "?", "via REST"
     )

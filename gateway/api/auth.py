@@ -19,6 +19,7 @@ __all__ = [
     "check_origin",
     "require_admin",
     "require_device",
+    "require_patient_access",
     "require_user",
 ]
 
@@ -96,3 +97,23 @@ async def require_device(request: web.Request) -> Principal:
     if principal.role is not Role.DEVICE:
         raise ForbiddenError("the device stream needs a device token")
     return principal
+
+
+async def require_patient_access(
+    request: web.Request,
+    principal: Principal,
+    *,
+    patient_id: str | None = None,
+    device_id: str | None = None,
+) -> None:
+    """Clinicians see only their wards' patients; admins see all.
+
+    The same answer for "not yours" and "no such patient", so a clinician cannot probe
+    other wards for who is admitted.
+    """
+    if principal.role is Role.ADMIN:
+        return
+    wards = await request.app[ACCOUNTS].wards_of(patient_id=patient_id, device_id=device_id)
+    if not any(principal.sees(w) for w in wards):
+        subject = f"patient {patient_id!r}" if patient_id is not None else f"device {device_id!r}"
+        raise ForbiddenError(f"{subject} is not in your wards")

@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from aiohttp import web
 from pydantic import AwareDatetime, TypeAdapter
 
-from gateway.api.auth import require_user
+from gateway.api.auth import require_patient_access, require_user
 from gateway.api.cursor import Cursor, encode_cursor
 from gateway.api.params import (
     MAX_BUCKETS,
@@ -73,8 +73,11 @@ def _json(model: ReadingsPage | Summary | PatientLatest) -> web.Response:
 
 @routes.get("/v1/readings")
 async def list_readings(request: web.Request) -> web.StreamResponse:
-    await require_user(request)
+    principal = await require_user(request)
     req = parse_readings(request.query, request.headers.get("Accept", ""))
+    await require_patient_access(
+        request, principal, patient_id=req.filters.patient_id, device_id=req.filters.device_id
+    )
     queries = ReadingQueries(request.app[ENGINE])
     if req.format is OutputFormat.CSV:
         return await _stream_csv(request, queries, req.filters)
@@ -130,8 +133,11 @@ def _csv_chunk(rows: list[ReadingRow], *, header: bool = False) -> bytes:
 
 @routes.get("/v1/readings/summary")
 async def readings_summary(request: web.Request) -> web.Response:
-    await require_user(request)
+    principal = await require_user(request)
     req = parse_summary(request.query)
+    await require_patient_access(
+        request, principal, patient_id=req.filters.patient_id, device_id=req.filters.device_id
+    )
     buckets = await ReadingQueries(request.app[ENGINE]).summary(
         req.filters, req.bucket_us, MAX_BUCKETS
     )
@@ -153,8 +159,9 @@ async def readings_summary(request: web.Request) -> web.Response:
 
 @routes.get("/v1/patients/{patient_id}/latest")
 async def patient_latest(request: web.Request) -> web.Response:
-    await require_user(request)
+    principal = await require_user(request)
     patient_id = parse_latest(request.query, request.match_info["patient_id"])
+    await require_patient_access(request, principal, patient_id=patient_id)
     latest = await ReadingQueries(request.app[ENGINE]).latest(patient_id)
     if latest is None:
         raise NotFoundError(f"no readings and no device for patient {patient_id!r}")

@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from gateway.cli.common import add_config_options, run, settings_from
+from gateway.errors import InvalidParameter
 
 if TYPE_CHECKING:
     from gateway.storage.accounts import AccountStore
@@ -48,7 +49,14 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     uadd = usub.add_parser("add", help="create a user and print its token (shown once)")
     uadd.add_argument("name")
     uadd.add_argument("--role", required=True, choices=["clinician", "admin"])
-    uadd.add_argument("--json", action="store_true", help='print {"name","role","token"}')
+    uadd.add_argument(
+        "--ward",
+        dest="wards",
+        action="append",
+        default=[],
+        help="a ward the clinician may see (repeat for more; required for clinicians)",
+    )
+    uadd.add_argument("--json", action="store_true", help='print {"name","role","wards","token"}')
     add_config_options(uadd)
     uadd.set_defaults(func=lambda a: _with_store(a, _add_user))
 
@@ -138,9 +146,13 @@ async def _revoke_device(store: AccountStore, args: argparse.Namespace) -> int:
 async def _add_user(store: AccountStore, args: argparse.Namespace) -> int:
     from gateway.storage.accounts import Role
 
-    token = await store.add_user(args.name, Role(args.role))
+    if args.role == "clinician" and not args.wards:
+        raise InvalidParameter("--ward", "a clinician needs at least one ward")
+    token = await store.add_user(args.name, Role(args.role), args.wards)
     if args.json:
-        print(json.dumps({"name": args.name, "role": args.role, "token": token}))
+        print(
+            json.dumps({"name": args.name, "role": args.role, "wards": args.wards, "token": token})
+        )
     else:
         print(token)
     return 0

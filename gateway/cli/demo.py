@@ -44,7 +44,7 @@ async def _provision(url: str) -> dict[str, str]:
         store = AccountStore(engine)
         return {
             "admin": await store.add_user("demo-admin", Role.ADMIN),
-            "clinician": await store.add_user("demo-nurse", Role.CLINICIAN),
+            "clinician": await store.add_user("demo-nurse", Role.CLINICIAN, wards=["icu"]),
         }
     finally:
         await engine.dispose()

@@ -54,9 +54,7 @@ class Dashboard:
         self._closer: asyncio.Task[None] | None = None
 
     def may_see(self, ward: str) -> bool:
-        """Ward-level authorisation hook; every clinician sees every ward for now."""
-        del ward
-        return True
+        return self.principal.sees(ward)
 
     def offer(self, event_id: int, text: str) -> None:
         if self.too_slow:

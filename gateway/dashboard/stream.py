@@ -21,7 +21,7 @@ from gateway.errors import ConflictError, NotFoundError, StorageError
 from gateway.ingest.stream import CLOSE_TIMEOUT_S, close_reason
 from gateway.keys import ALERT_STORE, ALERTS, AUDIT, CONNECTIONS, HUB, SETTINGS
 from gateway.limits import connection_slot
-from gateway.storage.accounts import Principal
+from gateway.storage.accounts import Principal, Role
 from schemas.dashboard import (
     DASHBOARD_ADAPTER,
     AckRequest,
@@ -74,10 +74,11 @@ async def _stream(request: web.Request, principal: Principal) -> web.WebSocketRe
     writer: asyncio.Task[None] | None = None
     try:
         store = request.app[ALERT_STORE]
+        wards = None if principal.role is Role.ADMIN else principal.wards
         if subscribe.since_event_id == 0:
-            replay = await store.open_latest(upto)
+            replay = await store.open_latest(upto, wards)
         else:
-            replay = await store.events_between(subscribe.since_event_id, upto)
+            replay = await store.events_between(subscribe.since_event_id, upto, wards)
         for text in replay:
             await ws.send_str(text)
         await ws.send_str(Subscribed(last_event_id=upto).model_dump_json())

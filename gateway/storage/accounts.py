@@ -48,12 +48,19 @@ def hash_token(token: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who a token belongs to: a device (with its patient) or a user."""
+    """Who a token belongs to: a device (with its patient and ward) or a user (with the
+    wards a clinician may see)."""
 
     name: str
     role: Role
     patient_id: str | None = None
     ward: str | None = None
+    wards: frozenset[str] = frozenset()
+
+    def sees(self, ward: str) -> bool:
+        """Whether this user may see patients of `ward`: admins every ward, clinicians
+        their own, devices none."""
+        return self.role is Role.ADMIN or (self.role is Role.CLINICIAN and ward in self.wards)
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,9 +127,10 @@ class AccountStore:
             )
             return ids - set(live)
 
-    async def add_user(self, name: str, role: Role) -> str:
+    async def add_user(self, name: str, role: Role, wards: Iterable[str] = ()) -> str:
         if role is Role.DEVICE:
             raise ValueError("a user's role is clinician or admin")
+        ward_list = sorted(set(wards))
         token = new_token()
         try:
             async with self._engine.begin() as conn:
@@ -131,6 +139,7 @@ class AccountStore:
                     {
                         "name": name,
                         "role": role.value,
+                        "wards": ward_list,
                         "token_hash": hash_token(token),
                         "created_at": datetime.now(UTC),
                     },
@@ -154,13 +163,13 @@ class AccountStore:
                 return Principal(dev.id, Role.DEVICE, patient_id=dev.patient_id, ward=dev.ward)
             user = (
                 await conn.execute(
-                    select(User.name, User.role, User.token_hash).where(
+                    select(User.name, User.role, User.wards, User.token_hash).where(
                         User.token_hash == digest, User.revoked_at.is_(None)
                     )
                 )
             ).first()
             if user is not None and hmac.compare_digest(user.token_hash, digest):
-                return Principal(user.name, Role(user.role))
+                return Principal(user.name, Role(user.role), wards=frozenset(user.wards or ()))
         return None
 
     async def open_session(self, user: Principal, ttl_s: float) -> tuple[str, datetime]:
@@ -186,7 +195,7 @@ class AccountStore:
         async with self._engine.connect() as conn:
             row = (
                 await conn.execute(
-                    select(User.name, User.role)
+                    select(User.name, User.role, User.wards)
                     .join(Session, Session.user_name == User.name)
                     .where(
                         Session.token_hash == hash_token(token),
@@ -195,7 +204,21 @@ class AccountStore:
                     )
                 )
             ).first()
-        return None if row is None else Principal(row.name, Role(row.role))
+        if row is None:
+            return None
+        return Principal(row.name, Role(row.role), wards=frozenset(row.wards or ()))
+
+    async def wards_of(
+        self, *, patient_id: str | None = None, device_id: str | None = None
+    ) -> set[str]:
+        """The wards of a patient's devices (or of one device): who may see their data."""
+        query = select(Device.ward).distinct()
+        if patient_id is not None:
+            query = query.where(Device.patient_id == patient_id)
+        if device_id is not None:
+            query = query.where(Device.id == device_id)
+        async with self._engine.connect() as conn:
+            return set(await conn.scalars(query))
 
     async def close_session(self, token: str) -> None:
         async with self._engine.begin() as conn:

@@ -69,44 +69,50 @@ class AlertStore:
                         "alert_id": e.row["id"],
                         "kind": e.kind,
                         "status": e.row["status"],
+                        "ward": e.row["ward"],
                         "payload": e.payload,
                     }
                     for e in events
                 ],
             )
 
-    async def events_between(self, after: int, upto: int) -> list[str]:
-        """Payloads of events `after` < event_id <= `upto`, in order."""
+    async def events_between(
+        self, after: int, upto: int, wards: frozenset[str] | None = None
+    ) -> list[str]:
+        """Payloads of events `after` < event_id <= `upto` (of `wards`, None = all), in order."""
+        query = select(_events.c.payload).where(
+            _events.c.event_id > after, _events.c.event_id <= upto
+        )
+        if wards is not None:
+            query = query.where(_events.c.ward.in_(wards))
         async with self._engine.connect() as conn:
-            rows = await conn.scalars(
-                select(_events.c.payload)
-                .where(_events.c.event_id > after, _events.c.event_id <= upto)
-                .order_by(_events.c.event_id)
-            )
-            return list(rows)
+            return list(await conn.scalars(query.order_by(_events.c.event_id)))
 
-    async def open_latest(self, upto: int) -> list[str]:
-        """The latest event (<= `upto`) of every alert that is not closed, in event order."""
+    async def open_latest(self, upto: int, wards: frozenset[str] | None = None) -> list[str]:
+        """The latest event (<= `upto`) of every alert that is not closed (of `wards`,
+        None = all), in event order."""
         latest = (
             select(func.max(_events.c.event_id).label("event_id"))
             .where(_events.c.event_id <= upto)
             .group_by(_events.c.alert_id)
             .subquery()
         )
+        query = (
+            select(_events.c.payload)
+            .join(latest, latest.c.event_id == _events.c.event_id)
+            .where(_events.c.status != "cleared_ack")
+        )
+        if wards is not None:
+            query = query.where(_events.c.ward.in_(wards))
         async with self._engine.connect() as conn:
-            rows = await conn.scalars(
-                select(_events.c.payload)
-                .join(latest, latest.c.event_id == _events.c.event_id)
-                .where(_events.c.status != "cleared_ack")
-                .order_by(_events.c.event_id)
-            )
-            return list(rows)
+            return list(await conn.scalars(query.order_by(_events.c.event_id)))
 
     async def list_alerts(
         self,
         *,
         status: str | None,
         patient_id: str | None,
+        wards: frozenset[str] | None = None,
         since_event_id: int,
         limit: int,
     ) -> list[dict[str, Any]]:
@@ -115,6 +121,8 @@ class AlertStore:
             query = query.where(_alerts.c.status == status)
         if patient_id is not None:
             query = query.where(_alerts.c.patient_id == patient_id)
+        if wards is not None:
+            query = query.where(_alerts.c.ward.in_(wards))
         query = query.order_by(_alerts.c.last_event_id).limit(limit)
         async with self._engine.connect() as conn:
             return [dict(r._mapping) for r in await conn.execute(query)]

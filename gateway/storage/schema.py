@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from sqlalchemy import (
+    JSON,
     BigInteger,
     DateTime,
     Dialect,
@@ -79,6 +80,8 @@ class User(Base):
 
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     role: Mapped[str] = mapped_column(String(16))
+    # The wards a clinician may see; admins see every ward whatever this says.
+    wards: Mapped[list[str]] = mapped_column(JSON, default=list)
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)
@@ -147,6 +150,7 @@ class AlertEventRow(Base):
     alert_id: Mapped[int] = mapped_column(BigInteger, index=True)
     kind: Mapped[str] = mapped_column(String(16))
     status: Mapped[str] = mapped_column(String(16))  # the alert's status after the change
+    ward: Mapped[str] = mapped_column(String(64))  # replays show clinicians their wards only
     # The `alert` message as sent (JSON text): a replay sends the very same bytes.
     payload: Mapped[str] = mapped_column(Text)
 

@@ -54,8 +54,12 @@ class GatewayProcess:
     def database_url(self) -> str:
         return f"sqlite+aiosqlite:///{self.db}"
 
-    def provision_user(self, name: str, role: str) -> str:
-        out = vitals("users", "add", name, "--role", role, "--json", "--database-url", self.database_url)
+    def provision_user(self, name: str, role: str, wards: tuple[str, ...] = ("icu",)) -> str:
+        ward_args = [arg for ward in wards for arg in ("--ward", ward)] if role == "clinician" else []
+        out = vitals(
+            "users", "add", name, "--role", role, *ward_args, "--json",
+            "--database-url", self.database_url,
+        )
         token: str = json.loads(out.stdout)["token"]
         return token
 

@@ -101,7 +101,7 @@ async def test_list_alerts_filters_by_status_patient_and_event_id_with_a_limit(
     """Each filter narrows the list of alerts (in their current state, ordered by their
     latest event id) and `last_event_id` is always the newest event id."""
     t1 = await gateway.add_device("dev-1", "p-1")
-    t2 = await gateway.add_device("dev-2", "p-2", ward="ward-b")
+    t2 = await gateway.add_device("dev-2", "p-2")
     async with (
         open_dashboard(gateway) as dash,
         open_device(gateway, t1) as d1,
@@ -142,7 +142,7 @@ async def test_list_alerts_filters_by_status_patient_and_event_id_with_a_limit(
     assert await ids(patient_id="p-1", since_event_id=1) == [c]
     assert await ids(status="active_unack", patient_id="p-2") == []
     assert await ids(status="active_ack", patient_id="p-1", limit=1) == [c]
-    assert latest[b].alert["ward"] == "ward-b"
+    assert latest[b].alert["ward"] == "icu"
 
 
 async def test_list_alerts_last_event_id_covers_nothing_the_items_miss(

@@ -118,7 +118,8 @@ async def test_last_page_has_no_cursor_and_empty_result_is_one_page(gateway: Gat
 
     assert (await get(gateway, "/v1/readings", patient_id="p-1", limit="4"))["next_cursor"] is None
     assert (await get(gateway, "/v1/readings", patient_id="p-1", limit="3"))["next_cursor"]
-    empty = await get(gateway, "/v1/readings", patient_id="nobody")
+    await gateway.add_device("dev-b", "p-2")  # a patient with no readings yet
+    empty = await get(gateway, "/v1/readings", patient_id="p-2")
     assert empty == {"items": [], "next_cursor": None}
 
 
@@ -233,6 +234,7 @@ async def test_csv_streams_every_reading_with_exact_times(gateway: Gateway) -> N
 
 async def test_csv_of_nothing_is_just_the_header(gateway: Gateway) -> None:
     """An export that matches nothing is the header line alone."""
+    await gateway.add_device("nothing-here", "p-1")
     assert await csv_rows(gateway, device_id="nothing-here") == [
         ["device_id", "patient_id", "metric", "ts", "value", "unit"]
     ]
@@ -369,10 +371,15 @@ async def test_latest_of_patient_without_readings(gateway: Gateway) -> None:
 
     assert await get(gateway, "/v1/patients/p-1/latest") == {"patient_id": "p-1", "metrics": {}}
     response = await gateway.client.get(
-        "/v1/patients/p-9/latest", headers=gateway.auth(gateway.clinician_token)
+        "/v1/patients/p-9/latest", headers=gateway.auth(gateway.admin_token)
     )
     assert response.status == 404
     assert (await response.json())["error"] == "not_found"
+    # A clinician gets the same answer for an unknown patient as for another ward's.
+    response = await gateway.client.get(
+        "/v1/patients/p-9/latest", headers=gateway.auth(gateway.clinician_token)
+    )
+    assert response.status == 403
 
 
 # --- errors and access ------------------------------------------------------------------
