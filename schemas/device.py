@@ -6,7 +6,6 @@ Frames are JSON text or MessagePack binary with the same structure.
 
 from __future__ import annotations
 
-import functools
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -21,7 +20,6 @@ from pydantic import (
     StrictInt,
     TypeAdapter,
     ValidationInfo,
-    create_model,
     field_validator,
 )
 from pydantic_core import PydanticCustomError
@@ -42,7 +40,6 @@ __all__ = [
     "ReadingsMessage",
     "Welcome",
     "error_details",
-    "readings_adapter",
 ]
 
 DEFAULT_MAX_BATCH = 500
@@ -135,30 +132,21 @@ class Reading(BaseModel):
 
 
 class ReadingsMessage(BaseModel):
-    """One batch: the device's `seq` and 1..max_batch readings (see `readings_adapter`)."""
+    """One batch: the device's `seq` and its readings.
+
+    `max_batch` is the gateway's setting, checked by the gateway's session alongside
+    these rules so an oversized batch gets every one of its problems reported.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     type: Literal["readings"]
-    seq: Annotated[StrictInt, Field(ge=1)]
-    readings: Annotated[list[Reading], Field(min_length=1, max_length=DEFAULT_MAX_BATCH)]
+    # Stored as a 64-bit integer: larger is not a usable seq.
+    seq: Annotated[StrictInt, Field(ge=1, le=2**63 - 1)]
+    readings: Annotated[list[Reading], Field(min_length=1)]
 
 
 READINGS_ADAPTER: TypeAdapter[ReadingsMessage] = TypeAdapter(ReadingsMessage)
-
-
-@functools.cache
-def readings_adapter(max_batch: int) -> TypeAdapter[ReadingsMessage]:
-    """A validator that also enforces `max_batch`, so an oversized batch is reported
-    together with every other problem of it. Built once per distinct limit."""
-    if max_batch == DEFAULT_MAX_BATCH:
-        return READINGS_ADAPTER
-    limited = create_model(
-        "ReadingsMessage",
-        __base__=ReadingsMessage,
-        readings=(Annotated[list[Reading], Field(min_length=1, max_length=max_batch)], ...),
-    )
-    return TypeAdapter(limited)
 
 
 class Welcome(BaseModel):

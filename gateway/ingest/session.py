@@ -18,13 +18,14 @@ from pydantic import BaseModel, ValidationError
 
 from gateway.limits import TokenBucket
 from schemas.device import (
+    READINGS_ADAPTER,
     BadMessage,
     BatchError,
+    ErrorDetail,
     RateLimited,
     ReadingsMessage,
     Welcome,
     error_details,
-    readings_adapter,
 )
 
 __all__ = [
@@ -116,7 +117,6 @@ class DeviceSession:
         self.patient_id = patient_id
         self.accepted_seq = last_seq
         self.max_batch = max_batch
-        self._adapter = readings_adapter(max_batch)
         self._rate = rate
         self._max_strikes = max_strikes
         self._strikes = 0  # rate-limited batches in a row
@@ -138,9 +138,9 @@ class DeviceSession:
         try:
             if binary:
                 raw = _unpack(data)
-                batch = self._adapter.validate_python(raw, context=context)
+                batch = READINGS_ADAPTER.validate_python(raw, context=context)
             else:
-                batch = self._adapter.validate_json(data, context=context)
+                batch = READINGS_ADAPTER.validate_json(data, context=context)
         except _NotAMessage as e:
             return Reject(BadMessage(detail=str(e)), binary)
         except ValidationError as e:
@@ -150,8 +150,12 @@ class DeviceSession:
                 return Reject(BadMessage(detail=_describe(fatal[0])), binary)
             # seq validated, so the frame is an object with an int seq; the error path
             # is rare enough to decode it a second time for it.
-            seq = (raw if binary else json.loads(data))["seq"]
-            return Reject(BatchError(seq=seq, errors=error_details(errors)), binary)
+            obj = raw if binary else json.loads(data)
+            details = self._length_problems(obj["readings"]) + error_details(errors)
+            return Reject(BatchError(seq=obj["seq"], errors=details), binary)
+
+        if too_long := self._length_problems(batch.readings):
+            return Reject(BatchError(seq=batch.seq, errors=too_long), binary)
 
         if batch.seq <= self.accepted_seq:
             return Duplicate(batch.seq, binary)
@@ -164,6 +168,12 @@ class DeviceSession:
         self._strikes = 0
         self.accepted_seq = batch.seq
         return Store(batch.seq, self._rows(batch, now), binary)
+
+    def _length_problems(self, readings: object) -> list[ErrorDetail]:
+        if isinstance(readings, list) and len(readings) > self.max_batch:
+            msg = f"at most {self.max_batch} readings per batch, not {len(readings)}"
+            return [ErrorDetail(loc=["readings"], msg=msg)]
+        return []
 
     def _rows(self, batch: ReadingsMessage, now: datetime) -> list[dict[str, Any]]:
         received = to_micros(now)

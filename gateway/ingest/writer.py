@@ -21,6 +21,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy.exc import OperationalError
+
 from gateway.errors import StorageError
 from gateway.metrics import Metrics
 from gateway.storage.readings import ReadingWriter
@@ -159,6 +161,12 @@ class GroupCommitter:
                 self._metrics.batches_committed.inc(len(fresh))
                 self._metrics.readings_accepted.inc(len(rows))
         except Exception as e:
+            if len(group) > 1 and not isinstance(e, OperationalError):
+                # Not the database being down: one batch the database refuses must not
+                # take the other devices' batches down with it. Retry them one by one.
+                for batch in group:
+                    await self._commit([batch])
+                return
             if not self._failing:
                 log.error("database write failed, acknowledging nothing: %s", e)
             self._failing = True

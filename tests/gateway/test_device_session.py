@@ -143,6 +143,14 @@ class TestOutcomes:
         error = batch_error(s.receive(text(frame(2, [reading()] * 3)), NOW))
         assert [e.loc for e in error.errors] == [["readings"]]
 
+    def test_oversized_batch_reports_its_other_problems_too(self) -> None:
+        """An oversized batch lists its size problem and every reading's problem together."""
+        s = session(max_batch=2)
+        error = batch_error(
+            s.receive(text(frame(1, [reading(), reading(value=-1), reading()])), NOW)
+        )
+        assert [e.loc for e in error.errors] == [["readings"], ["readings", 1, "value"]]
+
     def test_empty_batch_is_invalid_at_readings(self) -> None:
         """A batch with no readings is invalid_batch located at ["readings"]."""
         error = batch_error(
@@ -202,13 +210,6 @@ class TestBadMessage:
         assert detail in message.detail
         assert s.accepted_seq == 2
 
-    @pytest.mark.xfail(
-        reason=(
-            "schemas/device.py ReadingsMessage.seq is StrictInt ge=1 with no upper bound: "
-            "seq 2**63 is handed out for storage, where SQLite's 64-bit INTEGER overflows"
-        ),
-        strict=True,
-    )
     def test_seq_beyond_64_bits_is_bad_message(self) -> None:
         """A seq no database column can hold (2**63) is not a usable seq: bad_message."""
         bad_message(session().receive(text(frame(seq=2**63)), NOW))
