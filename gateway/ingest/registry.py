@@ -32,6 +32,13 @@ class DeviceConnection:
         self.outbox = outbox
         # Set when the connection has finished: nothing of it is in flight any more.
         self.finished = asyncio.Event()
+        # Commits of its batches not yet done: a replacing connection's welcome must
+        # count them, even when this one ended abruptly.
+        self.inflight: set[asyncio.Future[bool]] = set()
+
+    def track(self, commit: asyncio.Future[bool]) -> None:
+        self.inflight.add(commit)
+        commit.add_done_callback(self.inflight.discard)
 
     async def settle(self) -> None:
         """Wait until every batch received so far is committed and answered."""
@@ -41,6 +48,7 @@ class DeviceConnection:
 class DeviceRegistry:
     def __init__(self) -> None:
         self._open: dict[str, DeviceConnection] = {}
+        self._settling: set[asyncio.Task[None]] = set()
 
     def __len__(self) -> int:
         return len(self._open)
@@ -61,7 +69,17 @@ class DeviceRegistry:
     def detach(self, conn: DeviceConnection) -> None:
         if self._open.get(conn.device_id) is conn:
             del self._open[conn.device_id]
-        conn.finished.set()
+        if not conn.inflight:
+            conn.finished.set()
+            return
+
+        async def settle() -> None:
+            await asyncio.gather(*conn.inflight, return_exceptions=True)
+            conn.finished.set()
+
+        task = asyncio.create_task(settle(), name=f"settle:{conn.device_id}")
+        self._settling.add(task)
+        task.add_done_callback(self._settling.discard)
 
     async def close(self, device_ids: Iterable[str], code: int, reason: str) -> None:
         for device_id in device_ids:

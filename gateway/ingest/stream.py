@@ -96,6 +96,7 @@ async def _stream(request: web.Request, principal: Principal) -> web.WebSocketRe
                         pending = committer.submit(
                             principal.name, principal.patient_id, ward, seq, rows
                         )
+                        conn.track(pending.done)
                         await outbox.put((pending, Ack(seq=seq), binary, arrived))
                     case Duplicate(seq=seq, binary=binary):
                         metrics.readings_rejected.labels("duplicate_batch").inc()
