@@ -22,6 +22,8 @@ __all__ = [
     "AlertStatus",
     "DashboardError",
     "DashboardErrorCode",
+    "RuleOut",
+    "RulesOut",
     "Subscribe",
     "Subscribed",
     "VitalReading",
@@ -127,3 +129,19 @@ class AlertList(BaseModel):
 
     items: list[AlertOut]
     last_event_id: int
+
+
+class RuleOut(BaseModel):
+    """An alert rule in force, as the dashboard draws its thresholds."""
+
+    name: str
+    metric: str
+    direction: Literal["below", "above"]
+    threshold: float
+    clear_margin: float
+    for_s: float
+    priority: Literal["high", "medium", "low"]
+
+
+class RulesOut(BaseModel):
+    rules: list[RuleOut]

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from gateway.alerts.engine import Alert, AlertEngine, Transition
-from gateway.alerts.rules import load_rules
+from gateway.alerts.rules import RuleSet, load_rules
 from gateway.dashboard.hub import Hub
 from gateway.dashboard.vitals import VitalsThrottle
 from gateway.errors import StorageError
@@ -121,6 +121,11 @@ class AlertService:
         async with self._lock:
             await self._record(self._engine.restore(alerts, time.time()))
         log.info("alerts: %d open restored, last event id %d", len(alerts), state.max_event_id)
+
+    @property
+    def rules(self) -> RuleSet:
+        """The rules in force (a refused reload leaves the previous ones)."""
+        return self._engine.rules
 
     @property
     def last_event_id(self) -> int:

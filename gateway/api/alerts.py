@@ -11,7 +11,7 @@ from gateway.api.auth import require_admin, require_user
 from gateway.errors import ForbiddenError, InvalidParameter
 from gateway.keys import ALERT_STORE, ALERTS, AUDIT
 from gateway.storage.accounts import Role
-from schemas.dashboard import AlertList, AlertOut, AlertStatus
+from schemas.dashboard import AlertList, AlertOut, AlertStatus, RuleOut, RulesOut
 
 __all__ = ["routes"]
 
@@ -86,6 +86,27 @@ async def acknowledge(request: web.Request) -> web.Response:
         principal.name, "alert.ack", f"alert {raw}", request.remote or "?", "via REST"
     )
     return web.json_response(text=text)
+
+
+@routes.get("/v1/rules")
+async def list_rules(request: web.Request) -> web.Response:
+    """The alert rules in force, for drawing thresholds."""
+    await require_user(request)
+    body = RulesOut(
+        rules=[
+            RuleOut(
+                name=r.name,
+                metric=r.metric.value,
+                direction=r.direction,
+                threshold=r.threshold,
+                clear_margin=r.clear_margin,
+                for_s=r.for_s,
+                priority=r.priority.value,
+            )
+            for r in request.app[ALERTS].rules
+        ]
+    )
+    return web.json_response(text=body.model_dump_json())
 
 
 @routes.post("/v1/rules/reload")

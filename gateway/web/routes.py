@@ -1,4 +1,4 @@
-"""Serving the web dashboard (`/`, `/static/…`) and the alert rules it draws (`/v1/rules`).
+"""Serving the web dashboard (`/`, `/static/…`) with the security headers of its pages.
 
 Every page and static file is sent with the same security headers: a strict
 Content-Security-Policy (no inline script or style), nosniff and no referrer.
@@ -6,17 +6,9 @@ Content-Security-Policy (no inline script or style), nosniff and no referrer.
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
-from typing import Literal
 
 from aiohttp import web
-from pydantic import BaseModel
-
-from gateway.alerts.rules import RulesError, load_rules
-from gateway.api.auth import require_user
-from gateway.api.errors import json_error
-from gateway.keys import SETTINGS
 
 __all__ = ["CONTENT_SECURITY_POLICY", "STATIC_DIR", "routes"]
 
@@ -72,45 +64,3 @@ async def static_file(request: web.Request) -> web.FileResponse:
         raise web.HTTPNotFound()
     # no-cache: revalidated (ETag/Last-Modified) on every load, so an upgrade shows at once.
     return _file(path, "no-cache")
-
-
-class RuleOut(BaseModel):
-    """One alert rule as the page draws it (threshold lines, limit text)."""
-
-    name: str
-    metric: str
-    direction: Literal["below", "above"]
-    threshold: float
-    clear_margin: float
-    for_s: float
-    priority: Literal["high", "medium", "low"]
-
-
-class RulesOut(BaseModel):
-    rules: list[RuleOut]
-
-
-@routes.get("/v1/rules")
-async def list_rules(request: web.Request) -> web.Response:
-    """The rules file in force. Read from disk: AlertService has no public accessor."""
-    await require_user(request)
-    try:
-        rules = await asyncio.to_thread(load_rules, request.app[SETTINGS].rules_path)
-    except RulesError as e:
-        # The gateway started with a good file, so someone is editing it right now.
-        return json_error(503, "rules_unavailable", str(e))
-    body = RulesOut(
-        rules=[
-            RuleOut(
-                name=r.name,
-                metric=r.metric.value,
-                direction=r.direction,
-                threshold=r.threshold,
-                clear_margin=r.clear_margin,
-                for_s=r.for_s,
-                priority=r.priority.value,
-            )
-            for r in rules
-        ]
-    )
-    return web.json_response(text=body.model_dump_json())

@@ -1,0 +1,326 @@
+"""Real processes for the browser tests: provisioning through the CLI, a `serve` process
+that can be stopped and started again on the same port and database, the simulator,
+and a minimal device client speaking the device stream protocol.
+
+Every process started here is ended by its owner's `stop()`/`close()`, which the
+fixtures call in `finally`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import IO, Any
+
+import aiohttp
+
+from gateway.alerts.rules import load_rules
+from gateway.settings import shipped_config_dir
+
+__all__ = [
+    "CLINICIANS",
+    "DEVICES",
+    "Device",
+    "GatewayProcess",
+    "ManagedProcess",
+    "Provisioned",
+    "User",
+    "calm_history",
+    "free_port",
+    "provision",
+    "quick_rules",
+    "send_readings",
+    "ts_text",
+]
+
+STOP_TIMEOUT_S = 10.0
+START_TIMEOUT_S = 20.0
+
+# (clinician, wards they may see): dr-ben sees one ward of the two.
+CLINICIANS = (("dr-ana", ("icu", "ward-4b")), ("dr-ben", ("icu",)))
+# (device, patient, ward): two wards, so the ward filter has something to filter. Few,
+# because each `vitals devices add` pays a whole interpreter start-up.
+DEVICES = (
+    ("watch-101", "bed-101", "icu"),
+    ("watch-102", "bed-102", "icu"),
+    ("watch-103", "bed-103", "icu"),
+    ("watch-201", "bed-201", "ward-4b"),
+)
+
+
+@dataclass(frozen=True)
+class User:
+    name: str
+    token: str
+
+
+@dataclass(frozen=True)
+class Device:
+    id: str
+    patient_id: str
+    ward: str
+    token: str
+
+    def as_json(self) -> str:
+        return json.dumps(
+            {"id": self.id, "patient_id": self.patient_id, "ward": self.ward, "token": self.token}
+        )
+
+
+@dataclass(frozen=True)
+class Provisioned:
+    """A database file with users and devices made by the CLI, copied for each test."""
+
+    template: Path
+    users: dict[str, User]
+    devices: dict[str, Device]
+
+
+def quick_rules(directory: Path) -> Path:
+    """The shipped rules with `for_s` cut to at most 2 s, so that a simulated
+    deterioration raises its alert within seconds; limits and priorities unchanged."""
+    lines = []
+    for rule in load_rules(shipped_config_dir() / "alert-rules.toml"):
+        lines += [
+            "[[rule]]",
+            f'name = "{rule.name}"',
+            f'metric = "{rule.metric.value}"',
+            f"{rule.direction} = {rule.threshold!r}",
+            f"for_s = {min(rule.for_s, 2.0)!r}",
+            f"clear_margin = {rule.clear_margin!r}",
+            f'priority = "{rule.priority.value}"',
+            "",
+        ]
+    path = directory / "alert-rules.toml"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "gateway", *args]
+
+
+def provision(
+    database_url: str,
+    users: Sequence[tuple[str, Sequence[str]]],
+    devices: Sequence[tuple[str, str, str]],
+) -> tuple[dict[str, User], dict[str, Device]]:
+    """Clinicians and devices created by `vitals users add` / `vitals devices add --json`."""
+    commands = [
+        _cli("users", "add", name, "--role", "clinician", "--json", "--database-url", database_url)
+        + [arg for ward in wards for arg in ("--ward", ward)]
+        for name, wards in users
+    ] + [
+        _cli(
+            "devices",
+            "add",
+            dev,
+            "--patient",
+            patient,
+            "--ward",
+            ward,
+            "--json",
+            "--database-url",
+            database_url,
+        )
+        for dev, patient, ward in devices
+    ]
+    # The first command creates the schema alone, so the others never race to it; they
+    # then run side by side, SQLite making each wait out the others' write lock.
+    outputs = [_run(commands[0])]
+    running = [_spawn(c) for c in commands[1:]]
+    outputs += [_finish(p) for p in running]
+    made_users: dict[str, User] = {}
+    made_devices: dict[str, Device] = {}
+    for out in outputs:
+        data = json.loads(out)
+        if "role" in data:
+            made_users[data["name"]] = User(data["name"], data["token"])
+        else:
+            made_devices[data["id"]] = Device(
+                data["id"], data["patient_id"], data["ward"], data["token"]
+            )
+    return made_users, made_devices
+
+
+def _spawn(command: list[str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _finish(proc: subprocess.Popen[str]) -> str:
+    try:
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"{proc.args!r} failed: {err}")
+    return out
+
+
+def _run(command: list[str]) -> str:
+    return _finish(_spawn(command))
+
+
+def _open_log(path: Path) -> IO[bytes]:
+    return path.open("ab")
+
+
+@dataclass
+class ManagedProcess:
+    """One child process whose output goes to a log file; `stop()` always reaps it."""
+
+    name: str
+    log_path: Path
+    proc: asyncio.subprocess.Process | None = None
+
+    async def spawn(self, args: Sequence[str]) -> None:
+        log = _open_log(self.log_path)
+        try:
+            self.proc = await asyncio.create_subprocess_exec(
+                *args,
+                stdout=log,
+                stderr=asyncio.subprocess.STDOUT,
+                stdin=asyncio.subprocess.DEVNULL,
+            )
+        finally:
+            log.close()  # the child holds its own copy
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.returncode is None
+
+    async def stop(self, sig: int = signal.SIGTERM) -> int | None:
+        """Signal, wait (then kill if it hangs); returns the exit code."""
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return None
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(sig)
+            try:
+                await asyncio.wait_for(proc.wait(), STOP_TIMEOUT_S)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
+        return proc.returncode
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+@dataclass
+class GatewayProcess:
+    """`vitals serve` on a fixed port and database, restartable."""
+
+    port: int
+    database_url: str
+    log_dir: Path
+    rules: Path | None = None
+    starts: int = 0
+    process: ManagedProcess = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.process = ManagedProcess("gateway", self.log_dir / "gateway.log")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        args = _cli("serve", "--database-url", self.database_url)
+        args += ["--port", str(self.port), "--host", "127.0.0.1"]
+        if self.rules is not None:
+            args += ["--rules", str(self.rules)]
+        self.starts += 1
+        await self.process.spawn(args)
+        await self._wait_ready()
+
+    async def _wait_ready(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        async with aiohttp.ClientSession() as http:
+            while time.monotonic() < deadline:
+                if not self.process.running:
+                    raise RuntimeError(f"gateway exited at start:\n{self.process.log_tail()}")
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with http.get(f"{self.url}/healthz") as r:
+                        if r.status == 200:
+                            return
+                await asyncio.sleep(0.05)
+        raise TimeoutError(f"gateway not ready in {START_TIMEOUT_S} s:\n{self.process.log_tail()}")
+
+    async def stop(self) -> int | None:
+        return await self.process.stop(signal.SIGTERM)
+
+
+def ts_text(t: datetime) -> str:
+    return t.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+async def send_readings(
+    http: aiohttp.ClientSession,
+    gateway: GatewayProcess,
+    device: Device,
+    readings: list[dict[str, Any]],
+) -> None:
+    """Send readings as the device, in batches of 500, each awaited until acked (stored)."""
+    headers = {"Authorization": f"Bearer {device.token}"}
+    async with http.ws_connect(f"{gateway.ws_url}/v1/devices/stream", headers=headers) as ws:
+        welcome = await ws.receive_json(timeout=5)
+        assert welcome["type"] == "welcome", welcome
+        seq = int(welcome["last_seq"])
+        for start in range(0, len(readings), 500):
+            seq += 1
+            batch = {"type": "readings", "seq": seq, "readings": readings[start : start + 500]}
+            await ws.send_str(json.dumps(batch))
+            reply = await ws.receive_json(timeout=5)
+            assert reply == {"type": "ack", "seq": seq}, reply
+
+
+def calm_history(
+    now: datetime, minutes: int = 15, every_s: int = 20, phase: float = 0.0
+) -> list[dict[str, Any]]:
+    """Unremarkable vitals for the last `minutes`: sparklines and charts with a past."""
+    out: list[dict[str, Any]] = []
+    steps = minutes * 60 // every_s
+    for i in range(steps, 0, -1):
+        ts = ts_text(now - timedelta(seconds=i * every_s))
+        wave = math.sin(i / 6 + phase)
+        for metric, value in (
+            ("heart_rate", 76 + 6 * wave),
+            ("spo2", 97 + 1.2 * math.sin(i / 4 + phase)),
+            ("resp_rate", 15 + 2 * math.cos(i / 5 + phase)),
+            ("systolic_bp", 122 + 6 * wave),
+            ("diastolic_bp", 78 + 4 * wave),
+            ("temperature", 36.8 + 0.2 * math.sin(i / 9 + phase)),
+        ):
+            out.append({"ts": ts, "metric": metric, "value": round(value, 1)})
+    return out
