@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from gateway.alerts.service import AlertService
-from gateway.api import accounts, alerts, audit, health, readings, session
+from gateway.api import accounts, alerts, audit, health, openapi, readings, session
 from gateway.api.errors import error_middleware
 from gateway.dashboard.hub import Hub
 from gateway.dashboard.stream import dashboard_stream
@@ -72,6 +72,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_routes(session.routes)
     app.router.add_routes(audit.routes)
     app.router.add_routes(readings.routes)
+    app.router.add_routes(openapi.routes)
     app.router.add_routes(web_routes)
     return app
 

@@ -7,23 +7,40 @@ from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from schemas.dashboard import AlertStatus
 from schemas.metrics import Metric
 
 __all__ = [
+    "AlertPath",
+    "AlertsQuery",
     "AuditEntryOut",
     "AuditPage",
+    "AuditQuery",
     "DeviceCreate",
     "DeviceCreated",
+    "DeviceList",
     "DeviceOut",
+    "DevicePath",
     "ErrorBody",
+    "Health",
     "LatestValue",
+    "LoggedOut",
+    "LoginRequest",
     "PatientLatest",
+    "PatientPath",
+    "Readiness",
     "ReadingOut",
     "ReadingsPage",
+    "ReadingsQuery",
+    "RulesRejected",
+    "RulesReloaded",
+    "SessionOut",
     "Summary",
     "SummaryBucket",
+    "SummaryQuery",
     "UserCreate",
     "UserCreated",
+    "WhoAmI",
 ]
 
 # Identifiers appear in URLs, logs and CSV: keep them to a safe, readable alphabet.
@@ -32,9 +49,17 @@ UserRole = Literal["clinician", "admin"]
 
 
 class ErrorBody(BaseModel):
-    error: str
-    detail: str
-    param: str | None = None
+    """Every error answer of the REST API."""
+
+    error: str = Field(
+        description="Stable code: bad_request, unauthorized, forbidden, not_found, conflict, "
+        "storage_unavailable, overloaded, rules_unavailable, invalid_rules, internal"
+    )
+    detail: str = Field(description="What went wrong, for people; never internals.")
+    # Present on 400s only (absent, not null, elsewhere).
+    param: str | None = Field(
+        None, description="400 only: the query parameter, path parameter or body field at fault."
+    )
 
 
 class DeviceCreate(BaseModel):
@@ -129,3 +154,155 @@ class AuditEntryOut(BaseModel):
 
 class AuditPage(BaseModel):
     items: list[AuditEntryOut]
+
+
+class DeviceList(BaseModel):
+    """`GET /v1/devices`: the devices of the caller's wards (all of them for an admin)."""
+
+    items: list[DeviceOut]
+
+
+class LoginRequest(BaseModel):
+    """`POST /v1/session`: a user token to exchange for a session cookie."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    token: str
+
+
+class SessionOut(BaseModel):
+    """`POST /v1/session`: who logged in, and when the cookie expires."""
+
+    name: str
+    role: UserRole
+    expires_at: AwareDatetime
+
+
+class WhoAmI(BaseModel):
+    """`GET /v1/session`: who the credentials belong to."""
+
+    name: str
+    role: UserRole
+
+
+class LoggedOut(BaseModel):
+    status: Literal["logged_out"]
+
+
+class RulesReloaded(BaseModel):
+    status: Literal["reloaded"]
+    rules: int = Field(description="How many rules are now in force.")
+
+
+class RulesRejected(ErrorBody):
+    """`POST /v1/rules/reload` with a bad file: refused, and the old rules stay."""
+
+    in_force: Literal["previous rules"]
+
+
+class Health(BaseModel):
+    """`GET /healthz`: 200 while the database answers a read, else 503."""
+
+    status: Literal["ok", "unavailable"]
+    database: Literal["ok", "unreachable"]
+
+
+class Readiness(BaseModel):
+    """`GET /readyz`: 200 when the database takes a write and the rules are loaded, else 503."""
+
+    status: Literal["ready", "not_ready"]
+    database: str = Field(description='"writable", or "not writable: <error class>"')
+    rules: Literal["loaded", "not loaded"]
+
+
+# --- query and path parameters ----------------------------------------------------------
+# One model per endpoint: the field names are the parameters the endpoint accepts (any
+# other name is a 400), and the OpenAPI document renders each field as a parameter. Query
+# strings are text: the handlers parse them, and these models say what they accept.
+
+_PATIENT_OR_DEVICE = "Give exactly one of patient_id and device_id."
+_TIME = (
+    "RFC 3339 with an explicit offset, like 2026-11-26T13:00:00Z ('+' in a query string "
+    "means a space: send an offset as %2B)."
+)
+
+
+class ReadingsQuery(BaseModel):
+    """Query parameters of `GET /v1/readings`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    patient_id: Ident | None = Field(None, description=f"The patient. {_PATIENT_OR_DEVICE}")
+    device_id: Ident | None = Field(None, description=f"The device. {_PATIENT_OR_DEVICE}")
+    metric: Metric | None = Field(None, description="Only this metric (default: all).")
+    since: AwareDatetime | None = Field(None, description=f"From this time, inclusive. {_TIME}")
+    until: AwareDatetime | None = Field(None, description=f"Before this time, exclusive. {_TIME}")
+    limit: int = Field(1000, ge=1, le=10_000, description="Page size. JSON only.")
+    cursor: str | None = Field(
+        None,
+        min_length=1,
+        max_length=512,
+        description="`next_cursor` of the previous page, with the same filters. JSON only.",
+    )
+    format: Literal["json", "csv"] | None = Field(
+        None,
+        description="json (paged) or csv (every matching reading, streamed). Without it, "
+        "an Accept header preferring text/csv chooses CSV.",
+    )
+
+
+class SummaryQuery(BaseModel):
+    """Query parameters of `GET /v1/readings/summary`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    patient_id: Ident | None = Field(None, description=f"The patient. {_PATIENT_OR_DEVICE}")
+    device_id: Ident | None = Field(None, description=f"The device. {_PATIENT_OR_DEVICE}")
+    metric: Metric = Field(description="The metric to summarise (a bucket mixes only one).")
+    since: AwareDatetime | None = Field(None, description=f"From this time, inclusive. {_TIME}")
+    until: AwareDatetime | None = Field(None, description=f"Before this time, exclusive. {_TIME}")
+    bucket: str = Field(
+        pattern=r"^[1-9][0-9]{0,8}[smhd]$",
+        description="Bucket width from 1s to 1d, like 60s, 5m, 1h or 1d; at most 10000 buckets.",
+    )
+
+
+class AlertsQuery(BaseModel):
+    """Query parameters of `GET /v1/alerts`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: AlertStatus | None = Field(None, description="Only alerts in this status.")
+    patient_id: str | None = Field(None, description="Only this patient's alerts.")
+    since_event_id: int = Field(
+        0,
+        ge=0,
+        le=2**63 - 1,
+        description="Only alerts changed after this event (a previous `last_event_id`).",
+    )
+    limit: int = Field(1000, ge=1, le=10_000, description="At most this many alerts.")
+
+
+class AuditQuery(BaseModel):
+    """Query parameters of `GET /v1/audit`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    actor: str | None = Field(None, description="Only entries by this user or device.")
+    action: str | None = Field(None, description="Only this action, like device.add.")
+    after_id: int = Field(0, ge=0, le=2**62, description="Only entries after this id (paging).")
+    limit: int = Field(
+        1000, ge=0, le=10_000, description="At most this many entries (0 reads as 1)."
+    )
+
+
+class PatientPath(BaseModel):
+    patient_id: Ident = Field(description="The patient.")
+
+
+class DevicePath(BaseModel):
+    device_id: str = Field(min_length=1, description="The device.")
+
+
+class AlertPath(BaseModel):
+    alert_id: int = Field(ge=1, description="The alert.")

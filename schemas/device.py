@@ -6,9 +6,10 @@ Frames are JSON text or MessagePack binary with the same structure.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Protocol, Union, runtime_checkable
 
 from pydantic import (
     AwareDatetime,
@@ -19,9 +20,9 @@ from pydantic import (
     StrictFloat,
     StrictInt,
     TypeAdapter,
-    ValidationInfo,
-    field_validator,
+    create_model,
 )
+from pydantic_core import ErrorDetails as ErrorDict
 from pydantic_core import PydanticCustomError
 
 from schemas.metrics import METRICS, Metric
@@ -30,6 +31,7 @@ __all__ = [
     "DEFAULT_MAX_BATCH",
     "MAX_CLOCK_SKEW",
     "READINGS_ADAPTER",
+    "READINGS_PYTHON_ADAPTER",
     "Ack",
     "BadMessage",
     "BatchError",
@@ -40,6 +42,7 @@ __all__ = [
     "ReadingsMessage",
     "Welcome",
     "error_details",
+    "future_timestamps",
 ]
 
 DEFAULT_MAX_BATCH = 500
@@ -58,77 +61,59 @@ class ErrorCode(StrEnum):
 
 
 def _require_string(value: object) -> object:
-    # Pydantic would accept a Unix number as a datetime; RFC 3339 text is the protocol.
+    # MessagePack frames are validated from Python objects, where pydantic would take a
+    # datetime or a Unix number; RFC 3339 text is the protocol.
     if not isinstance(value, str):
-        raise PydanticCustomError(
-            "timestamp_type", "must be an RFC 3339 timestamp string with an explicit offset"
-        )
+        raise PydanticCustomError("datetime_type", "Input should be a valid datetime")
     return value
 
 
-Timestamp = Annotated[AwareDatetime, BeforeValidator(_require_string)]
-# Strict: a JSON number (int or float), never a string, boolean or null; finite.
-Value = Annotated[StrictFloat, Field(allow_inf_nan=False)]
+# JSON frames: strict parsing takes only RFC 3339 strings, in Rust. MessagePack frames
+# arrive as Python objects, so they need the string check above.
+JsonTimestamp = Annotated[AwareDatetime, Field(strict=True)]
+PythonTimestamp = Annotated[AwareDatetime, BeforeValidator(_require_string)]
 
 
-class Reading(BaseModel):
-    """One metric value at one timestamp.
+def _reading_models(ts: Any) -> tuple[type[BaseModel], ...]:
+    """One model per metric, so range and unit checks run inside pydantic-core.
 
-    Field order matters: `value` and `unit` are checked against `metric`, which pydantic
-    validates first, so range and unit errors are located at the field that is wrong.
-    Pass `context={"now": <aware datetime>}` to reject timestamps from the future.
+    Strict value: a JSON number (int or float), never a string, boolean or null; finite;
+    within the metric's plausible range, bounds included. Unknown fields are refused.
     """
+    return tuple(
+        create_model(
+            f"{metric.value}_reading",
+            __config__=ConfigDict(extra="forbid", frozen=True),
+            ts=(ts, ...),
+            metric=(Literal[metric.value], ...),
+            value=(
+                Annotated[StrictFloat, Field(ge=spec.low, le=spec.high, allow_inf_nan=False)],
+                ...,
+            ),
+            unit=(Literal[spec.unit] | None, None),  # type: ignore[valid-type]
+        )
+        for metric, spec in METRICS.items()
+    )
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
-    ts: Timestamp
-    metric: Metric
-    value: Value
-    unit: str | None = None
+_JSON_READINGS = _reading_models(JsonTimestamp)
+_PYTHON_READINGS = _reading_models(PythonTimestamp)
+JsonReading = Annotated[Union[_JSON_READINGS], Field(discriminator="metric")]  # type: ignore[valid-type]  # noqa: UP007
+PythonReading = Annotated[Union[_PYTHON_READINGS], Field(discriminator="metric")]  # type: ignore[valid-type]  # noqa: UP007
 
-    @field_validator("ts")
-    @classmethod
-    def _not_in_future(cls, ts: datetime, info: ValidationInfo) -> datetime:
-        now = info.context.get("now") if info.context else None
-        if now is not None and ts - now > MAX_CLOCK_SKEW:
-            raise PydanticCustomError(
-                "timestamp_in_future",
-                "timestamp is more than {limit} s ahead of the gateway's clock",
-                {"limit": int(MAX_CLOCK_SKEW.total_seconds())},
-            )
-        return ts
 
-    @field_validator("value")
-    @classmethod
-    def _plausible(cls, value: float, info: ValidationInfo) -> float:
-        metric = info.data.get("metric")
-        if metric is not None:
-            spec = METRICS[metric]
-            if not spec.low <= value <= spec.high:
-                raise PydanticCustomError(
-                    "implausible_value",
-                    "implausible {metric} {value}: must be within {low}..{high} {unit}",
-                    {
-                        "metric": metric.value,
-                        "value": value,
-                        "low": spec.low,
-                        "high": spec.high,
-                        "unit": spec.unit,
-                    },
-                )
-        return value
+@runtime_checkable
+class Reading(Protocol):
+    """What a validated reading offers, whichever metric's model it came from."""
 
-    @field_validator("unit")
-    @classmethod
-    def _metric_unit(cls, unit: str | None, info: ValidationInfo) -> str | None:
-        metric = info.data.get("metric")
-        if unit is not None and metric is not None and unit != METRICS[metric].unit:
-            raise PydanticCustomError(
-                "wrong_unit",
-                "unit of {metric} is '{expected}', not '{unit}'",
-                {"metric": metric.value, "expected": METRICS[metric].unit, "unit": unit},
-            )
-        return unit
+    @property
+    def ts(self) -> datetime: ...
+    @property
+    def metric(self) -> str: ...
+    @property
+    def value(self) -> float: ...
+    @property
+    def unit(self) -> str | None: ...
 
 
 class ReadingsMessage(BaseModel):
@@ -136,6 +121,7 @@ class ReadingsMessage(BaseModel):
 
     `max_batch` is the gateway's setting, checked by the gateway's session alongside
     these rules so an oversized batch gets every one of its problems reported.
+    Timestamps more than MAX_CLOCK_SKEW ahead are found by `future_timestamps`.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -143,10 +129,32 @@ class ReadingsMessage(BaseModel):
     type: Literal["readings"]
     # Stored as a 64-bit integer: larger is not a usable seq.
     seq: Annotated[StrictInt, Field(ge=1, le=2**63 - 1)]
-    readings: Annotated[list[Reading], Field(min_length=1)]
+    readings: Annotated[list[JsonReading], Field(min_length=1)]
 
 
+class _PythonReadingsMessage(ReadingsMessage):
+    readings: Annotated[list[PythonReading], Field(min_length=1)]  # type: ignore[assignment]
+
+
+# Module-level validators, built once: JSON text frames and MessagePack (Python) frames.
 READINGS_ADAPTER: TypeAdapter[ReadingsMessage] = TypeAdapter(ReadingsMessage)
+READINGS_PYTHON_ADAPTER: TypeAdapter[ReadingsMessage] = TypeAdapter(_PythonReadingsMessage)
+
+
+def future_timestamps(stamps: Iterable[datetime | None], now: datetime) -> list[ErrorDetail]:
+    """Readings stamped more than MAX_CLOCK_SKEW after `now` (given each reading's
+    timestamp, None where it has none), as located errors."""
+    limit = now + MAX_CLOCK_SKEW
+    return [
+        ErrorDetail(loc=["readings", i, "ts"], msg=_FUTURE)
+        for i, ts in enumerate(stamps)
+        if ts is not None and ts > limit
+    ]
+
+
+_FUTURE = (
+    f"timestamp is more than {int(MAX_CLOCK_SKEW.total_seconds())} s ahead of the gateway's clock"
+)
 
 
 class Welcome(BaseModel):
@@ -194,5 +202,40 @@ class BadMessage(BaseModel):
     detail: str
 
 
-def error_details(errors: list[dict[str, Any]]) -> list[ErrorDetail]:
-    return [ErrorDetail(loc=list(e["loc"]), msg=e["msg"]) for e in errors]
+def error_details(errors: list[ErrorDict]) -> list[ErrorDetail]:
+    """Pydantic's errors in the protocol's terms: located at the field a device wrote
+    (no internal union tags) with messages that name the metric's range and unit."""
+    return [_detail(e) for e in errors]
+
+
+_METRIC_NAMES = {m.value for m in Metric}
+
+
+def _detail(e: ErrorDict) -> ErrorDetail:
+    loc = list(e["loc"])
+    kind = e.get("type", "")
+    if loc[:1] == ["readings"] and len(loc) >= 3 and loc[2] in _METRIC_NAMES:
+        metric = str(loc.pop(2))  # the union tag pydantic puts in the path
+        spec = METRICS[Metric(metric)]
+        field = loc[-1] if len(loc) == 3 else None
+        if field == "value" and kind in ("greater_than_equal", "less_than_equal"):
+            value = e.get("input")
+            return ErrorDetail(
+                loc=loc,
+                msg=f"implausible {metric} {value}: must be within "
+                f"{spec.low:g}..{spec.high:g} {spec.unit}",
+            )
+        if field == "unit" and kind == "literal_error":
+            return ErrorDetail(
+                loc=loc, msg=f"unit of {metric} is '{spec.unit}', not {e.get('input')!r}"
+            )
+        return ErrorDetail(loc=loc, msg=e["msg"])
+    if kind in ("union_tag_invalid", "union_tag_not_found") and loc[:1] == ["readings"]:
+        names = ", ".join(sorted(_METRIC_NAMES))
+        if kind == "union_tag_not_found":
+            return ErrorDetail(loc=[*loc, "metric"], msg="Field required")
+        tag = (e.get("ctx") or {}).get("tag")
+        return ErrorDetail(
+            loc=[*loc, "metric"], msg=f"unknown metric {tag!r}: expected one of {names}"
+        )
+    return ErrorDetail(loc=loc, msg=e["msg"])

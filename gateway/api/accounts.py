@@ -10,7 +10,14 @@ from gateway.errors import InvalidParameter
 from gateway.ingest.registry import CLOSE_REVOKED
 from gateway.keys import ACCOUNTS, AUDIT, DEVICES
 from gateway.storage.accounts import DeviceInfo, Role
-from schemas.api import DeviceCreate, DeviceCreated, DeviceOut, UserCreate, UserCreated
+from schemas.api import (
+    DeviceCreate,
+    DeviceCreated,
+    DeviceList,
+    DeviceOut,
+    UserCreate,
+    UserCreated,
+)
 
 __all__ = ["routes"]
 
@@ -60,8 +67,8 @@ async def add_device(request: web.Request) -> web.Response:
 async def list_devices(request: web.Request) -> web.Response:
     principal = await require_user(request)
     devices = [d for d in await request.app[ACCOUNTS].list_devices() if principal.sees(d.ward)]
-    body = [_device_out(d).model_dump(mode="json") for d in devices]
-    return web.json_response({"items": body})
+    body = DeviceList(items=[_device_out(d) for d in devices])
+    return web.json_response(text=body.model_dump_json())
 
 
 @routes.delete("/v1/devices/{device_id}")

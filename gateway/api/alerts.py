@@ -11,13 +11,15 @@ from gateway.api.auth import require_admin, require_user
 from gateway.errors import ForbiddenError, InvalidParameter
 from gateway.keys import ALERT_STORE, ALERTS, AUDIT
 from gateway.storage.accounts import Role
+from schemas.api import AlertsQuery, RulesRejected, RulesReloaded
 from schemas.dashboard import AlertList, AlertOut, AlertStatus, RuleOut, RulesOut
 
 __all__ = ["routes"]
 
 routes = web.RouteTableDef()
 
-_ALLOWED = {"status", "patient_id", "since_event_id", "limit"}
+# The documented parameters (schemas.api.AlertsQuery) are the accepted ones.
+_ALLOWED = AlertsQuery.model_fields.keys()
 
 
 def _int(request: web.Request, name: str, default: int, low: int, high: int) -> int:
@@ -75,7 +77,9 @@ def _as_out(row: dict[str, object]) -> dict[str, object]:
 async def acknowledge(request: web.Request) -> web.Response:
     principal = await require_user(request)
     raw = request.match_info["alert_id"]
-    if not raw.isdigit():
+    # ASCII and short: str.isdigit() also holds for '²', which int() refuses, and int()
+    # refuses more than 4300 digits.
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 19):
         raise InvalidParameter("alert_id", f"must be a positive integer, not {raw!r}")
     alerts = request.app[ALERTS]
     ward = alerts.ward_of_alert(int(raw))
@@ -115,8 +119,6 @@ async def reload_rules(request: web.Request) -> web.Response:
     try:
         count = await request.app[ALERTS].reload_rules()
     except RulesError as e:
-        return web.json_response(
-            {"error": "invalid_rules", "detail": str(e), "in_force": "previous rules"},
-            status=422,
-        )
-    return web.json_response({"status": "reloaded", "rules": count})
+        refused = RulesRejected(error="invalid_rules", detail=str(e), in_force="previous rules")
+        return web.json_response(text=refused.model_dump_json(exclude_none=True), status=422)
+    return web.json_response(text=RulesReloaded(status="reloaded", rules=count).model_dump_json())

@@ -7,20 +7,22 @@ from aiohttp import web
 from gateway.api.auth import require_admin
 from gateway.errors import InvalidParameter
 from gateway.keys import AUDIT
-from schemas.api import AuditEntryOut, AuditPage
+from schemas.api import AuditEntryOut, AuditPage, AuditQuery
 
 __all__ = ["routes"]
 
 routes = web.RouteTableDef()
 
-_ALLOWED = {"actor", "action", "after_id", "limit"}
+# The documented parameters (schemas.api.AuditQuery) are the accepted ones.
+_ALLOWED = AuditQuery.model_fields.keys()
 
 
 def _bounded_int(request: web.Request, name: str, default: int, high: int) -> int:
     raw = request.query.get(name)
     if raw is None:
         return default
-    if not raw.isdigit() or not 0 <= int(raw) <= high:
+    # ASCII and short first: str.isdigit() holds for '²', which int() refuses.
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 19) or not 0 <= int(raw) <= high:
         raise InvalidParameter(name, f"must be an integer within 0..{high}")
     return int(raw)
 

@@ -14,6 +14,7 @@ from sqlalchemy import delete, insert, text
 
 from gateway.keys import ALERTS, ENGINE
 from gateway.storage.schema import Probe
+from schemas.api import Health, Readiness
 
 __all__ = ["routes"]
 
@@ -26,22 +27,21 @@ async def healthz(request: web.Request) -> web.Response:
         async with request.app[ENGINE].connect() as conn:
             await conn.execute(text("SELECT 1"))
     except Exception:
-        return web.json_response({"status": "unavailable", "database": "unreachable"}, status=503)
-    return web.json_response({"status": "ok", "database": "ok"})
+        down = Health(status="unavailable", database="unreachable")
+        return web.json_response(text=down.model_dump_json(), status=503)
+    return web.json_response(text=Health(status="ok", database="ok").model_dump_json())
 
 
 @routes.get("/readyz")
 async def readyz(request: web.Request) -> web.Response:
-    checks: dict[str, str] = {}
     try:
         async with request.app[ENGINE].begin() as conn:
             await conn.execute(delete(Probe))
             await conn.execute(insert(Probe).values(id=1, at=time.time()))
-        checks["database"] = "writable"
+        database = "writable"
     except Exception as e:
-        checks["database"] = f"not writable: {type(e).__name__}"
-    checks["rules"] = "loaded" if ALERTS in request.app else "not loaded"
-    ready = checks["database"] == "writable" and checks["rules"] == "loaded"
-    return web.json_response(
-        {"status": "ready" if ready else "not_ready", **checks}, status=200 if ready else 503
-    )
+        database = f"not writable: {type(e).__name__}"
+    rules = "loaded" if ALERTS in request.app else "not loaded"
+    ready = database == "writable" and rules == "loaded"
+    body = Readiness(status="ready" if ready else "not_ready", database=database, rules=rules)
+    return web.json_response(text=body.model_dump_json(), status=200 if ready else 503)

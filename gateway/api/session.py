@@ -3,27 +3,23 @@
 from __future__ import annotations
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ValidationError
 
 from gateway.api.auth import SESSION_COOKIE, require_user
 from gateway.errors import AuthError, ForbiddenError, InvalidParameter
 from gateway.keys import ACCOUNTS, AUDIT, SETTINGS
 from gateway.storage.accounts import Role
+from schemas.api import LoggedOut, LoginRequest, SessionOut, WhoAmI
 
 __all__ = ["routes"]
 
 routes = web.RouteTableDef()
 
 
-class _Login(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    token: str
-
-
 @routes.post("/v1/session")
 async def login(request: web.Request) -> web.Response:
     try:
-        body = _Login.model_validate_json(await request.read())
+        body = LoginRequest.model_validate_json(await request.read())
     except ValidationError as e:
         raise InvalidParameter("token", 'body must be {"token": "..."}') from e
     accounts = request.app[ACCOUNTS]
@@ -35,9 +31,8 @@ async def login(request: web.Request) -> web.Response:
     ttl = request.app[SETTINGS].session_ttl_s
     token, expires = await accounts.open_session(principal, ttl)
     await request.app[AUDIT].record(principal.name, "session.login", "web", request.remote or "?")
-    response = web.json_response(
-        {"name": principal.name, "role": principal.role.value, "expires_at": expires.isoformat()}
-    )
+    out = SessionOut(name=principal.name, role=principal.role.value, expires_at=expires)
+    response = web.json_response(text=out.model_dump_json())
     response.set_cookie(
         SESSION_COOKIE,
         token,
@@ -55,7 +50,7 @@ async def logout(request: web.Request) -> web.Response:
     cookie = request.cookies.get(SESSION_COOKIE)
     if cookie:
         await request.app[ACCOUNTS].close_session(cookie)
-    response = web.json_response({"status": "logged_out"})
+    response = web.json_response(text=LoggedOut(status="logged_out").model_dump_json())
     response.del_cookie(SESSION_COOKIE, path="/")
     return response
 
@@ -63,4 +58,5 @@ async def logout(request: web.Request) -> web.Response:
 @routes.get("/v1/session")
 async def whoami(request: web.Request) -> web.Response:
     principal = await require_user(request)
-    return web.json_response({"name": principal.name, "role": principal.role.value})
+    out = WhoAmI(name=principal.name, role=principal.role.value)
+    return web.json_response(text=out.model_dump_json())

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import msgpack
@@ -19,6 +19,7 @@ from pydantic import BaseModel, ValidationError
 from gateway.limits import TokenBucket
 from schemas.device import (
     READINGS_ADAPTER,
+    READINGS_PYTHON_ADAPTER,
     BadMessage,
     BatchError,
     ErrorDetail,
@@ -26,6 +27,7 @@ from schemas.device import (
     ReadingsMessage,
     Welcome,
     error_details,
+    future_timestamps,
 )
 
 __all__ = [
@@ -40,16 +42,15 @@ __all__ = [
     "to_micros",
 ]
 
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MICROSECOND = timedelta(microseconds=1)
 
 # Top-level locations whose problems mean "this is not a batch at all".
 _MESSAGE_LEVEL = {(), ("type",), ("seq",)}
 
 
 def to_micros(ts: datetime) -> int:
-    """Exact integer microseconds since the epoch (float seconds would round)."""
-    return (ts - EPOCH) // _MICROSECOND
+    """Integer microseconds since the epoch, exact: a float timestamp is within 0.25 µs
+    of the true value up to the year 2255, so rounding recovers the microsecond."""
+    return round(ts.timestamp() * 1_000_000)
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,28 +135,37 @@ class DeviceSession:
 
     def receive(self, data: str | bytes, now: datetime) -> Outcome:
         binary = isinstance(data, bytes)
-        context = {"now": now}
         try:
             if binary:
                 raw = _unpack(data)
-                batch = READINGS_ADAPTER.validate_python(raw, context=context)
+                batch = READINGS_PYTHON_ADAPTER.validate_python(raw)
             else:
-                batch = READINGS_ADAPTER.validate_json(data, context=context)
+                batch = READINGS_ADAPTER.validate_json(data)
         except _NotAMessage as e:
             return Reject(BadMessage(detail=str(e)), binary)
         except ValidationError as e:
-            errors = e.errors(include_url=False, include_input=False)
+            errors = e.errors(include_url=False)
             fatal = [err for err in errors if tuple(err["loc"]) in _MESSAGE_LEVEL]
             if fatal:
                 return Reject(BadMessage(detail=_describe(fatal[0])), binary)
             # seq validated, so the frame is an object with an int seq; the error path
             # is rare enough to decode it a second time for it.
             obj = raw if binary else json.loads(data)
-            details = self._length_problems(obj["readings"]) + error_details(errors)
-            return Reject(BatchError(seq=obj["seq"], errors=details), binary)
+            readings = obj["readings"]
+            stamps = [_raw_timestamp(r) for r in readings] if isinstance(readings, list) else []
+            details = [
+                *self._length_problems(readings),
+                *error_details(errors),
+                *future_timestamps(stamps, now),
+            ]
+            return Reject(BatchError(seq=obj["seq"], errors=_by_reading(details)), binary)
 
-        if too_long := self._length_problems(batch.readings):
-            return Reject(BatchError(seq=batch.seq, errors=too_long), binary)
+        problems = [
+            *self._length_problems(batch.readings),
+            *future_timestamps((r.ts for r in batch.readings), now),
+        ]
+        if problems:
+            return Reject(BatchError(seq=batch.seq, errors=problems), binary)
 
         if batch.seq <= self.accepted_seq:
             return Duplicate(batch.seq, binary)
@@ -181,7 +191,7 @@ class DeviceSession:
             {
                 "device_id": self.device_id,
                 "patient_id": self.patient_id,
-                "metric": r.metric.value,
+                "metric": r.metric,
                 "ts_us": to_micros(r.ts),
                 "value": r.value,
                 "received_us": received,
@@ -213,3 +223,22 @@ def _describe(err: Any) -> str:
             return "message has no 'type'"
         return "unknown message type: expected 'readings'"
     return "message has no usable 'seq' (an integer >= 1 is required)"
+
+
+def _raw_timestamp(reading: object) -> datetime | None:
+    """A raw reading's timestamp if it parses (the error path's future check)."""
+    ts = reading.get("ts") if isinstance(reading, dict) else None
+    if not isinstance(ts, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(ts)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else None
+
+
+def _by_reading(details: list[ErrorDetail]) -> list[ErrorDetail]:
+    """Batch-level problems first, then each reading's, in reading order."""
+    return sorted(
+        details, key=lambda d: d.loc[1] if len(d.loc) > 1 and isinstance(d.loc[1], int) else -1
+    )

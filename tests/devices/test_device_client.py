@@ -14,7 +14,7 @@ import random
 import secrets
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -37,7 +37,7 @@ from devices.outbox import Batch
 from devices.physiology import Baseline, Episode, EpisodeKind, Physiology, Sampler
 from devices.scenarios import Scenario
 from devices.simulator import SimulationConfig, run_simulation
-from schemas.device import READINGS_ADAPTER, BatchError, Welcome, error_details
+from schemas.device import READINGS_PYTHON_ADAPTER, BatchError, Welcome, error_details
 
 ADMIN = "admin-secret"
 # What the fake does with a received batch: ack it, store it and hang up before acking,
@@ -110,7 +110,7 @@ class FakeGateway:
         async for msg in ws:
             binary = msg.type is aiohttp.WSMsgType.BINARY
             raw = msgpack.unpackb(msg.data) if binary else json.loads(msg.data)
-            batch = READINGS_ADAPTER.validate_python(raw, context={"now": datetime.now(UTC)})
+            batch = READINGS_PYTHON_ADAPTER.validate_python(raw)
             action = self.plan(device, conn, batch.seq)
             device.frames.append((conn, batch.seq, "binary" if binary else "text"))
             if action == "invalid":

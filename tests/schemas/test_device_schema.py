@@ -16,7 +16,11 @@ from schemas.device import (
     DEFAULT_MAX_BATCH,
     MAX_CLOCK_SKEW,
     READINGS_ADAPTER,
+    READINGS_PYTHON_ADAPTER,
+    ErrorDetail,
     ReadingsMessage,
+    error_details,
+    future_timestamps,
 )
 from schemas.metrics import METRICS, Metric
 
@@ -33,26 +37,49 @@ def message(readings: list[dict[str, Any]], seq: int = 1) -> dict[str, Any]:
     return {"type": "readings", "seq": seq, "readings": readings}
 
 
+class Invalid(Exception):
+    """The batch was refused; `details` are the located errors a device would get."""
+
+    def __init__(self, details: list[ErrorDetail]) -> None:
+        super().__init__(details)
+        self.details = details
+
+
+def _check(validate: Any, data: Any, now: datetime | None) -> ReadingsMessage:
+    """Validate as the gateway does: the adapter, then the protocol's error translation
+    and (given a `now`) the clock-skew check."""
+    try:
+        batch: ReadingsMessage = validate(data)
+    except ValidationError as e:
+        raise Invalid(error_details(e.errors(include_url=False))) from e
+    if now is not None and (future := future_timestamps((r.ts for r in batch.readings), now)):
+        raise Invalid(future)
+    return batch
+
+
 def parse(readings: list[dict[str, Any]], now: datetime | None = None) -> ReadingsMessage:
     """Validate a batch from JSON text, as the gateway does for text frames."""
-    context = {"now": now} if now is not None else None
-    return READINGS_ADAPTER.validate_json(json.dumps(message(readings)), context=context)
+    return _check(READINGS_ADAPTER.validate_json, json.dumps(message(readings)), now)
+
+
+def locs(details: list[ErrorDetail]) -> list[tuple[Any, ...]]:
+    return [tuple(d.loc) for d in details]
 
 
 def error_locs(
     readings: list[dict[str, Any]], now: datetime | None = None
 ) -> list[tuple[Any, ...]]:
     """The locations of every error of a batch that must be invalid."""
-    with pytest.raises(ValidationError) as info:
+    with pytest.raises(Invalid) as info:
         parse(readings, now)
-    return [tuple(e["loc"]) for e in info.value.errors()]
+    return locs(info.value.details)
 
 
 def python_error_locs(readings: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
     """As `error_locs`, through the Python path the MessagePack frames take."""
-    with pytest.raises(ValidationError) as info:
-        READINGS_ADAPTER.validate_python(message(readings))
-    return [tuple(e["loc"]) for e in info.value.errors()]
+    with pytest.raises(Invalid) as info:
+        _check(READINGS_PYTHON_ADAPTER.validate_python, message(readings), None)
+    return locs(info.value.details)
 
 
 metrics = st.sampled_from(list(Metric))
@@ -108,7 +135,7 @@ class TestValues:
             [reading()] * before + [reading(metric=metric.value, value=value)] + [reading()] * after
         )
         parsed = parse(batch)
-        assert parsed.readings[before].metric is metric
+        assert parsed.readings[before].metric == metric
         assert parsed.readings[before].value == value
 
     @given(out_of_range(), st.integers(0, 4), st.integers(0, 4))
@@ -140,9 +167,9 @@ class TestValues:
         raw = json.dumps(message([reading(), reading(value=0)])).replace(
             '"value": 0}', f'"value": {literal}}}'
         )
-        with pytest.raises(ValidationError) as info:
-            READINGS_ADAPTER.validate_json(raw)
-        assert [tuple(e["loc"]) for e in info.value.errors()] == [("readings", 1, "value")]
+        with pytest.raises(Invalid) as info:
+            _check(READINGS_ADAPTER.validate_json, raw, None)
+        assert locs(info.value.details) == [("readings", 1, "value")]
 
     @pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
     def test_non_finite_python_values_fail(self, value: float) -> None:

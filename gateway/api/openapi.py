@@ -1,0 +1,411 @@
+"""The OpenAPI 3.1 document of the REST API, served without authentication at `GET /openapi.json`.
+
+`OPERATIONS` is the one list of REST operations; the document is built from it and from
+the Pydantic models the handlers parse and serialise with, so no schema is kept twice.
+The two WebSocket streams are not REST: `info.description` describes them.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Literal
+
+from aiohttp import web
+from pydantic import BaseModel
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
+
+from gateway.api.auth import SESSION_COOKIE
+from schemas.api import (
+    AlertPath,
+    AlertsQuery,
+    AuditPage,
+    AuditQuery,
+    DeviceCreate,
+    DeviceCreated,
+    DeviceList,
+    DevicePath,
+    ErrorBody,
+    Health,
+    LoggedOut,
+    LoginRequest,
+    PatientLatest,
+    PatientPath,
+    Readiness,
+    ReadingsPage,
+    ReadingsQuery,
+    RulesRejected,
+    RulesReloaded,
+    SessionOut,
+    Summary,
+    SummaryQuery,
+    UserCreate,
+    UserCreated,
+    WhoAmI,
+)
+from schemas.dashboard import AlertEvent, AlertList, RulesOut
+
+__all__ = ["OPERATIONS", "Auth", "Operation", "Reply", "build_document", "routes"]
+
+REF_TEMPLATE = "#/components/schemas/{model}"
+
+
+class Auth(StrEnum):
+    """Who may call an operation."""
+
+    PUBLIC = "public"  # no credentials
+    USER = "user"  # a clinician (their wards only) or an admin; a device token gets 403
+    ADMIN = "admin"  # an admin; a clinician or device token gets 403
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """One documented answer: a JSON body (a model), a text body (a media type), or none."""
+
+    description: str
+    model: type[BaseModel] | None = None
+    text: str | None = None  # media type of a text body, like text/csv
+    headers: Mapping[str, str] = field(default_factory=dict)  # required header -> description
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    method: Literal["GET", "POST", "DELETE"]
+    path: str
+    summary: str
+    tag: str
+    auth: Auth
+    replies: Mapping[int, Reply]  # 2xx answers, and errors with a body of their own
+    errors: tuple[int, ...] = ()  # answered with ErrorBody; 401/403 follow from `auth`
+    query: type[BaseModel] | None = None  # each field is a query parameter
+    path_params: type[BaseModel] | None = None  # each field is a path parameter
+    body: type[BaseModel] | None = None  # JSON request body
+
+    @property
+    def operation_id(self) -> str:
+        words = self.path.replace("{", "").replace("}", "").replace(".", "_").split("/")
+        return "_".join([self.method.lower(), *(w for w in words if w)])
+
+
+_ERRORS = {
+    400: "A parameter or body field is unusable: `param` names it.",
+    401: "Missing, unknown or revoked credentials.",
+    403: "Credentials valid, but not allowed here.",
+    404: "No such resource.",
+    409: "Conflicts with the current state.",
+    503: "The database or the rules are unavailable right now.",
+}
+_CHALLENGE = {"WWW-Authenticate": 'Always `Bearer realm="vitals"`.'}
+
+OPERATIONS: tuple[Operation, ...] = (
+    Operation(
+        "GET",
+        "/v1/readings",
+        "Stored readings of one patient or device, by time, paged by an opaque cursor",
+        "readings",
+        Auth.USER,
+        {
+            200: Reply(
+                "A page of readings (JSON), or every matching reading (CSV, streamed).",
+                ReadingsPage,
+                text="text/csv",
+            )
+        },
+        errors=(400,),
+        query=ReadingsQuery,
+    ),
+    Operation(
+        "GET",
+        "/v1/readings/summary",
+        "Count, min, max and mean of one metric per time bucket",
+        "readings",
+        Auth.USER,
+        {200: Reply("The non-empty buckets, oldest first.", Summary)},
+        errors=(400,),
+        query=SummaryQuery,
+    ),
+    Operation(
+        "GET",
+        "/v1/patients/{patient_id}/latest",
+        "The latest value of each metric of a patient",
+        "readings",
+        Auth.USER,
+        {200: Reply("The latest values.", PatientLatest)},
+        errors=(400, 404),
+        path_params=PatientPath,
+    ),
+    Operation(
+        "GET",
+        "/v1/alerts",
+        "Alerts in their current state (a clinician sees their wards' only)",
+        "alerts",
+        Auth.USER,
+        {200: Reply("The alerts and the newest event id.", AlertList)},
+        errors=(400,),
+        query=AlertsQuery,
+    ),
+    Operation(
+        "POST",
+        "/v1/alerts/{alert_id}/ack",
+        "Acknowledge an alert",
+        "alerts",
+        Auth.USER,
+        {200: Reply("The resulting event, as pushed to every dashboard.", AlertEvent)},
+        errors=(400, 404, 409, 503),
+        path_params=AlertPath,
+    ),
+    Operation(
+        "GET",
+        "/v1/rules",
+        "The alert rules in force",
+        "alerts",
+        Auth.USER,
+        {200: Reply("The rules.", RulesOut)},
+    ),
+    Operation(
+        "POST",
+        "/v1/rules/reload",
+        "Reload the alert rules file",
+        "alerts",
+        Auth.ADMIN,
+        {
+            200: Reply("The new rules are in force.", RulesReloaded),
+            422: Reply("The file is invalid: the previous rules stay in force.", RulesRejected),
+        },
+        errors=(503,),
+    ),
+    Operation(
+        "GET",
+        "/v1/devices",
+        "Devices (a clinician sees their wards' only)",
+        "devices",
+        Auth.USER,
+        {200: Reply("The devices, by id.", DeviceList)},
+    ),
+    Operation(
+        "POST",
+        "/v1/devices",
+        "Provision a device; its token is shown this once",
+        "devices",
+        Auth.ADMIN,
+        {201: Reply("The device and its token.", DeviceCreated)},
+        errors=(400, 409),
+        body=DeviceCreate,
+    ),
+    Operation(
+        "DELETE",
+        "/v1/devices/{device_id}",
+        "Revoke a device: its token stops working and its stream is closed",
+        "devices",
+        Auth.ADMIN,
+        {204: Reply("Revoked.")},
+        errors=(404,),
+        path_params=DevicePath,
+    ),
+    Operation(
+        "POST",
+        "/v1/users",
+        "Add a clinician or an admin; the token is shown this once",
+        "users",
+        Auth.ADMIN,
+        {201: Reply("The user and its token.", UserCreated)},
+        errors=(400, 409),
+        body=UserCreate,
+    ),
+    Operation(
+        "POST",
+        "/v1/session",
+        f"Log in: exchange a user token for the `{SESSION_COOKIE}` cookie",
+        "session",
+        Auth.PUBLIC,
+        {200: Reply("Logged in; the cookie is set.", SessionOut)},
+        errors=(400, 401, 403),
+        body=LoginRequest,
+    ),
+    Operation(
+        "POST",
+        "/v1/session/logout",
+        "Log out: end the session and clear its cookie",
+        "session",
+        Auth.PUBLIC,
+        {200: Reply("Logged out (also when there was no session).", LoggedOut)},
+    ),
+    Operation(
+        "GET",
+        "/v1/session",
+        "Who the credentials belong to",
+        "session",
+        Auth.USER,
+        {200: Reply("The user.", WhoAmI)},
+    ),
+    Operation(
+        "GET",
+        "/v1/audit",
+        "The audit log: provisioning, logins, acknowledgements",
+        "audit",
+        Auth.ADMIN,
+        {200: Reply("Entries, oldest first.", AuditPage)},
+        errors=(400,),
+        query=AuditQuery,
+    ),
+    Operation(
+        "GET",
+        "/healthz",
+        "Liveness: the database answers a read",
+        "operations",
+        Auth.PUBLIC,
+        {200: Reply("Alive.", Health), 503: Reply("The database does not answer.", Health)},
+    ),
+    Operation(
+        "GET",
+        "/readyz",
+        "Readiness: the database takes a write and the alert rules are loaded",
+        "operations",
+        Auth.PUBLIC,
+        {200: Reply("Ready.", Readiness), 503: Reply("Not ready.", Readiness)},
+    ),
+    Operation(
+        "GET",
+        "/metrics",
+        "Prometheus metrics",
+        "operations",
+        Auth.PUBLIC,
+        {200: Reply("Prometheus text exposition format.", text="text/plain")},
+    ),
+)
+
+_DESCRIPTION = f"""\
+Telemetry gateway for wearable vital-sign monitors.
+
+Every error body is `ErrorBody`: `{{"error": <stable code>, "detail": <text>}}`, plus
+`"param"` on a 400. Users authenticate with `Authorization: Bearer <token>` or with the
+`{SESSION_COOKIE}` cookie from `POST /v1/session`; a bearer header, when present, is the
+only credential looked at.
+
+Two WebSocket streams are not described as operations here:
+
+- `GET /v1/devices/stream` (device token): devices send `readings` batches and get an
+  `ack` per batch once it is stored (101; 401 without a valid device token, 403 with
+  another kind of token).
+- `GET /v1/dashboard/stream` (clinician or admin token, or the session cookie from the
+  page's own origin): `subscribe`, then alert events replayed and live, filtered to the
+  clinician's wards; `ack` acknowledges an alert (101; 401 or 403 like the REST API).
+"""
+
+
+def build_document(operations: Iterable[Operation] = OPERATIONS) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of `operations`."""
+    operations = tuple(operations)
+    uses: dict[tuple[type[BaseModel], JsonSchemaMode], None] = {(ErrorBody, "serialization"): None}
+    for op in operations:
+        for model in (op.query, op.path_params, op.body):
+            if model is not None:
+                uses[model, "validation"] = None
+        for reply in op.replies.values():
+            if reply.model is not None:
+                uses[reply.model, "serialization"] = None
+    refs, defs = models_json_schema(list(uses), ref_template=REF_TEMPLATE)
+    schemas: dict[str, Any] = defs.get("$defs", {})
+
+    def ref(model: type[BaseModel], mode: JsonSchemaMode) -> dict[str, Any]:
+        return dict(refs[model, mode])
+
+    def parameters(model: type[BaseModel] | None, where: str) -> list[dict[str, Any]]:
+        if model is None:
+            return []
+        # Parameter models are containers only: each field becomes a parameter.
+        schema = schemas.pop(ref(model, "validation")["$ref"].rsplit("/", 1)[1])
+        required = set(schema.get("required", ()))
+        return [
+            _parameter(name, prop, where, name in required or where == "path")
+            for name, prop in schema["properties"].items()
+        ]
+
+    paths: dict[str, dict[str, Any]] = {}
+    for op in operations:
+        responses: dict[str, Any] = {}
+        for status, reply in op.replies.items():
+            responses[str(status)] = _response(reply, ref)
+        auth_errors = () if op.auth is Auth.PUBLIC else (401, 403)
+        for status in sorted({*op.errors, *auth_errors}):
+            reply = Reply(_ERRORS[status], ErrorBody, headers=_CHALLENGE if status == 401 else {})
+            responses[str(status)] = _response(reply, ref)
+        entry: dict[str, Any] = {
+            "operationId": op.operation_id,
+            "summary": op.summary,
+            "tags": [op.tag],
+            "security": [] if op.auth is Auth.PUBLIC else [{"bearer": []}, {"session": []}],
+            "x-auth": op.auth.value,
+            "parameters": parameters(op.path_params, "path") + parameters(op.query, "query"),
+            "responses": dict(sorted(responses.items())),
+        }
+        if op.auth is Auth.ADMIN:
+            entry["description"] = "Admin only."
+        if op.body is not None:
+            entry["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": ref(op.body, "validation")}},
+            }
+        paths.setdefault(op.path, {})[op.method.lower()] = entry
+
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "vitals-gateway", "version": "1", "description": _DESCRIPTION},
+        "tags": [{"name": t} for t in dict.fromkeys(op.tag for op in operations)],
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "session": {"type": "apiKey", "in": "cookie", "name": SESSION_COOKIE},
+            },
+        },
+    }
+
+
+def _parameter(name: str, prop: dict[str, Any], where: str, required: bool) -> dict[str, Any]:
+    """A model field as a parameter: absent rather than null, described at its own level."""
+    schema = {k: v for k, v in prop.items() if k not in ("title", "description")}
+    if "anyOf" in schema:
+        branches = [b for b in schema.pop("anyOf") if b != {"type": "null"}]
+        schema = branches[0] | schema if len(branches) == 1 else {"anyOf": branches, **schema}
+    if schema.get("default", 0) is None:
+        del schema["default"]
+    parameter = {"name": name, "in": where, "required": required, "schema": schema}
+    if "description" in prop:
+        parameter["description"] = prop["description"]
+    return parameter
+
+
+def _response(reply: Reply, ref: Any) -> dict[str, Any]:
+    response: dict[str, Any] = {"description": reply.description}
+    content: dict[str, Any] = {}
+    if reply.model is not None:
+        content["application/json"] = {"schema": ref(reply.model, "serialization")}
+    if reply.text is not None:
+        content[reply.text] = {"schema": {"type": "string"}}
+    if content:
+        response["content"] = content
+    if reply.headers:
+        response["headers"] = {
+            name: {"description": text, "required": True, "schema": {"type": "string"}}
+            for name, text in reply.headers.items()
+        }
+    return response
+
+
+@functools.cache
+def _document_text() -> str:
+    return json.dumps(build_document(), indent=1)
+
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/openapi.json")
+async def openapi_json(request: web.Request) -> web.Response:
+    del request
+    return web.json_response(text=_document_text())
