@@ -9,7 +9,16 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Annotated, Any, Literal, Protocol, Union, runtime_checkable
+from typing import (
+    TYPE_CHECKING,
+    Annotated,
+    Any,
+    Literal,
+    Protocol,
+    TypeAlias,
+    Union,
+    runtime_checkable,
+)
 
 from pydantic import (
     AwareDatetime,
@@ -85,12 +94,12 @@ def _reading_models(ts: Any) -> tuple[type[BaseModel], ...]:
             f"{metric.value}_reading",
             __config__=ConfigDict(extra="forbid", frozen=True),
             ts=(ts, ...),
-            metric=(Literal[metric.value], ...),
+            metric=(Literal[metric.value], ...),  # type: ignore[arg-type]
             value=(
                 Annotated[StrictFloat, Field(ge=spec.low, le=spec.high, allow_inf_nan=False)],
                 ...,
             ),
-            unit=(Literal[spec.unit] | None, None),  # type: ignore[valid-type]
+            unit=(Literal[spec.unit] | None, None),  # type: ignore[arg-type]
         )
         for metric, spec in METRICS.items()
     )
@@ -98,8 +107,6 @@ def _reading_models(ts: Any) -> tuple[type[BaseModel], ...]:
 
 _JSON_READINGS = _reading_models(JsonTimestamp)
 _PYTHON_READINGS = _reading_models(PythonTimestamp)
-JsonReading = Annotated[Union[_JSON_READINGS], Field(discriminator="metric")]  # type: ignore[valid-type]  # noqa: UP007
-PythonReading = Annotated[Union[_PYTHON_READINGS], Field(discriminator="metric")]  # type: ignore[valid-type]  # noqa: UP007
 
 
 @runtime_checkable
@@ -114,6 +121,15 @@ class Reading(Protocol):
     def value(self) -> float: ...
     @property
     def unit(self) -> str | None: ...
+
+
+if TYPE_CHECKING:
+    # What code sees of a validated reading, whichever metric's model it came from.
+    JsonReading: TypeAlias = Reading
+    PythonReading: TypeAlias = Reading
+else:
+    JsonReading = Annotated[Union[_JSON_READINGS], Field(discriminator="metric")]  # noqa: UP007
+    PythonReading = Annotated[Union[_PYTHON_READINGS], Field(discriminator="metric")]  # noqa: UP007
 
 
 class ReadingsMessage(BaseModel):
@@ -133,7 +149,7 @@ class ReadingsMessage(BaseModel):
 
 
 class _PythonReadingsMessage(ReadingsMessage):
-    readings: Annotated[list[PythonReading], Field(min_length=1)]  # type: ignore[assignment]
+    readings: Annotated[list[PythonReading], Field(min_length=1)]
 
 
 # Module-level validators, built once: JSON text frames and MessagePack (Python) frames.

@@ -136,7 +136,7 @@ class DeviceSession:
     def receive(self, data: str | bytes, now: datetime) -> Outcome:
         binary = isinstance(data, bytes)
         try:
-            if binary:
+            if isinstance(data, bytes):
                 raw = _unpack(data)
                 batch = READINGS_PYTHON_ADAPTER.validate_python(raw)
             else:

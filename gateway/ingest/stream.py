@@ -102,7 +102,7 @@ async def _stream(request: web.Request, principal: Principal) -> web.WebSocketRe
                         metrics.readings_rejected.labels("duplicate_batch").inc()
                         await outbox.put((None, Ack(seq=seq), binary, arrived))
                     case Reject(message=message, binary=binary):
-                        reason = (
+                        reason: str = (
                             message.code
                             if isinstance(message, BatchError | BadMessage | RateLimited)
                             else "other"
