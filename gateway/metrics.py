@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from prometheus_client import (
@@ -70,7 +70,7 @@ class Metrics:
         self.dashboard_connections.set_function(dashboards)
 
 
-def metrics_handler(metrics: Metrics) -> Callable[[web.Request], object]:
+def metrics_handler(metrics: Metrics) -> Callable[[web.Request], Awaitable[web.Response]]:
     async def handler(request: web.Request) -> web.Response:
         del request
         return web.Response(

@@ -224,8 +224,8 @@ class AlertService:
             raise StorageError("the database refused the alert events") from e
         self._backlog = []
         self._last_event_id = next_id
-        for e in events:
-            self._hub.publish_alert(e.event_id, e.row["ward"], e.payload)
-            if e.kind == "raised" and self._metrics is not None:
-                self._metrics.alerts_raised.labels(e.row["rule"], e.row["priority"]).inc()
+        for event in events:
+            self._hub.publish_alert(event.event_id, event.row["ward"], event.payload)
+            if event.kind == "raised" and self._metrics is not None:
+                self._metrics.alerts_raised.labels(event.row["rule"], event.row["priority"]).inc()
         return events

@@ -20,7 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.errors import ConflictError, NotFoundError
-from gateway.storage.schema import Device, Session, User
+from gateway.storage.schema import Device, Session, User, table_of
 
 __all__ = [
     "AccountStore",
@@ -92,14 +92,14 @@ class AccountStore:
         }
         try:
             async with self._engine.begin() as conn:
-                await conn.execute(Device.__table__.insert(), row)
+                await conn.execute(table_of(Device).insert(), row)
         except IntegrityError as e:
             raise ConflictError(f"device {device_id!r} already exists") from e
         del row["token_hash"]
         return DeviceInfo(**row), token  # type: ignore[arg-type]
 
     async def list_devices(self) -> list[DeviceInfo]:
-        t = Device.__table__
+        t = table_of(Device)
         async with self._engine.connect() as conn:
             rows = await conn.execute(
                 select(
@@ -135,7 +135,7 @@ class AccountStore:
         try:
             async with self._engine.begin() as conn:
                 await conn.execute(
-                    User.__table__.insert(),
+                    table_of(User).insert(),
                     {
                         "name": name,
                         "role": role.value,
@@ -180,7 +180,7 @@ class AccountStore:
         async with self._engine.begin() as conn:
             await conn.execute(delete(Session).where(Session.expires_at < now))
             await conn.execute(
-                Session.__table__.insert(),
+                table_of(Session).insert(),
                 {
                     "token_hash": hash_token(token),
                     "user_name": user.name,

@@ -13,12 +13,12 @@ from typing import Any
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.storage.schema import AlertEventRow, AlertRow
+from gateway.storage.schema import AlertEventRow, AlertRow, table_of
 
 __all__ = ["AlertStore", "RecordedEvent", "StoredState"]
 
-_alerts = AlertRow.__table__
-_events = AlertEventRow.__table__
+_alerts = table_of(AlertRow)
+_events = table_of(AlertEventRow)
 _ALERT_COLUMNS = [c.name for c in _alerts.columns]
 
 

@@ -8,11 +8,11 @@ from datetime import UTC, datetime
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.storage.schema import AuditEntry
+from gateway.storage.schema import AuditEntry, table_of
 
 __all__ = ["AuditLog", "AuditRecord"]
 
-_audit = AuditEntry.__table__
+_audit = table_of(AuditEntry)
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,7 @@ from sqlalchemy import ColumnElement, Select, and_, func, literal, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.types import BigInteger
 
-from gateway.storage.schema import Device, Reading
+from gateway.storage.schema import Device, Reading, table_of
 from schemas.metrics import Metric
 
 __all__ = [
@@ -28,8 +28,8 @@ __all__ = [
     "ReadingRow",
 ]
 
-_r = Reading.__table__.c
-_devices = Device.__table__.c
+_r = table_of(Reading).c
+_devices = table_of(Device).c
 
 # Rows fetched per round trip by `iter_all`: the most a CSV export holds in memory.
 STREAM_PAGE = 5000

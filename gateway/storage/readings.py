@@ -8,12 +8,12 @@ from typing import Any
 from sqlalchemy import bindparam, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.storage.schema import Device, Reading
+from gateway.storage.schema import Device, Reading, table_of
 
 __all__ = ["ReadingWriter"]
 
-_devices = Device.__table__
-_insert_readings = insert(Reading.__table__)
+_devices = table_of(Device)
+_insert_readings = insert(table_of(Reading))
 _advance_seq = (
     _devices.update()
     .where(_devices.c.id == bindparam("dev"), _devices.c.last_seq < bindparam("seq"))

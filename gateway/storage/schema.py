@@ -8,6 +8,7 @@ timestamps are rare and use DateTime.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import cast
 
 from sqlalchemy import (
     JSON,
@@ -18,6 +19,7 @@ from sqlalchemy import (
     Index,
     Integer,
     String,
+    Table,
     Text,
     TypeDecorator,
 )
@@ -33,6 +35,7 @@ __all__ = [
     "Reading",
     "Session",
     "User",
+    "table_of",
 ]
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY (the rowid); elsewhere use 64 bits.
@@ -190,3 +193,8 @@ class AuditEntry(Base):
     target: Mapped[str] = mapped_column(String(128))
     address: Mapped[str] = mapped_column(String(64))  # client address, or "cli"
     detail: Mapped[str] = mapped_column(Text, default="")
+
+
+def table_of(model: type[Base]) -> Table:
+    """A model's Core table, for Core statements (mypy types `__table__` as a FromClause)."""
+    return cast(Table, model.__table__)
