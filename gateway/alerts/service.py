@@ -141,7 +141,7 @@ class AlertService:
             for b in batches:
                 self._wards[b.device_id] = b.ward
                 self._vitals.add(b.patient_id, b.device_id, b.ward, b.rows)
-                readings = [(r["metric"], r["ts_us"] / 1e6, r["value"]) for r in b.rows]
+                readings = [(r.metric, r.ts_us / 1e6, r.value) for r in b.rows]
                 transitions += self._engine.process(b.patient_id, b.device_id, readings, now)
             await self._record(transitions)
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+
+from gateway.storage.readings import ReadingRow
 
 __all__ = ["PatientVitals", "VitalsThrottle"]
 
@@ -23,18 +24,15 @@ class VitalsThrottle:
     def __init__(self) -> None:
         self._pending: dict[str, PatientVitals] = {}
 
-    def add(
-        self, patient_id: str, device_id: str, ward: str, rows: Iterable[dict[str, Any]]
-    ) -> None:
+    def add(self, patient_id: str, device_id: str, ward: str, rows: Iterable[ReadingRow]) -> None:
         entry = self._pending.get(patient_id)
         if entry is None or entry.device_id != device_id:
             entry = self._pending[patient_id] = PatientVitals(patient_id, device_id, ward)
         latest = entry.latest
         for row in rows:
-            metric, ts = row["metric"], row["ts_us"]
-            seen = latest.get(metric)
-            if seen is None or ts >= seen[0]:
-                latest[metric] = (ts, row["value"])
+            seen = latest.get(row.metric)
+            if seen is None or row.ts_us >= seen[0]:
+                latest[row.metric] = (row.ts_us, row.value)
 
     def flush(self) -> list[PatientVitals]:
         """Everything collected since the previous flush, then start afresh."""

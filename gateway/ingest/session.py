@@ -17,6 +17,7 @@ import msgpack
 from pydantic import BaseModel, ValidationError
 
 from gateway.limits import TokenBucket
+from gateway.storage.readings import ReadingRow
 from schemas.device import (
     READINGS_ADAPTER,
     READINGS_PYTHON_ADAPTER,
@@ -58,7 +59,7 @@ class Store:
     """A valid new batch: store `rows`, then ack `seq`."""
 
     seq: int
-    rows: list[dict[str, Any]]
+    rows: list[ReadingRow]
     binary: bool
 
 
@@ -185,18 +186,10 @@ class DeviceSession:
             return [ErrorDetail(loc=["readings"], msg=msg)]
         return []
 
-    def _rows(self, batch: ReadingsMessage, now: datetime) -> list[dict[str, Any]]:
-        received = to_micros(now)
+    def _rows(self, batch: ReadingsMessage, now: datetime) -> list[ReadingRow]:
+        device, patient, received, seq = self.device_id, self.patient_id, to_micros(now), batch.seq
         return [
-            {
-                "device_id": self.device_id,
-                "patient_id": self.patient_id,
-                "metric": r.metric,
-                "ts_us": to_micros(r.ts),
-                "value": r.value,
-                "received_us": received,
-                "seq": batch.seq,
-            }
+            ReadingRow(device, patient, r.metric, to_micros(r.ts), r.value, received, seq)
             for r in batch.readings
         ]
 

@@ -19,13 +19,12 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from sqlalchemy.exc import OperationalError
 
 from gateway.errors import StorageError
 from gateway.metrics import Metrics
-from gateway.storage.readings import ReadingWriter
+from gateway.storage.readings import ReadingRow, ReadingWriter
 
 __all__ = ["CommitListener", "GroupCommitter", "PendingBatch", "plan_commit"]
 
@@ -42,7 +41,7 @@ class PendingBatch:
     patient_id: str
     ward: str
     seq: int
-    rows: list[dict[str, Any]]
+    rows: list[ReadingRow]
     # Resolves True when stored, False when it was a duplicate; StorageError on failure.
     done: asyncio.Future[bool] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
@@ -100,7 +99,7 @@ class GroupCommitter:
         self._listeners.append(listener)
 
     def submit(
-        self, device_id: str, patient_id: str, ward: str, seq: int, rows: list[dict[str, Any]]
+        self, device_id: str, patient_id: str, ward: str, seq: int, rows: list[ReadingRow]
     ) -> PendingBatch:
         batch = PendingBatch(device_id, patient_id, ward, seq, rows)
         # A connection that closes early never awaits its batch; mark a failure as seen.
