@@ -69,10 +69,14 @@ def _banner(base: str, tokens: dict[str, str]) -> str:
     tok = tokens["clinician"]
     return f"""
   vitals-gateway demo: {base}
-  clinician token (demo-nurse): {tok}
+  clinician token (demo-nurse, ward icu): {tok}
 
-  Look at what is stored, from another terminal:
+  Watch the ward in a browser: open {base}/ and paste the token.
+  A few patients deteriorate within the first minute; acknowledge their alerts there.
+
+  From another terminal:
     export VITALS_TOKEN={tok}
+    {vitals} watch --url {base}           # live alerts; type an alert id + Enter to ack
     {vitals} query --url {base} --patient p-001 --metric heart_rate --since 10m
     {vitals} query --url {base} --patient p-001 --metric spo2 --summary --bucket 1m --since 1h
     curl -H "Authorization: Bearer $VITALS_TOKEN" {base}/v1/patients/p-001/latest

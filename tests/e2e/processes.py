@@ -55,18 +55,35 @@ class GatewayProcess:
         return f"sqlite+aiosqlite:///{self.db}"
 
     def provision_user(self, name: str, role: str, wards: tuple[str, ...] = ("icu",)) -> str:
-        ward_args = [arg for ward in wards for arg in ("--ward", ward)] if role == "clinician" else []
+        ward_args = (
+            [arg for ward in wards for arg in ("--ward", ward)] if role == "clinician" else []
+        )
         out = vitals(
-            "users", "add", name, "--role", role, *ward_args, "--json",
-            "--database-url", self.database_url,
+            "users",
+            "add",
+            name,
+            "--role",
+            role,
+            *ward_args,
+            "--json",
+            "--database-url",
+            self.database_url,
         )
         token: str = json.loads(out.stdout)["token"]
         return token
 
     def provision_device(self, device_id: str, patient: str, ward: str = "icu") -> dict[str, Any]:
         out = vitals(
-            "devices", "add", device_id, "--patient", patient, "--ward", ward, "--json",
-            "--database-url", self.database_url,
+            "devices",
+            "add",
+            device_id,
+            "--patient",
+            patient,
+            "--ward",
+            ward,
+            "--json",
+            "--database-url",
+            self.database_url,
         )
         record: dict[str, Any] = json.loads(out.stdout)
         return record
@@ -76,8 +93,15 @@ class GatewayProcess:
         with (self.log_dir / f"gateway-{self.starts}.log").open("wb") as log:
             self.proc = subprocess.Popen(
                 [
-                    *VITALS, "serve", "--host", "127.0.0.1", "--port", str(self.port),
-                    "--database-url", self.database_url, *self.extra,
+                    *VITALS,
+                    "serve",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                    "--database-url",
+                    self.database_url,
+                    *self.extra,
                 ],
                 stdout=log,  # the child keeps its own copy of the descriptor
                 stderr=subprocess.STDOUT,
@@ -110,7 +134,9 @@ class GatewayProcess:
         return self.proc.wait(timeout=timeout)
 
     def log_text(self) -> str:
-        return "\n".join(p.read_text(errors="replace") for p in sorted(self.log_dir.glob("gateway-*.log")))
+        return "\n".join(
+            p.read_text(errors="replace") for p in sorted(self.log_dir.glob("gateway-*.log"))
+        )
 
     def close(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -58,8 +58,21 @@ def test_watcher_sees_the_alert_within_two_seconds_of_the_raising_reading(
     reader.start()
     try:
         sim = vitals(
-            "simulate", "--url", gw.url, "--admin-token", admin, "--devices", "2",
-            "--rate", "5", "--duration", "17", "--seed", "3", "--scenario", str(scenario),
+            "simulate",
+            "--url",
+            gw.url,
+            "--admin-token",
+            admin,
+            "--devices",
+            "2",
+            "--rate",
+            "5",
+            "--duration",
+            "17",
+            "--seed",
+            "3",
+            "--scenario",
+            str(scenario),
             timeout=60,
         )
         assert sim.returncode == 0
@@ -72,7 +85,8 @@ def test_watcher_sees_the_alert_within_two_seconds_of_the_raising_reading(
             watch.stdout.close()
 
     raised = [
-        (t, e) for t, e in events
+        (t, e)
+        for t, e in events
         if isinstance(e.get("alert"), dict) and e["alert"]["rule"] == "spo2-low"  # type: ignore[index]
     ]
     assert raised, f"no spo2-low alert among {len(events)} events"
@@ -84,8 +98,19 @@ def test_watcher_sees_the_alert_within_two_seconds_of_the_raising_reading(
 
     # The raising reading: the first spo2 reading at least for_s (10 s) into the run.
     out = vitals(
-        "query", "--url", gw.url, "--token", nurse, "--device", alert["device_id"],
-        "--metric", "spo2", "--since", "2000-01-01T00:00:00Z", "--format", "json",
+        "query",
+        "--url",
+        gw.url,
+        "--token",
+        nurse,
+        "--device",
+        alert["device_id"],
+        "--metric",
+        "spo2",
+        "--since",
+        "2000-01-01T00:00:00Z",
+        "--format",
+        "json",
     )
     low = [
         datetime.fromisoformat(r["ts"]).timestamp()

@@ -18,8 +18,17 @@ pytestmark = pytest.mark.e2e
 
 def _stored(gw: GatewayProcess, token: str, device_id: str) -> list[datetime]:
     out = vitals(
-        "query", "--url", gw.url, "--token", token, "--device", device_id,
-        "--since", "2000-01-01T00:00:00Z", "--format", "json",
+        "query",
+        "--url",
+        gw.url,
+        "--token",
+        token,
+        "--device",
+        device_id,
+        "--since",
+        "2000-01-01T00:00:00Z",
+        "--format",
+        "json",
     )
     return [datetime.fromisoformat(json.loads(line)["ts"]) for line in out.stdout.splitlines()]
 
@@ -39,9 +48,23 @@ def test_every_acked_batch_is_stored_exactly_once_across_a_sigkill(
     with sim_log.open("wb") as out:
         sim = subprocess.Popen(
             [
-                *VITALS, "simulate", "--url", gw.url, "--admin-token", admin,
-                "--devices", "6", "--rate", "5", "--duration", "14", "--seed", "7",
-                "--acked-log", str(acked_log), "--msgpack",
+                *VITALS,
+                "simulate",
+                "--url",
+                gw.url,
+                "--admin-token",
+                admin,
+                "--devices",
+                "6",
+                "--rate",
+                "5",
+                "--duration",
+                "14",
+                "--seed",
+                "7",
+                "--acked-log",
+                str(acked_log),
+                "--msgpack",
             ],
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -70,6 +93,9 @@ def test_every_acked_batch_is_stored_exactly_once_across_a_sigkill(
         # Every stored reading belongs to an acked batch, and no batch is stored twice.
         assert len(stored) == sum(b["n"] for b in mine)
         for b in mine:
-            first, last = datetime.fromisoformat(b["first_ts"]), datetime.fromisoformat(b["last_ts"])
+            first, last = (
+                datetime.fromisoformat(b["first_ts"]),
+                datetime.fromisoformat(b["last_ts"]),
+            )
             inside = [ts for ts in stored if first <= ts <= last]
             assert len(inside) == b["n"], f"{device_id} seq {b['seq']}"
