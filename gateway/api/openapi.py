@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Literal
@@ -51,6 +51,9 @@ from schemas.dashboard import AlertEvent, AlertList, RulesOut
 __all__ = ["OPERATIONS", "Auth", "Operation", "Reply", "build_document", "routes"]
 
 REF_TEMPLATE = "#/components/schemas/{model}"
+
+# A model's `{"$ref": ...}` in the document, for the mode it is used in.
+_Ref = Callable[[type[BaseModel], JsonSchemaMode], dict[str, Any]]
 
 
 class Auth(StrEnum):
@@ -313,11 +316,14 @@ def build_document(operations: Iterable[Operation] = OPERATIONS) -> dict[str, An
     def ref(model: type[BaseModel], mode: JsonSchemaMode) -> dict[str, Any]:
         return dict(refs[model, mode])
 
+    containers: set[str] = set()
+
     def parameters(model: type[BaseModel] | None, where: str) -> list[dict[str, Any]]:
         if model is None:
             return []
-        # Parameter models are containers only: each field becomes a parameter.
-        schema = schemas.pop(ref(model, "validation")["$ref"].rsplit("/", 1)[1])
+        name = ref(model, "validation")["$ref"].rsplit("/", 1)[1]
+        containers.add(name)
+        schema = schemas[name]
         required = set(schema.get("required", ()))
         return [
             _parameter(name, prop, where, name in required or where == "path")
@@ -350,6 +356,8 @@ def build_document(operations: Iterable[Operation] = OPERATIONS) -> dict[str, An
                 "content": {"application/json": {"schema": ref(op.body, "validation")}},
             }
         paths.setdefault(op.path, {})[op.method.lower()] = entry
+    for name in containers:
+        del schemas[name]  # parameter models are containers only: their fields are above
 
     return {
         "openapi": "3.1.0",
@@ -380,7 +388,7 @@ def _parameter(name: str, prop: dict[str, Any], where: str, required: bool) -> d
     return parameter
 
 
-def _response(reply: Reply, ref: Any) -> dict[str, Any]:
+def _response(reply: Reply, ref: _Ref) -> dict[str, Any]:
     response: dict[str, Any] = {"description": reply.description}
     content: dict[str, Any] = {}
     if reply.model is not None:

@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from gateway.api.params import duration_us
-from gateway.cli.common import add_config_options, run
+from gateway.cli.common import add_config_options, client_tls, run
 from gateway.settings import load_settings
 from schemas.api import ErrorBody, ReadingOut, ReadingsPage, Summary, SummaryBucket
 from schemas.metrics import Metric
@@ -58,6 +58,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("--url", help=f"gateway base URL (default: from --config, else {DEFAULT_URL})")
     p.add_argument("--token", help=f"clinician or admin token (default: ${TOKEN_ENV})")
     add_config_options(p, database=False)
+    p.add_argument("--cafile", metavar="PEM", help="CA certificate(s) to trust for https")
     who = p.add_mutually_exclusive_group(required=True)
     who.add_argument("--patient", metavar="ID", help="readings of this patient")
     who.add_argument("--device", metavar="ID", help="readings from this device")
@@ -147,7 +148,10 @@ async def _query(args: argparse.Namespace, base: str, token: str) -> None:
     params = _params(args)
     headers = {"Authorization": f"Bearer {token}"}
     try:
-        async with aiohttp.ClientSession(headers=headers, timeout=_TIMEOUT) as http:
+        tls = client_tls(args.cafile)
+        async with aiohttp.ClientSession(
+            headers=headers, timeout=_TIMEOUT, connector=aiohttp.TCPConnector(ssl=tls)
+        ) as http:
             if args.summary:
                 params["bucket"] = args.bucket or "60s"
                 await _summary(http, base, params, args.format)

@@ -16,7 +16,6 @@ import io
 import logging
 import os
 import random
-import ssl
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from pydantic import Field, TypeAdapter, ValidationError
 from rich.console import Console, RenderableType
 from rich.live import Live
 
+from gateway.cli.common import client_tls
 from gateway.watch.render import alerts_table, screen
 from gateway.watch.state import AlertBoard, Change, ChangeKind, Link, LinkState
 from schemas.dashboard import (
@@ -286,8 +286,7 @@ class Watcher:
         if stdin is not None and not self.options.once:
             _start_line_reader(stdin, lambda line: loop.call_soon_threadsafe(self.typed, line))
         completed = False
-        cafile = self.options.cafile
-        tls = ssl.create_default_context(cafile=cafile) if cafile else True
+        tls = client_tls(self.options.cafile)
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=tls)) as session:
             main = asyncio.create_task(self._connect_loop(session), name="watch connection")
             stopper = asyncio.create_task(stop.wait(), name="watch stop")
