@@ -6,17 +6,17 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Literal
+from typing import Literal, TextIO
 
 from pythonjsonlogger.json import JsonFormatter
 
-__all__ = ["configure_logging"]
+__all__ = ["configure_logging", "log_handler"]
 
 _TEXT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
-def configure_logging(level: str = "INFO", fmt: Literal["text", "json"] = "text") -> None:
-    handler = logging.StreamHandler(sys.stderr)
+def log_handler(fmt: Literal["text", "json"], stream: TextIO = sys.stderr) -> logging.Handler:
+    handler = logging.StreamHandler(stream)
     if fmt == "json":
         handler.setFormatter(
             JsonFormatter(
@@ -26,8 +26,12 @@ def configure_logging(level: str = "INFO", fmt: Literal["text", "json"] = "text"
         )
     else:
         handler.setFormatter(logging.Formatter(_TEXT))
+    return handler
+
+
+def configure_logging(level: str = "INFO", fmt: Literal["text", "json"] = "text") -> None:
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = [log_handler(fmt)]
     root.setLevel(level)
     # SQL and socket internals are noise at INFO; the gateway logs what matters.
     logging.getLogger("aiosqlite").setLevel(logging.WARNING)
