@@ -37,7 +37,7 @@ from devices.outbox import Batch
 from devices.physiology import Baseline, Episode, EpisodeKind, Physiology, Sampler
 from devices.scenarios import Scenario
 from devices.simulator import SimulationConfig, run_simulation
-from schemas.device import READINGS_PYTHON_ADAPTER, BatchError, Welcome, error_details
+from schemas.device import READINGS_PYTHON_ADAPTER, BatchError, ErrorDetail, Welcome
 
 ADMIN = "admin-secret"
 # What the fake does with a received batch: ack it, store it and hang up before acking,
@@ -114,9 +114,7 @@ class FakeGateway:
             action = self.plan(device, conn, batch.seq)
             device.frames.append((conn, batch.seq, "binary" if binary else "text"))
             if action == "invalid":
-                err = BatchError(
-                    seq=batch.seq, errors=error_details([{"loc": ("x",), "msg": "no"}])
-                )
+                err = BatchError(seq=batch.seq, errors=[ErrorDetail(loc=["x"], msg="no")])
                 await ws.send_str(err.model_dump_json())
                 continue
             if action == "drop":

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from processes import GatewayProcess
+from tests.e2e.processes import GatewayProcess
 
 
 @pytest.fixture

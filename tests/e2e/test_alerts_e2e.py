@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from processes import VITALS, GatewayProcess, vitals
+from tests.e2e.processes import VITALS, GatewayProcess, vitals
 
 pytestmark = pytest.mark.e2e
 
@@ -93,7 +93,8 @@ def test_watcher_sees_the_alert_within_two_seconds_of_the_raising_reading(
     seen_at, event = raised[0]
     alert = event["alert"]
     assert isinstance(alert, dict)
-    assert alert["status"] == "active_unack" and alert["priority"] == "high"
+    assert alert["status"] == "active_unack"
+    assert alert["priority"] == "high"
     assert float(alert["first_value"]) < 92
 
     # The raising reading: the first spo2 reading at least for_s (10 s) into the run.

@@ -24,7 +24,8 @@ import msgpack
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from processes import VITALS, GatewayProcess
+
+from tests.e2e.processes import VITALS, GatewayProcess
 
 pytestmark = pytest.mark.e2e
 

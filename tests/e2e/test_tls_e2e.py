@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 import trustme
-from processes import VITALS, free_port, vitals
+
+from tests.e2e.processes import VITALS, free_port, vitals
 
 pytestmark = pytest.mark.e2e
 

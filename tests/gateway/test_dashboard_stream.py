@@ -446,7 +446,9 @@ def _shrink_server_side(gateway: Gateway, client: aiohttp.ClientWebSocketRespons
     assert conn.transport is not None
     conn.transport.pause_reading()  # the client stops reading: nothing leaves the kernel
     local = conn.transport.get_extra_info("sockname")
-    server = gateway.client.server.runner.server
+    runner = gateway.client.server.runner
+    assert runner is not None
+    server = runner.server
     assert server is not None
     for handler in server.connections:
         transport = handler.transport
