@@ -16,13 +16,14 @@ from collections.abc import AsyncIterator, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from gateway.alerts.engine import Alert, AlertEngine, Transition
+from gateway.alerts.engine import Alert, AlertEngine, AlertError, Transition, UnknownAlertError
 from gateway.alerts.rules import RuleSet, load_rules
 from gateway.dashboard.hub import Hub
 from gateway.dashboard.vitals import VitalsThrottle
-from gateway.errors import StorageError
+from gateway.errors import ForbiddenError, StorageError
 from gateway.ingest.writer import PendingBatch
 from gateway.metrics import Metrics
+from gateway.storage.accounts import Principal
 from gateway.storage.alerts import AlertStore, RecordedEvent, StoredState
 from schemas.dashboard import AlertEvent, AlertOut, VitalReading, Vitals
 from schemas.metrics import METRICS, Metric
@@ -145,17 +146,29 @@ class AlertService:
                 transitions += self._engine.process(b.patient_id, b.device_id, readings, now)
             await self._record(transitions)
 
-    async def acknowledge(self, alert_id: int, user: str) -> str:
-        """Acknowledge as `user`; returns the resulting event as pushed to everyone."""
+    async def acknowledge(self, alert_id: int, user: Principal) -> str:
+        """Acknowledge as `user`; returns the resulting event as pushed to everyone.
+
+        Raises NotFoundError (no such alert), ForbiddenError (not the user's ward, open
+        or closed alike), or the engine's conflicts (closed, already acknowledged).
+        """
+        ward = await self._ward_of(alert_id)
+        if ward is None:
+            raise UnknownAlertError(f"no alert {alert_id}")
+        if not user.sees(ward):
+            raise ForbiddenError(f"alert {alert_id} is not in your wards")
         async with self._lock:
-            transition = self._engine.acknowledge(alert_id, user, time.time())
+            transition = self._engine.acknowledge(alert_id, user.name, time.time())
             events = await self._record([transition])
         return events[-1].payload
 
-    def ward_of_alert(self, alert_id: int) -> str | None:
-        with contextlib.suppress(Exception):
-            return self._wards.get(self._engine.get(alert_id).device_id)
-        return None
+    async def _ward_of(self, alert_id: int) -> str | None:
+        """The ward of an alert, open (in memory) or closed (stored); None if unknown."""
+        with contextlib.suppress(AlertError):
+            ward = self._wards.get(self._engine.get(alert_id).device_id)
+            if ward is not None:
+                return ward
+        return await self._store.ward_of(alert_id)
 
     async def reload_rules(self) -> int:
         """Load the rules file again; a bad file raises RulesError and changes nothing."""

@@ -8,7 +8,7 @@ from aiohttp import web
 
 from gateway.alerts.rules import RulesError
 from gateway.api.auth import require_admin, require_user
-from gateway.errors import ForbiddenError, InvalidParameter
+from gateway.errors import InvalidParameter
 from gateway.keys import ALERT_STORE, ALERTS, AUDIT
 from gateway.storage.accounts import Role
 from schemas.api import AlertsQuery, RulesRejected, RulesReloaded
@@ -81,11 +81,7 @@ async def acknowledge(request: web.Request) -> web.Response:
     # refuses more than 4300 digits.
     if not (raw.isascii() and raw.isdigit() and len(raw) <= 19):
         raise InvalidParameter("alert_id", f"must be a positive integer, not {raw!r}")
-    alerts = request.app[ALERTS]
-    ward = alerts.ward_of_alert(int(raw))
-    if ward is not None and not principal.sees(ward):
-        raise ForbiddenError(f"alert {raw} is not in your wards")
-    text = await alerts.acknowledge(int(raw), principal.name)
+    text = await request.app[ALERTS].acknowledge(int(raw), principal)
     await request.app[AUDIT].record(
         principal.name, "alert.ack", f"alert {raw}", request.remote or "?", "via REST"
     )

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from gateway.api.auth import check_origin, require_user
 from gateway.dashboard.hub import Dashboard
-from gateway.errors import ConflictError, NotFoundError, StorageError
+from gateway.errors import ConflictError, ForbiddenError, NotFoundError, StorageError
 from gateway.ingest.stream import CLOSE_TIMEOUT_S, close_reason
 from gateway.keys import ALERT_STORE, ALERTS, AUDIT, CONNECTIONS, HUB, SETTINGS
 from gateway.limits import connection_slot
@@ -151,17 +151,9 @@ async def _handle(request: web.Request, dashboard: Dashboard, data: str) -> None
     if not isinstance(message, AckRequest):
         hub.send_to(dashboard, _error(DashboardErrorCode.BAD_MESSAGE, "already subscribed"))
         return
-    alerts = request.app[ALERTS]
-    ward = alerts.ward_of_alert(message.alert_id)
-    if ward is not None and not dashboard.may_see(ward):
-        hub.send_to(
-            dashboard,
-            _error(DashboardErrorCode.FORBIDDEN, "not your ward", message.alert_id),
-        )
-        return
     try:
         # The resulting event reaches this dashboard (and all others) through the hub.
-        await alerts.acknowledge(message.alert_id, dashboard.principal.name)
+        await request.app[ALERTS].acknowledge(message.alert_id, dashboard.principal)
         await request.app[AUDIT].record(
             dashboard.principal.name,
             "alert.ack",
@@ -169,6 +161,8 @@ async def _handle(request: web.Request, dashboard: Dashboard, data: str) -> None
             request.remote or "?",
             "via dashboard stream",
         )
+    except ForbiddenError as e:
+        hub.send_to(dashboard, _error(DashboardErrorCode.FORBIDDEN, str(e), message.alert_id))
     except NotFoundError as e:
         hub.send_to(dashboard, _error(DashboardErrorCode.NOT_FOUND, str(e), message.alert_id))
     except ConflictError as e:

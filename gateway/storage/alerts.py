@@ -107,6 +107,13 @@ class AlertStore:
         async with self._engine.connect() as conn:
             return list(await conn.scalars(query.order_by(_events.c.event_id)))
 
+    async def ward_of(self, alert_id: int) -> str | None:
+        async with self._engine.connect() as conn:
+            ward: str | None = await conn.scalar(
+                select(_alerts.c.ward).where(_alerts.c.id == alert_id)
+            )
+            return ward
+
     async def list_alerts(
         self,
         *,
