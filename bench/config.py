@@ -1,0 +1,74 @@
+"""What one bench run does: scenarios, sizes, durations. Built from the flags by
+`bench.__main__`; `--quick` swaps in small sizes for a smoke run."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["FULL", "QUICK", "SCENARIOS", "BenchConfig"]
+
+# Scenario groups of `--only`, in the order they run.
+SCENARIOS = ("baseline", "ingest", "ward", "capacity")
+
+
+@dataclass(frozen=True, slots=True)
+class BenchConfig:
+    scenarios: tuple[str, ...] = SCENARIOS
+    quick: bool = False
+    repeat: int = 3
+    workers: int = 2  # load generator processes
+    warmup_s: float = 3.0
+    duration_s: float = 10.0
+    # Sustained ingest (and baseline a): closed loop, one batch in flight per device.
+    devices: int = 2000
+    batch_size: int = 10
+    # Ward: paced devices, each one batch per second, and subscribed dashboards.
+    ward_devices: int = 5000
+    ward_batch_size: int = 6
+    ward_dashboards: int = 50
+    min_alerts: int = 500
+    # Capacity: idle device connections, then one alert fanned out to dashboards.
+    idle_connections: int = 10_000
+    fanout_dashboards: int = 1000
+    fanout_alerts: int = 5
+    # Baseline b: rows inserted with plain sqlite3.
+    sqlite_rows: int = 300_000
+    sqlite_txn_rows: int = 1000
+    grace_s: float = 5.0
+    connect_concurrency: int = 64  # handshakes in flight per worker
+    tmpdir: Path | None = None
+    profile: bool = False
+    keep: bool = False  # keep the temp folder: logs, databases, worker results
+    output: Path = Path("bench/results/latest.json")
+
+    def replace(self, **changes: Any) -> BenchConfig:
+        return dataclasses.replace(self, **changes)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            f.name: str(v) if isinstance(v, Path) else v
+            for f in dataclasses.fields(self)
+            if (v := getattr(self, f.name)) is not None
+        }
+
+
+FULL = BenchConfig()
+# Small and short: proves the harness end to end in about a minute; not figures.
+QUICK = BenchConfig(
+    quick=True,
+    repeat=1,
+    warmup_s=1.0,
+    duration_s=3.0,
+    devices=200,
+    ward_devices=500,
+    ward_dashboards=10,
+    min_alerts=50,
+    idle_connections=1000,
+    fanout_dashboards=100,
+    fanout_alerts=3,
+    sqlite_rows=30_000,
+    grace_s=3.0,
+)

@@ -1,0 +1,241 @@
+"""The driver's side of the processes it starts: servers (gateway, baseline), load
+generator workers, and what /proc says about them (CPU time, resident memory).
+
+Every child runs in its own session, so stopping one stops its process group; every
+wait has a timeout, and `stop`/`kill` are safe to call twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.loadgen import WorkerResult, WorkerSpec
+
+__all__ = [
+    "BenchError",
+    "CpuSample",
+    "ServerProcess",
+    "Worker",
+    "cpu_seconds",
+    "free_port",
+    "rss_kib",
+    "sample_cpu",
+]
+
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+class BenchError(Exception):
+    """A run could not be carried out (a process failed or timed out)."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _spawn(
+    argv: Sequence[str], log: Path, *, pipes: bool = False, env: Mapping[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            list(argv),
+            stdin=subprocess.PIPE if pipes else subprocess.DEVNULL,
+            stdout=subprocess.PIPE if pipes else out,
+            stderr=out,  # the child keeps its own copy of the descriptor
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+            start_new_session=True,
+        )
+
+
+def _kill_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+# -- /proc ---------------------------------------------------------------------------
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, all its threads included."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _CLK_TCK  # utime, stime
+
+
+def rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise BenchError(f"no VmRSS for pid {pid}")
+
+
+def _system_busy() -> float:
+    """CPU seconds all cores spent busy since boot (not idle, not waiting for I/O)."""
+    with open("/proc/stat") as f:
+        values = [int(v) for v in f.readline().split()[1:9]]
+    return (sum(values) - values[3] - values[4]) / _CLK_TCK
+
+
+@dataclass(frozen=True, slots=True)
+class CpuSample:
+    wall: float
+    busy: float
+    by_role: dict[str, float]
+
+    def cores_since(self, earlier: CpuSample) -> dict[str, float]:
+        """Cores used per role between two samples, and `other`: everything else on
+        the machine (another engineer's tests, say), which makes figures noisy."""
+        wall = self.wall - earlier.wall
+        cores = {
+            role: (self.by_role[role] - earlier.by_role.get(role, 0.0)) / wall
+            for role in self.by_role
+        }
+        cores["other"] = max(0.0, (self.busy - earlier.busy) / wall - sum(cores.values()))
+        return cores
+
+
+def sample_cpu(pids: Mapping[str, Sequence[int]]) -> CpuSample:
+    by_role = {role: sum(cpu_seconds(p) for p in group) for role, group in pids.items()}
+    return CpuSample(time.time(), _system_busy(), by_role)
+
+
+# -- servers -------------------------------------------------------------------------
+
+
+class ServerProcess:
+    """A server (the gateway, or the baseline) listening on 127.0.0.1:`port`."""
+
+    def __init__(self, argv: Sequence[str], port: int, log: Path) -> None:
+        self.argv = list(argv)
+        self.port = port
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.killed = False  # did not stop within the timeout of `stop`
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def start(self, ready_path: str = "/healthz", timeout: float = 30.0) -> None:
+        self.proc = _spawn(self.argv, self.log)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise BenchError(
+                    f"{self.argv[2:4]} exited with {self.proc.returncode}:\n{_tail(self.log)}"
+                )
+            try:
+                url = f"http://127.0.0.1:{self.port}{ready_path}"
+                with urllib.request.urlopen(url, timeout=1) as r:
+                    if r.status == 200:
+                        return
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            time.sleep(0.1)
+        raise BenchError(f"server not ready within {timeout} s:\n{_tail(self.log)}")
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        """SIGTERM (graceful: the gateway commits what it acked), SIGKILL after `timeout`."""
+        if self.proc is None:
+            return None
+        _kill_group(self.proc, signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.killed = True
+            _kill_group(self.proc, signal.SIGKILL)
+            return self.proc.wait(timeout=10)
+
+
+# -- load generator workers ----------------------------------------------------------
+
+
+class Worker:
+    """One `python -m bench.loadgen` process and its line protocol (see `bench.loadgen`)."""
+
+    def __init__(self, spec: WorkerSpec, workdir: Path, name: str) -> None:
+        self.spec = spec
+        self.name = name
+        self.log = workdir / f"{name}.log"
+        spec_path = workdir / f"{name}.json"
+        spec_path.write_text(json.dumps(spec))
+        self.proc = _spawn(
+            [sys.executable, "-m", "bench.loadgen", str(spec_path)], self.log, pipes=True
+        )
+        self._buffer = b""
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def expect(self, event: str, deadline: float) -> dict[str, Any]:
+        """The next message from the worker, which must be `event`, before `deadline`
+        (monotonic)."""
+        assert self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        while b"\n" not in self._buffer:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise BenchError(f"{self.name}: no {event!r} in time:\n{_tail(self.log)}")
+            ready, _, _ = select.select([fd], [], [], min(left, 1.0))
+            if ready:
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    raise BenchError(
+                        f"{self.name} exited before {event!r} "
+                        f"({self.proc.wait(timeout=10)}):\n{_tail(self.log)}"
+                    )
+                self._buffer += chunk
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        message: dict[str, Any] = json.loads(line)
+        if message.get("event") != event:
+            raise BenchError(f"{self.name}: expected {event!r}, got {message}")
+        return message
+
+    def command(self, **message: Any) -> None:
+        assert self.proc.stdin is not None
+        try:
+            self.proc.stdin.write(json.dumps(message).encode() + b"\n")
+            self.proc.stdin.flush()
+        except BrokenPipeError as e:
+            raise BenchError(f"{self.name} is gone:\n{_tail(self.log)}") from e
+
+    def result(self) -> WorkerResult:
+        self.proc.wait(timeout=30)
+        result: WorkerResult = json.loads(Path(self.spec["result_path"]).read_text())
+        return result
+
+    def kill(self) -> None:
+        _kill_group(self.proc, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=10)
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            if pipe is not None:
+                pipe.close()
