@@ -94,6 +94,7 @@ async def _writer(app: web.Application) -> AsyncIterator[None]:
         ReadingWriter(app[ENGINE]),
         max_rows=settings.commit_max_rows,
         delay_s=settings.commit_delay_ms / 1000,
+        max_pending_rows=settings.max_pending_rows,
         metrics=app[METRICS],
     )
     committer.start()

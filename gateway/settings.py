@@ -56,6 +56,7 @@ class Settings(BaseSettings):
     max_frame_bytes: int = Field(262_144, ge=1024)
     commit_max_rows: int = Field(10_000, ge=1)
     commit_delay_ms: float = Field(2.0, ge=0)
+    max_pending_rows: int = Field(100_000, ge=1)
     device_pipeline: int = Field(16, ge=1)
     revocation_check_s: float = Field(5.0, gt=0)
     max_readings_per_s: float = Field(1000.0, gt=0)

@@ -137,11 +137,14 @@ class AlertService:
         if not batches:
             return
         now = time.time()
+        # Vitals are collected only while some dashboard asked for them.
+        vitals_wanted = self._hub.wants_vitals()
         async with self._lock:
             transitions: list[Transition] = []
             for b in batches:
                 self._wards[b.device_id] = b.ward
-                self._vitals.add(b.patient_id, b.device_id, b.ward, b.rows)
+                if vitals_wanted:
+                    self._vitals.add(b.patient_id, b.device_id, b.ward, b.rows)
                 readings = [(r.metric, r.ts_us / 1e6, r.value) for r in b.rows]
                 transitions += self._engine.process(b.patient_id, b.device_id, readings, now)
             await self._record(transitions)

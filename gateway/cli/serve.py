@@ -7,6 +7,7 @@ import asyncio
 import logging
 import signal
 import ssl
+import sys
 from typing import TYPE_CHECKING, Any
 
 from gateway.cli.common import add_config_options, run, settings_from
@@ -47,6 +48,10 @@ def _serve(args: argparse.Namespace) -> int:
         log_format=args.log_format,
     )
     configure_logging(settings.log_level, settings.log_format)
+    # The database driver's thread (aiosqlite) must win the GIL back from a busy event
+    # loop after every step of SQLite's C code; at the default 5 ms switch interval it
+    # mostly waits. 0.5 ms roughly doubles commit throughput under load (see bench/).
+    sys.setswitchinterval(0.0005)
     run(serve(settings))
     return 0
 

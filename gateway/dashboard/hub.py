@@ -125,6 +125,9 @@ class Hub:
                 if d.too_slow:
                     self._dashboards.discard(d)  # it gets nothing more; it is closing
 
+    def wants_vitals(self) -> bool:
+        return any(d.vitals for d in self._dashboards)
+
     def publish_vitals(self, ward: str, text: str) -> None:
         for d in tuple(self._dashboards):
             if d.vitals and d.may_see(ward):

@@ -93,7 +93,7 @@ async def _stream(request: web.Request, principal: Principal) -> web.WebSocketRe
                 arrived = time.perf_counter()
                 match session.receive(msg.data, datetime.now(UTC)):
                     case Store(seq=seq, rows=rows, binary=binary):
-                        pending = committer.submit(
+                        pending = await committer.submit(
                             principal.name, principal.patient_id, ward, seq, rows
                         )
                         conn.track(pending.done)

@@ -81,9 +81,16 @@ class GroupCommitter:
         *,
         max_rows: int,
         delay_s: float,
+        max_pending_rows: int = 100_000,
         metrics: Metrics | None = None,
     ) -> None:
         self._metrics = metrics
+        # Bound on readings received but not yet committed, across all devices: at it,
+        # `submit` waits, so stream readers stop reading and TCP slows the devices,
+        # instead of the gateway reading faster than the database can write.
+        self._max_pending_rows = max_pending_rows
+        self._pending_rows = 0
+        self._room = asyncio.Condition()
         self._writer = writer
         self._max_rows = max_rows
         self._delay_s = delay_s
@@ -98,9 +105,19 @@ class GroupCommitter:
     def add_listener(self, listener: CommitListener) -> None:
         self._listeners.append(listener)
 
-    def submit(
+    async def submit(
         self, device_id: str, patient_id: str, ward: str, seq: int, rows: list[ReadingRow]
     ) -> PendingBatch:
+        """Queue a batch for the next commit, once there is room for it."""
+        if self._pending_rows + len(rows) > self._max_pending_rows:
+            async with self._room:
+                await self._room.wait_for(
+                    lambda: (
+                        self._pending_rows == 0
+                        or self._pending_rows + len(rows) <= self._max_pending_rows
+                    )
+                )
+        self._pending_rows += len(rows)
         batch = PendingBatch(device_id, patient_id, ward, seq, rows)
         # A connection that closes early never awaits its batch; mark a failure as seen.
         batch.done.add_done_callback(_consume_exception)
@@ -137,6 +154,9 @@ class GroupCommitter:
             finally:
                 for _ in group:
                     self._queue.task_done()
+                self._pending_rows -= sum(len(b.rows) for b in group)
+                async with self._room:
+                    self._room.notify_all()
 
     def _take_ready(self, group: list[PendingBatch]) -> list[PendingBatch]:
         rows = sum(len(b.rows) for b in group)
