@@ -59,7 +59,7 @@ def test_every_acked_batch_is_stored_exactly_once_across_a_sigkill(
                 "--rate",
                 "5",
                 "--duration",
-                "14",
+                "10",
                 "--seed",
                 "7",
                 "--acked-log",
