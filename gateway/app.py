@@ -100,7 +100,8 @@ async def _writer(app: web.Application) -> AsyncIterator[None]:
     committer.start()
     app[COMMITTER] = committer
     yield
-    await committer.stop()
+    # Streams had the first half of the grace period to settle (see _close_streams).
+    await committer.stop(within=settings.shutdown_grace_s / 2)
 
 
 async def _alerts(app: web.Application) -> AsyncIterator[None]:
@@ -141,7 +142,8 @@ async def _revocation_watch(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _close_streams(app: web.Application) -> None:
+    # Half the grace period for streams to settle, half for the writer to finish.
     await app[DEVICES].close_all(
-        CLOSE_GOING_AWAY, "going away", grace_s=app[SETTINGS].shutdown_grace_s
+        CLOSE_GOING_AWAY, "going away", grace_s=app[SETTINGS].shutdown_grace_s / 2
     )
     await app[HUB].close_all(CLOSE_GOING_AWAY, "going away")

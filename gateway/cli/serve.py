@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import ssl
 import sys
@@ -90,7 +91,19 @@ async def serve(settings: Settings) -> None:
         await stop.wait()
         log.info("shutting down: closing streams, committing what was received")
     finally:
-        await runner.cleanup()
+        try:
+            await asyncio.wait_for(runner.cleanup(), settings.shutdown_grace_s)
+        except TimeoutError:
+            # The database is stuck (e.g. another process holds its lock): leave now.
+            # Nothing is lost by it: every ack followed a commit, and what was not
+            # acked will be resent by its device.
+            log.error(
+                "shutdown took longer than shutdown_grace_s (%.1f s): exiting with "
+                "unacknowledged batches unstored",
+                settings.shutdown_grace_s,
+            )
+            logging.shutdown()
+            os._exit(1)  # threads blocked in the database driver cannot be joined
     log.info("stopped")
 
 

@@ -28,6 +28,9 @@ class DeviceConnection:
     ) -> None:
         self.device_id = device_id
         self.ws = ws
+        # The handler serving it: shutdown cancels it if it is stuck waiting for room
+        # in the outbox (the database is not committing) after its socket is closed.
+        self.handler = asyncio.current_task()
         # Answers (acks, errors) not yet sent, in order; each is marked done once sent.
         self.outbox = outbox
         # Set when the connection has finished: nothing of it is in flight any more.
@@ -96,5 +99,7 @@ class DeviceRegistry:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(conn.settle(), grace_s)
             await conn.ws.close(code=code, message=reason.encode())
+            if self._open.get(conn.device_id) is conn and conn.handler is not None:
+                conn.handler.cancel()
 
         await asyncio.gather(*(settle_and_close(c) for c in list(self._open.values())))

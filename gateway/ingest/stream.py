@@ -119,10 +119,13 @@ async def _stream(request: web.Request, principal: Principal) -> web.WebSocketRe
                 break
     finally:
         try:
-            # Let acks of batches already handed to the writer go out if the socket is
-            # open; the sender consumes until this mark, so the put cannot block long.
-            await outbox.put(None)
-            await sender
+            if not ws.closed:
+                # Let acks of batches already handed to the writer go out; the sender
+                # consumes until this mark, so the put cannot block for long.
+                await outbox.put(None)
+                await sender
+            # Closed: no ack can be sent any more, so nothing is worth waiting for (the
+            # writer still stores what it has, and a reconnect waits for it: `track`).
         finally:
             # Even when aiohttp cancels the handler (peer gone), the stream must leave
             # the registry, or replacement and shutdown would wait on it.

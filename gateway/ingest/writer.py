@@ -101,6 +101,24 @@ class GroupCommitter:
         self._listeners: list[CommitListener] = []
         self._task: asyncio.Task[None] | None = None
         self._failing = False
+        # device id -> lowest seq whose commit failed and has not been stored since.
+        self._holes: dict[str, int] = {}
+
+    def _refuse_past_holes(self, group: list[PendingBatch]) -> list[PendingBatch]:
+        keep = []
+        refilled: set[str] = set()  # devices whose lost batch is earlier in this group
+        for b in group:
+            hole = self._holes.get(b.device_id)
+            if hole is not None and b.seq <= hole:
+                refilled.add(b.device_id)
+            if hole is not None and b.seq > hole and b.device_id not in refilled:
+                if not b.done.done():
+                    b.done.set_exception(
+                        StorageError(f"batch {hole} was not stored: resend from it first")
+                    )
+            else:
+                keep.append(b)
+        return keep
 
     def add_listener(self, listener: CommitListener) -> None:
         self._listeners.append(listener)
@@ -133,15 +151,25 @@ class GroupCommitter:
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="group-commit")
 
-    async def stop(self) -> None:
-        """Commit everything submitted so far, then stop (cancelling only while idle)."""
+    async def stop(self, within: float | None = None) -> None:
+        """Commit everything submitted so far, then stop.
+
+        With `within`, give up after that many seconds (a locked database must not hold
+        shutdown hostage): what is still queued fails, and none of it was acked.
+        """
         if self._task is None:
             return
-        await self._queue.join()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._queue.join(), within)
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
         self._task = None
+        error = StorageError("the gateway stopped before this batch was stored")
+        while not self._queue.empty():
+            batch = self._queue.get_nowait()
+            if not batch.done.done():
+                batch.done.set_exception(error)
 
     async def _run(self) -> None:
         while True:
@@ -167,6 +195,13 @@ class GroupCommitter:
         return group
 
     async def _commit(self, group: list[PendingBatch]) -> None:
+        # A device whose batch failed to commit must resend it before anything newer of
+        # it is stored: otherwise `last_seq` would jump past the hole, and the device,
+        # welcomed with that last_seq, would never resend the lost batch.
+        if self._holes:
+            group = self._refuse_past_holes(group)
+            if not group:
+                return
         try:
             unknown = {b.device_id for b in group} - self._last_seq.keys()
             if unknown:
@@ -191,6 +226,8 @@ class GroupCommitter:
             self._failing = True
             error = StorageError("the database refused the write")
             for b in group:
+                hole = self._holes.get(b.device_id)
+                self._holes[b.device_id] = b.seq if hole is None else min(hole, b.seq)
                 if not b.done.done():
                     b.done.set_exception(error)
             return
@@ -198,6 +235,9 @@ class GroupCommitter:
             log.info("database writes succeed again")
             self._failing = False
         self._last_seq.update(advanced)
+        for device_id, last in advanced.items():
+            if self._holes.get(device_id, last + 1) <= last:
+                del self._holes[device_id]  # the lost batch is in now
         stored = {id(b) for b in fresh}
         for b in group:
             if not b.done.done():

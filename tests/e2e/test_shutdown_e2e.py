@@ -257,20 +257,6 @@ async def test_device_streaming_flat_out_through_sigterm_loses_no_acked_batch(
     _check_promises(device, sent_before_sigterm, _stored_per_seq(gw.db, "watch-001"))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: shutdown is not bounded by shutdown_grace_s when commits cannot finish."
-        " gateway/ingest/writer.py GroupCommitter.stop() awaits self._queue.join() with no"
-        " deadline (run from app cleanup, gateway/app.py _writer), and each commit waits"
-        " up to 30 s for a lock (gateway/storage/database.py connect_args timeout=30), so"
-        " with another process holding the write lock `vitals serve` hangs after SIGTERM"
-        " until the lock goes (here: still running 5.5 s after SIGTERM with a 3 s grace)."
-        " Fix: make shutdown_grace_s one deadline for serve()'s whole shutdown; give"
-        " stop() the time left (wait_for(queue.join(), left)), then cancel the writer"
-        " task and fail what is still queued with StorageError (none of it was acked)."
-    ),
-)
 async def test_sigterm_while_the_database_is_locked_still_exits_within_grace(
     gateway_process: GatewayProcess, monkeypatch: pytest.MonkeyPatch
 ) -> None:

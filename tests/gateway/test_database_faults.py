@@ -323,20 +323,6 @@ class TestLockedDatabase:
         assert min(at for at, _ in received) >= released_at
         assert _stored_per_seq(db, "watch-001") == dict.fromkeys(range(1, 6), 1)
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason=(
-            "BUG gateway/ingest/writer.py GroupCommitter._commit (except branch, l.182-197)"
-            " with plan_commit (l.60): a failed commit fails only its own group; the same"
-            " device's later batches, already queued, are stored by the next commit that"
-            " succeeds, and last_seq jumps over the failed seq. The device is welcomed with"
-            " that last_seq, never resends the failed batch, and it is lost (the simulator"
-            " even logs it stored 'via welcome'). The one-by-one retry path has the same"
-            " hole. Fix: on failure keep the lowest failed seq per device and refuse"
-            " (StorageError, nothing stored) that device's batches above it until one at or"
-            " below it arrives again, i.e. the resend from welcome.last_seq."
-        ),
-    )
     async def test_batch_refused_by_a_failed_commit_is_not_skipped_by_a_later_one(
         self, gateway: Gateway
     ) -> None:
