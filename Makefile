@@ -30,7 +30,7 @@ lint: $(VENV)/.installed-test
 test: lint
 	$(BIN)/pytest
 
-bench: $(VENV)/.installed-test
+bench: $(VENV)/.installed-test $(VENV)/.installed
 	$(BIN)/python -m bench
 
 clean:
