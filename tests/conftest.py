@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -17,12 +18,22 @@ from gateway.storage.accounts import Role
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    """Shipped defaults, with a fresh database file and a short revocation check."""
+def settings_overrides() -> dict[str, Any]:
+    """Settings a test changes: parametrize this fixture to change them."""
+    return {}
+
+
+@pytest.fixture
+def settings(tmp_path: Path, settings_overrides: dict[str, Any]) -> Settings:
+    """Shipped defaults, with a fresh database file, a short revocation check, and the
+    test's `settings_overrides`."""
     return load_settings(
-        database_url=f"sqlite+aiosqlite:///{tmp_path / 'vitals.db'}",
-        revocation_check_s=0.5,
-        commit_delay_ms=1.0,
+        **{
+            "database_url": f"sqlite+aiosqlite:///{tmp_path / 'vitals.db'}",
+            "revocation_check_s": 0.5,
+            "commit_delay_ms": 1.0,
+            **settings_overrides,
+        }
     )
 
 

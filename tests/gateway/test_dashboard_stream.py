@@ -18,7 +18,6 @@ from aiohttp import WSMsgType
 
 from gateway.dashboard.hub import CLOSE_TOO_SLOW
 from gateway.keys import HUB
-from gateway.settings import Settings
 from tests.conftest import AiohttpClient, Gateway
 from tests.gateway.alert_helpers import (
     TIMEOUT_S,
@@ -32,7 +31,6 @@ from tests.gateway.alert_helpers import (
     restart,
     series,
     wait_for,
-    with_overrides,
 )
 
 # Shipped rules: spo2-low is below 92 for 10 s of reading time and clears at >= 93;
@@ -41,17 +39,6 @@ SPO2_EPISODE = [85.0] * 12  # 11 s of violation in reading time: raises spo2-low
 BP_LOW, BP_NORMAL = 80.0, 100.0
 # How long after the violating batch's ack its alert event may reach a dashboard.
 PROMPT_S = 1.0
-
-
-@pytest.fixture
-def settings_overrides() -> dict[str, Any]:
-    """Settings a test changes; parametrize this fixture to change them."""
-    return {}
-
-
-@pytest.fixture
-def settings(settings: Settings, settings_overrides: dict[str, Any]) -> Settings:
-    return with_overrides(settings, **settings_overrides) if settings_overrides else settings
 
 
 def when(text: str | None) -> datetime:

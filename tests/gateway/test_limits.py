@@ -12,25 +12,12 @@ import pytest
 from aiohttp import WSMsgType
 
 from gateway.limits import AuthThrottle, ConnectionGate, TokenBucket
-from gateway.settings import Settings
-from tests.gateway.alert_helpers import with_overrides
 
 if TYPE_CHECKING:
     from tests.conftest import Gateway
 
 STREAM = "/v1/devices/stream"
 TIMEOUT = 5.0
-
-
-@pytest.fixture
-def settings_overrides() -> dict[str, Any]:
-    """Settings a test changes; parametrize this fixture to change them."""
-    return {}
-
-
-@pytest.fixture
-def settings(settings: Settings, settings_overrides: dict[str, Any]) -> Settings:
-    return with_overrides(settings, **settings_overrides) if settings_overrides else settings
 
 
 def batch(seq: int, n: int) -> str:
