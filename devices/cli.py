@@ -11,6 +11,7 @@ import argparse
 import logging
 import os
 import sys
+import tomllib
 from pathlib import Path
 
 from rich.console import Console
@@ -39,7 +40,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "Exit codes: 0 done, 1 refused or unreachable, 2 bad arguments, 130 Ctrl-C."
         ),
     )
-    parser.add_argument("--url", default=DEFAULT_URL, help="gateway base URL (%(default)s)")
+    parser.add_argument(
+        "--url", help=f"gateway base URL (default: from --config, else {DEFAULT_URL})"
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="the gateway's TOML settings file: the URL is taken from its host and port",
+    )
     source = parser.add_mutually_exclusive_group()
     source.add_argument(
         "--admin-token",
@@ -126,6 +135,20 @@ def run_simulate(args: argparse.Namespace) -> int:
     return simulate(config, console)
 
 
+def url_from_config(path: Path | None) -> str:
+    """The gateway's URL from its settings file (read as TOML: this package never
+    imports the gateway), or the default URL."""
+    if path is None:
+        return DEFAULT_URL
+    try:
+        with path.open("rb") as f:
+            data = tomllib.load(f)
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise SimulatorError(f"{path}: cannot read the gateway settings: {e}") from e
+    scheme = "https" if data.get("certfile") else "http"
+    return f"{scheme}://{data.get('host', '127.0.0.1')}:{data.get('port', 8080)}"
+
+
 def config_from_args(args: argparse.Namespace) -> SimulationConfig:
     """The run's configuration from parsed `simulate` arguments; `SimulatorError` if unusable."""
     scenario = load_scenario(args.scenario)
@@ -145,7 +168,7 @@ def config_from_args(args: argparse.Namespace) -> SimulationConfig:
         if not admin_token:
             raise SimulatorError("need --admin-token, --tokens FILE or $VITALS_TOKEN")
     return SimulationConfig(
-        url=args.url,
+        url=args.url or url_from_config(args.config),
         scenario=scenario,
         admin_token=admin_token,
         credentials=tuple(credentials) if credentials is not None else None,

@@ -31,6 +31,9 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("--duration", type=float, default=0, help="seconds; 0 = until Ctrl-C")
     p.add_argument("--scenario", default="deteriorating", help="simulator scenario")
     p.add_argument("--database", type=Path, default=Path("var/demo.db"))
+    p.add_argument(
+        "--config", type=Path, metavar="FILE", help="gateway settings for the demo's gateway"
+    )
     p.set_defaults(func=_start)
 
 
@@ -108,6 +111,7 @@ async def _demo(args: argparse.Namespace, db_url: str) -> int:
         str(args.port),
         "--log-level",
         "WARNING",
+        *(["--config", str(args.config)] if args.config else []),
         env=env,
     )
     try:
