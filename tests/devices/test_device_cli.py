@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from devices.__main__ import main
-from devices.cli import config_from_args, register, run_simulate
+from devices.cli import config_from_args, register, run_simulate, url_from_config
 from devices.client import DeviceCredentials
 from devices.errors import TokensFileError
 from devices.simulator import read_tokens_file, write_tokens_file
@@ -43,8 +43,8 @@ def test_simulate_is_registered_with_its_defaults() -> None:
     """`simulate` parses with the documented defaults and dispatches to run_simulate."""
     args = parse()
     assert args.func is run_simulate
-    assert (args.url, args.rate, args.duration, args.scenario, args.ward) == (
-        "http://127.0.0.1:8080",
+    assert config_from_args(parse("--admin-token", "t")).url == "http://127.0.0.1:8080"
+    assert (args.rate, args.duration, args.scenario, args.ward) == (
         1.0,
         0.0,
         "default",
@@ -157,3 +157,16 @@ def test_unreachable_gateway_retries_until_the_duration_ends(
     out, err = capsys.readouterr()
     assert "summary:" in out
     assert "unreachable" in err
+
+
+def test_url_comes_from_the_gateway_settings_file(tmp_path: Path) -> None:
+    """With --config and no --url, the URL is the configured host and port (https when
+    the gateway serves TLS)."""
+    plain, tls = tmp_path / "plain.toml", tmp_path / "tls.toml"
+    plain.write_text('host = "10.0.0.5"\nport = 9001\n')
+    tls.write_text('port = 9443\ncertfile = "cert.pem"\nkeyfile = "key.pem"\n')
+    assert url_from_config(plain) == "http://10.0.0.5:9001"
+    assert url_from_config(tls) == "https://127.0.0.1:9443"
+    assert config_from_args(parse("--config", str(plain), "--admin-token", "t")).url == (
+        "http://10.0.0.5:9001"
+    )
