@@ -18,7 +18,6 @@ import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from itertools import repeat
 from pathlib import Path
 from typing import Any
@@ -41,51 +40,13 @@ from gateway.watch.client import (
     parse_ack,
     watch,
 )
+from tests.watch.events import alert_event
 
 CLINICIAN_TOKEN = "tok-clinician"
 DEVICE_TOKEN = "tok-device"
-T0 = datetime(2026, 11, 26, 13, 0, tzinfo=UTC)
 WAIT_S = 5.0
 
 AiohttpServer = Callable[[web.Application], Awaitable[TestServer]]
-
-
-def make_event(
-    event_id: int,
-    alert_id: int,
-    *,
-    priority: str = "high",
-    status: str = "active_unack",
-    patient: str = "p-017",
-    last: float = 87.0,
-) -> dict[str, Any]:
-    acked = status.endswith("_ack")
-    cleared = status.startswith("cleared")
-    raised = T0 + timedelta(seconds=alert_id)
-    return {
-        "type": "alert",
-        "event_id": event_id,
-        "alert": {
-            "id": alert_id,
-            "rule": "spo2-low",
-            "metric": "spo2",
-            "priority": priority,
-            "status": status,
-            "patient_id": patient,
-            "device_id": "watch-001",
-            "ward": "icu",
-            "threshold": 92,
-            "direction": "below",
-            "first_value": 89,
-            "last_value": last,
-            "worst_value": 86,
-            "raised_at": raised.isoformat(),
-            "updated_at": (raised + timedelta(seconds=event_id)).isoformat(),
-            "cleared_at": raised.isoformat() if cleared else None,
-            "acked_at": raised.isoformat() if acked else None,
-            "acked_by": "dr-lee" if acked else None,
-        },
-    }
 
 
 @dataclass
@@ -100,7 +61,7 @@ class FakeDashboard:
 
     def add(self, alert_id: int, **fields: Any) -> dict[str, Any]:
         """Record the next event of `alert_id` (not pushed)."""
-        ev = make_event(len(self.events) + 1, alert_id, **fields)
+        ev = alert_event(len(self.events) + 1, alert_id, **fields)
         self.events.append(ev)
         return ev
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -10,8 +10,7 @@ import pytest
 from gateway.watch.render import alerts_table, format_age, format_limit, status_line
 from gateway.watch.state import AlertBoard, ChangeKind, Link
 from schemas.dashboard import AlertEvent
-
-T0 = datetime(2026, 11, 26, 13, 0, tzinfo=UTC)
+from tests.watch.events import T0, alert_event
 
 
 def event(
@@ -25,33 +24,15 @@ def event(
     last: float = 87.0,
 ) -> dict[str, Any]:
     """An alert event as the gateway sends it; `raised` is seconds after T0."""
-    raised_at = T0 + timedelta(seconds=raised)
-    acked = status.endswith("_ack")
-    cleared = status.startswith("cleared")
-    return {
-        "type": "alert",
-        "event_id": event_id,
-        "alert": {
-            "id": alert_id,
-            "rule": "spo2-low",
-            "metric": "spo2",
-            "priority": priority,
-            "status": status,
-            "patient_id": patient,
-            "device_id": "watch-001",
-            "ward": "icu",
-            "threshold": 92,
-            "direction": "below",
-            "first_value": 89,
-            "last_value": last,
-            "worst_value": 86,
-            "raised_at": raised_at.isoformat(),
-            "updated_at": (raised_at + timedelta(seconds=event_id)).isoformat(),
-            "cleared_at": raised_at.isoformat() if cleared else None,
-            "acked_at": raised_at.isoformat() if acked else None,
-            "acked_by": "dr-lee" if acked else None,
-        },
-    }
+    return alert_event(
+        event_id,
+        alert_id,
+        status=status,
+        priority=priority,
+        raised=raised,
+        patient=patient,
+        last=last,
+    )
 
 
 def live_board(since: int = 0) -> AlertBoard:
