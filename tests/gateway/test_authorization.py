@@ -22,6 +22,7 @@ from gateway.keys import ACCOUNTS, AUTH_THROTTLE
 from gateway.storage.accounts import Role
 from schemas.api import ErrorBody
 from tests.gateway.alert_helpers import TIMEOUT_S, Message, open_dashboard, open_device, series
+from tests.gateway.app_routes import routes_of
 
 if TYPE_CHECKING:
     # For annotations only: pytest loads tests/conftest.py as the module `conftest`.
@@ -276,19 +277,6 @@ class TestMatrix:
         method, path = route
         async with gateway.client.request(method, path) as resp:
             assert resp.status == 200, await resp.text()
-
-
-def routes_of(gateway: Gateway) -> set[tuple[str, str]]:
-    """(method, path template) of every route, HEAD aside (aiohttp adds it to each GET)."""
-    found = set()
-    for route in gateway.app.router.routes():
-        assert route.resource is not None
-        info = route.resource.get_info()
-        path = info.get("path") or info.get("formatter")
-        assert isinstance(path, str), info
-        if route.method != "HEAD":
-            found.add((route.method, path))
-    return found
 
 
 class TestWards:

@@ -37,6 +37,7 @@ from gateway.keys import AUTH_THROTTLE
 from schemas.api import AlertsQuery, AuditQuery, ReadingsQuery, SummaryQuery
 from schemas.metrics import Metric
 from tests.gateway.alert_helpers import open_device, series
+from tests.gateway.app_routes import routes_of
 
 if TYPE_CHECKING:
     # For annotations only: pytest loads tests/conftest.py as the module `conftest`.
@@ -63,19 +64,6 @@ CHECKS: list[CheckFunction] = [
     response_headers_conformance,
     response_schema_conformance,
 ]
-
-
-def routes_of(gateway: Gateway) -> set[tuple[str, str]]:
-    """(method, path template) of every route, HEAD aside (aiohttp adds it to each GET)."""
-    found = set()
-    for route in gateway.app.router.routes():
-        assert route.resource is not None
-        info = route.resource.get_info()
-        path = info.get("path") or info.get("formatter")
-        assert isinstance(path, str), info
-        if route.method != "HEAD":
-            found.add((route.method, path))
-    return found
 
 
 class TestDocument:
