@@ -65,6 +65,7 @@ class Settings(BaseSettings):
     max_connections: int = Field(20_000, ge=1)
     dashboard_queue_max: int = Field(1000, ge=1)
     shutdown_grace_s: float = Field(10.0, ge=0)
+    auth_timeout_s: float = Field(10.0, gt=0)
     session_ttl_s: float = Field(12 * 3600, gt=0)
     allowed_origins: list[str] = []
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

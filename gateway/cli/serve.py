@@ -65,7 +65,13 @@ async def serve(settings: Settings) -> None:
 
     app = create_app(settings)
     runner = web.AppRunner(
-        app, handle_signals=False, access_log=None, shutdown_timeout=settings.shutdown_grace_s
+        app,
+        handle_signals=False,
+        access_log=None,
+        shutdown_timeout=settings.shutdown_grace_s,
+        # aiohttp closes a connection that sends no complete request within this
+        # (from its start, and between keep-alive requests); upgraded streams are busy.
+        keepalive_timeout=settings.auth_timeout_s,
     )
     await runner.setup()
     tls = tls_context(settings)
