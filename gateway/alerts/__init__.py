@@ -23,7 +23,6 @@ from gateway.alerts.engine import (
 )
 from gateway.alerts.offline import DEFAULT_OFFLINE_AFTER_S, OfflineTracker, SilentDevice
 from gateway.alerts.rules import (
-    DEFAULT_RULES_PATH,
     OFFLINE_RULE_NAME,
     Direction,
     Priority,
@@ -36,7 +35,6 @@ from gateway.alerts.rules import (
 
 __all__ = [
     "DEFAULT_OFFLINE_AFTER_S",
-    "DEFAULT_RULES_PATH",
     "OFFLINE_PRIORITY",
     "OFFLINE_RULE_NAME",
     "VALUE_UPDATE_INTERVAL_S",

@@ -22,7 +22,6 @@ from schemas.metrics import Metric
 
 __all__ = [
     "CLEAR_TOLERANCE",
-    "DEFAULT_RULES_PATH",
     "OFFLINE_RULE_NAME",
     "Direction",
     "Priority",
@@ -33,7 +32,6 @@ __all__ = [
     "parse_rules",
 ]
 
-DEFAULT_RULES_PATH = Path("config/alert-rules.toml")
 # The technical alarm's rule name; reserved, so no rules file can shadow it.
 OFFLINE_RULE_NAME = "device-offline"
 
@@ -223,7 +221,7 @@ def parse_rules(text: str, source: str = "<rules>") -> RuleSet:
     return RuleSet(tuple(rules))
 
 
-def load_rules(path: Path = DEFAULT_RULES_PATH) -> RuleSet:
+def load_rules(path: Path) -> RuleSet:
     """Rules from a TOML file; raises RulesError (naming `path`) if it is unusable."""
     try:
         text = path.read_text(encoding="utf-8")

@@ -28,13 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in _COMMANDS:
-        try:
-            module = importlib.import_module(f"gateway.cli.{name}")
-        except ModuleNotFoundError as e:
-            if e.name != f"gateway.cli.{name}":
-                raise
-            continue
-        module.register(sub)
+        importlib.import_module(f"gateway.cli.{name}").register(sub)
     for ep in entry_points(group="vitals.commands"):
         ep.load()(sub)
     return parser
