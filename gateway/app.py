@@ -42,7 +42,7 @@ from gateway.storage.accounts import AccountStore
 from gateway.storage.alerts import AlertStore
 from gateway.storage.audit import AuditLog
 from gateway.storage.database import create_schema, open_engine
-from gateway.storage.readings import ReadingWriter
+from gateway.storage.readings import open_reading_writer
 from gateway.web import routes as web_routes
 
 __all__ = ["create_app"]
@@ -79,7 +79,11 @@ def create_app(settings: Settings) -> web.Application:
 
 async def _database(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    engine = open_engine(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
+    engine = open_engine(
+        settings.database_url,
+        sqlite_synchronous=settings.sqlite_synchronous,
+        sqlite_busy_timeout_s=settings.sqlite_busy_timeout_s,
+    )
     await create_schema(engine)
     app[ENGINE] = engine
     app[ACCOUNTS] = AccountStore(engine)
@@ -90,8 +94,13 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
 
 async def _writer(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
+    writer = open_reading_writer(
+        app[ENGINE],
+        sqlite_synchronous=settings.sqlite_synchronous,
+        sqlite_busy_timeout_s=settings.sqlite_busy_timeout_s,
+    )
     committer = GroupCommitter(
-        ReadingWriter(app[ENGINE]),
+        writer,
         max_rows=settings.commit_max_rows,
         delay_s=settings.commit_delay_ms / 1000,
         max_pending_rows=settings.max_pending_rows,
@@ -102,6 +111,7 @@ async def _writer(app: web.Application) -> AsyncIterator[None]:
     yield
     # Streams had the first half of the grace period to settle (see _close_streams).
     await committer.stop(within=settings.shutdown_grace_s / 2)
+    await writer.close()
 
 
 async def _alerts(app: web.Application) -> AsyncIterator[None]:

@@ -8,6 +8,7 @@ GatewayError
 ├── ConflictError      already exists (HTTP 409)
 ├── InvalidParameter   a request parameter is unusable (HTTP 400)
 ├── StorageError       the database refused a write; nothing was acknowledged
+│   └── StorageUnavailable  it takes no writes at all (locked, full, unreachable)
 └── OverloadedError    connection limit reached (HTTP 503, Retry-After)
 """
 
@@ -23,6 +24,7 @@ __all__ = [
     "NotFoundError",
     "OverloadedError",
     "StorageError",
+    "StorageUnavailable",
 ]
 
 
@@ -67,3 +69,8 @@ class InvalidParameter(GatewayError):
         super().__init__(f"{param}: {detail}")
         self.param = param
         self.detail = detail
+
+
+class StorageUnavailable(StorageError):
+    """The database takes no writes at all (locked, full, unreachable), as opposed to
+    refusing one batch: retrying the batches one by one would not help."""

@@ -18,7 +18,7 @@ __all__ = ["run_baseline_ws", "run_sqlite"]
 def run_sqlite(cfg: BenchConfig, workdir: Path, rep: int) -> RunResult:
     workdir.mkdir(parents=True, exist_ok=True)
     rows = sqlite_baseline.make_rows(
-        cfg.sqlite_rows, cfg.devices, cfg.batch_size, int(time.time() * 1_000_000)
+        cfg.baseline_rows, cfg.devices, cfg.batch_size, int(time.time() * 1_000_000)
     )
     rate = sqlite_baseline.measure(workdir / "baseline.db", rows, cfg.sqlite_txn_rows)
     return RunResult(

@@ -317,7 +317,11 @@ def cpu_figures(cores: dict[str, float]) -> dict[str, float | None]:
 
 
 class Profiler:
-    """py-spy on the gateway over the window (`--profile`), summarised by function."""
+    """py-spy on the gateway over the window (`--profile`), summarised by function.
+
+    `--gil`: only the thread holding the GIL is sampled, so the figures say where the
+    interpreter's one core goes (SQLite's C code in the writer thread runs without it).
+    """
 
     def __init__(self, pid: int, seconds: float, out: Path) -> None:
         self.out = out
@@ -329,7 +333,7 @@ class Profiler:
             return
         self.proc = subprocess.Popen(
             [exe, "record", "--pid", str(pid), "--duration", str(max(1, int(seconds))),
-             "--rate", "200", "--nonblocking", "--format", "raw", "--output", str(out)],
+             "--rate", "200", "--nonblocking", "--gil", "--format", "raw", "--output", str(out)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,

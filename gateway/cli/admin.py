@@ -70,7 +70,11 @@ def _with_store(args: argparse.Namespace, action: Any) -> int:
     settings = settings_from(args)
 
     async def main() -> int:
-        engine = open_engine(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
+        engine = open_engine(
+            settings.database_url,
+            sqlite_synchronous=settings.sqlite_synchronous,
+            sqlite_busy_timeout_s=settings.sqlite_busy_timeout_s,
+        )
         try:
             await create_schema(engine)
             result: int = await action(AccountStore(engine), args)

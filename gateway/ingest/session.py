@@ -19,6 +19,7 @@ from pydantic import BaseModel, ValidationError
 from gateway.limits import TokenBucket
 from gateway.storage.readings import ReadingRow
 from schemas.device import (
+    MAX_CLOCK_SKEW,
     READINGS_ADAPTER,
     READINGS_PYTHON_ADAPTER,
     BadMessage,
@@ -40,9 +41,12 @@ __all__ = [
     "Reject",
     "Store",
     "encode",
+    "encode_ack",
     "to_micros",
 ]
 
+
+_MAX_SKEW_US = int(MAX_CLOCK_SKEW.total_seconds()) * 1_000_000
 
 # Top-level locations whose problems mean "this is not a batch at all".
 _MESSAGE_LEVEL = {(), ("type",), ("seq",)}
@@ -95,6 +99,13 @@ CLOSE_POLICY = 1008
 def encode(message: BaseModel, binary: bool) -> str | bytes:
     data = message.model_dump(mode="json")
     return msgpack.packb(data) if binary else json.dumps(data, separators=(",", ":"))
+
+
+def encode_ack(seq: int, binary: bool) -> str | bytes:
+    """`encode(Ack(seq=seq), binary)`, without building the model: one per batch."""
+    if binary:
+        return msgpack.packb({"type": "ack", "seq": seq})  # type: ignore[no-any-return]
+    return f'{{"type":"ack","seq":{seq}}}'
 
 
 class DeviceSession:
@@ -161,16 +172,20 @@ class DeviceSession:
             ]
             return Reject(BatchError(seq=obj["seq"], errors=_by_reading(details)), binary)
 
-        problems = [
-            *self._length_problems(batch.readings),
-            *future_timestamps((r.ts for r in batch.readings), now),
-        ]
-        if problems:
+        now_us = to_micros(now)
+        rows = self._rows(batch, now_us)
+        length_problems = self._length_problems(batch.readings)
+        # On the integers first: the located errors are built only for a bad batch.
+        if length_problems or max(row.ts_us for row in rows) > now_us + _MAX_SKEW_US:
+            problems = [
+                *length_problems,
+                *future_timestamps((r.ts for r in batch.readings), now),
+            ]
             return Reject(BatchError(seq=batch.seq, errors=problems), binary)
 
         if batch.seq <= self.accepted_seq:
             return Duplicate(batch.seq, binary)
-        if self._rate is not None and not self._rate.take(len(batch.readings), now.timestamp()):
+        if self._rate is not None and not self._rate.take(len(rows), now_us / 1e6):
             self._strikes += 1
             if self._strikes >= self._max_strikes:
                 return Close(CLOSE_POLICY, "rate limit exceeded")
@@ -178,7 +193,7 @@ class DeviceSession:
             return Reject(RateLimited(seq=batch.seq, detail=detail), binary)
         self._strikes = 0
         self.accepted_seq = batch.seq
-        return Store(batch.seq, self._rows(batch, now), binary)
+        return Store(batch.seq, rows, binary)
 
     def _length_problems(self, readings: object) -> list[ErrorDetail]:
         if isinstance(readings, list) and len(readings) > self.max_batch:
@@ -186,12 +201,20 @@ class DeviceSession:
             return [ErrorDetail(loc=["readings"], msg=msg)]
         return []
 
-    def _rows(self, batch: ReadingsMessage, now: datetime) -> list[ReadingRow]:
-        device, patient, received, seq = self.device_id, self.patient_id, to_micros(now), batch.seq
+    def _rows(self, batch: ReadingsMessage, received_us: int) -> list[ReadingRow]:
+        device, patient, seq = self.device_id, self.patient_id, batch.seq
         return [
-            ReadingRow(device, patient, r.metric, to_micros(r.ts), r.value, received, seq)
+            ReadingRow(
+                device,
+                patient,
+                r.metric,
+                round(r.ts.timestamp() * 1_000_000),
+                r.value,
+                received_us,
+                seq,
+            )
             for r in batch.readings
-        ]
+        ]  # fmt: skip  (to_micros inlined: this line runs for every reading)
 
 
 class _NotAMessage(ValueError):

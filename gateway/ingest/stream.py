@@ -14,26 +14,33 @@ import time
 from datetime import UTC, datetime
 
 from aiohttp import WSMsgType, web
-from pydantic import BaseModel
 
 from gateway.api.auth import require_device
 from gateway.errors import StorageError
 from gateway.ingest.registry import DeviceConnection
-from gateway.ingest.session import Close, DeviceSession, Duplicate, Reject, Store, encode
+from gateway.ingest.session import (
+    Close,
+    DeviceSession,
+    Duplicate,
+    Reject,
+    Store,
+    encode,
+    encode_ack,
+)
 from gateway.ingest.writer import PendingBatch
 from gateway.keys import COMMITTER, CONNECTIONS, DEVICES, METRICS, SETTINGS
 from gateway.limits import TokenBucket, connection_slot
 from gateway.metrics import Metrics
 from gateway.storage.accounts import Principal
-from schemas.device import Ack, BadMessage, BatchError, ErrorCode, RateLimited
+from schemas.device import BadMessage, BatchError, ErrorCode, RateLimited
 
 __all__ = ["device_stream"]
 
 log = logging.getLogger(__name__)
 
-# (commit to wait for or None, message to send once it is done, binary encoding?,
+# (commit to wait for or None, encoded frame to send once it is done, binary?,
 # perf_counter when the frame arrived)
-_Outgoing = tuple[PendingBatch | None, BaseModel, bool, float]
+_Outgoing = tuple[PendingBatch | None, str | bytes, bool, float]
 
 CLOSE_STORAGE = 1011
 # How long a close waits for the peer's close frame: a dead peer must not hold up
@@ -97,10 +104,10 @@ async def _stream(request: web.Request, principal: Principal) -> web.WebSocketRe
                             principal.name, principal.patient_id, ward, seq, rows
                         )
                         conn.track(pending.done)
-                        await outbox.put((pending, Ack(seq=seq), binary, arrived))
+                        await outbox.put((pending, encode_ack(seq, binary), binary, arrived))
                     case Duplicate(seq=seq, binary=binary):
                         metrics.readings_rejected.labels("duplicate_batch").inc()
-                        await outbox.put((None, Ack(seq=seq), binary, arrived))
+                        await outbox.put((None, encode_ack(seq, binary), binary, arrived))
                     case Reject(message=message, binary=binary):
                         reason: str = (
                             message.code
@@ -108,7 +115,7 @@ async def _stream(request: web.Request, principal: Principal) -> web.WebSocketRe
                             else "other"
                         )
                         metrics.readings_rejected.labels(str(reason)).inc()
-                        await outbox.put((None, message, binary, arrived))
+                        await outbox.put((None, encode(message, binary), binary, arrived))
                     case Close(code=code, reason=reason):
                         metrics.readings_rejected.labels("rate_limited").inc()
                         log.warning("closing stream of device %s: %s", principal.name, reason)
@@ -172,7 +179,7 @@ async def _send_in_order(
     failed = False
     while (item := await outbox.get()) is not None:
         try:
-            pending, message, binary, arrived = item
+            pending, frame, binary, arrived = item
             if failed:
                 continue  # keep consuming so the reader never blocks on a full queue
             if pending is not None:
@@ -182,10 +189,10 @@ async def _send_in_order(
                     # Nothing more can be promised on this connection: the device will
                     # reconnect and resend from `welcome.last_seq`.
                     failed = True
-                    await _send(ws, _STORAGE_DOWN, binary)
+                    await _send(ws, encode(_STORAGE_DOWN, binary))
                     await ws.close(code=CLOSE_STORAGE, message=b"storage unavailable")
                     continue
-            await _send(ws, message, binary)
+            await _send(ws, frame)
             if pending is not None:
                 metrics.ack_seconds.observe(time.perf_counter() - arrived)
         finally:
@@ -193,10 +200,9 @@ async def _send_in_order(
     outbox.task_done()  # the end mark
 
 
-async def _send(ws: web.WebSocketResponse, message: BaseModel, binary: bool) -> None:
+async def _send(ws: web.WebSocketResponse, frame: str | bytes) -> None:
     if ws.closed:
         return
-    frame = encode(message, binary)
     try:
         if isinstance(frame, bytes):
             await ws.send_bytes(frame)

@@ -20,9 +20,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from sqlalchemy.exc import OperationalError
-
-from gateway.errors import StorageError
+from gateway.errors import StorageError, StorageUnavailable
 from gateway.metrics import Metrics
 from gateway.storage.readings import ReadingRow, ReadingWriter
 
@@ -215,7 +213,7 @@ class GroupCommitter:
                 self._metrics.batches_committed.inc(len(fresh))
                 self._metrics.readings_accepted.inc(len(rows))
         except Exception as e:
-            if len(group) > 1 and not isinstance(e, OperationalError):
+            if len(group) > 1 and not isinstance(e, StorageUnavailable):
                 # Not the database being down: one batch the database refuses must not
                 # take the other devices' batches down with it. Retry them one by one.
                 for batch in group:

@@ -18,14 +18,16 @@ from gateway.storage.schema import Base
 __all__ = ["create_schema", "open_engine"]
 
 
-def open_engine(url: str, *, sqlite_synchronous: str = "FULL") -> AsyncEngine:
+def open_engine(
+    url: str, *, sqlite_synchronous: str = "FULL", sqlite_busy_timeout_s: float = 30.0
+) -> AsyncEngine:
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
         return create_async_engine(url, pool_pre_ping=True)
 
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_async_engine(url, connect_args={"timeout": 30})
+    engine = create_async_engine(url, connect_args={"timeout": sqlite_busy_timeout_s})
 
     @event.listens_for(engine.sync_engine, "connect")
     def _pragmas(dbapi_conn: Any, _record: Any) -> None:

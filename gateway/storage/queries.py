@@ -1,8 +1,9 @@
 """The read side of readings: keyset pages, bounded streaming, summaries, latest values.
 
 SQLAlchemy Core only and nothing dialect-specific, so PostgreSQL runs the same SQL as
-SQLite. Every query starts with an equality on patient or device, then a range on
-`ts_us`, so it is served by one of the indexes declared in `schema.py`.
+SQLite. Every query starts with an equality on patient (a device's query on its
+patient's), then a range on `ts_us`, so it is served by one of the indexes declared in
+`schema.py`.
 """
 
 from __future__ import annotations
@@ -94,6 +95,10 @@ def _where(filters: ReadingFilter) -> list[ColumnElement[bool]]:
     if filters.patient_id is not None:
         clauses.append(_r.patient_id == filters.patient_id)
     if filters.device_id is not None:
+        if filters.patient_id is None:
+            # The device's patient leads to the index (see the readings table in schema).
+            patient = select(_devices.patient_id).where(_devices.id == filters.device_id)
+            clauses.append(_r.patient_id == patient.scalar_subquery())
         clauses.append(_r.device_id == filters.device_id)
     if filters.metric is not None:
         clauses.append(_r.metric == filters.metric.value)

@@ -24,10 +24,9 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from aiohttp import WSMsgType
-from sqlalchemy import event
 from sqlalchemy.engine import make_url
 
-from gateway.keys import ENGINE, SETTINGS
+from gateway.keys import SETTINGS
 from gateway.settings import Settings, load_settings
 
 if TYPE_CHECKING:
@@ -270,20 +269,6 @@ def write_lock(db: Path) -> Iterator[sqlite3.Connection]:
             conn.execute("ROLLBACK")
 
 
-async def shorten_busy_timeout(gateway: Gateway, seconds: float) -> None:
-    """The gateway waits up to 30 s for a lock (database.py connect_args timeout=30); a
-    test cannot hold one that long, so new connections wait `seconds` instead."""
-    engine = gateway.app[ENGINE]
-
-    @event.listens_for(engine.sync_engine, "connect")
-    def _busy_timeout(dbapi_conn: Any, _record: Any) -> None:
-        cursor = dbapi_conn.cursor()
-        cursor.execute(f"PRAGMA busy_timeout = {round(seconds * 1000)}")
-        cursor.close()
-
-    await engine.dispose()  # pooled connections go; new ones get the pragma
-
-
 def _json_batch(seq: int, value: int = 72) -> dict[str, Any]:
     ts = (datetime.now(UTC) - timedelta(seconds=1)).isoformat().replace("+00:00", "Z")
     return {
@@ -323,6 +308,7 @@ class TestLockedDatabase:
         assert min(at for at, _ in received) >= released_at
         assert _stored_per_seq(db, "watch-001") == dict.fromkeys(range(1, 6), 1)
 
+    @pytest.mark.parametrize("settings_overrides", [{"sqlite_busy_timeout_s": 1.0}])
     async def test_batch_refused_by_a_failed_commit_is_not_skipped_by_a_later_one(
         self, gateway: Gateway
     ) -> None:
@@ -331,7 +317,6 @@ class TestLockedDatabase:
         resend of 4 and 5 stores both."""
         token = await gateway.add_device("watch-001", "p-001")
         db = db_file(gateway)
-        await shorten_busy_timeout(gateway, 1.0)
         ws = await gateway.client.ws_connect(STREAM, headers=gateway.auth(token))
         await ws.receive_str(timeout=5)
         for seq in (1, 2, 3):

@@ -10,7 +10,7 @@ from typing import Any
 import msgpack
 import pytest
 
-from gateway.ingest.session import DeviceSession, Duplicate, Reject, Store, encode
+from gateway.ingest.session import DeviceSession, Duplicate, Reject, Store, encode, encode_ack
 from gateway.ingest.writer import PendingBatch, plan_commit
 from gateway.storage.readings import ReadingRow
 from schemas.device import Ack, BadMessage, BatchError, ErrorCode
@@ -260,6 +260,21 @@ class TestMessagePack:
         """encode gives JSON text or MessagePack bytes of the same structure."""
         assert json.loads(encode(Ack(seq=3), binary=False)) == {"type": "ack", "seq": 3}
         assert msgpack.unpackb(encode(Ack(seq=3), binary=True)) == {"type": "ack", "seq": 3}
+
+    @pytest.mark.parametrize("binary", [False, True])
+    @pytest.mark.parametrize("seq", [1, 2**63 - 1])
+    def test_encode_ack_is_the_ack_model_encoded(self, seq: int, binary: bool) -> None:
+        """The per-batch shortcut sends exactly the bytes of the schema's Ack."""
+        assert encode_ack(seq, binary) == encode(Ack(seq=seq), binary)
+
+    def test_a_batch_a_little_in_the_future_is_stored_and_further_is_refused(self) -> None:
+        """The clock-skew check on integer microseconds: 5 min ahead is accepted, a
+        microsecond more is refused with the reading located."""
+        limit = "2026-11-26T13:10:00.000000Z"  # NOW + 5 min
+        late = "2026-11-26T13:10:00.000001Z"
+        assert isinstance(session().receive(text(frame(1, [reading(ts=limit)])), NOW), Store)
+        error = batch_error(session().receive(text(frame(1, [reading(), reading(ts=late)])), NOW))
+        assert [e.loc for e in error.errors] == [["readings", 1, "ts"]]
 
 
 def pending(device_id: str, seq: int) -> PendingBatch:

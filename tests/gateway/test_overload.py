@@ -204,10 +204,14 @@ async def test_flooding_device_is_held_back_by_tcp_and_does_not_starve_others(
     assert in_flight * flooder.frame_bytes <= bound + (pipeline + 1) * flooder.frame_bytes
 
 
-def _blood_pressure_swings(seq: int, readings: int) -> str:
+def _blood_pressure_swings(seq: int, readings: int, since: datetime) -> str:
     """Systolic pressure alternating 80 / 120 mmHg: every reading raises or clears a
-    systolic_bp-low alert (no delay for that rule), so one event per reading."""
-    start = datetime.now(UTC) - timedelta(seconds=2)
+    systolic_bp-low alert (no delay for that rule), so one event per reading.
+
+    Readings are 1 ms apart and each batch follows the one before it in time (from a
+    `since`), so no reading is older than one already seen, however fast the batches
+    go; an older one would be skipped by the engine and raise nothing."""
+    start = since + timedelta(milliseconds=seq * readings)
     values = [
         {
             "ts": (start + timedelta(milliseconds=i)).isoformat().replace("+00:00", "Z"),
@@ -273,9 +277,10 @@ async def _watch_while_stuck_dashboard_is_dropped(
             # is some 600 bytes and a batch raises some 200.
             queued = _kernel_send_buffer_max() // 600 + gateway.app[SETTINGS].dashboard_queue_max
             more = 3
+            since = datetime.now(UTC) - timedelta(minutes=1)
             for seq in range(1, 2 * queued // 200 + 10):
                 sent = time.perf_counter()
-                await device.send_str(_blood_pressure_swings(seq, 250))
+                await device.send_str(_blood_pressure_swings(seq, 250, since))
                 assert json.loads(await device.receive_str(timeout=10))["seq"] == seq
                 latencies.append(time.perf_counter() - sent)
                 more -= len(hub) == 1

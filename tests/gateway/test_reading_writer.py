@@ -1,0 +1,237 @@
+"""The readings writers against real SQLite files: what a commit stores, what it
+refuses, how a lock held elsewhere is reported, and that both writers (the dedicated
+`sqlite3` thread and the SQLAlchemy engine path) store exactly the same thing."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator, Iterator
+from contextlib import closing, contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine
+from sqlalchemy.dialects import sqlite as sqlite_dialect
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from gateway.errors import StorageUnavailable
+from gateway.storage import queries
+from gateway.storage.database import create_schema, open_engine
+from gateway.storage.readings import (
+    CHECKPOINT_ROWS,
+    EngineReadingWriter,
+    ReadingRow,
+    ReadingWriter,
+    SqliteReadingWriter,
+    open_reading_writer,
+)
+from gateway.storage.schema import Base, Device, table_of
+from schemas.metrics import Metric
+
+WRITERS = ["sqlite-thread", "engine"]
+
+
+@pytest.fixture
+async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+    engine = open_engine(f"sqlite+aiosqlite:///{tmp_path / 'vitals.db'}")
+    await create_schema(engine)
+    async with engine.begin() as conn:
+        await conn.execute(
+            table_of(Device).insert(),
+            [
+                {"id": f"watch-{i}", "patient_id": f"p-{i}", "ward": "icu",
+                 "token_hash": f"hash-{i}", "created_at": datetime.now(UTC)}
+                for i in (1, 2)
+            ],
+        )  # fmt: skip
+    yield engine
+    await engine.dispose()
+
+
+def db_path(engine: AsyncEngine) -> Path:
+    assert engine.url.database is not None
+    return Path(engine.url.database)
+
+
+def make_writer(kind: str, engine: AsyncEngine, busy_timeout_s: float = 30.0) -> ReadingWriter:
+    if kind == "engine":
+        return EngineReadingWriter(engine)
+    return SqliteReadingWriter(
+        str(db_path(engine)), engine.dialect, synchronous="FULL", busy_timeout_s=busy_timeout_s
+    )
+
+
+@pytest.fixture(params=WRITERS)
+async def writer(request: pytest.FixtureRequest, engine: AsyncEngine) -> AsyncIterator[Any]:
+    w = make_writer(request.param, engine)
+    yield w
+    await w.close()
+
+
+def rows(device: str, seq: int, n: int, start_us: int = 1_700_000_000_000_000) -> list[ReadingRow]:
+    patient = device.replace("watch", "p")
+    return [
+        ReadingRow(device, patient, "heart_rate", start_us + i, 60.0 + i % 50, start_us + n, seq)
+        for i in range(n)
+    ]
+
+
+def stored(engine: AsyncEngine) -> list[tuple[Any, ...]]:
+    with closing(sqlite3.connect(db_path(engine))) as conn:
+        return conn.execute(
+            "SELECT device_id, patient_id, metric, ts_us, value, received_us, seq"
+            " FROM readings ORDER BY id"
+        ).fetchall()
+
+
+@contextmanager
+def write_lock(path: Path) -> Iterator[None]:
+    """Another process's write transaction holding SQLite's write lock."""
+    with closing(sqlite3.connect(path, isolation_level=None)) as conn:
+        conn.execute("BEGIN EXCLUSIVE")
+        try:
+            yield
+        finally:
+            conn.execute("ROLLBACK")
+
+
+class TestCommit:
+    async def test_rows_are_stored_in_order_and_last_seq_advances(self, writer: Any) -> None:
+        """Rows of several devices, more than one INSERT statement's worth, are stored
+        in order, and each device's last_seq is what the commit said."""
+        batch = rows("watch-1", 1, 450) + rows("watch-2", 7, 3)
+        await writer.commit(batch, {"watch-1": 1, "watch-2": 7})
+        assert await writer.last_seqs(["watch-1", "watch-2"]) == {"watch-1": 1, "watch-2": 7}
+
+    async def test_unknown_devices_are_left_out_of_last_seqs(self, writer: Any) -> None:
+        """last_seqs answers for provisioned devices only."""
+        assert await writer.last_seqs(["watch-1", "nobody"]) == {"watch-1": 0}
+
+    async def test_last_seq_never_goes_back(self, writer: Any) -> None:
+        """A commit carrying an older seq (a late duplicate's bookkeeping) keeps the newer."""
+        await writer.commit(rows("watch-1", 5, 1), {"watch-1": 5})
+        await writer.commit([], {"watch-1": 3})
+        assert await writer.last_seqs(["watch-1"]) == {"watch-1": 5}
+
+    async def test_a_refused_commit_stores_nothing_and_the_writer_goes_on(
+        self, writer: Any, engine: AsyncEngine
+    ) -> None:
+        """A row the database refuses (NOT NULL) fails the whole commit, seq included,
+        with an error that is not StorageUnavailable; the next commit works."""
+        bad = [*rows("watch-1", 1, 3), ReadingRow("watch-1", "p-1", None, 1, 1.0, 1, 1)]  # type: ignore[arg-type]
+        with pytest.raises(Exception) as refused:  # noqa: PT011 (either driver's own error)
+            await writer.commit(bad, {"watch-1": 1})
+        assert not isinstance(refused.value, StorageUnavailable)
+        assert stored(engine) == []
+        assert await writer.last_seqs(["watch-1"]) == {"watch-1": 0}
+        await writer.commit(rows("watch-1", 1, 2), {"watch-1": 1})
+        assert len(stored(engine)) == 2
+
+
+async def test_both_writers_store_the_same_rows(tmp_path: Path) -> None:
+    """The thread and the engine path write identical rows: one schema, one SQL."""
+    results = []
+    for variant in WRITERS:
+        engine = open_engine(f"sqlite+aiosqlite:///{tmp_path / variant}.db")
+        await create_schema(engine)
+        w = make_writer(variant, engine)
+        try:
+            await w.commit(rows("watch-1", 1, 401) + rows("watch-2", 1, 2), {})
+        finally:
+            await w.close()
+        results.append(stored(engine))
+        await engine.dispose()
+    assert results[0] == results[1]
+    assert len(results[0]) == 403
+
+
+class TestLocks:
+    @pytest.mark.parametrize("kind", WRITERS)
+    async def test_a_lock_held_past_the_busy_timeout_is_storage_unavailable(
+        self, engine: AsyncEngine, kind: str
+    ) -> None:
+        """Waiting longer than the busy timeout for another process's lock fails with
+        StorageUnavailable (the whole database, not this batch); once the lock is gone
+        the same writer commits again."""
+        w = (
+            make_writer(kind, engine, busy_timeout_s=0.3)
+            if kind != "engine"
+            else EngineReadingWriter(
+                short := open_engine(
+                    f"sqlite+aiosqlite:///{db_path(engine)}", sqlite_busy_timeout_s=0.3
+                )
+            )
+        )
+        try:
+            with write_lock(db_path(engine)), pytest.raises(StorageUnavailable):
+                await w.commit(rows("watch-1", 1, 3), {"watch-1": 1})
+            await w.commit(rows("watch-1", 1, 3), {"watch-1": 1})
+            assert len(stored(engine)) == 3
+        finally:
+            await w.close()
+            if kind == "engine":
+                await short.dispose()
+
+    async def test_close_interrupts_a_commit_stuck_on_a_lock(self, engine: AsyncEngine) -> None:
+        """Shutdown must not wait out a 30 s busy timeout: close() returns within about
+        a second, and the stuck commit fails rather than hangs."""
+        w = make_writer("sqlite-thread", engine, busy_timeout_s=30.0)
+        with write_lock(db_path(engine)):
+            commit = asyncio.ensure_future(w.commit(rows("watch-1", 1, 3), {"watch-1": 1}))
+            await asyncio.sleep(0.2)
+            async with asyncio.timeout(3):
+                await w.close()
+                with pytest.raises(StorageUnavailable):
+                    await commit
+        assert stored(engine) == []
+
+
+async def test_the_wal_is_checkpointed_after_commits(engine: AsyncEngine) -> None:
+    """The writer copies the WAL into the database file itself, after answering
+    commits (SQLite's automatic checkpoint is off on its connection)."""
+    path = db_path(engine)
+    w = make_writer("sqlite-thread", engine)
+    try:
+        before = path.stat().st_size
+        await w.commit(rows("watch-1", 1, CHECKPOINT_ROWS + 1), {"watch-1": 1})
+        await w.last_seqs(["watch-1"])  # queued behind the checkpoint
+        assert path.stat().st_size > before
+    finally:
+        await w.close()
+
+
+async def test_an_sqlite_file_gets_the_thread_and_memory_gets_the_engine(
+    tmp_path: Path,
+) -> None:
+    """open_reading_writer picks the dedicated thread for a file, the engine for
+    `:memory:` (another connection would see another database) and other backends."""
+    file_engine = open_engine(f"sqlite+aiosqlite:///{tmp_path / 'a.db'}")
+    memory_engine = open_engine("sqlite+aiosqlite:///:memory:")
+    file_writer = open_reading_writer(file_engine)
+    try:
+        assert isinstance(file_writer, SqliteReadingWriter)
+        assert isinstance(open_reading_writer(memory_engine), EngineReadingWriter)
+    finally:
+        await file_writer.close()
+        await file_engine.dispose()
+        await memory_engine.dispose()
+
+
+def test_a_device_query_is_served_by_its_patients_index() -> None:
+    """With no third index on readings, a device-only query still starts with an index
+    search (through the device's patient), never a table scan."""
+    with closing(sqlite3.connect(":memory:")) as conn:
+        Base.metadata.create_all(create_engine("sqlite://", creator=lambda: conn))
+        for metric in (None, Metric.HEART_RATE):
+            filters = queries.ReadingFilter(
+                patient_id=None, device_id="watch-1", metric=metric, since_us=0, until_us=10**18
+            )
+            sql = queries._page_query(filters, None, 100, 10**15).compile(
+                dialect=sqlite_dialect.dialect(), compile_kwargs={"literal_binds": True}
+            )
+            plan = " | ".join(r[3] for r in conn.execute(f"EXPLAIN QUERY PLAN {sql}"))
+            assert "SEARCH readings USING INDEX ix_readings_patient" in plan, plan
+            assert "SCAN readings" not in plan, plan
