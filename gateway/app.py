@@ -34,6 +34,7 @@ from gateway.keys import (
     HUB,
     METRICS,
     SETTINGS,
+    SQLITE_WRITER,
 )
 from gateway.limits import AuthThrottle, ConnectionGate
 from gateway.metrics import Metrics, metrics_handler
@@ -43,6 +44,7 @@ from gateway.storage.alerts import AlertStore
 from gateway.storage.audit import AuditLog
 from gateway.storage.database import create_schema, open_engine
 from gateway.storage.readings import open_reading_writer
+from gateway.storage.sqlite_writer import open_sqlite_writer
 from gateway.web import routes as web_routes
 
 __all__ = ["create_app"]
@@ -86,19 +88,22 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     )
     await create_schema(engine)
     app[ENGINE] = engine
+    app[SQLITE_WRITER] = sqlite_writer = open_sqlite_writer(
+        engine,
+        synchronous=settings.sqlite_synchronous,
+        busy_timeout_s=settings.sqlite_busy_timeout_s,
+    )
     app[ACCOUNTS] = AccountStore(engine)
     app[AUDIT] = AuditLog(engine)
     yield
+    if sqlite_writer is not None:
+        await sqlite_writer.close()
     await engine.dispose()
 
 
 async def _writer(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    writer = open_reading_writer(
-        app[ENGINE],
-        sqlite_synchronous=settings.sqlite_synchronous,
-        sqlite_busy_timeout_s=settings.sqlite_busy_timeout_s,
-    )
+    writer = open_reading_writer(app[ENGINE], app[SQLITE_WRITER])
     committer = GroupCommitter(
         writer,
         max_rows=settings.commit_max_rows,
@@ -117,7 +122,7 @@ async def _writer(app: web.Application) -> AsyncIterator[None]:
 async def _alerts(app: web.Application) -> AsyncIterator[None]:
     """The alert service: rules, restored open alerts, the timer; fed by every commit."""
     settings = app[SETTINGS]
-    store = AlertStore(app[ENGINE])
+    store = AlertStore(app[ENGINE], app[SQLITE_WRITER])
     app[ALERT_STORE] = store
     async with AlertService.running(
         store,

@@ -1,25 +1,77 @@
 """Alerts and their append-only event log.
 
 Each recorded change writes the alert's current row and one event row (the message as
-pushed) in one transaction, so what a dashboard was shown survives a restart.
+pushed) in one transaction, so what a dashboard was shown survives a restart. With
+SQLite that transaction is one job of the writer thread (statements compiled once),
+so a burst of alerts is stored in one hop, not two per alert.
 """
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.sql import ClauseElement
+from sqlalchemy.sql.compiler import SQLCompiler
 
 from gateway.storage.schema import AlertEventRow, AlertRow, table_of
+from gateway.storage.sqlite_writer import SqliteWriter
 
 __all__ = ["AlertStore", "RecordedEvent", "StoredState"]
 
 _alerts = table_of(AlertRow)
 _events = table_of(AlertEventRow)
 _ALERT_COLUMNS = [c.name for c in _alerts.columns]
+_EVENT_COLUMNS = [c.name for c in _events.columns]
+
+
+class _Positional:
+    """A statement compiled once for the dialect, taking a dict of its parameters."""
+
+    def __init__(self, statement: ClauseElement, dialect: Dialect) -> None:
+        compiled = cast(SQLCompiler, statement.compile(dialect=dialect))
+        self.sql = str(compiled)
+        self._order = compiled.positiontup or []
+
+    def params(self, values: dict[str, Any]) -> tuple[Any, ...]:
+        return tuple(values[name] for name in self._order)
+
+
+class _AppendSql:
+    # Bind names differ from column names: SQLAlchemy reserves those for itself.
+    def __init__(self, dialect: Dialect) -> None:
+        self.insert_alert = _Positional(
+            insert(_alerts).values({c: bindparam(f"v_{c}") for c in _ALERT_COLUMNS}), dialect
+        )
+        self.update_alert = _Positional(
+            update(_alerts)
+            .where(_alerts.c.id == bindparam("v_id"))
+            .values({c: bindparam(f"v_{c}") for c in _ALERT_COLUMNS if c != "id"}),
+            dialect,
+        )
+        self.insert_event = _Positional(
+            insert(_events).values({c: bindparam(f"v_{c}") for c in _EVENT_COLUMNS}), dialect
+        )
+
+
+def _event_row(e: RecordedEvent) -> dict[str, Any]:
+    return {
+        "event_id": e.event_id,
+        "alert_id": e.row["id"],
+        "kind": e.kind,
+        "status": e.row["status"],
+        "ward": e.row["ward"],
+        "payload": e.payload,
+    }
+
+
+def _prefixed(values: dict[str, Any]) -> dict[str, Any]:
+    return {f"v_{k}": v for k, v in values.items()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,9 +92,25 @@ class StoredState:
     max_event_id: int
 
 
+def _append(
+    conn: sqlite3.Connection, writer: SqliteWriter, sql: _AppendSql, events: Sequence[RecordedEvent]
+) -> None:
+    """`AlertStore.append` as a job of the SQLite writer thread."""
+    with writer.transaction(conn, rows=len(events)):
+        for e in events:
+            statement = sql.insert_alert if e.is_new else sql.update_alert
+            conn.execute(statement.sql, statement.params(_prefixed(e.row)))
+        conn.executemany(
+            sql.insert_event.sql,
+            [sql.insert_event.params(_prefixed(_event_row(e))) for e in events],
+        )
+
+
 class AlertStore:
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, writer: SqliteWriter | None = None) -> None:
         self._engine = engine
+        self._writer = writer
+        self._sql = _AppendSql(engine.dialect) if writer is not None else None
 
     async def load(self) -> StoredState:
         async with self._engine.connect() as conn:
@@ -53,6 +121,10 @@ class AlertStore:
         return StoredState(open_alerts, max_alert or 0, max_event or 0)
 
     async def append(self, events: Sequence[RecordedEvent]) -> None:
+        writer, sql = self._writer, self._sql
+        if writer is not None and sql is not None:
+            await writer.run(lambda conn: _append(conn, writer, sql, events))
+            return
         async with self._engine.begin() as conn:
             for e in events:
                 if e.is_new:
@@ -61,20 +133,7 @@ class AlertStore:
                     await conn.execute(
                         update(_alerts).where(_alerts.c.id == e.row["id"]).values(e.row)
                     )
-            await conn.execute(
-                insert(_events),
-                [
-                    {
-                        "event_id": e.event_id,
-                        "alert_id": e.row["id"],
-                        "kind": e.kind,
-                        "status": e.row["status"],
-                        "ward": e.row["ward"],
-                        "payload": e.payload,
-                    }
-                    for e in events
-                ],
-            )
+            await conn.execute(insert(_events), [_event_row(e) for e in events])
 
     async def events_between(
         self, after: int, upto: int, wards: frozenset[str] | None = None

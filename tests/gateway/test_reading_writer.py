@@ -21,14 +21,15 @@ from gateway.errors import StorageUnavailable
 from gateway.storage import queries
 from gateway.storage.database import create_schema, open_engine
 from gateway.storage.readings import (
-    CHECKPOINT_ROWS,
     EngineReadingWriter,
     ReadingRow,
     ReadingWriter,
     SqliteReadingWriter,
+    _InsertSql,
     open_reading_writer,
 )
 from gateway.storage.schema import Base, Device, table_of
+from gateway.storage.sqlite_writer import CHECKPOINT_ROWS, SqliteWriter, open_sqlite_writer
 from schemas.metrics import Metric
 
 WRITERS = ["sqlite-thread", "engine"]
@@ -56,18 +57,28 @@ def db_path(engine: AsyncEngine) -> Path:
     return Path(engine.url.database)
 
 
-def make_writer(kind: str, engine: AsyncEngine, busy_timeout_s: float = 30.0) -> ReadingWriter:
-    if kind == "engine":
-        return EngineReadingWriter(engine)
-    return SqliteReadingWriter(
-        str(db_path(engine)), engine.dialect, synchronous="FULL", busy_timeout_s=busy_timeout_s
-    )
+class Writer:
+    """A readings writer of either kind, with the thread (if any) it runs on."""
+
+    def __init__(self, kind: str, engine: AsyncEngine, busy_timeout_s: float = 30.0) -> None:
+        self.thread: SqliteWriter | None = None
+        self.readings: ReadingWriter
+        if kind == "engine":
+            self.readings = EngineReadingWriter(engine)
+        else:
+            self.thread = SqliteWriter(str(db_path(engine)), busy_timeout_s=busy_timeout_s)
+            self.readings = SqliteReadingWriter(self.thread, engine.dialect)
+
+    async def close(self) -> None:
+        await self.readings.close()
+        if self.thread is not None:
+            await self.thread.close()
 
 
 @pytest.fixture(params=WRITERS)
 async def writer(request: pytest.FixtureRequest, engine: AsyncEngine) -> AsyncIterator[Any]:
-    w = make_writer(request.param, engine)
-    yield w
+    w = Writer(request.param, engine)
+    yield w.readings
     await w.close()
 
 
@@ -137,9 +148,9 @@ async def test_both_writers_store_the_same_rows(tmp_path: Path) -> None:
     for variant in WRITERS:
         engine = open_engine(f"sqlite+aiosqlite:///{tmp_path / variant}.db")
         await create_schema(engine)
-        w = make_writer(variant, engine)
+        w = Writer(variant, engine)
         try:
-            await w.commit(rows("watch-1", 1, 401) + rows("watch-2", 1, 2), {})
+            await w.readings.commit(rows("watch-1", 1, 401) + rows("watch-2", 1, 2), {})
         finally:
             await w.close()
         results.append(stored(engine))
@@ -156,31 +167,23 @@ class TestLocks:
         """Waiting longer than the busy timeout for another process's lock fails with
         StorageUnavailable (the whole database, not this batch); once the lock is gone
         the same writer commits again."""
-        w = (
-            make_writer(kind, engine, busy_timeout_s=0.3)
-            if kind != "engine"
-            else EngineReadingWriter(
-                short := open_engine(
-                    f"sqlite+aiosqlite:///{db_path(engine)}", sqlite_busy_timeout_s=0.3
-                )
-            )
-        )
+        short = open_engine(f"sqlite+aiosqlite:///{db_path(engine)}", sqlite_busy_timeout_s=0.3)
+        w = Writer(kind, short, busy_timeout_s=0.3)
         try:
             with write_lock(db_path(engine)), pytest.raises(StorageUnavailable):
-                await w.commit(rows("watch-1", 1, 3), {"watch-1": 1})
-            await w.commit(rows("watch-1", 1, 3), {"watch-1": 1})
+                await w.readings.commit(rows("watch-1", 1, 3), {"watch-1": 1})
+            await w.readings.commit(rows("watch-1", 1, 3), {"watch-1": 1})
             assert len(stored(engine)) == 3
         finally:
             await w.close()
-            if kind == "engine":
-                await short.dispose()
+            await short.dispose()
 
     async def test_close_interrupts_a_commit_stuck_on_a_lock(self, engine: AsyncEngine) -> None:
         """Shutdown must not wait out a 30 s busy timeout: close() returns within about
         a second, and the stuck commit fails rather than hangs."""
-        w = make_writer("sqlite-thread", engine, busy_timeout_s=30.0)
+        w = Writer("sqlite-thread", engine, busy_timeout_s=30.0)
         with write_lock(db_path(engine)):
-            commit = asyncio.ensure_future(w.commit(rows("watch-1", 1, 3), {"watch-1": 1}))
+            commit = asyncio.ensure_future(w.readings.commit(rows("watch-1", 1, 3), {"watch-1": 1}))
             await asyncio.sleep(0.2)
             async with asyncio.timeout(3):
                 await w.close()
@@ -193,11 +196,11 @@ async def test_the_wal_is_checkpointed_after_commits(engine: AsyncEngine) -> Non
     """The writer copies the WAL into the database file itself, after answering
     commits (SQLite's automatic checkpoint is off on its connection)."""
     path = db_path(engine)
-    w = make_writer("sqlite-thread", engine)
+    w = Writer("sqlite-thread", engine)
     try:
         before = path.stat().st_size
-        await w.commit(rows("watch-1", 1, CHECKPOINT_ROWS + 1), {"watch-1": 1})
-        await w.last_seqs(["watch-1"])  # queued behind the checkpoint
+        await w.readings.commit(rows("watch-1", 1, CHECKPOINT_ROWS + 1), {"watch-1": 1})
+        await w.readings.last_seqs(["watch-1"])  # queued behind the checkpoint
         assert path.stat().st_size > before
     finally:
         await w.close()
@@ -206,16 +209,18 @@ async def test_the_wal_is_checkpointed_after_commits(engine: AsyncEngine) -> Non
 async def test_an_sqlite_file_gets_the_thread_and_memory_gets_the_engine(
     tmp_path: Path,
 ) -> None:
-    """open_reading_writer picks the dedicated thread for a file, the engine for
-    `:memory:` (another connection would see another database) and other backends."""
+    """An SQLite file gets the writer thread, `:memory:` (another connection would see
+    another database) and other backends write through the engine."""
     file_engine = open_engine(f"sqlite+aiosqlite:///{tmp_path / 'a.db'}")
     memory_engine = open_engine("sqlite+aiosqlite:///:memory:")
-    file_writer = open_reading_writer(file_engine)
+    thread = open_sqlite_writer(file_engine)
     try:
-        assert isinstance(file_writer, SqliteReadingWriter)
-        assert isinstance(open_reading_writer(memory_engine), EngineReadingWriter)
+        assert thread is not None
+        assert isinstance(open_reading_writer(file_engine, thread), SqliteReadingWriter)
+        assert open_sqlite_writer(memory_engine) is None
+        assert isinstance(open_reading_writer(memory_engine, None), EngineReadingWriter)
     finally:
-        await file_writer.close()
+        await thread.close() if thread is not None else None
         await file_engine.dispose()
         await memory_engine.dispose()
 
@@ -235,3 +240,11 @@ def test_a_device_query_is_served_by_its_patients_index() -> None:
             plan = " | ".join(r[3] for r in conn.execute(f"EXPLAIN QUERY PLAN {sql}"))
             assert "SEARCH readings USING INDEX ix_readings_patient" in plan, plan
             assert "SCAN readings" not in plan, plan
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 400])
+def test_repeated_values_groups_are_what_the_dialect_compiles(n: int) -> None:
+    """The SQLite INSERT for n rows, built by repeating one row's VALUES group, is the
+    statement SQLAlchemy itself compiles for n rows."""
+    insert_sql = _InsertSql(sqlite_dialect.dialect())
+    assert insert_sql(n) == insert_sql._compile(n)
