@@ -8,8 +8,9 @@ each of which must win the GIL back from a busy event loop, and a second writing
 connection would queue on SQLite's write lock in its busy handler's sleeps.
 
 Jobs run in order, so writes never wait for each other's locks. WAL checkpoints are
-run here too, after a job has been answered: they overlap the acks going out instead
-of delaying the commit that crossed SQLite's automatic threshold.
+run here too, once the thread is idle for a moment after a commit: they overlap the
+acks and alerts going out instead of delaying the commit that crossed SQLite's
+automatic threshold, or the alert events that follow it.
 """
 
 from __future__ import annotations
@@ -37,6 +38,11 @@ T = TypeVar("T")
 # Rows written between two WAL checkpoints: about SQLite's default of 1,000 pages when
 # each row dirties a couple of index pages.
 CHECKPOINT_ROWS = 2000
+
+# A due checkpoint waits this long for the thread to be idle, and no longer once this
+# many times CHECKPOINT_ROWS are in the WAL.
+_CHECKPOINT_IDLE_S = 0.005
+_CHECKPOINT_OVERDUE = 4
 
 # How long one wait for a lock held by another connection lasts before it is retried
 # (up to the busy timeout).
@@ -154,7 +160,21 @@ class SqliteWriter:
         self._since_checkpoint = 0
 
     def _serve(self) -> None:
-        while (job := self._jobs.get()) is not None:
+        while True:
+            try:
+                # A checkpoint is due: run it only once no job has come for a moment
+                # (the alert events that follow a commit go first), or when the WAL
+                # has grown long.
+                wait = _CHECKPOINT_IDLE_S if self._since_checkpoint >= CHECKPOINT_ROWS else None
+                if self._since_checkpoint >= CHECKPOINT_ROWS * _CHECKPOINT_OVERDUE:
+                    wait = 0
+                job = self._jobs.get(timeout=wait) if wait != 0 else self._jobs.get_nowait()
+            except queue.Empty:
+                if self._conn is not None:
+                    self._checkpoint(self._conn)
+                continue
+            if job is None:
+                break
             fn, future, loop = job
             try:
                 if self._conn is None:
@@ -167,8 +187,6 @@ class SqliteWriter:
                 _answer(loop, _fail, future, e)
             else:
                 _answer(loop, _resolve, future, result)
-                if self._since_checkpoint >= CHECKPOINT_ROWS:
-                    self._checkpoint(self._conn)
         if self._conn is not None:
             self._conn.close()
 
