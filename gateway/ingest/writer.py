@@ -201,7 +201,8 @@ class GroupCommitter:
             if not group:
                 return
         try:
-            unknown = {b.device_id for b in group} - self._last_seq.keys()
+            # Not `set - dict.keys()`: that walks every device the writer has seen.
+            unknown = {b.device_id for b in group if b.device_id not in self._last_seq}
             if unknown:
                 self._last_seq.update(await self._writer.last_seqs(unknown))
             fresh, advanced = plan_commit(group, self._last_seq)
