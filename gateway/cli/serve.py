@@ -58,12 +58,13 @@ def _serve(args: argparse.Namespace) -> int:
 def tune_interpreter() -> None:
     """For a process that is one busy event loop beside the SQLite writer thread."""
     # The writer thread must win the GIL back from the event loop after every statement
-    # it runs in SQLite's C code; at the default 5 ms switch interval it mostly waits.
+    # it runs in SQLite's C code; at the default 5 ms switch interval it waits for it
+    # (bench/: ward ack p99 about 100 ms instead of 70, ingest some 5 % slower).
     sys.setswitchinterval(0.0005)
     # Each batch allocates a few dozen objects that live until its commit, hundreds of
     # milliseconds under load: at the default thresholds (700, 10, 10) the collector
-    # keeps sweeping every connection's objects, about a quarter of the event loop's
-    # time at 2,000 devices (py-spy, bench/). Readings hold no reference cycles; the
+    # keeps sweeping every connection's objects: ingest at 2,000 devices ran about 25 %
+    # faster without that (bench/). Readings hold no reference cycles; the
     # rare cyclic garbage of a closed connection just waits longer.
     gc.set_threshold(100_000, 50, 100)
 
