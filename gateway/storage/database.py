@@ -9,13 +9,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from gateway.storage.schema import Base
 
-__all__ = ["create_schema", "open_engine"]
+__all__ = ["RETIRED_INDEXES", "create_schema", "open_engine"]
 
 
 def open_engine(
@@ -40,7 +40,15 @@ def open_engine(
     return engine
 
 
+# Indexes earlier versions created and this one no longer uses: each costs every insert
+# a random page write (see the readings table in schema.py).
+RETIRED_INDEXES = ("ix_readings_device_ts",)
+
+
 async def create_schema(engine: AsyncEngine) -> None:
-    """Create missing tables and indexes (first start); existing ones are left alone."""
+    """Create missing tables and indexes (first start) and drop retired indexes;
+    existing tables and data are left alone."""
     async with engine.begin() as conn:
         await conn.run_sync(Base.metadata.create_all)
+        for name in RETIRED_INDEXES:
+            await conn.execute(text(f"DROP INDEX IF EXISTS {name}"))

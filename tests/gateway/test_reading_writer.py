@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.errors import StorageUnavailable
 from gateway.storage import queries
-from gateway.storage.database import create_schema, open_engine
+from gateway.storage.database import RETIRED_INDEXES, create_schema, open_engine
 from gateway.storage.readings import (
     EngineReadingWriter,
     ReadingRow,
@@ -251,3 +251,29 @@ def test_repeated_values_groups_are_what_the_dialect_compiles(n: int) -> None:
     statement SQLAlchemy itself compiles for n rows."""
     insert_sql = _InsertSql(sqlite_dialect.dialect())
     assert insert_sql(n) == insert_sql._compile(n)
+
+
+async def test_a_database_of_an_earlier_version_loses_its_retired_index(tmp_path: Path) -> None:
+    """Starting on a database made by an earlier version drops the device index it
+    had (its readings stay), so old deployments stop paying for it on every insert."""
+    path = tmp_path / "old.db"
+    with closing(sqlite3.connect(path)) as conn:
+        Base.metadata.create_all(create_engine("sqlite://", creator=lambda: conn))
+        conn.execute("CREATE INDEX ix_readings_device_ts ON readings (device_id, ts_us, id)")
+        conn.execute(
+            "INSERT INTO readings (device_id, patient_id, metric, ts_us, value, received_us, seq)"
+            " VALUES ('watch-1', 'p-1', 'heart_rate', 1, 72.0, 2, 1)"
+        )
+        conn.commit()
+    engine = open_engine(f"sqlite+aiosqlite:///{path}")
+    try:
+        await create_schema(engine)
+        await create_schema(engine)  # and again: nothing left to drop
+    finally:
+        await engine.dispose()
+    with closing(sqlite3.connect(path)) as conn:
+        indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+        (count,) = conn.execute("SELECT count(*) FROM readings").fetchone()
+    assert not indexes & set(RETIRED_INDEXES)
+    assert {"ix_readings_patient_metric_ts", "ix_readings_patient_ts"} <= indexes
+    assert count == 1
