@@ -6,6 +6,7 @@ import json
 import subprocess
 import threading
 import time
+import urllib.request
 from datetime import datetime
 from pathlib import Path
 
@@ -38,6 +39,18 @@ def _read_lines(proc: subprocess.Popen[str], into: list[tuple[float, dict[str, o
         into.append((time.time(), json.loads(line)))
 
 
+def _wait_for_dashboards(url: str, count: int, timeout: float) -> None:
+    """Until the gateway's /metrics counts `count` open dashboard streams."""
+    deadline = time.monotonic() + timeout
+    expected = f"vitals_dashboard_connections {float(count)}"
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(f"{url}/metrics", timeout=2) as response:
+            if expected in response.read().decode():
+                return
+        time.sleep(0.1)
+    raise AssertionError(f"no {count} dashboard stream(s) within {timeout} s")
+
+
 def test_watcher_sees_the_alert_within_two_seconds_of_the_raising_reading(
     gateway_process: GatewayProcess, tmp_path: Path
 ) -> None:
@@ -58,15 +71,20 @@ def test_watcher_sees_the_alert_within_two_seconds_of_the_raising_reading(
     scenario.write_text(SCENARIO)
 
     events: list[tuple[float, dict[str, object]]] = []
-    watch = subprocess.Popen(
-        [*VITALS, "watch", "--url", gw.url, "--token", nurse, "--json"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
+    watch_log = tmp_path / "watch.log"
+    with watch_log.open("wb") as watch_err:
+        watch = subprocess.Popen(
+            [*VITALS, "watch", "--url", gw.url, "--token", nurse, "--json"],
+            stdout=subprocess.PIPE,
+            stderr=watch_err,  # the child keeps its own copy of the descriptor
+            text=True,
+        )
     reader = threading.Thread(target=_read_lines, args=(watch, events), daemon=True)
     reader.start()
     try:
+        # The alert must find the watcher subscribed: a cold `vitals watch` start on a
+        # busy machine can take seconds, and the simulation lasts only a few more.
+        _wait_for_dashboards(gw.url, 1, timeout=20)
         sim = vitals(
             "simulate",
             "--url",
@@ -99,7 +117,11 @@ def test_watcher_sees_the_alert_within_two_seconds_of_the_raising_reading(
         for t, e in events
         if isinstance(e.get("alert"), dict) and e["alert"]["rule"] == "spo2-low"  # type: ignore[index]
     ]
-    assert raised, f"no spo2-low alert among {len(events)} events"
+    assert raised, (
+        f"no spo2-low alert among {len(events)} events; simulate said:\n{sim.stdout}"
+        f"{sim.stderr}\nwatch said:\n{watch_log.read_text(errors='replace')}\n"
+        f"gateway log:\n{gw.log_text()[-4000:]}"
+    )
     seen_at, event = raised[0]
     alert = event["alert"]
     assert isinstance(alert, dict)
