@@ -103,9 +103,8 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
 
 async def _writer(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    writer = open_reading_writer(app[ENGINE], app[SQLITE_WRITER])
     committer = GroupCommitter(
-        writer,
+        open_reading_writer(app[ENGINE], app[SQLITE_WRITER]),
         max_rows=settings.commit_max_rows,
         delay_s=settings.commit_delay_ms / 1000,
         max_pending_rows=settings.max_pending_rows,
@@ -116,7 +115,6 @@ async def _writer(app: web.Application) -> AsyncIterator[None]:
     yield
     # Streams had the first half of the grace period to settle (see _close_streams).
     await committer.stop(within=settings.shutdown_grace_s / 2)
-    await writer.close()
 
 
 async def _alerts(app: web.Application) -> AsyncIterator[None]:

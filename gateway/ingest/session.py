@@ -203,6 +203,7 @@ class DeviceSession:
 
     def _rows(self, batch: ReadingsMessage, received_us: int) -> list[ReadingRow]:
         device, patient, seq = self.device_id, self.patient_id, batch.seq
+        # to_micros, inlined: this runs for every reading.
         return [
             ReadingRow(
                 device,
@@ -214,7 +215,7 @@ class DeviceSession:
                 seq,
             )
             for r in batch.readings
-        ]  # fmt: skip  (to_micros inlined: this line runs for every reading)
+        ]
 
 
 class _NotAMessage(ValueError):

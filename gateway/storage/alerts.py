@@ -11,16 +11,14 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlalchemy.sql import ClauseElement
-from sqlalchemy.sql.compiler import SQLCompiler
 
 from gateway.storage.schema import AlertEventRow, AlertRow, table_of
-from gateway.storage.sqlite_writer import SqliteWriter
+from gateway.storage.sqlite_writer import CompiledStatement, SqliteWriter
 
 __all__ = ["AlertStore", "RecordedEvent", "StoredState"]
 
@@ -30,31 +28,19 @@ _ALERT_COLUMNS = [c.name for c in _alerts.columns]
 _EVENT_COLUMNS = [c.name for c in _events.columns]
 
 
-class _Positional:
-    """A statement compiled once for the dialect, taking a dict of its parameters."""
-
-    def __init__(self, statement: ClauseElement, dialect: Dialect) -> None:
-        compiled = cast(SQLCompiler, statement.compile(dialect=dialect))
-        self.sql = str(compiled)
-        self._order = compiled.positiontup or []
-
-    def params(self, values: dict[str, Any]) -> tuple[Any, ...]:
-        return tuple(values[name] for name in self._order)
-
-
 class _AppendSql:
     # Bind names differ from column names: SQLAlchemy reserves those for itself.
     def __init__(self, dialect: Dialect) -> None:
-        self.insert_alert = _Positional(
+        self.insert_alert = CompiledStatement(
             insert(_alerts).values({c: bindparam(f"v_{c}") for c in _ALERT_COLUMNS}), dialect
         )
-        self.update_alert = _Positional(
+        self.update_alert = CompiledStatement(
             update(_alerts)
             .where(_alerts.c.id == bindparam("v_id"))
             .values({c: bindparam(f"v_{c}") for c in _ALERT_COLUMNS if c != "id"}),
             dialect,
         )
-        self.insert_event = _Positional(
+        self.insert_event = CompiledStatement(
             insert(_events).values({c: bindparam(f"v_{c}") for c in _EVENT_COLUMNS}), dialect
         )
 

@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.errors import StorageUnavailable
 from gateway.storage.schema import Device, Reading, table_of
-from gateway.storage.sqlite_writer import SqliteWriter
+from gateway.storage.sqlite_writer import CompiledStatement, SqliteWriter
 
 __all__ = [
     "EngineReadingWriter",
@@ -61,8 +61,6 @@ class ReadingWriter(Protocol):
         Raises StorageUnavailable when the database takes no writes; any other
         exception means it refused these rows."""
         ...
-
-    async def close(self) -> None: ...
 
 
 # 7 columns x 400 rows = 2,800 parameters: under SQLite's 32,766 (and PostgreSQL's
@@ -154,9 +152,6 @@ class EngineReadingWriter:
         except OperationalError as e:
             raise StorageUnavailable(str(e.orig)) from e
 
-    async def close(self) -> None:
-        pass  # the engine belongs to the app
-
 
 class SqliteReadingWriter:
     """Readings through the SQLite writer thread: a whole commit is one job."""
@@ -164,9 +159,7 @@ class SqliteReadingWriter:
     def __init__(self, writer: SqliteWriter, dialect: Dialect) -> None:
         self._writer = writer
         self._insert_sql = _InsertSql(dialect)
-        seq_update = _advance_seq.compile(dialect=dialect)
-        self._seq_sql = str(seq_update)
-        self._seq_order = seq_update.positiontup or []  # names of "?" in order
+        self._advance_seq = CompiledStatement(_advance_seq, dialect)
         self._last_seq_sql = "SELECT id, last_seq FROM devices WHERE id = ?"
 
     async def last_seqs(self, device_ids: Iterable[str]) -> dict[str, int]:
@@ -183,22 +176,17 @@ class SqliteReadingWriter:
         return await self._writer.run(look_up)
 
     async def commit(self, rows: list[ReadingRow], last_seqs: Mapping[str, int]) -> None:
-        seqs = [
-            tuple({"dev": d, "seq": s}[name] for name in self._seq_order)
-            for d, s in last_seqs.items()
-        ]
+        advance = self._advance_seq
+        seqs = [advance.params({"dev": d, "seq": s}) for d, s in last_seqs.items()]
 
         def write(conn: sqlite3.Connection) -> None:
             with self._writer.transaction(conn, rows=len(rows)):
                 for n, params in _chunks(rows):
                     conn.execute(self._insert_sql(n), params)
                 if seqs:
-                    conn.executemany(self._seq_sql, seqs)
+                    conn.executemany(advance.sql, seqs)
 
         await self._writer.run(write)
-
-    async def close(self) -> None:
-        pass  # the writer thread belongs to the app
 
 
 def open_reading_writer(engine: AsyncEngine, sqlite_writer: SqliteWriter | None) -> ReadingWriter:

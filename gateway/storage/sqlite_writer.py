@@ -23,13 +23,16 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
+from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.sql import ClauseElement
+from sqlalchemy.sql.compiler import SQLCompiler
 
 from gateway.errors import StorageUnavailable
 
-__all__ = ["CHECKPOINT_ROWS", "SqliteWriter", "open_sqlite_writer"]
+__all__ = ["CHECKPOINT_ROWS", "CompiledStatement", "SqliteWriter", "open_sqlite_writer"]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +54,19 @@ _CHECKPOINT_OVERDUE = 4
 _LOCK_POLL_S = 0.05
 
 _Job = tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any], asyncio.AbstractEventLoop]
+
+
+class CompiledStatement:
+    """A Core statement compiled once for the dialect, for the writer thread's raw
+    `sqlite3` cursor: `params` puts named values in the order of its placeholders."""
+
+    def __init__(self, statement: ClauseElement, dialect: Dialect) -> None:
+        compiled = cast(SQLCompiler, statement.compile(dialect=dialect))
+        self.sql = str(compiled)
+        self._order = compiled.positiontup or []
+
+    def params(self, values: dict[str, Any]) -> tuple[Any, ...]:
+        return tuple(values[name] for name in self._order)
 
 
 class SqliteWriter:
@@ -153,27 +169,27 @@ class SqliteWriter:
                 ):
                     raise
 
-    def _checkpoint(self, conn: sqlite3.Connection) -> None:
+    def _checkpoint(self) -> None:
         """Copy the WAL into the database file (PASSIVE: never waits for readers)."""
+        assert self._conn is not None  # rows were written through it
         try:
-            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         except sqlite3.Error as e:  # the next write will report real trouble
             log.debug("checkpoint failed: %s", e)
         self._since_checkpoint = 0
 
     def _serve(self) -> None:
         while True:
+            # A due checkpoint runs once no job has come for a moment (the alert events
+            # that follow a commit go first); an overdue one runs before any job, or a
+            # steady stream of commits would let the WAL grow without end.
+            if self._since_checkpoint >= CHECKPOINT_ROWS * _CHECKPOINT_OVERDUE:
+                self._checkpoint()
+            due = self._since_checkpoint >= CHECKPOINT_ROWS
             try:
-                # A checkpoint is due: run it only once no job has come for a moment
-                # (the alert events that follow a commit go first), or when the WAL
-                # has grown long.
-                wait = _CHECKPOINT_IDLE_S if self._since_checkpoint >= CHECKPOINT_ROWS else None
-                if self._since_checkpoint >= CHECKPOINT_ROWS * _CHECKPOINT_OVERDUE:
-                    wait = 0
-                job = self._jobs.get(timeout=wait) if wait != 0 else self._jobs.get_nowait()
+                job = self._jobs.get(timeout=_CHECKPOINT_IDLE_S if due else None)
             except queue.Empty:
-                if self._conn is not None:
-                    self._checkpoint(self._conn)
+                self._checkpoint()
                 continue
             if job is None:
                 break

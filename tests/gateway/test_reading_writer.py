@@ -71,7 +71,6 @@ class Writer:
             self.readings = SqliteReadingWriter(self.thread, engine.dialect)
 
     async def close(self) -> None:
-        await self.readings.close()
         if self.thread is not None:
             await self.thread.close()
 
@@ -205,6 +204,29 @@ async def test_the_wal_is_checkpointed_after_commits(engine: AsyncEngine) -> Non
         async with asyncio.timeout(5):
             while path.stat().st_size == before:  # noqa: ASYNC110
                 await asyncio.sleep(0.01)
+    finally:
+        await w.close()
+
+
+async def test_an_overdue_checkpoint_runs_even_while_commits_keep_coming(
+    engine: AsyncEngine,
+) -> None:
+    """Under a steady stream of commits the thread is never idle, yet once four
+    checkpoints' worth of rows wait in the WAL it checkpoints before the next job."""
+    path = db_path(engine)
+    w = Writer("sqlite-thread", engine)
+    try:
+        before = path.stat().st_size
+        commits = [
+            w.readings.commit(rows("watch-1", seq, CHECKPOINT_ROWS + 1), {"watch-1": seq})
+            for seq in range(1, 6)
+        ]
+        assert w.thread is not None
+        # Queued together: the size is read right after the fifth commit, no idle time.
+        stat = w.thread.run(lambda _: path.stat().st_size)
+        *_, size = await asyncio.gather(*commits, stat)
+        assert isinstance(size, int)
+        assert size > before
     finally:
         await w.close()
 
