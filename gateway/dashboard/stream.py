@@ -54,7 +54,12 @@ async def dashboard_stream(request: web.Request) -> web.WebSocketResponse:
 async def _stream(request: web.Request, principal: Principal) -> web.WebSocketResponse:
     settings = request.app[SETTINGS]
     ws = web.WebSocketResponse(
-        heartbeat=settings.heartbeat_s, max_msg_size=64 * 1024, timeout=CLOSE_TIMEOUT_S
+        heartbeat=settings.heartbeat_s,
+        max_msg_size=64 * 1024,
+        timeout=CLOSE_TIMEOUT_S,
+        # permessage-deflate declined: each event is encoded once for every dashboard,
+        # and compressing it per dashboard would undo that (plus ~300 KiB per socket).
+        compress=False,
     )
     await ws.prepare(request)
 

@@ -67,6 +67,9 @@ async def _stream(request: web.Request, principal: Principal) -> web.WebSocketRe
         heartbeat=settings.heartbeat_s,
         max_msg_size=settings.max_frame_bytes,
         timeout=CLOSE_TIMEOUT_S,
+        # permessage-deflate declined: acks are tens of bytes, and a deflate context per
+        # connection (clients such as `websockets` ask for one) costs about 300 KiB.
+        compress=False,
     )
     await ws.prepare(request)
     # Bounded: when `device_pipeline` answers are waiting, the reader stops reading.

@@ -87,6 +87,16 @@ async def test_admin_may_subscribe(gateway: Gateway) -> None:
     assert (sub.replayed, sub.last_event_id) == ([], 0)
 
 
+async def test_permessage_deflate_is_declined(gateway: Gateway) -> None:
+    """Browsers offer permessage-deflate; the gateway declines it, so the same encoded
+    event goes to every dashboard as it is."""
+    ws = await gateway.client.ws_connect(
+        "/v1/dashboard/stream", headers=gateway.auth(gateway.admin_token), compress=15
+    )
+    assert ws.compress == 0
+    await ws.close()
+
+
 async def test_bad_subscribe_gets_bad_message_and_the_socket_stays_open(gateway: Gateway) -> None:
     """Malformed or premature messages each get a bad_message error, then a valid
     subscribe still works and later junk is answered the same way."""

@@ -147,6 +147,16 @@ class TestWelcome:
         assert welcome["last_seq"] == 7
 
 
+class TestCompression:
+    async def test_permessage_deflate_is_declined(self, gateway: Gateway, token: str) -> None:
+        """A device that offers permessage-deflate is answered without it: no connection
+        carries a deflate context, and acks go out as they are."""
+        ws = await gateway.client.ws_connect(STREAM, headers=gateway.auth(token), compress=15)
+        assert ws.compress == 0
+        await receive_json(ws)  # the welcome, uncompressed
+        await ws.close()
+
+
 class TestAcks:
     async def test_each_ack_comes_after_its_rows_are_in_the_database(
         self, gateway: Gateway, token: str
