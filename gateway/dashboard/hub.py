@@ -1,21 +1,23 @@
 """Fan-out to dashboard sockets.
 
-Each event is encoded once by the caller and the same text is queued for every
-dashboard allowed to see it. Each dashboard has a bounded queue drained by its own
-writer task: a dashboard that falls `dashboard_queue_max` messages behind is closed
-with 4008 and resumes from its last event id, so it never slows ingest or others.
+Each event is encoded once by the caller and framed once here, and the same frame is
+queued for every dashboard allowed to see it. Each dashboard has a bounded queue
+drained by its own writer task, which writes everything queued in one go (a burst of
+events is one write per dashboard, not one per event). A dashboard that falls
+`dashboard_queue_max` messages behind is closed with 4008 and resumes from its last
+event id, so it never slows ingest or others.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 
 from aiohttp import web
 
 from gateway.storage.accounts import Principal
+from gateway.wsframe import FrameWriter, text_frame
 
 __all__ = ["CLOSE_TOO_SLOW", "Dashboard", "Hub"]
 
@@ -29,13 +31,14 @@ CLOSE_TOO_SLOW_WAIT_S = 5.0
 class Dashboard:
     """One subscribed dashboard socket and its outgoing queue.
 
-    Queue items are (event_id or 0, text): 0 marks messages that are not alert events
+    Queue items are (event_id or 0, frame): 0 marks messages that are not alert events
     (vitals, errors), which are never skipped as already replayed.
     """
 
     def __init__(
         self,
         ws: web.WebSocketResponse,
+        out: FrameWriter,
         principal: Principal,
         *,
         vitals: bool,
@@ -46,21 +49,22 @@ class Dashboard:
         self._on_drop = on_drop
         self._abort = abort
         self.ws = ws
+        self._out = out
         self.principal = principal
         self.vitals = vitals
         # Bounded: at `queue_max` the dashboard is too slow and is closed (see `offer`).
-        self.queue: asyncio.Queue[tuple[int, str]] = asyncio.Queue(maxsize=queue_max)
+        self.queue: asyncio.Queue[tuple[int, bytes]] = asyncio.Queue(maxsize=queue_max)
         self.too_slow = False
         self._closer: asyncio.Task[None] | None = None
 
     def may_see(self, ward: str) -> bool:
         return self.principal.sees(ward)
 
-    def offer(self, event_id: int, text: str) -> None:
+    def offer(self, event_id: int, frame: bytes) -> None:
         if self.too_slow:
             return
         try:
-            self.queue.put_nowait((event_id, text))
+            self.queue.put_nowait((event_id, frame))
         except asyncio.QueueFull:
             self.too_slow = True
             self._on_drop()
@@ -77,23 +81,26 @@ class Dashboard:
         except TimeoutError:
             self._abort()
 
-    def offer_vitals(self, text: str) -> None:
+    def offer_vitals(self, frame: bytes) -> None:
         """Vitals are superseded a second later: when the queue is half full they are
         skipped (the dashboard shows slightly older numbers), so only alert events,
         which must never be lost, can make a dashboard too slow."""
         if self.queue.qsize() * 2 < self.queue.maxsize:
-            self.offer(0, text)
+            self.offer(0, frame)
 
     async def send_queued(self, replayed_upto: int) -> None:
-        """The writer task: send queued messages in order, skipping replayed events."""
+        """The writer task: send queued messages in order, skipping replayed events.
+
+        Whatever is queued when it wakes goes out in one write; while the peer has not
+        read what was written before, the queue fills (see `offer`)."""
+        queue = self.queue
         while True:
-            event_id, text = await self.queue.get()
-            if event_id and event_id <= replayed_upto:
-                continue
-            if self.ws.closed:
-                return
-            with contextlib.suppress(ConnectionResetError):
-                await self.ws.send_str(text)
+            frames = [await queue.get()]
+            frames += [queue.get_nowait() for _ in range(queue.qsize())]
+            data = b"".join(f for eid, f in frames if not eid or eid > replayed_upto)
+            if data and not self._out.write(data):
+                return  # closing
+            await self._out.drained()
 
 
 class Hub:
@@ -119,9 +126,10 @@ class Hub:
 
     def publish_alert(self, event_id: int, ward: str, text: str) -> None:
         self.last_event_id = event_id
+        frame = text_frame(text)
         for d in tuple(self._dashboards):
             if d.may_see(ward):
-                d.offer(event_id, text)
+                d.offer(event_id, frame)
                 if d.too_slow:
                     self._dashboards.discard(d)  # it gets nothing more; it is closing
 
@@ -129,12 +137,13 @@ class Hub:
         return any(d.vitals for d in self._dashboards)
 
     def publish_vitals(self, ward: str, text: str) -> None:
+        frame = text_frame(text)
         for d in tuple(self._dashboards):
             if d.vitals and d.may_see(ward):
-                d.offer_vitals(text)
+                d.offer_vitals(frame)
 
     def send_to(self, dashboard: Dashboard, text: str) -> None:
-        dashboard.offer(0, text)
+        dashboard.offer(0, text_frame(text))
 
     async def close_all(self, code: int, reason: str) -> None:
         await asyncio.gather(

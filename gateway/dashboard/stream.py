@@ -22,6 +22,7 @@ from gateway.ingest.stream import CLOSE_TIMEOUT_S, close_reason
 from gateway.keys import ALERT_STORE, ALERTS, AUDIT, CONNECTIONS, HUB, SETTINGS
 from gateway.limits import connection_slot
 from gateway.storage.accounts import Principal, Role
+from gateway.wsframe import FrameWriter
 from schemas.dashboard import (
     DASHBOARD_ADAPTER,
     AckRequest,
@@ -69,6 +70,7 @@ async def _stream(request: web.Request, principal: Principal) -> web.WebSocketRe
     hub = request.app[HUB]
     dashboard = Dashboard(
         ws,
+        FrameWriter(ws, request),
         principal,
         vitals=subscribe.vitals,
         queue_max=settings.dashboard_queue_max,
