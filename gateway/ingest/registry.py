@@ -6,9 +6,10 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Iterable
-from typing import Any
 
 from aiohttp import web
+
+from gateway.ingest.replies import Replies
 
 __all__ = ["CLOSE_REPLACED", "CLOSE_REVOKED", "DeviceConnection", "DeviceRegistry"]
 
@@ -23,16 +24,14 @@ _REPLACE_WAIT_S = 5.0
 
 
 class DeviceConnection:
-    def __init__(
-        self, device_id: str, ws: web.WebSocketResponse, outbox: asyncio.Queue[Any]
-    ) -> None:
+    def __init__(self, device_id: str, ws: web.WebSocketResponse, replies: Replies) -> None:
         self.device_id = device_id
         self.ws = ws
         # The handler serving it: shutdown cancels it if it is stuck waiting for room
-        # in the outbox (the database is not committing) after its socket is closed.
+        # for answers (the database is not committing) after its socket is closed.
         self.handler = asyncio.current_task()
-        # Answers (acks, errors) not yet sent, in order; each is marked done once sent.
-        self.outbox = outbox
+        # Answers (acks, errors) not yet sent, in order.
+        self.replies = replies
         # Set when the connection has finished: nothing of it is in flight any more.
         self.finished = asyncio.Event()
         # Commits of its batches not yet done: a replacing connection's welcome must
@@ -45,7 +44,7 @@ class DeviceConnection:
 
     async def settle(self) -> None:
         """Wait until every batch received so far is committed and answered."""
-        await self.outbox.join()
+        await self.replies.join()
 
 
 class DeviceRegistry:

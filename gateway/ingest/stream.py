@@ -1,9 +1,9 @@
 """`GET /v1/devices/stream`: the aiohttp glue around `DeviceSession`.
 
-The reader feeds frames to the session and queues one outgoing item per frame; a
-writer task sends them strictly in order, awaiting each batch's commit before its
-ack. The queue is bounded (`device_pipeline`): when it is full the reader stops
-reading the socket, so a flooding device is slowed by TCP, not buffered in memory.
+The reader feeds frames to the session and queues one answer per frame (`Replies`),
+which go out strictly in order, each ack once its batch's commit is done. At most
+`device_pipeline` answers are outstanding: at that many the reader stops reading the
+socket, so a flooding device is slowed by TCP, not buffered in memory.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from datetime import UTC, datetime
 from aiohttp import WSMsgType, web
 
 from gateway.api.auth import require_device
-from gateway.errors import StorageError
 from gateway.ingest.registry import DeviceConnection
+from gateway.ingest.replies import Replies
 from gateway.ingest.session import (
     Close,
     DeviceSession,
@@ -27,20 +27,15 @@ from gateway.ingest.session import (
     encode,
     encode_ack,
 )
-from gateway.ingest.writer import PendingBatch
 from gateway.keys import COMMITTER, CONNECTIONS, DEVICES, METRICS, SETTINGS
 from gateway.limits import TokenBucket, connection_slot
-from gateway.metrics import Metrics
 from gateway.storage.accounts import Principal
+from gateway.wsframe import FrameWriter, binary_frame, text_frame
 from schemas.device import BadMessage, BatchError, ErrorCode, RateLimited
 
 __all__ = ["device_stream"]
 
 log = logging.getLogger(__name__)
-
-# (commit to wait for or None, encoded frame to send once it is done, binary?,
-# perf_counter when the frame arrived)
-_Outgoing = tuple[PendingBatch | None, str | bytes, bool, float]
 
 CLOSE_STORAGE = 1011
 # How long a close waits for the peer's close frame: a dead peer must not hold up
@@ -72,12 +67,25 @@ async def _stream(request: web.Request, principal: Principal) -> web.WebSocketRe
         compress=False,
     )
     await ws.prepare(request)
-    # Bounded: when `device_pipeline` answers are waiting, the reader stops reading.
-    outbox: asyncio.Queue[_Outgoing | None] = asyncio.Queue(maxsize=settings.device_pipeline)
-    conn = DeviceConnection(principal.name, ws, outbox)
+    out = FrameWriter(ws, request)
+    closing: list[asyncio.Task[bool]] = []
+
+    def storage_down() -> None:
+        # Nothing more can be promised on this connection: the device will reconnect
+        # and resend from `welcome.last_seq`.
+        out.write(_frame(encode(_STORAGE_DOWN, binary)))
+        closing.append(
+            asyncio.create_task(ws.close(code=CLOSE_STORAGE, message=b"storage unavailable"))
+        )
+
+    def acked(arrived: float) -> None:
+        metrics.ack_seconds.observe(time.perf_counter() - arrived)
+
+    binary = False  # the encoding of the device's latest frame, for the storage error
+    replies = Replies(out, settings.device_pipeline, on_acked=acked, on_failure=storage_down)
+    conn = DeviceConnection(principal.name, ws, replies)
     opened = time.monotonic()
     await registry.attach(conn)
-    sender = asyncio.create_task(_send_in_order(ws, outbox, metrics), name=f"acks:{principal.name}")
     try:
         session = DeviceSession(
             principal.name,
@@ -101,16 +109,19 @@ async def _stream(request: web.Request, principal: Principal) -> web.WebSocketRe
         async for msg in ws:
             if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
                 arrived = time.perf_counter()
+                await replies.room()  # at the pipeline's limit, stop reading
+                if replies.failed:
+                    continue  # closing: nothing more is answered
                 match session.receive(msg.data, datetime.now(UTC)):
                     case Store(seq=seq, rows=rows, binary=binary):
                         pending = await committer.submit(
                             principal.name, principal.patient_id, ward, seq, rows
                         )
                         conn.track(pending.done)
-                        await outbox.put((pending, encode_ack(seq, binary), binary, arrived))
+                        replies.add(pending.done, _frame(encode_ack(seq, binary)), arrived)
                     case Duplicate(seq=seq, binary=binary):
                         metrics.readings_rejected.labels("duplicate_batch").inc()
-                        await outbox.put((None, encode_ack(seq, binary), binary, arrived))
+                        replies.add(None, _frame(encode_ack(seq, binary)), arrived)
                     case Reject(message=message, binary=binary):
                         reason: str = (
                             message.code
@@ -118,11 +129,11 @@ async def _stream(request: web.Request, principal: Principal) -> web.WebSocketRe
                             else "other"
                         )
                         metrics.readings_rejected.labels(str(reason)).inc()
-                        await outbox.put((None, encode(message, binary), binary, arrived))
+                        replies.add(None, _frame(encode(message, binary)), arrived)
                     case Close(code=code, reason=reason):
                         metrics.readings_rejected.labels("rate_limited").inc()
                         log.warning("closing stream of device %s: %s", principal.name, reason)
-                        await outbox.join()  # what was accepted before is still acked
+                        await replies.join()  # what was accepted before is still acked
                         await ws.close(code=code, message=reason.encode())
                         break
             elif msg.type is WSMsgType.ERROR:
@@ -130,16 +141,15 @@ async def _stream(request: web.Request, principal: Principal) -> web.WebSocketRe
     finally:
         try:
             if not ws.closed:
-                # Let acks of batches already handed to the writer go out; the sender
-                # consumes until this mark, so the put cannot block for long.
-                await outbox.put(None)
-                await sender
+                # Let acks of batches already handed to the writer go out.
+                await replies.join()
             # Closed: no ack can be sent any more, so nothing is worth waiting for (the
             # writer still stores what it has, and a reconnect waits for it: `track`).
+            for task in closing:
+                await task
         finally:
             # Even when aiohttp cancels the handler (peer gone), the stream must leave
             # the registry, or replacement and shutdown would wait on it.
-            sender.cancel()
             registry.detach(conn)
             duration = time.monotonic() - opened
             reason = close_reason(ws.close_code)
@@ -155,6 +165,11 @@ async def _stream(request: web.Request, principal: Principal) -> web.WebSocketRe
                 },
             )
     return ws
+
+
+def _frame(message: str | bytes) -> bytes:
+    """A JSON answer goes in a text frame, a MessagePack one in a binary frame."""
+    return binary_frame(message) if isinstance(message, bytes) else text_frame(message)
 
 
 _CLOSE_REASONS = {
@@ -173,43 +188,3 @@ def close_reason(code: int | None) -> str:
     if code is None:
         return "connection lost"
     return _CLOSE_REASONS.get(code, f"close code {code}")
-
-
-async def _send_in_order(
-    ws: web.WebSocketResponse, outbox: asyncio.Queue[_Outgoing | None], metrics: Metrics
-) -> None:
-    """Send each item's message once its commit (if any) is done; stop at `None`."""
-    failed = False
-    while (item := await outbox.get()) is not None:
-        try:
-            pending, frame, binary, arrived = item
-            if failed:
-                continue  # keep consuming so the reader never blocks on a full queue
-            if pending is not None:
-                try:
-                    await pending.done
-                except StorageError:
-                    # Nothing more can be promised on this connection: the device will
-                    # reconnect and resend from `welcome.last_seq`.
-                    failed = True
-                    await _send(ws, encode(_STORAGE_DOWN, binary))
-                    await ws.close(code=CLOSE_STORAGE, message=b"storage unavailable")
-                    continue
-            await _send(ws, frame)
-            if pending is not None:
-                metrics.ack_seconds.observe(time.perf_counter() - arrived)
-        finally:
-            outbox.task_done()  # `DeviceConnection.settle` waits on these
-    outbox.task_done()  # the end mark
-
-
-async def _send(ws: web.WebSocketResponse, frame: str | bytes) -> None:
-    if ws.closed:
-        return
-    try:
-        if isinstance(frame, bytes):
-            await ws.send_bytes(frame)
-        else:
-            await ws.send_str(frame)
-    except ConnectionResetError:
-        pass
