@@ -145,7 +145,9 @@ class AlertService:
                 self._wards[b.device_id] = b.ward
                 if vitals_wanted:
                     self._vitals.add(b.patient_id, b.device_id, b.ward, b.rows)
-                readings = [(r.metric, r.ts_us / 1e6, r.value) for r in b.rows]
+                readings = [
+                    (metric, ts_us / 1e6, value) for _, _, metric, ts_us, value, _, _ in b.rows
+                ]
                 transitions += self._engine.process(b.patient_id, b.device_id, readings, now)
             await self._record(transitions)
 

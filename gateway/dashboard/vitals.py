@@ -29,10 +29,10 @@ class VitalsThrottle:
         if entry is None or entry.device_id != device_id:
             entry = self._pending[patient_id] = PatientVitals(patient_id, device_id, ward)
         latest = entry.latest
-        for row in rows:
-            seen = latest.get(row.metric)
-            if seen is None or row.ts_us >= seen[0]:
-                latest[row.metric] = (row.ts_us, row.value)
+        for _, _, metric, ts_us, value, _, _ in rows:
+            seen = latest.get(metric)
+            if seen is None or ts_us >= seen[0]:
+                latest[metric] = (ts_us, value)
 
     def flush(self) -> list[PatientVitals]:
         """Everything collected since the previous flush, then start afresh."""

@@ -192,7 +192,7 @@ class DeviceSession:
         rows = self._rows(batch, now_us)
         length_problems = self._length_problems(batch.readings)
         # On the integers first: the located errors are built only for a bad batch.
-        if length_problems or max(row.ts_us for row in rows) > now_us + _MAX_SKEW_US:
+        if length_problems or max(row[3] for row in rows) > now_us + _MAX_SKEW_US:  # ts_us
             problems = [
                 *length_problems,
                 *future_timestamps((r.ts for r in batch.readings), now),
@@ -220,7 +220,7 @@ class DeviceSession:
     def _rows(self, batch: ReadingsMessage, received_us: int) -> list[ReadingRow]:
         device, patient, seq = self.device_id, self.patient_id, batch.seq
         return [
-            ReadingRow(device, patient, r.metric, to_micros(r.ts), r.value, received_us, seq)
+            (device, patient, r.metric, to_micros(r.ts), r.value, received_us, seq)
             for r in batch.readings
         ]
 

@@ -12,7 +12,6 @@ import pytest
 
 from gateway.ingest.session import DeviceSession, Duplicate, Reject, Store, encode, encode_ack
 from gateway.ingest.writer import PendingBatch, plan_commit
-from gateway.storage.readings import ReadingRow
 from schemas.device import Ack, BadMessage, BatchError, ErrorCode
 
 NOW = datetime(2026, 11, 26, 13, 5, tzinfo=UTC)
@@ -74,11 +73,12 @@ class TestOutcomes:
         outcome = s.receive(text(frame(1, [reading(), reading(metric="spo2", value=97.5)])), NOW)
         assert isinstance(outcome, Store)
         assert (outcome.seq, outcome.binary) == (1, False)
-        assert [(r.metric, r.value, r.seq) for r in outcome.rows] == [
+        # (device_id, patient_id, metric, ts_us, value, received_us, seq)
+        assert [(r[2], r[4], r[6]) for r in outcome.rows] == [
             ("heart_rate", 72.0, 1),
             ("spo2", 97.5, 1),
         ]
-        assert {(r.device_id, r.patient_id) for r in outcome.rows} == {("watch-001", "p-017")}
+        assert {(r[0], r[1]) for r in outcome.rows} == {("watch-001", "p-017")}
         assert s.accepted_seq == 1
 
     def test_seq_at_or_below_last_is_duplicate_even_with_other_content(self) -> None:
@@ -168,13 +168,13 @@ class TestTimestamps:
         )
         assert isinstance(outcome, Store)
         utc_seconds = calendar.timegm((2026, 11, 26, 13, 0, 0))
-        assert outcome.rows[0].ts_us == utc_seconds * 1_000_000 + 123_457
+        assert outcome.rows[0][3] == utc_seconds * 1_000_000 + 123_457
 
     def test_received_time_is_now(self) -> None:
         """Each row's received_us is the `now` given to receive."""
         outcome = session().receive(text(frame()), NOW)
         assert isinstance(outcome, Store)
-        assert outcome.rows[0].received_us == calendar.timegm((2026, 11, 26, 13, 5, 0)) * 10**6
+        assert outcome.rows[0][5] == calendar.timegm((2026, 11, 26, 13, 5, 0)) * 10**6
 
 
 class TestBadMessage:
@@ -283,7 +283,7 @@ def pending(device_id: str, seq: int) -> PendingBatch:
         patient_id="p-017",
         ward="icu",
         seq=seq,
-        rows=[ReadingRow(device_id, "p-017", "spo2", 0, 97.0, 0, seq)],
+        rows=[(device_id, "p-017", "spo2", 0, 97.0, 0, seq)],
     )
 
 

@@ -85,7 +85,7 @@ async def writer(request: pytest.FixtureRequest, engine: AsyncEngine) -> AsyncIt
 def rows(device: str, seq: int, n: int, start_us: int = 1_700_000_000_000_000) -> list[ReadingRow]:
     patient = device.replace("watch", "p")
     return [
-        ReadingRow(device, patient, "heart_rate", start_us + i, 60.0 + i % 50, start_us + n, seq)
+        (device, patient, "heart_rate", start_us + i, 60.0 + i % 50, start_us + n, seq)
         for i in range(n)
     ]
 
@@ -132,7 +132,7 @@ class TestCommit:
     ) -> None:
         """A row the database refuses (NOT NULL) fails the whole commit, seq included,
         with an error that is not StorageUnavailable; the next commit works."""
-        bad = [*rows("watch-1", 1, 3), ReadingRow("watch-1", "p-1", None, 1, 1.0, 1, 1)]  # type: ignore[arg-type]
+        bad = [*rows("watch-1", 1, 3), ("watch-1", "p-1", None, 1, 1.0, 1, 1)]
         with pytest.raises((sqlite3.IntegrityError, IntegrityError)) as refused:
             await writer.commit(bad, {"watch-1": 1})
         assert not isinstance(refused.value, StorageUnavailable)
