@@ -52,6 +52,8 @@ def binary_frame(data: bytes) -> bytes:
 class FrameWriter:
     """Writes ready-made frames to one prepared WebSocket's transport, synchronously."""
 
+    __slots__ = ("_transport", "_ws")  # one per connection
+
     def __init__(self, ws: web.WebSocketResponse, request: web.BaseRequest) -> None:
         self._ws = ws
         self._transport = request.transport

@@ -38,6 +38,9 @@ class Replies:
     the error and closes the socket), and nothing is written after it.
     """
 
+    # One per connection, idle ones included: slots keep it small.
+    __slots__ = ("_items", "_limit", "_on_acked", "_on_failure", "_out", "_waiters", "failed")
+
     def __init__(
         self,
         out: Sink,
