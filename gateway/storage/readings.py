@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 from sqlalchemy import bindparam, insert, select
 from sqlalchemy.engine import Dialect
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.errors import StorageUnavailable
@@ -147,6 +147,12 @@ class EngineReadingWriter:
                     )
         except OperationalError as e:
             raise StorageUnavailable(str(e.orig)) from e
+        except DBAPIError as e:
+            if not e.connection_invalidated:
+                raise  # the database refused these rows
+            raise StorageUnavailable(str(e.orig)) from e
+        except OSError as e:  # the server does not answer (asyncpg connects raw)
+            raise StorageUnavailable(str(e)) from e
 
 
 class SqliteReadingWriter:

@@ -36,9 +36,8 @@ from schemas.metrics import Metric
 WRITERS = ["sqlite-thread", "engine"]
 
 
-@pytest.fixture
-async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
-    engine = open_engine(f"sqlite+aiosqlite:///{tmp_path / 'vitals.db'}")
+async def provision_devices(engine: AsyncEngine) -> None:
+    """Create the schema, and devices watch-1 and watch-2 of patients p-1 and p-2."""
     await create_schema(engine)
     async with engine.begin() as conn:
         await conn.execute(
@@ -49,6 +48,12 @@ async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
                 for i in (1, 2)
             ],
         )  # fmt: skip
+
+
+@pytest.fixture
+async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+    engine = open_engine(f"sqlite+aiosqlite:///{tmp_path / 'vitals.db'}")
+    await provision_devices(engine)
     yield engine
     await engine.dispose()
 
