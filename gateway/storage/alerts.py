@@ -2,8 +2,8 @@
 
 Each recorded change writes the alert's current row and one event row (the message as
 pushed) in one transaction, so what a dashboard was shown survives a restart. With
-SQLite that transaction is one job of the writer thread (statements compiled once),
-so a burst of alerts is stored in one hop, not two per alert.
+SQLite that transaction is one job of the writer thread, two statements for a burst of
+alerts however long (an upsert of the alert rows, an insert of the events).
 """
 
 from __future__ import annotations
@@ -13,12 +13,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert, select, update
-from sqlalchemy.engine import Dialect
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.storage.schema import AlertEventRow, AlertRow, table_of
-from gateway.storage.sqlite_writer import CompiledStatement, SqliteWriter
+from gateway.storage.sqlite_writer import SqliteWriter, values_rows
 
 __all__ = ["AlertStore", "RecordedEvent", "StoredState"]
 
@@ -28,21 +27,41 @@ _ALERT_COLUMNS = [c.name for c in _alerts.columns]
 _EVENT_COLUMNS = [c.name for c in _events.columns]
 
 
+# Rows per multi-row statement: 19 alert columns x 500 is under SQLite's 32,766
+# parameters.
+_ROWS_PER_STATEMENT = 500
+
+
 class _AppendSql:
-    # Bind names differ from column names: SQLAlchemy reserves those for itself.
-    def __init__(self, dialect: Dialect) -> None:
-        self.insert_alert = CompiledStatement(
-            insert(_alerts).values({c: bindparam(f"v_{c}") for c in _ALERT_COLUMNS}), dialect
+    """The writer thread's statements: whole bursts of alert rows and events in a few
+    statements (see sqlite_writer.py on why the count matters)."""
+
+    def __init__(self) -> None:
+        updates = ", ".join(f"{c} = excluded.{c}" for c in _ALERT_COLUMNS if c != "id")
+        self._upsert_alerts = (
+            f"INSERT INTO {_alerts.name} ({', '.join(_ALERT_COLUMNS)}) VALUES {{}} "
+            f"ON CONFLICT (id) DO UPDATE SET {updates}"
         )
-        self.update_alert = CompiledStatement(
-            update(_alerts)
-            .where(_alerts.c.id == bindparam("v_id"))
-            .values({c: bindparam(f"v_{c}") for c in _ALERT_COLUMNS if c != "id"}),
-            dialect,
+        self._insert_events = (
+            f"INSERT INTO {_events.name} ({', '.join(_EVENT_COLUMNS)}) VALUES {{}}"
         )
-        self.insert_event = CompiledStatement(
-            insert(_events).values({c: bindparam(f"v_{c}") for c in _EVENT_COLUMNS}), dialect
-        )
+
+    def statements(self, events: Sequence[RecordedEvent]) -> list[tuple[str, list[Any]]]:
+        """(sql, flat parameters) that store `events` in order: each alert's row as the
+        event left it, then the events. SQLite upserts a statement's rows one after the
+        other, so of two events of one alert in a burst the later one's row wins."""
+        out = []
+        for start in range(0, len(events), _ROWS_PER_STATEMENT):
+            chunk = events[start : start + _ROWS_PER_STATEMENT]
+            alerts = [e.row[c] for e in chunk for c in _ALERT_COLUMNS]
+            rows = values_rows(len(_ALERT_COLUMNS), len(chunk))
+            out.append((self._upsert_alerts.format(rows), alerts))
+        for start in range(0, len(events), _ROWS_PER_STATEMENT):
+            chunk = events[start : start + _ROWS_PER_STATEMENT]
+            values = [v for e in chunk for v in _event_values(e)]
+            rows = values_rows(len(_EVENT_COLUMNS), len(chunk))
+            out.append((self._insert_events.format(rows), values))
+        return out
 
 
 def _event_row(e: RecordedEvent) -> dict[str, Any]:
@@ -56,8 +75,9 @@ def _event_row(e: RecordedEvent) -> dict[str, Any]:
     }
 
 
-def _prefixed(values: dict[str, Any]) -> dict[str, Any]:
-    return {f"v_{k}": v for k, v in values.items()}
+def _event_values(e: RecordedEvent) -> list[Any]:
+    row = _event_row(e)
+    return [row[c] for c in _EVENT_COLUMNS]
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,21 +102,17 @@ def _append(
     conn: sqlite3.Connection, writer: SqliteWriter, sql: _AppendSql, events: Sequence[RecordedEvent]
 ) -> None:
     """`AlertStore.append` as a job of the SQLite writer thread."""
+    statements = sql.statements(events)
     with writer.transaction(conn, rows=len(events)):
-        for e in events:
-            statement = sql.insert_alert if e.is_new else sql.update_alert
-            conn.execute(statement.sql, statement.params(_prefixed(e.row)))
-        conn.executemany(
-            sql.insert_event.sql,
-            [sql.insert_event.params(_prefixed(_event_row(e))) for e in events],
-        )
+        for statement, params in statements:
+            conn.execute(statement, params)
 
 
 class AlertStore:
     def __init__(self, engine: AsyncEngine, writer: SqliteWriter | None = None) -> None:
         self._engine = engine
         self._writer = writer
-        self._sql = _AppendSql(engine.dialect) if writer is not None else None
+        self._sql = _AppendSql() if writer is not None else None
 
     async def load(self) -> StoredState:
         async with self._engine.connect() as conn:

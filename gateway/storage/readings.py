@@ -16,6 +16,7 @@ a batch the database refuses.
 from __future__ import annotations
 
 import itertools
+import json
 import sqlite3
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
@@ -27,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.errors import StorageUnavailable
 from gateway.storage.schema import Device, Reading, table_of
-from gateway.storage.sqlite_writer import CompiledStatement, SqliteWriter
+from gateway.storage.sqlite_writer import SqliteWriter
 
 __all__ = [
     "READING_COLUMNS",
@@ -155,13 +156,20 @@ class EngineReadingWriter:
             raise StorageUnavailable(str(e)) from e
 
 
+# Every device's seq in one statement, whatever their number: one JSON object
+# {device id: seq} as the only parameter (see sqlite_writer.py on statement counts).
+_ADVANCE_SEQS_SQL = (
+    f"UPDATE {_devices.name} SET last_seq = seqs.value FROM json_each(?) AS seqs "
+    f"WHERE {_devices.name}.id = seqs.key AND {_devices.name}.last_seq < seqs.value"
+)
+
+
 class SqliteReadingWriter:
     """Readings through the SQLite writer thread: a whole commit is one job."""
 
     def __init__(self, writer: SqliteWriter, dialect: Dialect) -> None:
         self._writer = writer
         self._insert_sql = _InsertSql(dialect)
-        self._advance_seq = CompiledStatement(_advance_seq, dialect)
         self._last_seq_sql = "SELECT id, last_seq FROM devices WHERE id = ?"
 
     async def last_seqs(self, device_ids: Iterable[str]) -> dict[str, int]:
@@ -178,15 +186,14 @@ class SqliteReadingWriter:
         return await self._writer.run(look_up)
 
     async def commit(self, rows: list[ReadingRow], last_seqs: Mapping[str, int]) -> None:
-        advance = self._advance_seq
-        seqs = [advance.params({"dev": d, "seq": s}) for d, s in last_seqs.items()]
+        seqs = json.dumps(last_seqs) if last_seqs else None
 
         def write(conn: sqlite3.Connection) -> None:
             with self._writer.transaction(conn, rows=len(rows)):
                 for n, params in _chunks(rows):
                     conn.execute(self._insert_sql(n), params)
-                if seqs:
-                    conn.executemany(advance.sql, seqs)
+                if seqs is not None:
+                    conn.execute(_ADVANCE_SEQS_SQL, (seqs,))
 
         await self._writer.run(write)
 

@@ -7,6 +7,11 @@ Through SQLAlchemy's async adapter the same transaction costs a hop per statemen
 each of which must win the GIL back from a busy event loop, and a second writing
 connection would queue on SQLite's write lock in its busy handler's sleeps.
 
+Jobs take as few statements as they can (multi-row VALUES, one UPDATE for many rows):
+`sqlite3` lets go of the GIL around every statement it steps, and a busy event loop
+hands it back only at its switch interval, so a job's latency grows with its statement
+count (50 one-row UPDATEs took 38 ms against a busy thread, one 50-row UPDATE 3 ms).
+
 Jobs run in order, so writes never wait for each other's locks. WAL checkpoints are
 run here too, once the thread is idle for a moment after a commit: they overlap the
 acks and alerts going out instead of delaying the commit that crossed SQLite's
@@ -23,16 +28,18 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
-from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlalchemy.sql import ClauseElement
-from sqlalchemy.sql.compiler import SQLCompiler
 
 from gateway.errors import StorageUnavailable
 
-__all__ = ["CHECKPOINT_ROWS", "CompiledStatement", "SqliteWriter", "open_sqlite_writer"]
+__all__ = [
+    "CHECKPOINT_ROWS",
+    "SqliteWriter",
+    "open_sqlite_writer",
+    "values_rows",
+]
 
 log = logging.getLogger(__name__)
 
@@ -56,17 +63,9 @@ _LOCK_POLL_S = 0.05
 _Job = tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any], asyncio.AbstractEventLoop]
 
 
-class CompiledStatement:
-    """A Core statement compiled once for the dialect, for the writer thread's raw
-    `sqlite3` cursor: `params` puts named values in the order of its placeholders."""
-
-    def __init__(self, statement: ClauseElement, dialect: Dialect) -> None:
-        compiled = cast(SQLCompiler, statement.compile(dialect=dialect))
-        self.sql = str(compiled)
-        self._order = compiled.positiontup or []
-
-    def params(self, values: dict[str, Any]) -> tuple[Any, ...]:
-        return tuple(values[name] for name in self._order)
+def values_rows(width: int, rows: int) -> str:
+    """ "(?, ?), (?, ?)": the placeholders of a multi-row VALUES list."""
+    return ", ".join(["(" + ", ".join("?" * width) + ")"] * rows)
 
 
 class SqliteWriter:

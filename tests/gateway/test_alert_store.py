@@ -95,7 +95,9 @@ async def test_a_refused_append_stores_none_of_its_events(store: AlertStore) -> 
 
 
 async def test_both_paths_store_identical_rows(tmp_path: Path) -> None:
-    """The writer thread's precompiled statements write what SQLAlchemy's do."""
+    """The writer thread's multi-row statements write what SQLAlchemy's do: a raise
+    and a later change, a burst with one alert's raise, change and clear together, and
+    a burst longer than one statement takes."""
     tables = []
     for path in PATHS:
         engine = open_engine(f"sqlite+aiosqlite:///{tmp_path / path}.db")
@@ -107,8 +109,21 @@ async def test_both_paths_store_identical_rows(tmp_path: Path) -> None:
         await store.append(
             [event(2, "acked", alert_row(3, "active_ack", 2, acked_at=5.0, acked_by="dr-lee"))]
         )
+        await store.append(
+            [
+                event(3, "raised", alert_row(4, "active_unack", 3)),
+                event(4, "value", alert_row(4, "active_unack", 4, last_value=80.0)),
+                event(5, "cleared", alert_row(4, "cleared_unack", 5, cleared_at=9.0)),
+            ]
+        )
+        await store.append(
+            [event(i, "raised", alert_row(i, "active_unack", i)) for i in range(10, 1210)]
+        )
         if writer is not None:
             await writer.close()
         tables.append((rows(engine, "alerts"), rows(engine, "alert_events")))
         await engine.dispose()
     assert tables[0] == tables[1]
+    alerts, events = tables[0]
+    assert (len(alerts), len(events)) == (2 + 1200, 5 + 1200)
+    assert alerts[1][4] == "cleared_unack"  # alert 4, as its last event left it
