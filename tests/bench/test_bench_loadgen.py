@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from bench.loadgen import VIOLATION_BASE, alert_key, iso_ms, readings_body, violating
+from bench.loadgen import VIOLATION_BASE, alert_key, iso_ms, raise_key, readings_body, violating
 from bench.scenarios.capacity import sizes_for_limit
 from bench.scenarios.common import share, summarise_collapsed
 from bench.scenarios.ward import alert_latencies, raises_per_second
@@ -26,7 +26,10 @@ from bench.wsclient import (
     encode_frame,
     handshake_request,
 )
+from schemas.dashboard import AlertEvent, AlertOut
 from schemas.device import READINGS_ADAPTER
+
+T = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
 
 
 def test_generated_batches_pass_the_gateways_validation() -> None:
@@ -66,6 +69,27 @@ def test_alert_key_survives_the_json_round_trip() -> None:
     value = VIOLATION_BASE + 0.5 * 3
     event = json.loads(json.dumps({"patient_id": "p-00001", "first_value": value}))
     assert alert_key("p-00001", value) == alert_key(event["patient_id"], event["first_value"])
+
+
+def test_raise_key_finds_what_parsing_the_event_would() -> None:
+    """From the gateway's own event JSON: the key of an active, unacknowledged alert,
+    and None for other statuses, other messages and alerts without a first value."""
+
+    def payload(status: str, first_value: float | None) -> bytes:
+        alert = AlertOut(
+            id=1, rule="hr-high", metric="heart_rate", priority="high", status=status,
+            patient_id="p-00042", device_id="dev-00042", ward="icu", threshold=130.0,
+            direction="above", first_value=first_value, last_value=first_value,
+            worst_value=first_value, raised_at=T, updated_at=T, cleared_at=None,
+            acked_at=None, acked_by=None,
+        )  # fmt: skip
+        return AlertEvent(event_id=7, alert=alert).model_dump_json().encode()
+
+    value = VIOLATION_BASE + 0.5 * 3
+    assert raise_key(payload("active_unack", value)) == alert_key("p-00042", value)
+    assert raise_key(payload("active_ack", value)) is None
+    assert raise_key(payload("active_unack", None)) is None
+    assert raise_key(b'{"type":"subscribed","last_event_id":3}') is None
 
 
 def test_alert_latency_needs_every_dashboard() -> None:
