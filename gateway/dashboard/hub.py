@@ -106,6 +106,7 @@ class Dashboard:
 class Hub:
     def __init__(self, on_drop: Callable[[], None] = lambda: None) -> None:
         self._dashboards: set[Dashboard] = set()
+        self._with_vitals = 0  # how many of them asked for vitals (asked every commit)
         self.on_drop = on_drop  # called once per dashboard closed as too slow
         # The newest event id handed to dashboards; every event up to it is stored.
         self.last_event_id = 0
@@ -118,11 +119,15 @@ class Hub:
 
         Synchronous on purpose: no event can slip between the bound and the queue.
         """
-        self._dashboards.add(dashboard)
+        if dashboard not in self._dashboards:
+            self._dashboards.add(dashboard)
+            self._with_vitals += dashboard.vitals
         return self.last_event_id
 
     def remove(self, dashboard: Dashboard) -> None:
-        self._dashboards.discard(dashboard)
+        if dashboard in self._dashboards:
+            self._dashboards.remove(dashboard)
+            self._with_vitals -= dashboard.vitals
 
     def publish_alert(self, event_id: int, ward: str, text: str) -> None:
         self.last_event_id = event_id
@@ -131,10 +136,10 @@ class Hub:
             if d.may_see(ward):
                 d.offer(event_id, frame)
                 if d.too_slow:
-                    self._dashboards.discard(d)  # it gets nothing more; it is closing
+                    self.remove(d)  # it gets nothing more; it is closing
 
     def wants_vitals(self) -> bool:
-        return any(d.vitals for d in self._dashboards)
+        return self._with_vitals > 0
 
     def publish_vitals(self, ward: str, text: str) -> None:
         frame = text_frame(text)
