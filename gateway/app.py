@@ -63,7 +63,8 @@ def create_app(settings: Settings) -> web.Application:
     app[AUTH_THROTTLE] = AuthThrottle()
     app[HUB] = Hub(on_drop=metrics.dashboard_drops.inc)
     metrics.track_connections(lambda: len(app[DEVICES]), lambda: len(app[HUB]))
-    app.cleanup_ctx.extend([_database, _writer, _alerts, _revocation_watch])
+    # The committer stops before the alert service: its last commits' alerts are stored.
+    app.cleanup_ctx.extend([_database, _alerts, _writer, _revocation_watch])
     app.on_shutdown.append(_close_streams)
     app.router.add_get("/v1/devices/stream", device_stream)
     app.router.add_get("/v1/dashboard/stream", dashboard_stream)
@@ -110,6 +111,7 @@ async def _writer(app: web.Application) -> AsyncIterator[None]:
         max_pending_rows=settings.max_pending_rows,
         metrics=app[METRICS],
     )
+    committer.add_listener(app[ALERTS].on_commit)
     committer.start()
     app[COMMITTER] = committer
     yield
@@ -118,7 +120,8 @@ async def _writer(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _alerts(app: web.Application) -> AsyncIterator[None]:
-    """The alert service: rules, restored open alerts, the timer; fed by every commit."""
+    """The alert service: rules, restored open alerts, the timer; fed by every commit
+    (the committer, set up next, calls it)."""
     settings = app[SETTINGS]
     store = AlertStore(app[ENGINE], app[SQLITE_WRITER])
     app[ALERT_STORE] = store
@@ -130,7 +133,6 @@ async def _alerts(app: web.Application) -> AsyncIterator[None]:
         metrics=app[METRICS],
     ) as service:
         app[ALERTS] = service
-        app[COMMITTER].add_listener(service.on_commit)
         yield
 
 

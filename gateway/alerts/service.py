@@ -1,9 +1,13 @@
 """The I/O edge of alerting: feeds committed readings and clock ticks to the pure
 engine, stores every transition as an event, then pushes it to dashboards.
 
-One lock serialises engine, event-id allocation, storage and publication, so event
-ids are gap-free and every dashboard sees events in id order, each stored before it
-is pushed. Transitions whose storage failed are kept and retried on the next tick.
+The engine runs at once, synchronously, so transitions come out in the engine's order;
+they queue in `_pending`, and one recorder at a time allocates their event ids, stores
+them and publishes them: event ids are gap-free and every dashboard sees events in id
+order, each stored before it is pushed. The group committer does not wait for this:
+its next commit goes on while the last one's alerts are stored, and transitions that
+queue meanwhile are stored together. Transitions whose storage failed stay queued and
+are retried on the next tick.
 """
 
 from __future__ import annotations
@@ -12,9 +16,10 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, Literal, overload
 
 from gateway.alerts.engine import Alert, AlertEngine, AlertError, Transition, UnknownAlertError
 from gateway.alerts.rules import RuleSet, load_rules
@@ -35,6 +40,8 @@ log = logging.getLogger(__name__)
 # How often the timer runs offline checks and throttled value updates, and flushes vitals.
 TICK_S = 0.5
 VITALS_EVERY_S = 1.0
+# At shutdown, how long alert events still being stored may take.
+_DRAIN_S = 5.0
 
 
 def _utc(t: float | None) -> datetime | None:
@@ -78,10 +85,15 @@ class AlertService:
         self._store = store
         self._hub = hub
         self._rules_path = rules_path
-        self._lock = asyncio.Lock()
+        self._lock = asyncio.Lock()  # held while recording
         self._last_event_id = 0
         self._wards: dict[str, str] = {}  # device id -> ward, for offline alarms
-        self._backlog: list[Transition] = []
+        # Transitions not stored yet, in engine order; bounded by the engine (one per
+        # change of an open alert), and it only grows while the database is down.
+        self._pending: list[Transition] = []
+        # Callers waiting for a transition's event payload, by the transition's id.
+        self._waiting: dict[int, asyncio.Future[str]] = {}
+        self._recorder: asyncio.Task[None] | None = None
         self._vitals = VitalsThrottle()
 
     @classmethod
@@ -113,14 +125,24 @@ class AlertService:
             ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await ticker
+            recorder = service._recorder
+            if recorder is not None and not recorder.done():
+                # Let what is being stored finish (the writer is still open), but a
+                # database that takes no writes must not hold shutdown for long.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(recorder), _DRAIN_S)
+                recorder.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await recorder
 
     async def _restore(self, state: StoredState) -> None:
         self._last_event_id = self._hub.last_event_id = state.max_event_id
         alerts = [Alert.from_mapping(r) for r in state.open_alerts]
         for row in state.open_alerts:
             self._wards[row["device_id"]] = row["ward"]
+        self._pending += self._engine.restore(alerts, time.time())
         async with self._lock:
-            await self._record(self._engine.restore(alerts, time.time()))
+            await self._record()
         log.info("alerts: %d open restored, last event id %d", len(alerts), state.max_event_id)
 
     @property
@@ -132,24 +154,22 @@ class AlertService:
     def last_event_id(self) -> int:
         return self._last_event_id
 
-    async def on_commit(self, batches: list[PendingBatch]) -> None:
-        """Commit listener: evaluate the stored readings, then record what changed."""
+    def on_commit(self, batches: list[PendingBatch]) -> None:
+        """Commit listener: evaluate the stored readings; what changed is stored and
+        pushed by the recorder (the committer does not wait for it)."""
         if not batches:
             return
         now = time.time()
         # Vitals are collected only while some dashboard asked for them.
         vitals_wanted = self._hub.wants_vitals()
-        async with self._lock:
-            transitions: list[Transition] = []
-            for b in batches:
-                self._wards[b.device_id] = b.ward
-                if vitals_wanted:
-                    self._vitals.add(b.patient_id, b.device_id, b.ward, b.rows)
-                readings = [
-                    (metric, ts_us / 1e6, value) for _, _, metric, ts_us, value, _, _ in b.rows
-                ]
-                transitions += self._engine.process(b.patient_id, b.device_id, readings, now)
-            await self._record(transitions)
+        transitions: list[Transition] = []
+        for b in batches:
+            self._wards[b.device_id] = b.ward
+            if vitals_wanted:
+                self._vitals.add(b.patient_id, b.device_id, b.ward, b.rows)
+            readings = [(metric, ts_us / 1e6, value) for _, _, metric, ts_us, value, _, _ in b.rows]
+            transitions += self._engine.process(b.patient_id, b.device_id, readings, now)
+        self._enqueue(transitions)
 
     async def acknowledge(self, alert_id: int, user: Principal) -> str:
         """Acknowledge as `user`; returns the resulting event as pushed to everyone.
@@ -162,10 +182,8 @@ class AlertService:
             raise UnknownAlertError(f"no alert {alert_id}")
         if not user.sees(ward):
             raise ForbiddenError(f"alert {alert_id} is not in your wards")
-        async with self._lock:
-            transition = self._engine.acknowledge(alert_id, user.name, time.time())
-            events = await self._record([transition])
-        return events[-1].payload
+        transition = self._engine.acknowledge(alert_id, user.name, time.time())
+        return await self._enqueue([transition], wait=True)
 
     async def _ward_of(self, alert_id: int) -> str | None:
         """The ward of an alert, open (in memory) or closed (stored); None if unknown."""
@@ -178,8 +196,9 @@ class AlertService:
     async def reload_rules(self) -> int:
         """Load the rules file again; a bad file raises RulesError and changes nothing."""
         rules = load_rules(self._rules_path)
-        async with self._lock:
-            await self._record(self._engine.replace_rules(rules, time.time()))
+        transitions = self._engine.replace_rules(rules, time.time())
+        if transitions:
+            await self._enqueue(transitions, wait=True)
         log.info("alert rules reloaded from %s: %d rules", self._rules_path, len(rules.rules))
         return len(rules.rules)
 
@@ -188,13 +207,10 @@ class AlertService:
         while True:
             await asyncio.sleep(TICK_S)
             try:
-                async with self._lock:
-                    await self._record(self._engine.check(time.time()))
+                self._enqueue(self._engine.check(time.time()))  # also retries a failure
                 if time.monotonic() >= next_vitals:
                     next_vitals = time.monotonic() + VITALS_EVERY_S
                     self._publish_vitals()
-            except StorageError:
-                pass  # logged by _record; retried on the next tick
             except Exception:
                 log.exception("alert timer failed")
 
@@ -212,14 +228,47 @@ class AlertService:
             msg = Vitals(patient_id=p.patient_id, device_id=p.device_id, readings=readings)
             self._hub.publish_vitals(p.ward, msg.model_dump_json())
 
-    async def _record(self, transitions: Iterable[Transition]) -> list[RecordedEvent]:
-        """Store, then publish. Call with the lock held."""
-        pending = [*self._backlog, *transitions]
-        if not pending:
-            return []
+    @overload
+    def _enqueue(self, transitions: list[Transition], wait: Literal[False] = ...) -> None: ...
+
+    @overload
+    def _enqueue(
+        self, transitions: list[Transition], wait: Literal[True]
+    ) -> asyncio.Future[str]: ...
+
+    def _enqueue(self, transitions: list[Transition], wait: bool = False) -> Any:
+        """Queue `transitions` for the recorder, starting it unless it is running.
+
+        With `wait`, returns a future of the last transition's event as pushed, or of
+        the StorageError of a failed attempt to store it (it stays queued all the same).
+        """
+        self._pending += transitions
+        waiter = None
+        if wait:
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiting[id(transitions[-1])] = waiter
+        if self._pending and (self._recorder is None or self._recorder.done()):
+            self._recorder = asyncio.create_task(self._record_all(), name="alert-recorder")
+        return waiter
+
+    async def _record_all(self) -> None:
+        """The recorder: store and push what is queued until nothing is, or a store
+        fails (the next tick or transition starts it again)."""
+        async with self._lock:
+            while self._pending:
+                try:
+                    await self._record()
+                except StorageError:
+                    return
+
+    async def _record(self) -> None:
+        """Store the queued transitions, then publish them. Call with the lock held."""
+        batch = list(self._pending)  # more may queue while these are stored
+        if not batch:
+            return
         events = []
         next_id = self._last_event_id
-        for t in pending:
+        for t in batch:
             next_id += 1
             ward = self._wards.get(t.alert.device_id, "")
             payload = AlertEvent(event_id=next_id, alert=alert_out(t.alert, ward))
@@ -237,13 +286,19 @@ class AlertService:
         try:
             await self._store.append(events)
         except Exception as e:
-            self._backlog = pending
-            log.error("could not store %d alert events, will retry: %s", len(pending), e)
-            raise StorageError("the database refused the alert events") from e
-        self._backlog = []
+            log.error("could not store %d alert events, will retry: %s", len(batch), e)
+            error = StorageError("the database refused the alert events")
+            for t in batch:
+                waiter = self._waiting.pop(id(t), None)
+                if waiter is not None and not waiter.done():
+                    waiter.set_exception(error)
+            raise error from e
+        del self._pending[: len(batch)]
         self._last_event_id = next_id
-        for event in events:
+        for t, event in zip(batch, events, strict=True):
             self._hub.publish_alert(event.event_id, event.row["ward"], event.payload)
             if event.kind == "raised" and self._metrics is not None:
                 self._metrics.alerts_raised.labels(event.row["rule"], event.row["priority"]).inc()
-        return events
+            waiter = self._waiting.pop(id(t), None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(event.payload)

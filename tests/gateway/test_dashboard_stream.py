@@ -670,6 +670,21 @@ async def test_restarted_gateway_replays_the_same_open_alerts_and_continues_even
     assert (await get_alerts(again))["last_event_id"] == 6
 
 
+async def test_an_alert_of_the_last_batch_before_a_stop_is_stored(
+    gateway: Gateway, aiohttp_client: AiohttpClient
+) -> None:
+    """The gateway stops right after acking a batch that raises an alert (its events
+    are stored apart from the commit): the restarted gateway replays that alert."""
+    token = await gateway.add_device("dev-1", "p-1")
+    async with open_device(gateway, token) as device:
+        await device.send(series("spo2", SPO2_EPISODE))  # acked: the readings are stored
+    again = await restart(aiohttp_client, gateway)
+    async with open_dashboard(again) as dash:
+        sub = await dash.subscribe()
+    assert [m.alert["rule"] for m in sub.replayed] == ["spo2-low"]
+    assert sub.last_event_id == 1
+
+
 # --- device-offline -------------------------------------------------------------------
 
 
