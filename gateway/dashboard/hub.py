@@ -1,11 +1,12 @@
 """Fan-out to dashboard sockets.
 
-Each event is encoded once by the caller and framed once here, and the same frame is
-queued for every dashboard allowed to see it. Each dashboard has a bounded queue
-drained by its own writer task, which writes everything queued in one go (a burst of
-events is one write per dashboard, not one per event). A dashboard that falls
-`dashboard_queue_max` messages behind is closed with 4008 and resumes from its last
-event id, so it never slows ingest or others.
+Each event is encoded once by the caller and framed once here, and the same frame goes
+to every dashboard allowed to see it: written at once to a dashboard that keeps up
+(no task switch between the event being stored and it going out), queued otherwise.
+Each dashboard's bounded queue is drained by its own writer task, which writes
+everything queued in one go. A dashboard that falls `dashboard_queue_max` messages
+behind is closed with 4008 and resumes from its last event id, so it never slows
+ingest or others.
 """
 
 from __future__ import annotations
@@ -56,12 +57,18 @@ class Dashboard:
         self.queue: asyncio.Queue[tuple[int, bytes]] = asyncio.Queue(maxsize=queue_max)
         self.too_slow = False
         self._closer: asyncio.Task[None] | None = None
+        # Set once the replay is sent and the writer task runs: from then on, with
+        # nothing queued and the peer reading, messages are written at once.
+        self._live = False
 
     def may_see(self, ward: str) -> bool:
         return self.principal.sees(ward)
 
     def offer(self, event_id: int, frame: bytes) -> None:
         if self.too_slow:
+            return
+        if self._live and self.queue.empty() and not self._out.backed_up:
+            self._out.write(frame)  # in order: everything offered before is written
             return
         try:
             self.queue.put_nowait((event_id, frame))
@@ -94,6 +101,7 @@ class Dashboard:
         Whatever is queued when it wakes goes out in one write; while the peer has not
         read what was written before, the queue fills (see `offer`)."""
         queue = self.queue
+        self._live = True
         while True:
             frames = [await queue.get()]
             frames += [queue.get_nowait() for _ in range(queue.qsize())]

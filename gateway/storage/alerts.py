@@ -125,7 +125,7 @@ class AlertStore:
     async def append(self, events: Sequence[RecordedEvent]) -> None:
         writer, sql = self._writer, self._sql
         if writer is not None and sql is not None:
-            await writer.run(lambda conn: _append(conn, writer, sql, events))
+            await writer.run(lambda conn: _append(conn, writer, sql, events), urgent=True)
             return
         async with self._engine.begin() as conn:
             for e in events:

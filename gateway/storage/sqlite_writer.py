@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import queue
 import sqlite3
@@ -61,6 +62,7 @@ _CHECKPOINT_OVERDUE = 4
 _LOCK_POLL_S = 0.05
 
 _Job = tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any], asyncio.AbstractEventLoop]
+_URGENT, _NORMAL, _LAST = 0, 1, 2
 
 
 def values_rows(width: int, rows: int) -> str:
@@ -87,20 +89,26 @@ class SqliteWriter:
         self._synchronous = synchronous
         self._busy_timeout_s = busy_timeout_s
         self._cache_kib = cache_mib * 1024
-        # Unbounded by type; bounded by its callers: the group committer awaits each
-        # commit before the next, alert events are recorded under one lock.
-        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        # (priority, arrival, job): urgent jobs first, then in order; None (close)
+        # last. Unbounded by type; bounded by its callers: the group committer awaits
+        # each commit before the next, alert events are recorded one burst at a time.
+        self._jobs: queue.PriorityQueue[tuple[int, int, _Job | None]] = queue.PriorityQueue()
+        self._arrivals = itertools.count()
         self._conn: sqlite3.Connection | None = None
         self._closing = threading.Event()
         self._since_checkpoint = 0  # rows written since the last checkpoint
         self._thread = threading.Thread(target=self._serve, name="sqlite-writer", daemon=True)
         self._thread.start()
 
-    async def run(self, job: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `job(connection)` in the writer thread; its result or exception is ours."""
+    async def run(self, job: Callable[[sqlite3.Connection], T], *, urgent: bool = False) -> T:
+        """Run `job(connection)` in the writer thread; its result or exception is ours.
+
+        An urgent job (alert events, on their way to a clinician's screen) goes ahead of
+        those queued, though not of the one running.
+        """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._jobs.put((job, future, loop))
+        self._jobs.put((_URGENT if urgent else _NORMAL, next(self._arrivals), (job, future, loop)))
         return await future
 
     @contextlib.contextmanager
@@ -131,7 +139,7 @@ class SqliteWriter:
         """Finish queued jobs, then stop the thread; a job still waiting for a lock
         held elsewhere gives up at once and fails."""
         self._closing.set()
-        self._jobs.put(None)
+        self._jobs.put((_LAST, next(self._arrivals), None))
         await asyncio.to_thread(self._thread.join, _LOCK_POLL_S * 10)
 
     # -- in the writer thread ----------------------------------------------------
@@ -186,7 +194,7 @@ class SqliteWriter:
                 self._checkpoint()
             due = self._since_checkpoint >= CHECKPOINT_ROWS
             try:
-                job = self._jobs.get(timeout=_CHECKPOINT_IDLE_S if due else None)
+                _, _, job = self._jobs.get(timeout=_CHECKPOINT_IDLE_S if due else None)
             except queue.Empty:
                 self._checkpoint()
                 continue

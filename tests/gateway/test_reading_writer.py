@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator, Iterator
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import closing, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -234,6 +235,38 @@ async def test_an_overdue_checkpoint_runs_even_while_commits_keep_coming(
         assert size > before
     finally:
         await w.close()
+
+
+async def test_an_urgent_job_goes_ahead_of_queued_ones(engine: AsyncEngine) -> None:
+    """Jobs queued behind a running one run in order, except an urgent one (alert
+    events), which runs first; the running job is not interrupted."""
+    writer = SqliteWriter(str(db_path(engine)))
+    started, release = threading.Event(), threading.Event()
+    order: list[str] = []
+
+    def blocking(_: sqlite3.Connection) -> None:
+        started.set()
+        release.wait(5)
+        order.append("running")
+
+    def job(name: str) -> Callable[[sqlite3.Connection], None]:
+        return lambda _: order.append(name)
+
+    try:
+        first = asyncio.ensure_future(writer.run(blocking))
+        await asyncio.to_thread(started.wait, 5)
+        queued = [
+            asyncio.ensure_future(writer.run(job("commit-1"))),
+            asyncio.ensure_future(writer.run(job("commit-2"))),
+            asyncio.ensure_future(writer.run(job("alerts"), urgent=True)),
+        ]
+        await asyncio.sleep(0.05)  # all three are queued before the running one ends
+        release.set()
+        await asyncio.gather(first, *queued)
+    finally:
+        release.set()
+        await writer.close()
+    assert order == ["running", "alerts", "commit-1", "commit-2"]
 
 
 async def test_an_sqlite_file_gets_the_thread_and_memory_gets_the_engine(
