@@ -125,15 +125,14 @@ class AlertService:
             ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await ticker
-            recorder = service._recorder
-            if recorder is not None and not recorder.done():
-                # Let what is being stored finish (the writer is still open), but a
-                # database that takes no writes must not hold shutdown for long.
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(recorder), _DRAIN_S)
-                recorder.cancel()
+            # Let what is being stored finish (the writer is still open), but a database
+            # that takes no writes must not hold shutdown for long.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(service.recorded(), _DRAIN_S)
+            if service._recorder is not None:
+                service._recorder.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
-                    await recorder
+                    await service._recorder
 
     async def _restore(self, state: StoredState) -> None:
         self._last_event_id = self._hub.last_event_id = state.max_event_id
@@ -153,6 +152,12 @@ class AlertService:
     @property
     def last_event_id(self) -> int:
         return self._last_event_id
+
+    async def recorded(self) -> None:
+        """Return once every transition so far is stored and pushed, or failed to be
+        (then it stays queued for the next tick)."""
+        while (recorder := self._recorder) is not None and not recorder.done():
+            await asyncio.shield(recorder)
 
     def on_commit(self, batches: list[PendingBatch]) -> None:
         """Commit listener: evaluate the stored readings; what changed is stored and

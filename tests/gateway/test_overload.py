@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 import pytest
 from sqlalchemy.engine import make_url
 
-from gateway.keys import HUB, SETTINGS
+from gateway.keys import ALERTS, HUB, SETTINGS
 from gateway.settings import Settings, load_settings
 
 if TYPE_CHECKING:
@@ -286,6 +286,7 @@ async def _watch_while_stuck_dashboard_is_dropped(
                 more -= len(hub) == 1
                 if more == 0:
                     break
+        await gateway.app[ALERTS].recorded()  # the last batches' events are pushed
         last_event_id = hub.last_event_id
         async with asyncio.timeout(10):
             while not received or received[-1] < last_event_id:
