@@ -64,7 +64,7 @@ def create_app(settings: Settings) -> web.Application:
     app[HUB] = Hub(on_drop=metrics.dashboard_drops.inc)
     metrics.track_connections(lambda: len(app[DEVICES]), lambda: len(app[HUB]))
     # The committer stops before the alert service: its last commits' alerts are stored.
-    app.cleanup_ctx.extend([_database, _alerts, _writer, _revocation_watch])
+    app.cleanup_ctx.extend([_database, _alerts, _writer, _stream_watchers])
     app.on_shutdown.append(_close_streams)
     app.router.add_get("/v1/devices/stream", device_stream)
     app.router.add_get("/v1/dashboard/stream", dashboard_stream)
@@ -136,8 +136,9 @@ async def _alerts(app: web.Application) -> AsyncIterator[None]:
         yield
 
 
-async def _revocation_watch(app: web.Application) -> AsyncIterator[None]:
-    """Close streams whose token was revoked behind the gateway's back (CLI on the DB)."""
+async def _stream_watchers(app: web.Application) -> AsyncIterator[None]:
+    """Close streams whose token was revoked behind the gateway's back (CLI on the DB),
+    and drop device streams whose peer stopped answering (ingest/liveness.py)."""
 
     async def watch() -> None:
         registry, accounts_ = app[DEVICES], app[ACCOUNTS]
@@ -149,11 +150,17 @@ async def _revocation_watch(app: web.Application) -> AsyncIterator[None]:
             except Exception:
                 log.exception("revocation check failed")
 
-    task = asyncio.create_task(watch(), name="revocation-watch")
+    tasks = [
+        asyncio.create_task(watch(), name="revocation-watch"),
+        asyncio.create_task(
+            app[DEVICES].watch_liveness(app[SETTINGS].heartbeat_s), name="liveness-watch"
+        ),
+    ]
     yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    for task in tasks:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 async def _close_streams(app: web.Application) -> None:

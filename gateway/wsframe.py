@@ -15,10 +15,12 @@ import struct
 
 from aiohttp import web
 
-__all__ = ["BUFFER_HIGH", "FrameWriter", "binary_frame", "text_frame"]
+__all__ = ["BUFFER_HIGH", "FrameWriter", "binary_frame", "ping_frame", "pong_frame", "text_frame"]
 
 _OP_TEXT = 0x1
 _OP_BINARY = 0x2
+_OP_PING = 0x9
+_OP_PONG = 0xA
 _FIN = 0x80
 
 # A peer that leaves this much unread in the transport's buffer (beyond what the kernel
@@ -49,6 +51,15 @@ def binary_frame(data: bytes) -> bytes:
     return _frame(data, _OP_BINARY)
 
 
+def ping_frame(data: bytes = b"") -> bytes:
+    return _frame(data, _OP_PING)
+
+
+def pong_frame(data: bytes) -> bytes:
+    """The answer to a ping: its payload echoed (at most 125 bytes, RFC 6455 §5.5)."""
+    return _frame(data[:125], _OP_PONG)
+
+
 class FrameWriter:
     """Writes ready-made frames to one prepared WebSocket's transport, synchronously."""
 
@@ -72,6 +83,11 @@ class FrameWriter:
         """More than BUFFER_HIGH is waiting for the peer to read it."""
         transport = self._transport
         return transport is not None and transport.get_write_buffer_size() > BUFFER_HIGH
+
+    def abort(self) -> None:
+        """Drop the TCP connection at once (a dead peer would not answer a close)."""
+        if self._transport is not None:
+            self._transport.abort()
 
     async def drained(self) -> None:
         """Return once the peer has read what was backed up (or the socket closes)."""

@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Iterable
 
 from aiohttp import web
 
+from gateway.ingest.liveness import Verdict, check
 from gateway.ingest.replies import Replies
+from gateway.wsframe import FrameWriter, ping_frame
 
 __all__ = ["CLOSE_REPLACED", "CLOSE_REVOKED", "DeviceConnection", "DeviceRegistry"]
 
@@ -24,9 +27,16 @@ _REPLACE_WAIT_S = 5.0
 
 
 class DeviceConnection:
-    def __init__(self, device_id: str, ws: web.WebSocketResponse, replies: Replies) -> None:
+    def __init__(
+        self, device_id: str, ws: web.WebSocketResponse, out: FrameWriter, replies: Replies
+    ) -> None:
         self.device_id = device_id
         self.ws = ws
+        self.out = out
+        # perf_counter of the last frame received (the handler sets it), and of the
+        # liveness ping sent since, if any (see liveness.py).
+        self.last_heard = time.perf_counter()
+        self.pinged_at: float | None = None
         # The handler serving it: shutdown cancels it if it is stuck waiting for room
         # for answers (the database is not committing) after its socket is closed.
         self.handler = asyncio.current_task()
@@ -82,6 +92,24 @@ class DeviceRegistry:
         task = asyncio.create_task(settle(), name=f"settle:{conn.device_id}")
         self._settling.add(task)
         task.add_done_callback(self._settling.discard)
+
+    async def watch_liveness(self, heartbeat_s: float) -> None:
+        """Ping silent streams and drop dead ones, every half heartbeat, until cancelled."""
+        while True:
+            await asyncio.sleep(heartbeat_s / 2)
+            now = time.perf_counter()
+            for conn in list(self._open.values()):
+                match check(conn.last_heard, conn.pinged_at, now, heartbeat_s):
+                    case Verdict.ALIVE:
+                        conn.pinged_at = None
+                    case Verdict.PING:
+                        conn.pinged_at = now
+                        conn.out.write(ping_frame())
+                    case Verdict.DEAD:
+                        log.info("device %s stopped answering pings", conn.device_id)
+                        conn.out.abort()
+                    case Verdict.WAIT:
+                        pass
 
     async def close(self, device_ids: Iterable[str], code: int, reason: str) -> None:
         for device_id in device_ids:

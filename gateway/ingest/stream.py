@@ -30,7 +30,7 @@ from gateway.ingest.session import (
 from gateway.keys import COMMITTER, CONNECTIONS, DEVICES, METRICS, SETTINGS
 from gateway.limits import TokenBucket, connection_slot
 from gateway.storage.accounts import Principal
-from gateway.wsframe import FrameWriter, binary_frame, text_frame
+from gateway.wsframe import FrameWriter, binary_frame, pong_frame, text_frame
 from schemas.device import BadMessage, BatchError, ErrorCode, RateLimited
 
 __all__ = ["device_stream"]
@@ -59,7 +59,10 @@ async def _stream(request: web.Request, principal: Principal) -> web.WebSocketRe
     registry = request.app[DEVICES]
 
     ws = web.WebSocketResponse(
-        heartbeat=settings.heartbeat_s,
+        # Liveness is the registry's sweep (liveness.py): aiohttp's heartbeat would
+        # re-arm a timer on every batch. Pings are answered below.
+        heartbeat=None,
+        autoping=False,
         max_msg_size=settings.max_frame_bytes,
         timeout=CLOSE_TIMEOUT_S,
         # permessage-deflate declined: acks are tens of bytes, and a deflate context per
@@ -83,7 +86,7 @@ async def _stream(request: web.Request, principal: Principal) -> web.WebSocketRe
 
     binary = False  # the encoding of the device's latest frame, for the storage error
     replies = Replies(out, settings.device_pipeline, on_acked=acked, on_failure=storage_down)
-    conn = DeviceConnection(principal.name, ws, replies)
+    conn = DeviceConnection(principal.name, ws, out, replies)
     opened = time.monotonic()
     await registry.attach(conn)
     try:
@@ -107,8 +110,8 @@ async def _stream(request: web.Request, principal: Principal) -> web.WebSocketRe
             extra={"device": principal.name, "address": request.remote},
         )
         async for msg in ws:
+            conn.last_heard = arrived = time.perf_counter()
             if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
-                arrived = time.perf_counter()
                 await replies.room()  # at the pipeline's limit, stop reading
                 if replies.failed:
                     continue  # closing: nothing more is answered
@@ -136,6 +139,8 @@ async def _stream(request: web.Request, principal: Principal) -> web.WebSocketRe
                         await replies.join()  # what was accepted before is still acked
                         await ws.close(code=code, message=reason.encode())
                         break
+            elif msg.type is WSMsgType.PING:
+                out.write(pong_frame(msg.data))
             elif msg.type is WSMsgType.ERROR:
                 break
     finally:

@@ -550,6 +550,15 @@ class TestHeartbeat:
         assert msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSED, WSMsgType.ERROR), msg
         assert loop.time() < deadline
 
+    async def test_a_device_ping_is_answered(self, gateway: Gateway, token: str) -> None:
+        """A device's own ping gets a pong with the same payload."""
+        ws = await connect(gateway, token, autoping=False)
+        assert (await receive_json(ws))["type"] == "welcome"
+        await ws.ping(b"are-you-there")
+        msg = await ws.receive(timeout=TIMEOUT)
+        assert (msg.type, msg.data) == (WSMsgType.PONG, b"are-you-there")
+        await ws.close()
+
     async def test_peer_that_pongs_stays_open(self, gateway: Gateway, token: str) -> None:
         """A device that answers pings stays connected over several heartbeats."""
         ws, _ = await open_stream(gateway, token)
