@@ -122,8 +122,7 @@ async def _demo(args: argparse.Namespace, db_url: str) -> int:
             "simulate",
             "--url",
             base,
-            "--admin-token",
-            tokens["admin"],
+            f"--admin-token={tokens['admin']}",  # one "=": a value is never an option
             "--devices",
             str(args.devices),
             "--scenario",

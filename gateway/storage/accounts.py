@@ -39,7 +39,11 @@ class Role(StrEnum):
 
 
 def new_token() -> str:
-    return secrets.token_urlsafe(32)
+    """256 random bits, URL-safe, never starting with "-": a token is passed on command
+    lines (`--token T`), where a leading dash reads as an option (one in 64 did)."""
+    while (token := secrets.token_urlsafe(32)).startswith("-"):
+        pass
+    return token
 
 
 def hash_token(token: str) -> str:
