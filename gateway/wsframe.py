@@ -12,10 +12,19 @@ from __future__ import annotations
 
 import asyncio
 import struct
+from typing import Protocol
 
 from aiohttp import web
 
-__all__ = ["BUFFER_HIGH", "FrameWriter", "binary_frame", "ping_frame", "pong_frame", "text_frame"]
+__all__ = [
+    "BUFFER_HIGH",
+    "FrameSink",
+    "FrameWriter",
+    "binary_frame",
+    "ping_frame",
+    "pong_frame",
+    "text_frame",
+]
 
 _OP_TEXT = 0x1
 _OP_BINARY = 0x2
@@ -58,6 +67,17 @@ def ping_frame(data: bytes = b"") -> bytes:
 def pong_frame(data: bytes) -> bytes:
     """The answer to a ping: its payload echoed (at most 125 bytes, RFC 6455 §5.5)."""
     return _frame(data[:125], _OP_PONG)
+
+
+class FrameSink(Protocol):
+    """Where a stream's frames go: `FrameWriter` on a live socket."""
+
+    def write(self, frames: bytes) -> bool: ...
+
+    @property
+    def backed_up(self) -> bool: ...
+
+    async def drained(self) -> None: ...
 
 
 class FrameWriter:

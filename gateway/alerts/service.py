@@ -19,7 +19,6 @@ import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal, overload
 
 from gateway.alerts.engine import Alert, AlertEngine, AlertError, Transition, UnknownAlertError
 from gateway.alerts.rules import RuleSet, load_rules
@@ -85,7 +84,6 @@ class AlertService:
         self._store = store
         self._hub = hub
         self._rules_path = rules_path
-        self._lock = asyncio.Lock()  # held while recording
         self._last_event_id = 0
         self._wards: dict[str, str] = {}  # device id -> ward, for offline alarms
         # Transitions not stored yet, in engine order; bounded by the engine (one per
@@ -133,6 +131,7 @@ class AlertService:
                 service._recorder.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await service._recorder
+            service._fail_waiting(StorageError("the gateway stopped before storing this"))
 
     async def _restore(self, state: StoredState) -> None:
         self._last_event_id = self._hub.last_event_id = state.max_event_id
@@ -140,8 +139,7 @@ class AlertService:
         for row in state.open_alerts:
             self._wards[row["device_id"]] = row["ward"]
         self._pending += self._engine.restore(alerts, time.time())
-        async with self._lock:
-            await self._record()
+        await self._record()  # before the timer or any commit can queue more
         log.info("alerts: %d open restored, last event id %d", len(alerts), state.max_event_id)
 
     @property
@@ -188,7 +186,7 @@ class AlertService:
         if not user.sees(ward):
             raise ForbiddenError(f"alert {alert_id} is not in your wards")
         transition = self._engine.acknowledge(alert_id, user.name, time.time())
-        return await self._enqueue([transition], wait=True)
+        return await self._enqueue_and_wait([transition])
 
     async def _ward_of(self, alert_id: int) -> str | None:
         """The ward of an alert, open (in memory) or closed (stored); None if unknown."""
@@ -203,7 +201,7 @@ class AlertService:
         rules = load_rules(self._rules_path)
         transitions = self._engine.replace_rules(rules, time.time())
         if transitions:
-            await self._enqueue(transitions, wait=True)
+            await self._enqueue_and_wait(transitions)
         log.info("alert rules reloaded from %s: %d rules", self._rules_path, len(rules.rules))
         return len(rules.rules)
 
@@ -233,41 +231,40 @@ class AlertService:
             msg = Vitals(patient_id=p.patient_id, device_id=p.device_id, readings=readings)
             self._hub.publish_vitals(p.ward, msg.model_dump_json())
 
-    @overload
-    def _enqueue(self, transitions: list[Transition], wait: Literal[False] = ...) -> None: ...
-
-    @overload
-    def _enqueue(
-        self, transitions: list[Transition], wait: Literal[True]
-    ) -> asyncio.Future[str]: ...
-
-    def _enqueue(self, transitions: list[Transition], wait: bool = False) -> Any:
-        """Queue `transitions` for the recorder, starting it unless it is running.
-
-        With `wait`, returns a future of the last transition's event as pushed, or of
-        the StorageError of a failed attempt to store it (it stays queued all the same).
-        """
+    def _enqueue(self, transitions: list[Transition]) -> None:
+        """Queue `transitions` for the recorder, starting it unless it is running (one
+        recorder at a time is what keeps event ids in engine order)."""
         self._pending += transitions
-        waiter = None
-        if wait:
-            waiter = asyncio.get_running_loop().create_future()
-            self._waiting[id(transitions[-1])] = waiter
         if self._pending and (self._recorder is None or self._recorder.done()):
             self._recorder = asyncio.create_task(self._record_all(), name="alert-recorder")
-        return waiter
+
+    async def _enqueue_and_wait(self, transitions: list[Transition]) -> str:
+        """`_enqueue`, then the last transition's event as pushed; StorageError if an
+        attempt to store it failed (it stays queued all the same)."""
+        waiter: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._waiting[id(transitions[-1])] = waiter
+        self._enqueue(transitions)
+        return await waiter
 
     async def _record_all(self) -> None:
         """The recorder: store and push what is queued until nothing is, or a store
         fails (the next tick or transition starts it again)."""
-        async with self._lock:
-            while self._pending:
-                try:
-                    await self._record()
-                except StorageError:
-                    return
+        while self._pending:
+            try:
+                await self._record()
+            except StorageError:
+                return
+
+    def _fail_waiting(self, error: StorageError, among: list[Transition] | None = None) -> None:
+        """Answer callers waiting for these transitions' events (all, by default)."""
+        ids = self._waiting.keys() if among is None else [id(t) for t in among]
+        for key in list(ids):
+            waiter = self._waiting.pop(key, None)
+            if waiter is not None and not waiter.done():
+                waiter.set_exception(error)
 
     async def _record(self) -> None:
-        """Store the queued transitions, then publish them. Call with the lock held."""
+        """Store the queued transitions, then publish them (only ever one at a time)."""
         batch = list(self._pending)  # more may queue while these are stored
         if not batch:
             return
@@ -293,10 +290,7 @@ class AlertService:
         except Exception as e:
             log.error("could not store %d alert events, will retry: %s", len(batch), e)
             error = StorageError("the database refused the alert events")
-            for t in batch:
-                waiter = self._waiting.pop(id(t), None)
-                if waiter is not None and not waiter.done():
-                    waiter.set_exception(error)
+            self._fail_waiting(error, batch)
             raise error from e
         del self._pending[: len(batch)]
         self._last_event_id = next_id

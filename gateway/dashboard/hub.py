@@ -18,7 +18,7 @@ from collections.abc import Callable
 from aiohttp import web
 
 from gateway.storage.accounts import Principal
-from gateway.wsframe import FrameWriter, text_frame
+from gateway.wsframe import FrameSink, text_frame
 
 __all__ = ["CLOSE_TOO_SLOW", "Dashboard", "Hub"]
 
@@ -39,7 +39,7 @@ class Dashboard:
     def __init__(
         self,
         ws: web.WebSocketResponse,
-        out: FrameWriter,
+        out: FrameSink,
         principal: Principal,
         *,
         vitals: bool,

@@ -13,18 +13,10 @@ from __future__ import annotations
 import asyncio
 import collections
 from collections.abc import Callable
-from typing import Protocol
 
-__all__ = ["Replies", "Sink"]
+from gateway.wsframe import FrameSink
 
-
-class Sink(Protocol):
-    """Where answers are written: `gateway.wsframe.FrameWriter` on a live socket."""
-
-    def write(self, frames: bytes) -> bool: ...
-
-    async def drained(self) -> None: ...
-
+__all__ = ["Replies"]
 
 # (commit to wait for or None, frame to send once it is done, perf_counter on arrival)
 _Item = tuple["asyncio.Future[bool] | None", bytes, float]
@@ -43,7 +35,7 @@ class Replies:
 
     def __init__(
         self,
-        out: Sink,
+        out: FrameSink,
         limit: int,
         *,
         on_acked: Callable[[float], None],
@@ -108,6 +100,11 @@ class Replies:
             waiter = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)
             await waiter
+
+    @property
+    def has_room(self) -> bool:
+        """Another answer may be queued now (checked for every frame: no coroutine)."""
+        return len(self._items) < self._limit and not self._out.backed_up
 
     async def room(self) -> None:
         """Return once another answer may be queued, and the peer reads what it gets."""

@@ -112,7 +112,8 @@ async def _stream(request: web.Request, principal: Principal) -> web.WebSocketRe
         async for msg in ws:
             conn.last_heard = arrived = time.perf_counter()
             if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
-                await replies.room()  # at the pipeline's limit, stop reading
+                if not replies.has_room:
+                    await replies.room()  # at the pipeline's limit, stop reading
                 if replies.failed:
                     continue  # closing: nothing more is answered
                 match session.receive(msg.data, datetime.now(UTC)):

@@ -50,18 +50,21 @@ class _AppendSql:
         """(sql, flat parameters) that store `events` in order: each alert's row as the
         event left it, then the events. SQLite upserts a statement's rows one after the
         other, so of two events of one alert in a burst the later one's row wins."""
-        out = []
-        for start in range(0, len(events), _ROWS_PER_STATEMENT):
-            chunk = events[start : start + _ROWS_PER_STATEMENT]
-            alerts = [e.row[c] for e in chunk for c in _ALERT_COLUMNS]
-            rows = values_rows(len(_ALERT_COLUMNS), len(chunk))
-            out.append((self._upsert_alerts.format(rows), alerts))
-        for start in range(0, len(events), _ROWS_PER_STATEMENT):
-            chunk = events[start : start + _ROWS_PER_STATEMENT]
-            values = [v for e in chunk for v in _event_values(e)]
-            rows = values_rows(len(_EVENT_COLUMNS), len(chunk))
-            out.append((self._insert_events.format(rows), values))
-        return out
+        alerts = [[e.row[c] for c in _ALERT_COLUMNS] for e in events]
+        return [
+            *_multi_row(self._upsert_alerts, alerts),
+            *_multi_row(self._insert_events, [_event_values(e) for e in events]),
+        ]
+
+
+def _multi_row(template: str, rows: list[list[Any]]) -> list[tuple[str, list[Any]]]:
+    """`template`'s VALUES filled with `rows`, _ROWS_PER_STATEMENT per statement."""
+    out = []
+    for start in range(0, len(rows), _ROWS_PER_STATEMENT):
+        chunk = rows[start : start + _ROWS_PER_STATEMENT]
+        sql = template.format(values_rows(len(chunk[0]), len(chunk)))
+        out.append((sql, [v for row in chunk for v in row]))
+    return out
 
 
 def _event_row(e: RecordedEvent) -> dict[str, Any]:

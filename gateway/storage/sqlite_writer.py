@@ -66,7 +66,7 @@ _URGENT, _NORMAL, _LAST = 0, 1, 2
 
 
 def values_rows(width: int, rows: int) -> str:
-    """ "(?, ?), (?, ?)": the placeholders of a multi-row VALUES list."""
+    """The placeholders of a multi-row VALUES list, such as "(?, ?), (?, ?)"."""
     return ", ".join(["(" + ", ".join("?" * width) + ")"] * rows)
 
 

@@ -20,6 +20,8 @@ class Socket:
         self.writes.append(frames)
         return True
 
+    backed_up = False
+
     async def drained(self) -> None:
         return None
 
@@ -104,12 +106,14 @@ async def test_room_waits_at_the_limit_and_join_waits_for_the_last_ack() -> None
     commits = [loop.create_future() for _ in range(2)]
     for i, c in enumerate(commits):
         r.add(c, f"a{i}".encode(), float(i))
+    assert not r.has_room
     room = asyncio.create_task(r.room())
     joined = asyncio.create_task(r.join())
     await settle()
     assert not room.done()
     commits[0].set_result(True)
     await asyncio.wait_for(room, 1)
+    assert r.has_room
     assert not joined.done()
     commits[1].set_result(True)
     await asyncio.wait_for(joined, 1)
