@@ -63,7 +63,7 @@ def create_app(settings: Settings) -> web.Application:
     app[AUTH_THROTTLE] = AuthThrottle()
     app[HUB] = Hub(on_drop=metrics.dashboard_drops.inc)
     metrics.track_connections(lambda: len(app[DEVICES]), lambda: len(app[HUB]))
-    # The committer stops before the alert service: its last commits' alerts are stored.
+    # The committer stops before the alert service, which then stores what it left.
     app.cleanup_ctx.extend([_database, _alerts, _writer, _stream_watchers])
     app.on_shutdown.append(_close_streams)
     app.router.add_get("/v1/devices/stream", device_stream)
@@ -111,8 +111,9 @@ async def _writer(app: web.Application) -> AsyncIterator[None]:
         max_pending_rows=settings.max_pending_rows,
         metrics=app[METRICS],
     )
-    committer.add_listener(app[ALERTS].on_commit)
+    committer.set_partner(app[ALERTS])  # alert events go into the commits
     committer.start()
+    app[ALERTS].attach(committer.wake)
     app[COMMITTER] = committer
     yield
     # Streams had the first half of the grace period to settle (see _close_streams).
@@ -120,8 +121,8 @@ async def _writer(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _alerts(app: web.Application) -> AsyncIterator[None]:
-    """The alert service: rules, restored open alerts, the timer; fed by every commit
-    (the committer, set up next, calls it)."""
+    """The alert service: rules, restored open alerts, the timer; its events are stored
+    in the commits of the committer, set up next."""
     settings = app[SETTINGS]
     store = AlertStore(app[ENGINE], app[SQLITE_WRITER])
     app[ALERT_STORE] = store

@@ -1,13 +1,20 @@
-"""The I/O edge of alerting: feeds committed readings and clock ticks to the pure
-engine, stores every transition as an event, then pushes it to dashboards.
+"""The I/O edge of alerting: feeds readings and clock ticks to the pure engine, has
+every transition stored as an event, then pushes it to dashboards.
 
-The engine runs at once, synchronously, so transitions come out in the engine's order;
-they queue in `_pending`, and one recorder at a time allocates their event ids, stores
-them and publishes them: event ids are gap-free and every dashboard sees events in id
-order, each stored before it is pushed. The group committer does not wait for this:
-its next commit goes on while the last one's alerts are stored, and transitions that
-queue meanwhile are stored together. Transitions whose storage failed stay queued and
-are retried on the next tick.
+The engine runs at once, synchronously, so transitions come out in the engine's order
+and queue in `_pending`. The group committer is the one writer of events (this service
+is its `CommitPartner`): before each commit it hands over the batches about to be
+written, the engine evaluates them, and every pending transition becomes an event
+stored in that same transaction, then pushed. So an alarm costs one transaction after
+its readings arrive, event ids are gap-free and every dashboard sees events in id
+order, each stored before it is pushed. Transitions of the timer, acknowledgements and
+rule reloads wake the committer for a commit of their own. What a commit failed to
+store stays pending for the next one (a tick wakes the committer to retry).
+
+The engine sees a batch as it goes into the database: should that commit fail, the
+alarm it raised is still stored and pushed with the next commit, and the device
+resends the readings (which the engine then takes as already seen). Before the
+committer runs (restore) and after it stopped (shutdown), events are stored directly.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -39,7 +46,7 @@ log = logging.getLogger(__name__)
 # How often the timer runs offline checks and throttled value updates, and flushes vitals.
 TICK_S = 0.5
 VITALS_EVERY_S = 1.0
-# At shutdown, how long alert events still being stored may take.
+# At shutdown, how long storing the alert events still pending may take.
 _DRAIN_S = 5.0
 
 
@@ -90,8 +97,10 @@ class AlertService:
         # change of an open alert), and it only grows while the database is down.
         self._pending: list[Transition] = []
         # Callers waiting for a transition's event payload, by the transition's id.
-        self._waiting: dict[int, asyncio.Future[str]] = {}
-        self._recorder: asyncio.Task[None] | None = None
+        self._waiting: dict[int, list[asyncio.Future[str]]] = {}
+        # The committer's `wake`, while it runs: pending transitions want a commit.
+        self._wake: Callable[[], None] | None = None
+        self._failing = False  # the last commit of events failed (logged once)
         self._vitals = VitalsThrottle()
 
     @classmethod
@@ -123,14 +132,11 @@ class AlertService:
             ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await ticker
-            # Let what is being stored finish (the writer is still open), but a database
-            # that takes no writes must not hold shutdown for long.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(service.recorded(), _DRAIN_S)
-            if service._recorder is not None:
-                service._recorder.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await service._recorder
+            # The committer has stopped: store what it left (the writer is still open),
+            # but a database that takes no writes must not hold shutdown for long.
+            service._wake = None
+            with contextlib.suppress(TimeoutError, StorageError):
+                await asyncio.wait_for(service._store_directly(), _DRAIN_S)
             service._fail_waiting(StorageError("the gateway stopped before storing this"))
 
     async def _restore(self, state: StoredState) -> None:
@@ -139,7 +145,7 @@ class AlertService:
         for row in state.open_alerts:
             self._wards[row["device_id"]] = row["ward"]
         self._pending += self._engine.restore(alerts, time.time())
-        await self._record()  # before the timer or any commit can queue more
+        await self._store_directly()  # before the timer or any commit can queue more
         log.info("alerts: %d open restored, last event id %d", len(alerts), state.max_event_id)
 
     @property
@@ -151,17 +157,43 @@ class AlertService:
     def last_event_id(self) -> int:
         return self._last_event_id
 
+    def attach(self, wake: Callable[[], None]) -> None:
+        """The committer runs: from now on it stores the events (see the module doc)."""
+        self._wake = wake
+        if self._pending:
+            wake()
+
     async def recorded(self) -> None:
         """Return once every transition so far is stored and pushed, or failed to be
-        (then it stays queued for the next tick)."""
-        while (recorder := self._recorder) is not None and not recorder.done():
-            await asyncio.shield(recorder)
+        (then it stays pending for the next commit)."""
+        if self._pending:
+            with contextlib.suppress(StorageError):
+                await self._enqueue_and_wait([])
 
-    def on_commit(self, batches: list[PendingBatch]) -> None:
-        """Commit listener: evaluate the stored readings; what changed is stored and
-        pushed by the recorder (the committer does not wait for it)."""
-        if not batches:
+    def take(self, fresh: list[PendingBatch]) -> Sequence[RecordedEvent]:
+        """CommitPartner: evaluate the batches going into this commit; every pending
+        transition, as an event to store in it."""
+        if fresh:
+            self._evaluate(fresh)
+        return self._events(self._pending) if self._pending else ()
+
+    def settle(self, events: Sequence[RecordedEvent], error: Exception | None) -> None:
+        """CommitPartner: push what the commit stored; what it did not stays pending."""
+        if not events:
             return
+        done = self._pending[: len(events)]
+        if error is not None:
+            if not self._failing:
+                log.error("could not store %d alert events, will retry: %s", len(events), error)
+            self._failing = True
+            self._fail_waiting(StorageError("the database refused the alert events"), done)
+            return
+        if self._failing:
+            log.info("alert events are stored again")
+            self._failing = False
+        self._published(done, events)
+
+    def _evaluate(self, batches: list[PendingBatch]) -> None:
         now = time.time()
         # Vitals are collected only while some dashboard asked for them.
         vitals_wanted = self._hub.wants_vitals()
@@ -172,7 +204,7 @@ class AlertService:
                 self._vitals.add(b.patient_id, b.device_id, b.ward, b.rows)
             readings = [(metric, ts_us / 1e6, value) for _, _, metric, ts_us, value, _, _ in b.rows]
             transitions += self._engine.process(b.patient_id, b.device_id, readings, now)
-        self._enqueue(transitions)
+        self._pending += transitions
 
     async def acknowledge(self, alert_id: int, user: Principal) -> str:
         """Acknowledge as `user`; returns the resulting event as pushed to everyone.
@@ -232,45 +264,33 @@ class AlertService:
             self._hub.publish_vitals(p.ward, msg.model_dump_json())
 
     def _enqueue(self, transitions: list[Transition]) -> None:
-        """Queue `transitions` for the recorder, starting it unless it is running (one
-        recorder at a time is what keeps event ids in engine order)."""
+        """Queue `transitions` for the next commit, waking the committer for it."""
         self._pending += transitions
-        if self._pending and (self._recorder is None or self._recorder.done()):
-            self._recorder = asyncio.create_task(self._record_all(), name="alert-recorder")
+        if self._pending and self._wake is not None:
+            self._wake()
 
     async def _enqueue_and_wait(self, transitions: list[Transition]) -> str:
-        """`_enqueue`, then the last transition's event as pushed; StorageError if an
-        attempt to store it failed (it stays queued all the same)."""
+        """`_enqueue`, then the last pending transition's event as pushed; StorageError
+        if an attempt to store it failed (it stays pending all the same)."""
         waiter: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self._waiting[id(transitions[-1])] = waiter
+        last = transitions[-1] if transitions else self._pending[-1]
+        self._waiting.setdefault(id(last), []).append(waiter)
         self._enqueue(transitions)
         return await waiter
-
-    async def _record_all(self) -> None:
-        """The recorder: store and push what is queued until nothing is, or a store
-        fails (the next tick or transition starts it again)."""
-        while self._pending:
-            try:
-                await self._record()
-            except StorageError:
-                return
 
     def _fail_waiting(self, error: StorageError, among: list[Transition] | None = None) -> None:
         """Answer callers waiting for these transitions' events (all, by default)."""
         ids = self._waiting.keys() if among is None else [id(t) for t in among]
         for key in list(ids):
-            waiter = self._waiting.pop(key, None)
-            if waiter is not None and not waiter.done():
-                waiter.set_exception(error)
+            for waiter in self._waiting.pop(key, ()):
+                if not waiter.done():
+                    waiter.set_exception(error)
 
-    async def _record(self) -> None:
-        """Store the queued transitions, then publish them (only ever one at a time)."""
-        batch = list(self._pending)  # more may queue while these are stored
-        if not batch:
-            return
+    def _events(self, transitions: list[Transition]) -> list[RecordedEvent]:
+        """The events of `transitions`, numbered on from the last one stored."""
         events = []
         next_id = self._last_event_id
-        for t in batch:
+        for t in transitions:
             next_id += 1
             ward = self._wards.get(t.alert.device_id, "")
             payload = AlertEvent(event_id=next_id, alert=alert_out(t.alert, ward))
@@ -285,19 +305,33 @@ class AlertService:
             events.append(
                 RecordedEvent(next_id, t.kind, t.kind == "raised", row, payload.model_dump_json())
             )
+        return events
+
+    def _published(self, done: list[Transition], events: Sequence[RecordedEvent]) -> None:
+        """`done`, stored as `events`: no longer pending; push them, answer waiters."""
+        del self._pending[: len(done)]
+        self._last_event_id = events[-1].event_id
+        # One write per dashboard for the whole burst.
+        self._hub.publish_alerts([(e.event_id, e.row["ward"], e.payload) for e in events])
+        for t, event in zip(done, events, strict=True):
+            if event.kind == "raised" and self._metrics is not None:
+                self._metrics.alerts_raised.labels(event.row["rule"], event.row["priority"]).inc()
+            for waiter in self._waiting.pop(id(t), ()):
+                if not waiter.done():
+                    waiter.set_result(event.payload)
+
+    async def _store_directly(self) -> None:
+        """Store and push what is pending in a transaction of its own: only while no
+        committer runs (restore, shutdown), which would otherwise be a second writer."""
+        done = list(self._pending)
+        if not done:
+            return
+        events = self._events(done)
         try:
             await self._store.append(events)
         except Exception as e:
-            log.error("could not store %d alert events, will retry: %s", len(batch), e)
+            log.error("could not store %d alert events: %s", len(done), e)
             error = StorageError("the database refused the alert events")
-            self._fail_waiting(error, batch)
+            self._fail_waiting(error, done)
             raise error from e
-        del self._pending[: len(batch)]
-        self._last_event_id = next_id
-        for t, event in zip(batch, events, strict=True):
-            self._hub.publish_alert(event.event_id, event.row["ward"], event.payload)
-            if event.kind == "raised" and self._metrics is not None:
-                self._metrics.alerts_raised.labels(event.row["rule"], event.row["priority"]).inc()
-            waiter = self._waiting.pop(id(t), None)
-            if waiter is not None and not waiter.done():
-                waiter.set_result(event.payload)
+        self._published(done, events)

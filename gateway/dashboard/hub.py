@@ -3,6 +3,7 @@
 Each event is encoded once by the caller and framed once here, and the same frame goes
 to every dashboard allowed to see it: written at once to a dashboard that keeps up
 (no task switch between the event being stored and it going out), queued otherwise.
+A burst of events stored together goes to a dashboard that keeps up in one write.
 Each dashboard's bounded queue is drained by its own writer task, which writes
 everything queued in one go. A dashboard that falls `dashboard_queue_max` messages
 behind is closed with 4008 and resumes from its last event id, so it never slows
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from aiohttp import web
 
@@ -65,18 +66,28 @@ class Dashboard:
         return self.principal.sees(ward)
 
     def offer(self, event_id: int, frame: bytes) -> None:
-        if self.too_slow:
+        self.offer_many(((event_id, frame),))
+
+    def offer_many(self, items: Sequence[tuple[int, bytes]]) -> None:
+        """Offer (event_id or 0, frame) items in order, as `offer` each would, except
+        that a dashboard that keeps up gets them all in one write (one send() system
+        call instead of one per frame). Behind, each item queues on its own, so the
+        queue bound still counts messages."""
+        if self.too_slow or not items:
             return
         if self._live and self.queue.empty() and not self._out.backed_up:
-            self._out.write(frame)  # in order: everything offered before is written
+            # In order: everything offered before is written.
+            self._out.write(b"".join(frame for _, frame in items))
             return
-        try:
-            self.queue.put_nowait((event_id, frame))
-        except asyncio.QueueFull:
-            self.too_slow = True
-            self._on_drop()
-            log.warning("dashboard of %s is too slow: closing it", self.principal.name)
-            self._closer = asyncio.create_task(self._close_too_slow())
+        for item in items:
+            try:
+                self.queue.put_nowait(item)
+            except asyncio.QueueFull:
+                self.too_slow = True
+                self._on_drop()
+                log.warning("dashboard of %s is too slow: closing it", self.principal.name)
+                self._closer = asyncio.create_task(self._close_too_slow())
+                return  # it gets nothing more; it is closing
 
     async def _close_too_slow(self) -> None:
         """Send 4008 behind what is already buffered; a peer that reads nothing at all
@@ -138,13 +149,31 @@ class Hub:
             self._with_vitals -= dashboard.vitals
 
     def publish_alert(self, event_id: int, ward: str, text: str) -> None:
-        self.last_event_id = event_id
-        frame = text_frame(text)
+        self.publish_alerts(((event_id, ward, text),))
+
+    def publish_alerts(self, events: Sequence[tuple[int, str, str]]) -> None:
+        """Publish (event_id, ward, text) events, stored together, in event-id order.
+
+        The same as `publish_alert` for each in turn, except that a dashboard that
+        keeps up gets every frame of the burst it may see in one write: a burst of
+        ~36 events to 50 dashboards was 1,800 send() calls, 5.6 % of the event loop.
+        """
+        if not events:
+            return
+        self.last_event_id = events[-1][0]
+        burst = [(event_id, ward, text_frame(text)) for event_id, ward, text in events]
+        everything = [(event_id, frame) for event_id, _, frame in burst]
+        wards = {ward for _, ward, _ in burst}
         for d in tuple(self._dashboards):
-            if d.may_see(ward):
-                d.offer(event_id, frame)
-                if d.too_slow:
-                    self.remove(d)  # it gets nothing more; it is closing
+            seen = {ward for ward in wards if d.may_see(ward)}
+            if not seen:
+                continue
+            if len(seen) == len(wards):
+                d.offer_many(everything)
+            else:
+                d.offer_many([(eid, frame) for eid, ward, frame in burst if ward in seen])
+            if d.too_slow:
+                self.remove(d)  # it gets nothing more; it is closing
 
     def wants_vitals(self) -> bool:
         return self._with_vitals > 0

@@ -9,6 +9,12 @@ per-commit cost (fsync) is shared.
 The writer is also the last word on duplicates: it knows the committed `last_seq` of
 every device it has seen, so a batch resent on a new connection while the old
 connection's copy is still queued is stored once.
+
+A `CommitPartner` (the alert service) adds to each commit what its batches caused: the
+alert events go into the same transaction as the readings that raised them, so an
+alarm reaches dashboards one transaction after its readings arrive, not two. It can
+also `wake` the committer to store events of its own (timer, acknowledgements) in a
+commit without readings: one writer, so event ids are stored and pushed in order.
 """
 
 from __future__ import annotations
@@ -17,14 +23,16 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from gateway.errors import StorageError, StorageUnavailable
 from gateway.metrics import Metrics
+from gateway.storage.alerts import RecordedEvent
 from gateway.storage.readings import ReadingRow, ReadingWriter
 
-__all__ = ["CommitListener", "GroupCommitter", "PendingBatch", "plan_commit"]
+__all__ = ["CommitPartner", "GroupCommitter", "PendingBatch", "plan_commit"]
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +59,21 @@ def _consume_exception(future: asyncio.Future[bool]) -> None:
         future.exception()
 
 
-# Called after each successful commit with the batches it stored (not duplicates).
-CommitListener = Callable[[list[PendingBatch]], Awaitable[None] | None]
+class CommitPartner(Protocol):
+    """What a commit stores besides readings (the alert service's events)."""
+
+    def take(self, fresh: list[PendingBatch]) -> Sequence[RecordedEvent]:
+        """Called before each commit with its new batches: the events to store with
+        them (every one still unstored, in event-id order)."""
+        ...
+
+    def settle(self, events: Sequence[RecordedEvent], error: Exception | None) -> None:
+        """After that commit: `events` are stored (error None) or were not."""
+        ...
+
+
+# Queued to wake the committer for a commit that may hold no readings.
+_WAKE = None
 
 
 def plan_commit(
@@ -93,10 +114,12 @@ class GroupCommitter:
         self._max_rows = max_rows
         self._delay_s = delay_s
         # Unbounded by type, bounded in practice: each connection has at most
-        # `device_pipeline` batches here and stops reading its socket until one is done.
-        self._queue: asyncio.Queue[PendingBatch] = asyncio.Queue()
+        # `device_pipeline` batches here and stops reading its socket until one is done;
+        # a wake-up (None) is queued only when none is queued already.
+        self._queue: asyncio.Queue[PendingBatch | None] = asyncio.Queue()
+        self._wake_queued = False
         self._last_seq: dict[str, int] = {}
-        self._listeners: list[CommitListener] = []
+        self._partner: CommitPartner | None = None
         self._task: asyncio.Task[None] | None = None
         self._failing = False
         # device id -> lowest seq whose commit failed and has not been stored since.
@@ -118,8 +141,14 @@ class GroupCommitter:
                 keep.append(b)
         return keep
 
-    def add_listener(self, listener: CommitListener) -> None:
-        self._listeners.append(listener)
+    def set_partner(self, partner: CommitPartner) -> None:
+        self._partner = partner
+
+    def wake(self) -> None:
+        """Commit soon even if no batch comes: the partner has events to store."""
+        if not self._wake_queued and self._task is not None:
+            self._wake_queued = True
+            self._queue.put_nowait(_WAKE)
 
     async def submit(
         self, device_id: str, patient_id: str, ward: str, seq: int, rows: list[ReadingRow]
@@ -166,40 +195,46 @@ class GroupCommitter:
         error = StorageError("the gateway stopped before this batch was stored")
         while not self._queue.empty():
             batch = self._queue.get_nowait()
-            if not batch.done.done():
+            if batch is not None and not batch.done.done():
                 batch.done.set_exception(error)
 
     async def _run(self) -> None:
         while True:
-            group = [await self._queue.get()]
-            if self._delay_s > 0 and self._queue.empty():
+            first = await self._queue.get()
+            if first is not None and self._delay_s > 0 and self._queue.empty():
                 await asyncio.sleep(self._delay_s)
-            group = self._take_ready(group)
+            taken = self._take_ready([first])
+            self._wake_queued = False  # the partner's events go into this commit
+            group = [b for b in taken if b is not None]
             try:
-                await self._commit(group)
+                await self._commit(group, self._partner)
             finally:
-                for _ in group:
+                for _ in taken:
                     self._queue.task_done()
                 self._pending_rows -= sum(len(b.rows) for b in group)
                 async with self._room:
                     self._room.notify_all()
 
-    def _take_ready(self, group: list[PendingBatch]) -> list[PendingBatch]:
-        rows = sum(len(b.rows) for b in group)
+    def _take_ready(self, taken: list[PendingBatch | None]) -> list[PendingBatch | None]:
+        rows = sum(len(b.rows) for b in taken if b is not None)
         while rows < self._max_rows and not self._queue.empty():
             batch = self._queue.get_nowait()
-            group.append(batch)
-            rows += len(batch.rows)
-        return group
+            taken.append(batch)
+            if batch is not None:
+                rows += len(batch.rows)
+        return taken
 
-    async def _commit(self, group: list[PendingBatch]) -> None:
+    async def _commit(self, group: list[PendingBatch], partner: CommitPartner | None) -> None:
+        """Commit `group`, with what `partner` adds to it (none on the retries after a
+        refused commit: a bad batch must not hold the alert events up, nor they it)."""
         # A device whose batch failed to commit must resend it before anything newer of
         # it is stored: otherwise `last_seq` would jump past the hole, and the device,
         # welcomed with that last_seq, would never resend the lost batch.
         if self._holes:
             group = self._refuse_past_holes(group)
-            if not group:
+            if not group and partner is None:
                 return
+        events: Sequence[RecordedEvent] = ()
         try:
             # Not `set - dict.keys()`: that walks every device the writer has seen.
             unknown = {b.device_id for b in group if b.device_id not in self._last_seq}
@@ -207,18 +242,29 @@ class GroupCommitter:
                 self._last_seq.update(await self._writer.last_seqs(unknown))
             fresh, advanced = plan_commit(group, self._last_seq)
             rows = [row for b in fresh for row in b.rows]
+            if partner is not None:
+                events = self._take(partner, fresh)
+            if not rows and not advanced and not events:
+                self._resolve(group, fresh)
+                return
             started = time.perf_counter()
-            await self._writer.commit(rows, advanced)
+            await self._writer.commit(rows, advanced, events)
             if self._metrics is not None:
                 self._metrics.commit_seconds.observe(time.perf_counter() - started)
                 self._metrics.batches_committed.inc(len(fresh))
                 self._metrics.readings_accepted.inc(len(rows))
         except Exception as e:
-            if len(group) > 1 and not isinstance(e, StorageUnavailable):
+            if partner is not None:
+                partner.settle(events, e)  # they stay the partner's, to store later
+            if not isinstance(e, StorageUnavailable) and (events or len(group) > 1):
                 # Not the database being down: one batch the database refuses must not
-                # take the other devices' batches down with it. Retry them one by one.
-                for batch in group:
-                    await self._commit([batch])
+                # take the other devices' batches down with it, nor a refused event
+                # the readings. Retry without the events, then batch by batch.
+                if events:
+                    await self._commit(group, None)
+                else:
+                    for batch in group:
+                        await self._commit([batch], None)
                 return
             if not self._failing:
                 log.error("database write failed, acknowledging nothing: %s", e)
@@ -237,14 +283,24 @@ class GroupCommitter:
         for device_id, last in advanced.items():
             if self._holes.get(device_id, last + 1) <= last:
                 del self._holes[device_id]  # the lost batch is in now
+        if partner is not None:
+            try:
+                partner.settle(events, None)  # pushed now, ahead of the acks
+            except Exception:
+                log.exception("commit partner failed")
+        self._resolve(group, fresh)
+
+    @staticmethod
+    def _take(partner: CommitPartner, fresh: list[PendingBatch]) -> Sequence[RecordedEvent]:
+        try:
+            return partner.take(fresh)
+        except Exception:  # a bug in alerting must not stop readings being stored
+            log.exception("commit partner failed; committing the readings alone")
+            return ()
+
+    @staticmethod
+    def _resolve(group: list[PendingBatch], fresh: list[PendingBatch]) -> None:
         stored = {id(b) for b in fresh}
         for b in group:
             if not b.done.done():
                 b.done.set_result(id(b) in stored)
-        for listener in self._listeners:
-            try:
-                result = listener(fresh)
-                if result is not None:
-                    await result
-            except Exception:
-                log.exception("commit listener failed")

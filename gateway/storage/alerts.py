@@ -1,9 +1,11 @@
 """Alerts and their append-only event log.
 
 Each recorded change writes the alert's current row and one event row (the message as
-pushed) in one transaction, so what a dashboard was shown survives a restart. With
-SQLite that transaction is one job of the writer thread, two statements for a burst of
-alerts however long (an upsert of the alert rows, an insert of the events).
+pushed) in one transaction, so what a dashboard was shown survives a restart. Events
+raised by a group commit's readings are written in that commit's own transaction
+(`write_events_sqlite` / `write_events`, called by the reading writers); `append`
+stores the others. With SQLite a burst of alerts, however long, is two statements (an
+upsert of the alert rows, an insert of the events).
 """
 
 from __future__ import annotations
@@ -14,12 +16,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import func, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.storage.schema import AlertEventRow, AlertRow, table_of
 from gateway.storage.sqlite_writer import SqliteWriter, values_rows
 
-__all__ = ["AlertStore", "RecordedEvent", "StoredState"]
+__all__ = ["AlertStore", "RecordedEvent", "StoredState", "write_events", "write_events_sqlite"]
 
 _alerts = table_of(AlertRow)
 _events = table_of(AlertEventRow)
@@ -101,21 +103,33 @@ class StoredState:
     max_event_id: int
 
 
-def _append(
-    conn: sqlite3.Connection, writer: SqliteWriter, sql: _AppendSql, events: Sequence[RecordedEvent]
-) -> None:
-    """`AlertStore.append` as a job of the SQLite writer thread."""
-    statements = sql.statements(events)
-    with writer.transaction(conn, rows=len(events)):
-        for statement, params in statements:
+_APPEND_SQL = _AppendSql()
+
+
+def write_events_sqlite(conn: sqlite3.Connection, events: Sequence[RecordedEvent]) -> None:
+    """Store `events` on the SQLite writer thread's connection, inside the caller's
+    transaction."""
+    if events:
+        for statement, params in _APPEND_SQL.statements(events):
             conn.execute(statement, params)
+
+
+async def write_events(conn: AsyncConnection, events: Sequence[RecordedEvent]) -> None:
+    """Store `events` through SQLAlchemy, inside the caller's transaction."""
+    if not events:
+        return
+    for e in events:
+        if e.is_new:
+            await conn.execute(insert(_alerts), e.row)
+        else:
+            await conn.execute(update(_alerts).where(_alerts.c.id == e.row["id"]).values(e.row))
+    await conn.execute(insert(_events), [_event_row(e) for e in events])
 
 
 class AlertStore:
     def __init__(self, engine: AsyncEngine, writer: SqliteWriter | None = None) -> None:
         self._engine = engine
         self._writer = writer
-        self._sql = _AppendSql() if writer is not None else None
 
     async def load(self) -> StoredState:
         async with self._engine.connect() as conn:
@@ -126,19 +140,18 @@ class AlertStore:
         return StoredState(open_alerts, max_alert or 0, max_event or 0)
 
     async def append(self, events: Sequence[RecordedEvent]) -> None:
-        writer, sql = self._writer, self._sql
-        if writer is not None and sql is not None:
-            await writer.run(lambda conn: _append(conn, writer, sql, events), urgent=True)
+        """Store `events` in a transaction of their own."""
+        writer = self._writer
+        if writer is not None:
+
+            def job(conn: sqlite3.Connection) -> None:
+                with writer.transaction(conn, rows=len(events)):
+                    write_events_sqlite(conn, events)
+
+            await writer.run(job, urgent=True)
             return
         async with self._engine.begin() as conn:
-            for e in events:
-                if e.is_new:
-                    await conn.execute(insert(_alerts), e.row)
-                else:
-                    await conn.execute(
-                        update(_alerts).where(_alerts.c.id == e.row["id"]).values(e.row)
-                    )
-            await conn.execute(insert(_events), [_event_row(e) for e in events])
+            await write_events(conn, events)
 
     async def events_between(
         self, after: int, upto: int, wards: frozenset[str] | None = None

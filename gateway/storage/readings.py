@@ -7,6 +7,10 @@ Two writers behind one interface (`ReadingWriter`), chosen by `open_reading_writ
 - `EngineReadingWriter`: SQLAlchemy Core on the async engine, for every other backend
   (PostgreSQL) and for in-memory SQLite.
 
+A commit may carry alert events too (those its readings raised): they are written in
+the same transaction, so readings and the alarms they caused are stored together or not
+at all, at the cost of one transaction instead of two.
+
 Both insert multi-row INSERT statements of up to CHUNK rows, written by the engine's
 dialect and compiled once per length, and raise `StorageUnavailable` when the database
 takes no writes at all (locked, full, gone), so the group committer can tell that from
@@ -18,7 +22,7 @@ from __future__ import annotations
 import itertools
 import json
 import sqlite3
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from sqlalchemy import bindparam, insert, select
@@ -27,6 +31,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.errors import StorageUnavailable
+from gateway.storage.alerts import RecordedEvent, write_events, write_events_sqlite
 from gateway.storage.schema import Device, Reading, table_of
 from gateway.storage.sqlite_writer import SqliteWriter
 
@@ -52,8 +57,13 @@ class ReadingWriter(Protocol):
         """Each known device's committed last_seq (unknown devices are left out)."""
         ...
 
-    async def commit(self, rows: list[ReadingRow], last_seqs: Mapping[str, int]) -> None:
-        """Insert `rows` and advance each device's `last_seq`, atomically.
+    async def commit(
+        self,
+        rows: list[ReadingRow],
+        last_seqs: Mapping[str, int],
+        events: Sequence[RecordedEvent] = (),
+    ) -> None:
+        """Insert `rows`, advance each device's `last_seq` and store `events`, atomically.
 
         Raises StorageUnavailable when the database takes no writes; any other
         exception means it refused these rows."""
@@ -137,7 +147,12 @@ class EngineReadingWriter:
             )
             return {r.id: r.last_seq for r in rows}
 
-    async def commit(self, rows: list[ReadingRow], last_seqs: Mapping[str, int]) -> None:
+    async def commit(
+        self,
+        rows: list[ReadingRow],
+        last_seqs: Mapping[str, int],
+        events: Sequence[RecordedEvent] = (),
+    ) -> None:
         try:
             async with self._engine.begin() as conn:
                 for n, params in _chunks(rows):
@@ -146,6 +161,7 @@ class EngineReadingWriter:
                     await conn.execute(
                         _advance_seq, [{"dev": d, "seq": s} for d, s in last_seqs.items()]
                     )
+                await write_events(conn, events)
         except OperationalError as e:
             raise StorageUnavailable(str(e.orig)) from e
         except DBAPIError as e:
@@ -185,15 +201,21 @@ class SqliteReadingWriter:
 
         return await self._writer.run(look_up)
 
-    async def commit(self, rows: list[ReadingRow], last_seqs: Mapping[str, int]) -> None:
+    async def commit(
+        self,
+        rows: list[ReadingRow],
+        last_seqs: Mapping[str, int],
+        events: Sequence[RecordedEvent] = (),
+    ) -> None:
         seqs = json.dumps(last_seqs) if last_seqs else None
 
         def write(conn: sqlite3.Connection) -> None:
-            with self._writer.transaction(conn, rows=len(rows)):
+            with self._writer.transaction(conn, rows=len(rows) + len(events)):
                 for n, params in _chunks(rows):
                     conn.execute(self._insert_sql(n), params)
                 if seqs is not None:
                     conn.execute(_ADVANCE_SEQS_SQL, (seqs,))
+                write_events_sqlite(conn, events)
 
         await self._writer.run(write)
 

@@ -13,25 +13,12 @@ import pytest
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.storage.alerts import AlertStore, RecordedEvent
+from gateway.storage.alerts import AlertStore
 from gateway.storage.database import create_schema, open_engine
 from gateway.storage.sqlite_writer import SqliteWriter
+from tests.gateway.storage_helpers import alert_row, event
 
 PATHS = ["sqlite-thread", "engine"]
-
-
-def alert_row(alert_id: int, status: str, last_event_id: int, **changes: Any) -> dict[str, Any]:
-    return {
-        "id": alert_id, "rule": "spo2-low", "metric": "spo2", "priority": "high",
-        "status": status, "patient_id": "p-1", "device_id": "watch-1", "ward": "icu",
-        "threshold": 92.0, "direction": "below", "first_value": 88.0, "last_value": 88.0,
-        "worst_value": 88.0, "raised_at": 1000.0, "updated_at": 1000.0, "cleared_at": None,
-        "acked_at": None, "acked_by": None, "last_event_id": last_event_id, **changes,
-    }  # fmt: skip
-
-
-def event(event_id: int, kind: str, row: dict[str, Any]) -> RecordedEvent:
-    return RecordedEvent(event_id, kind, kind == "raised", row, f'{{"event_id":{event_id}}}')
 
 
 @pytest.fixture(params=PATHS)

@@ -242,6 +242,23 @@ async def test_rest_ack_returns_the_event_and_pushes_it_to_dashboards(gateway: G
     assert (await get_alerts(gateway))["last_event_id"] == 5
 
 
+async def test_a_batch_that_raises_an_alarm_is_acked_with_the_alarm_already_stored(
+    gateway: Gateway,
+) -> None:
+    """Readings and the alarm they raise share one transaction: when the device holds
+    its ack, the raise is in the event log too, and a dashboard gets that same event."""
+    token = await gateway.add_device("dev-1", "p-1")
+    store = gateway.app[ALERT_STORE]
+    async with open_dashboard(gateway) as dash, open_device(gateway, token) as device:
+        await dash.subscribe()
+        await device.send([reading(0, "systolic_bp", BP_LOW)])
+        stored = await store.events_between(0, 1_000)  # straight after the ack
+        assert len(stored) == 1
+        pushed = await dash.alert()
+        assert pushed.text == stored[0]
+        assert pushed.alert["status"] == "active_unack"
+
+
 # --- rules reload ---------------------------------------------------------------------
 
 

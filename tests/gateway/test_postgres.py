@@ -32,9 +32,8 @@ from gateway.storage.schema import Base, Device, Reading, table_of
 from gateway.storage.sqlite_writer import open_sqlite_writer
 from tests.conftest import Gateway
 from tests.gateway.ingest_helpers import reading, send_batches
-from tests.gateway.test_alert_store import alert_row, event
+from tests.gateway.storage_helpers import alert_row, event, provision_devices, rows
 from tests.gateway.test_query_api import T0, get, instants
-from tests.gateway.test_reading_writer import provision_devices, rows
 
 pytest.importorskip("asyncpg", reason="asyncpg (the `postgres` extra) is not installed")
 

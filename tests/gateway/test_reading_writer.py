@@ -9,7 +9,6 @@ import sqlite3
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import closing, contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,44 +23,31 @@ from gateway.storage import queries
 from gateway.storage.database import RETIRED_INDEXES, create_schema, open_engine
 from gateway.storage.readings import (
     EngineReadingWriter,
-    ReadingRow,
     ReadingWriter,
     SqliteReadingWriter,
     _InsertSql,
     open_reading_writer,
 )
-from gateway.storage.schema import Base, Device, table_of
+from gateway.storage.schema import Base
 from gateway.storage.sqlite_writer import CHECKPOINT_ROWS, SqliteWriter, open_sqlite_writer
 from schemas.metrics import Metric
+from tests.gateway.storage_helpers import (
+    alert_row,
+    db_path,
+    event,
+    provisioned_engine,
+    rows,
+    stored,
+    table,
+)
 
 WRITERS = ["sqlite-thread", "engine"]
 
 
-async def provision_devices(engine: AsyncEngine) -> None:
-    """Create the schema, and devices watch-1 and watch-2 of patients p-1 and p-2."""
-    await create_schema(engine)
-    async with engine.begin() as conn:
-        await conn.execute(
-            table_of(Device).insert(),
-            [
-                {"id": f"watch-{i}", "patient_id": f"p-{i}", "ward": "icu",
-                 "token_hash": f"hash-{i}", "created_at": datetime.now(UTC)}
-                for i in (1, 2)
-            ],
-        )  # fmt: skip
-
-
 @pytest.fixture
 async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
-    engine = open_engine(f"sqlite+aiosqlite:///{tmp_path / 'vitals.db'}")
-    await provision_devices(engine)
-    yield engine
-    await engine.dispose()
-
-
-def db_path(engine: AsyncEngine) -> Path:
-    assert engine.url.database is not None
-    return Path(engine.url.database)
+    async with provisioned_engine(tmp_path) as engine:
+        yield engine
 
 
 class Writer:
@@ -86,22 +72,6 @@ async def writer(request: pytest.FixtureRequest, engine: AsyncEngine) -> AsyncIt
     w = Writer(request.param, engine)
     yield w.readings
     await w.close()
-
-
-def rows(device: str, seq: int, n: int, start_us: int = 1_700_000_000_000_000) -> list[ReadingRow]:
-    patient = device.replace("watch", "p")
-    return [
-        (device, patient, "heart_rate", start_us + i, 60.0 + i % 50, start_us + n, seq)
-        for i in range(n)
-    ]
-
-
-def stored(engine: AsyncEngine) -> list[tuple[Any, ...]]:
-    with closing(sqlite3.connect(db_path(engine))) as conn:
-        return conn.execute(
-            "SELECT device_id, patient_id, metric, ts_us, value, received_us, seq"
-            " FROM readings ORDER BY id"
-        ).fetchall()
 
 
 @contextmanager
@@ -146,6 +116,38 @@ class TestCommit:
         assert await writer.last_seqs(["watch-1"]) == {"watch-1": 0}
         await writer.commit(rows("watch-1", 1, 2), {"watch-1": 1})
         assert len(stored(engine)) == 2
+
+    async def test_alert_events_are_stored_with_the_readings_that_raised_them(
+        self, writer: Any, engine: AsyncEngine
+    ) -> None:
+        """Events handed to a commit go into its transaction: the alert's row and the
+        event row beside the readings; a later commit updates the alert."""
+        raised = event(1, "raised", alert_row(7, "active_unack", 1))
+        await writer.commit(rows("watch-1", 1, 3), {"watch-1": 1}, [raised])
+        cleared = event(2, "cleared", alert_row(7, "cleared_unack", 2, cleared_at=1001.0))
+        await writer.commit(rows("watch-1", 2, 2), {"watch-1": 2}, [cleared])
+        assert len(stored(engine)) == 5
+        assert table(engine, "SELECT event_id, alert_id, kind FROM alert_events") == [
+            (1, 7, "raised"),
+            (2, 7, "cleared"),
+        ]
+        assert table(engine, "SELECT id, status, last_event_id FROM alerts") == [
+            (7, "cleared_unack", 2)
+        ]
+
+    async def test_a_refused_event_takes_its_readings_down_with_it(
+        self, writer: Any, engine: AsyncEngine
+    ) -> None:
+        """Readings and the events they raised are stored together or not at all: an
+        event the database refuses (an event id taken) leaves the readings and the
+        device's last_seq as they were."""
+        await writer.commit([], {}, [event(1, "raised", alert_row(7, "active_unack", 1))])
+        taken = event(1, "value", alert_row(7, "active_unack", 1, last_value=87.0))
+        with pytest.raises((sqlite3.IntegrityError, IntegrityError)):
+            await writer.commit(rows("watch-1", 1, 3), {"watch-1": 1}, [taken])
+        assert stored(engine) == []
+        assert await writer.last_seqs(["watch-1"]) == {"watch-1": 0}
+        assert table(engine, "SELECT event_id, kind FROM alert_events") == [(1, "raised")]
 
 
 async def test_both_writers_store_the_same_rows(tmp_path: Path) -> None:
