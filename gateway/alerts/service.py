@@ -165,8 +165,8 @@ class AlertService:
 
     async def recorded(self) -> None:
         """Return once every transition so far is stored and pushed, or failed to be
-        (then it stays pending for the next commit)."""
-        if self._pending:
+        (then it stays pending for the next commit); at once while no committer runs."""
+        if self._pending and self._wake is not None:
             with contextlib.suppress(StorageError):
                 await self._enqueue_and_wait([])
 
