@@ -15,7 +15,7 @@ count (50 one-row UPDATEs took 38 ms against a busy thread, one 50-row UPDATE 3 
 Jobs run in order, so writes never wait for each other's locks. WAL checkpoints are
 run here too, once the thread is idle for a moment after a commit: they overlap the
 acks and alerts going out instead of delaying the commit that crossed SQLite's
-automatic threshold, or the alert events that follow it.
+automatic threshold, or the next one.
 """
 
 from __future__ import annotations
@@ -52,8 +52,8 @@ CHECKPOINT_ROWS = 2000
 
 # A due checkpoint waits this long for the thread to be idle, and no longer once this
 # many times CHECKPOINT_ROWS are in the WAL. 20 ms covers a busy event loop getting from
-# a commit's answer to the alert events it caused (ward load, bench/: ack p99 55 ms at
-# 20 ms, about 80 at 5 and at 50).
+# a commit's answer to the next commit (measured when alert events still followed their
+# commit in a job of their own: ward ack p99 55 ms at 20 ms, about 80 at 5 and at 50).
 _CHECKPOINT_IDLE_S = 0.02
 _CHECKPOINT_OVERDUE = 4
 
@@ -91,7 +91,7 @@ class SqliteWriter:
         self._cache_kib = cache_mib * 1024
         # (priority, arrival, job): urgent jobs first, then in order; None (close)
         # last. Unbounded by type; bounded by its callers: the group committer awaits
-        # each commit before the next, alert events are recorded one burst at a time.
+        # each commit before the next, and other jobs are awaited one at a time too.
         self._jobs: queue.PriorityQueue[tuple[int, int, _Job | None]] = queue.PriorityQueue()
         self._arrivals = itertools.count()
         self._conn: sqlite3.Connection | None = None
@@ -103,8 +103,8 @@ class SqliteWriter:
     async def run(self, job: Callable[[sqlite3.Connection], T], *, urgent: bool = False) -> T:
         """Run `job(connection)` in the writer thread; its result or exception is ours.
 
-        An urgent job (alert events, on their way to a clinician's screen) goes ahead of
-        those queued, though not of the one running.
+        An urgent job (alert events stored on their own, on their way to a clinician's
+        screen) goes ahead of those queued, though not of the one running.
         """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
@@ -187,8 +187,8 @@ class SqliteWriter:
 
     def _serve(self) -> None:
         while True:
-            # A due checkpoint runs once no job has come for a moment (the alert events
-            # that follow a commit go first); an overdue one runs before any job, or a
+            # A due checkpoint runs once no job has come for a moment (the next commit
+            # goes first); an overdue one runs before any job, or a
             # steady stream of commits would let the WAL grow without end.
             if self._since_checkpoint >= CHECKPOINT_ROWS * _CHECKPOINT_OVERDUE:
                 self._checkpoint()
