@@ -28,6 +28,7 @@ from sqlalchemy.engine import make_url
 
 from gateway.keys import SETTINGS
 from gateway.settings import Settings, load_settings
+from tests.gateway.alert_helpers import open_dashboard
 
 if TYPE_CHECKING:
     # For annotations only: pytest loads tests/conftest.py as the module `conftest`.
@@ -343,3 +344,46 @@ class TestLockedDatabase:
         await ws.close()
         assert _stored_per_seq(db, "watch-001") == dict.fromkeys(range(1, 6), 1)
         assert welcome["last_seq"] == 3
+
+    @pytest.mark.parametrize("settings_overrides", [{"sqlite_busy_timeout_s": 0.5}])
+    async def test_an_alarm_whose_commit_failed_is_stored_and_pushed_once_after_the_lock(
+        self, gateway: Gateway
+    ) -> None:
+        """A batch that raises an alarm fails to commit on a lock: the dashboard is shown
+        nothing unstored, then gets the alarm once writes work again (within a tick),
+        and the device's resend of that batch stores it without raising it twice."""
+        token = await gateway.add_device("watch-001", "p-001")
+        db = db_file(gateway)
+        ts = (datetime.now(UTC) - timedelta(seconds=1)).isoformat().replace("+00:00", "Z")
+        low_bp = {
+            "type": "readings",
+            "seq": 1,
+            "readings": [{"ts": ts, "metric": "systolic_bp", "value": 80}],  # raises at once
+        }
+        async with open_dashboard(gateway) as dash:
+            await dash.subscribe()
+            ws = await gateway.client.ws_connect(STREAM, headers=gateway.auth(token))
+            await ws.receive_str(timeout=5)
+            with write_lock(db):
+                await ws.send_json(low_bp)
+                error = json.loads(await ws.receive_str(timeout=5))
+                closed = await ws.receive(timeout=5)
+                await dash.assert_silent(0.2)
+            assert error["code"] == "internal"
+            assert (closed.type, closed.data) == (WSMsgType.CLOSE, CLOSE_STORAGE)
+
+            raised = await dash.alert()
+            assert (raised.event_id, raised.alert["status"]) == (1, "active_unack")
+
+            ws = await gateway.client.ws_connect(STREAM, headers=gateway.auth(token))
+            welcome = json.loads(await ws.receive_str(timeout=5))
+            assert welcome["last_seq"] == 0
+            await ws.send_json(low_bp)
+            assert json.loads(await ws.receive_str(timeout=5)) == {"type": "ack", "seq": 1}
+            await ws.close()
+            await dash.assert_silent(0.3)
+        assert _stored_per_seq(db, "watch-001") == {1: 1}
+        with closing(sqlite3.connect(db)) as conn:
+            assert conn.execute("SELECT event_id, kind FROM alert_events").fetchall() == [
+                (1, "raised")
+            ]
