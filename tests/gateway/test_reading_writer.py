@@ -29,7 +29,12 @@ from gateway.storage.readings import (
     open_reading_writer,
 )
 from gateway.storage.schema import Base
-from gateway.storage.sqlite_writer import CHECKPOINT_ROWS, SqliteWriter, open_sqlite_writer
+from gateway.storage.sqlite_writer import (
+    _WAL_PAGES_MAX,
+    CHECKPOINT_ROWS,
+    SqliteWriter,
+    open_sqlite_writer,
+)
 from schemas.metrics import Metric
 from tests.gateway.storage_helpers import (
     alert_row,
@@ -201,8 +206,8 @@ class TestLocks:
 
 
 async def test_the_wal_is_checkpointed_after_commits(engine: AsyncEngine) -> None:
-    """The writer copies the WAL into the database file itself once it is idle after
-    commits (SQLite's automatic checkpoint is off on its connection)."""
+    """A backlog commit (thousands of rows) is copied from the WAL into the database
+    file by the writer itself (SQLite's automatic checkpoint is off)."""
     path = db_path(engine)
     w = Writer("sqlite-thread", engine)
     try:
@@ -216,25 +221,48 @@ async def test_the_wal_is_checkpointed_after_commits(engine: AsyncEngine) -> Non
         await w.close()
 
 
-async def test_an_overdue_checkpoint_runs_even_while_commits_keep_coming(
-    engine: AsyncEngine,
-) -> None:
-    """Under a steady stream of commits the thread is never idle, yet once four
-    checkpoints' worth of rows wait in the WAL it checkpoints before the next job."""
+async def test_small_commits_are_checkpointed_beside_them(engine: AsyncEngine) -> None:
+    """Once small commits add up to CHECKPOINT_ROWS, the checkpointer thread copies the
+    WAL into the database file, with no job of the writer's needed."""
     path = db_path(engine)
     w = Writer("sqlite-thread", engine)
     try:
         before = path.stat().st_size
-        commits = [
-            w.readings.commit(rows("watch-1", seq, CHECKPOINT_ROWS + 1), {"watch-1": seq})
-            for seq in range(1, 6)
-        ]
-        assert w.thread is not None
-        # Queued together: the size is read right after the fifth commit, no idle time.
-        stat = w.thread.run(lambda _: path.stat().st_size)
-        *_, size = await asyncio.gather(*commits, stat)
-        assert isinstance(size, int)
-        assert size > before
+        small = CHECKPOINT_ROWS // 4
+        for seq in range(1, 6):
+            await w.readings.commit(rows("watch-1", seq, small, seq * small), {"watch-1": seq})
+        async with asyncio.timeout(5):
+            while path.stat().st_size == before:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+    finally:
+        await w.close()
+
+
+@pytest.mark.parametrize(
+    ("per_commit", "bound_pages"),
+    # Never started over, the WAL would reach 737 MiB and 237 MiB here.
+    [(CHECKPOINT_ROWS // 4, 3 * _WAL_PAGES_MAX), (CHECKPOINT_ROWS, _WAL_PAGES_MAX)],
+    ids=["small-commits", "backlog"],
+)
+async def test_the_wal_stays_bounded_while_commits_keep_coming(
+    engine: AsyncEngine, per_commit: int, bound_pages: int
+) -> None:
+    """Under commits queued back to back the writer is never idle, yet the WAL is copied
+    and started over: beside small commits by the checkpointer (and the writer, once it
+    falls behind), after a backlog's by the writer."""
+    path = db_path(engine)
+    wal = path.with_name(path.name + "-wal")
+    w = Writer("sqlite-thread", engine)
+    try:
+        commits = 60 * CHECKPOINT_ROWS // per_commit
+        for first in range(1, commits + 1, 6):  # 6 commits queued at once
+            await asyncio.gather(
+                *(
+                    w.readings.commit(rows("watch-1", seq, per_commit), {"watch-1": seq})
+                    for seq in range(first, first + 6)
+                )
+            )
+        assert wal.stat().st_size < bound_pages * 4096
     finally:
         await w.close()
 
