@@ -113,7 +113,6 @@ async def _writer(app: web.Application) -> AsyncIterator[None]:
     )
     committer.set_partner(app[ALERTS])  # alert events go into the commits
     committer.start()
-    app[ALERTS].attach(committer.wake)
     app[COMMITTER] = committer
     yield
     # Streams had the first half of the grace period to settle (see _close_streams).

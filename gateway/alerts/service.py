@@ -158,7 +158,8 @@ class AlertService:
         return self._last_event_id
 
     def attach(self, wake: Callable[[], None]) -> None:
-        """The committer runs: from now on it stores the events (see the module doc)."""
+        """CommitPartner: the committer runs, and from now on stores the events; `wake`
+        asks it for a commit of their own."""
         self._wake = wake
         if self._pending:
             wake()

@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -61,6 +61,10 @@ def _consume_exception(future: asyncio.Future[bool]) -> None:
 
 class CommitPartner(Protocol):
     """What a commit stores besides readings (the alert service's events)."""
+
+    def attach(self, wake: Callable[[], None]) -> None:
+        """The committer runs: `wake()` asks it for a commit even with no batch."""
+        ...
 
     def take(self, fresh: list[PendingBatch]) -> Sequence[RecordedEvent]:
         """Called before each commit with its new batches: the events to store with
@@ -177,6 +181,8 @@ class GroupCommitter:
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="group-commit")
+        if self._partner is not None:
+            self._partner.attach(self.wake)
 
     async def stop(self, within: float | None = None) -> None:
         """Commit everything submitted so far, then stop.

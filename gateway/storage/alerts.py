@@ -148,7 +148,7 @@ class AlertStore:
                 with writer.transaction(conn, rows=len(events)):
                     write_events_sqlite(conn, events)
 
-            await writer.run(job, urgent=True)
+            await writer.run(job)
             return
         async with self._engine.begin() as conn:
             await write_events(conn, events)

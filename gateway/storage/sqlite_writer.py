@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import queue
 import sqlite3
@@ -69,7 +68,6 @@ _WAL_PAGES_MAX = 8 * CHECKPOINT_ROWS
 _LOCK_POLL_S = 0.05
 
 _Job = tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any], asyncio.AbstractEventLoop]
-_URGENT, _NORMAL, _LAST = 0, 1, 2
 
 
 def values_rows(width: int, rows: int) -> str:
@@ -96,11 +94,10 @@ class SqliteWriter:
         self._synchronous = synchronous
         self._busy_timeout_s = busy_timeout_s
         self._cache_kib = cache_mib * 1024
-        # (priority, arrival, job): urgent jobs first, then in order; None (close)
-        # last. Unbounded by type; bounded by its callers: the group committer awaits
-        # each commit before the next, and other jobs are awaited one at a time too.
-        self._jobs: queue.PriorityQueue[tuple[int, int, _Job | None]] = queue.PriorityQueue()
-        self._arrivals = itertools.count()
+        # Jobs in order, then None (close). Unbounded by type; bounded by its callers:
+        # the group committer awaits each commit before the next, and other jobs are
+        # awaited one at a time too.
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._conn: sqlite3.Connection | None = None
         self._closing = threading.Event()
         self._since_checkpoint = 0  # rows written since the last checkpoint was due
@@ -114,15 +111,14 @@ class SqliteWriter:
         self._thread.start()
         self._checkpointer.start()
 
-    async def run(self, job: Callable[[sqlite3.Connection], T], *, urgent: bool = False) -> T:
-        """Run `job(connection)` in the writer thread; its result or exception is ours.
-
-        An urgent job (alert events stored on their own, on their way to a clinician's
-        screen) goes ahead of those queued, though not of the one running.
-        """
+    async def run(self, job: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `job(connection)` in the writer thread, after those queued before it;
+        its result or exception is ours."""
+        if self._closing.is_set():
+            raise StorageUnavailable("the database writer is closed")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._jobs.put((_URGENT if urgent else _NORMAL, next(self._arrivals), (job, future, loop)))
+        self._jobs.put((job, future, loop))
         return await future
 
     @contextlib.contextmanager
@@ -159,7 +155,7 @@ class SqliteWriter:
         """Finish queued jobs, then stop the thread; a job still waiting for a lock
         held elsewhere gives up at once and fails."""
         self._closing.set()
-        self._jobs.put((_LAST, next(self._arrivals), None))
+        self._jobs.put(None)
         self._checkpoint_due.set()
         await asyncio.to_thread(self._thread.join, _LOCK_POLL_S * 10)
         await asyncio.to_thread(self._checkpointer.join, _LOCK_POLL_S * 10)
@@ -241,7 +237,7 @@ class SqliteWriter:
 
     def _serve(self) -> None:
         while True:
-            _, _, job = self._jobs.get()
+            job = self._jobs.get()
             if job is None:
                 break
             fn, future, loop = job
@@ -264,6 +260,10 @@ class SqliteWriter:
                 self._checkpoint(self._conn)  # the answer is on its way meanwhile
         if self._conn is not None:
             self._conn.close()
+        closed = StorageUnavailable("the database writer is closed")
+        while not self._jobs.empty():  # queued after `close`: nobody will run them
+            if (late := self._jobs.get()) is not None:
+                _answer(late[2], _fail, late[1], closed)
 
 
 def _answer(loop: asyncio.AbstractEventLoop, answer: Callable[..., None], *args: Any) -> None:

@@ -4,7 +4,7 @@ event never costs readings, and a wake-up commits events without readings."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,10 @@ class Partner:
         self.events = list(events)
         self.fresh: list[list[str]] = []  # device ids of each commit's new batches
         self.errors: list[Exception] = []
+        self.wake: Callable[[], None] = lambda: None
+
+    def attach(self, wake: Callable[[], None]) -> None:
+        self.wake = wake
 
     def take(self, fresh: list[PendingBatch]) -> Sequence[RecordedEvent]:
         self.fresh.append([b.device_id for b in fresh])
@@ -117,7 +121,7 @@ async def test_a_wake_up_commits_events_without_readings(
     committer = await committer_with(engine, thread, partner)
     try:
         partner.events = [event(1, "raised", alert_row(7, "active_unack", 1))]
-        committer.wake()
+        partner.wake()  # as attached by start()
         await committer.stop()  # commits everything queued, the wake-up included
         assert table(engine, "SELECT event_id, kind FROM alert_events") == [(1, "raised")]
         assert stored(engine) == []

@@ -267,9 +267,9 @@ async def test_the_wal_stays_bounded_while_commits_keep_coming(
         await w.close()
 
 
-async def test_an_urgent_job_goes_ahead_of_queued_ones(engine: AsyncEngine) -> None:
-    """Jobs queued behind a running one run in order, except an urgent one (alert
-    events), which runs first; the running job is not interrupted."""
+async def test_jobs_queued_behind_a_running_one_run_in_order(engine: AsyncEngine) -> None:
+    """Jobs queued behind a running one run after it, in the order they came; the
+    running job is not interrupted."""
     writer = SqliteWriter(str(db_path(engine)))
     started, release = threading.Event(), threading.Event()
     order: list[str] = []
@@ -288,7 +288,7 @@ async def test_an_urgent_job_goes_ahead_of_queued_ones(engine: AsyncEngine) -> N
         queued = [
             asyncio.ensure_future(writer.run(job("commit-1"))),
             asyncio.ensure_future(writer.run(job("commit-2"))),
-            asyncio.ensure_future(writer.run(job("alerts"), urgent=True)),
+            asyncio.ensure_future(writer.run(job("alerts"))),
         ]
         await asyncio.sleep(0.05)  # all three are queued before the running one ends
         release.set()
@@ -296,7 +296,16 @@ async def test_an_urgent_job_goes_ahead_of_queued_ones(engine: AsyncEngine) -> N
     finally:
         release.set()
         await writer.close()
-    assert order == ["running", "alerts", "commit-1", "commit-2"]
+    assert order == ["running", "commit-1", "commit-2", "alerts"]
+
+
+async def test_a_job_after_close_is_refused(engine: AsyncEngine) -> None:
+    """A closed writer refuses new jobs with StorageUnavailable instead of leaving its
+    caller waiting for a thread that is gone."""
+    writer = SqliteWriter(str(db_path(engine)))
+    await writer.close()
+    with pytest.raises(StorageUnavailable):
+        await writer.run(lambda conn: conn.execute("SELECT 1").fetchone())
 
 
 async def test_an_sqlite_file_gets_the_thread_and_memory_gets_the_engine(
