@@ -143,7 +143,9 @@ def _refuses_connections(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.5):
             return False
-    except ConnectionRefusedError:
+    except (ConnectionRefusedError, ConnectionResetError):
+        # A connection still in the listener's backlog when it closes is reset, not
+        # refused: either way the gateway takes no new connections.
         return True
 
 
