@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.logs import log_handler
+from gateway.logs import current_request_id, log_handler
 from gateway.metrics import gateway_version
 from tests.gateway.alert_helpers import get_alerts, open_device, series
 
@@ -127,6 +127,24 @@ def test_log_time_is_iso_8601_utc_with_milliseconds(fmt: Literal["json", "text"]
     assert abs(parsed.timestamp() - before) < 1
 
 
+def test_text_lines_name_the_request_they_belong_to() -> None:
+    """In the text format a line of a request reads `<time> <level> <logger> [<id>]:`,
+    and a line outside any request has no brackets."""
+    out = io.StringIO()
+    logger = logging.getLogger("test.text-request-id")
+    logger.addHandler(log_handler("text", out))
+    logger.propagate = False
+    logger.warning("outside")
+    context = current_request_id.set("req-42")
+    try:
+        logger.warning("inside")
+    finally:
+        current_request_id.reset(context)
+    outside, inside = out.getvalue().splitlines()
+    assert outside.split(" ", 1)[1] == "WARNING test.text-request-id: outside"
+    assert inside.split(" ", 1)[1] == "WARNING test.text-request-id [req-42]: inside"
+
+
 async def test_request_id_is_echoed_and_in_every_line_of_the_request(
     gateway: Gateway, logs: Logs
 ) -> None:
@@ -188,6 +206,22 @@ async def test_websocket_stream_carries_its_request_id_and_logs_one_access_line(
     [access] = [r for r in lines if r["logger"] == "gateway.access"]
     assert (access["path"], access["status"]) == ("/v1/devices/stream", 101)
     assert access["duration_s"] >= 0.2
+
+
+async def test_websocket_upgrade_answer_echoes_the_request_id(gateway: Gateway) -> None:
+    """The 101 that opens a stream carries X-Request-ID like any other answer."""
+    token = await gateway.add_device("dev-1", "p-1")
+    upgrade = {
+        **gateway.auth(token),
+        "X-Request-ID": "upgrade-1",
+        "Connection": "Upgrade",
+        "Upgrade": "websocket",
+        "Sec-WebSocket-Version": "13",
+        "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+    }
+    async with gateway.client.get("/v1/devices/stream", headers=upgrade) as resp:
+        assert resp.status == 101
+        assert resp.headers["X-Request-ID"] == "upgrade-1"
 
 
 async def test_access_line_logs_no_query_secrets(gateway: Gateway, logs: Logs) -> None:
