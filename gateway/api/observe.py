@@ -35,8 +35,10 @@ from gateway.logs import current_request_id
 from schemas.api import AlertsQuery, AuditQuery, ReadingsQuery, SummaryQuery
 
 __all__ = [
+    "REDACTED",
     "REQUEST_ID",
     "REQUEST_ID_HEADER",
+    "UNMATCHED",
     "add_request_id_header",
     "observe_middleware",
     "request_id_from",
@@ -50,10 +52,12 @@ REQUEST_ID = web.RequestKey("request_id", str)
 # Enough for a UUID, a ULID or a W3C trace id with a span; no spaces, quotes or controls.
 _VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._:+/=-]{1,128}")
 # Values logged as sent: documented parameters that are neither secrets nor capabilities.
-_LOGGED_PARAMS = frozenset().union(
-    ReadingsQuery.model_fields, SummaryQuery.model_fields, AlertsQuery.model_fields,
-    AuditQuery.model_fields,
-) - {"cursor"}  # fmt: skip
+_LOGGED_PARAMS = frozenset(
+    name
+    for model in (ReadingsQuery, SummaryQuery, AlertsQuery, AuditQuery)
+    for name in model.model_fields
+    if name != "cursor"  # a position to resume from: anyone holding it may page on
+)
 REDACTED = "REDACTED"
 # Any other method (a client may send any token) is one label value: bounded cardinality.
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})

@@ -180,9 +180,9 @@ class GroupCommitter:
                     )
                 )
         self._pending_rows += len(rows)
-        batch = PendingBatch(device_id, patient_id, ward, seq, rows)
-        if arrived is not None:
-            batch.arrived = arrived
+        if arrived is None:
+            arrived = time.perf_counter()
+        batch = PendingBatch(device_id, patient_id, ward, seq, rows, arrived=arrived)
         # A connection that closes early never awaits its batch; mark a failure as seen.
         batch.done.add_done_callback(_consume_exception)
         self._queue.put_nowait(batch)
