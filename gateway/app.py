@@ -16,6 +16,7 @@ from aiohttp import web
 from gateway.alerts.service import AlertService
 from gateway.api import accounts, alerts, audit, health, openapi, readings, session
 from gateway.api.errors import error_middleware
+from gateway.api.observe import add_request_id_header, observe_middleware
 from gateway.dashboard.hub import Hub
 from gateway.dashboard.stream import dashboard_stream
 from gateway.ingest.registry import CLOSE_REVOKED, DeviceRegistry
@@ -55,7 +56,9 @@ CLOSE_GOING_AWAY = 1001
 
 
 def create_app(settings: Settings) -> web.Application:
-    app = web.Application(middlewares=[error_middleware])
+    # Outermost first: the access line and histogram see the error middleware's answer.
+    app = web.Application(middlewares=[observe_middleware, error_middleware])
+    app.on_response_prepare.append(add_request_id_header)
     app[SETTINGS] = settings
     app[DEVICES] = DeviceRegistry()
     app[METRICS] = metrics = Metrics()

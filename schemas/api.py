@@ -49,13 +49,21 @@ UserRole = Literal["clinician", "admin"]
 
 
 class ErrorBody(BaseModel):
-    """Every error answer of the REST API."""
+    """Every error answer of the REST API: an RFC 9457 problem
+    (`application/problem+json`), with the gateway's stable code and, on a 400, the
+    parameter at fault as extension members."""
 
+    type: str = Field(
+        description="URI of the problem type: `https://vitals-gateway.dev/problems/<code "
+        "with dashes>` for the codes below, `about:blank` for plain HTTP errors (405, 413)."
+    )
+    title: str = Field(description="Short summary of the problem type; the same every time.")
+    status: int = Field(description="The HTTP status code of this answer.")
+    detail: str = Field(description="What went wrong this time, for people; never internals.")
     error: str = Field(
         description="Stable code: bad_request, unauthorized, forbidden, not_found, conflict, "
-        "storage_unavailable, overloaded, rules_unavailable, invalid_rules, internal"
+        "storage_unavailable, overloaded, invalid_rules, internal"
     )
-    detail: str = Field(description="What went wrong, for people; never internals.")
     # Present on 400s only (absent, not null, elsewhere).
     param: str | None = Field(
         None, description="400 only: the query parameter, path parameter or body field at fault."

@@ -102,6 +102,13 @@ class AlertService:
         self._wake: Callable[[], None] | None = None
         self._failing = False  # the last commit of events failed (logged once)
         self._vitals = VitalsThrottle()
+        # Alert id -> perf_counter() arrival of the batch that raised it, until the
+        # raise is pushed (vitals_alert_push_seconds); bounded like `_pending`.
+        self._raised_by: dict[int, float] = {}
+        if metrics is not None:
+            metrics.track_open_alerts(
+                lambda: ((a.priority.value, a.status.value) for a in engine.open_alerts())
+            )
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -204,7 +211,12 @@ class AlertService:
             if vitals_wanted:
                 self._vitals.add(b.patient_id, b.device_id, b.ward, b.rows)
             readings = [(metric, ts_us / 1e6, value) for _, _, metric, ts_us, value, _, _ in b.rows]
-            transitions += self._engine.process(b.patient_id, b.device_id, readings, now)
+            caused = self._engine.process(b.patient_id, b.device_id, readings, now)
+            if self._metrics is not None:
+                for t in caused:
+                    if t.kind == "raised":
+                        self._raised_by[t.alert.id] = b.arrived
+            transitions += caused
         self._pending += transitions
 
     async def acknowledge(self, alert_id: int, user: Principal) -> str:
@@ -314,9 +326,13 @@ class AlertService:
         self._last_event_id = events[-1].event_id
         # One write per dashboard for the whole burst.
         self._hub.publish_alerts([(e.event_id, e.row["ward"], e.payload) for e in events])
+        pushed = time.perf_counter()
         for t, event in zip(done, events, strict=True):
             if event.kind == "raised" and self._metrics is not None:
                 self._metrics.alerts_raised.labels(event.row["rule"], event.row["priority"]).inc()
+                arrived = self._raised_by.pop(t.alert.id, None)
+                if arrived is not None:
+                    self._metrics.alert_push_seconds.observe(pushed - arrived)
             for waiter in self._waiting.pop(id(t), ()):
                 if not waiter.done():
                     waiter.set_result(event.payload)

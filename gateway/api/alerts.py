@@ -8,10 +8,11 @@ from aiohttp import web
 
 from gateway.alerts.rules import RulesError
 from gateway.api.auth import require_admin, require_user
+from gateway.api.errors import json_error
 from gateway.errors import InvalidParameter
 from gateway.keys import ALERT_STORE, ALERTS, AUDIT
 from gateway.storage.accounts import Role
-from schemas.api import AlertsQuery, RulesRejected, RulesReloaded
+from schemas.api import AlertsQuery, RulesReloaded
 from schemas.dashboard import AlertList, AlertOut, AlertStatus, RuleOut, RulesOut
 
 __all__ = ["routes"]
@@ -115,6 +116,5 @@ async def reload_rules(request: web.Request) -> web.Response:
     try:
         count = await request.app[ALERTS].reload_rules()
     except RulesError as e:
-        refused = RulesRejected(error="invalid_rules", detail=str(e), in_force="previous rules")
-        return web.json_response(text=refused.model_dump_json(exclude_none=True), status=422)
+        return json_error(422, "invalid_rules", str(e), in_force="previous rules")
     return web.json_response(text=RulesReloaded(status="reloaded", rules=count).model_dump_json())

@@ -19,6 +19,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from gateway.api.auth import SESSION_COOKIE
+from gateway.api.errors import PROBLEM_CONTENT_TYPE
 from schemas.api import (
     AlertPath,
     AlertsQuery,
@@ -70,12 +71,16 @@ class Reply:
 
     description: str
     model: type[BaseModel] | None = None
+    media: str = "application/json"  # of the model's body; problems have their own
     text: str | None = None  # media type of a text body, like text/csv
     headers: Mapping[str, str] = field(default_factory=dict)  # required header -> description
 
 
 @dataclass(frozen=True, slots=True)
 class Operation:
+    """One REST operation. `operation_id` is what generated clients name their method
+    (`listReadings`, `ackAlert`): a verb and a noun, camelCase, unique."""
+
     method: Literal["GET", "POST", "DELETE"]
     path: str
     summary: str
@@ -86,11 +91,7 @@ class Operation:
     query: type[BaseModel] | None = None  # each field is a query parameter
     path_params: type[BaseModel] | None = None  # each field is a path parameter
     body: type[BaseModel] | None = None  # JSON request body
-
-    @property
-    def operation_id(self) -> str:
-        words = self.path.replace("{", "").replace("}", "").replace(".", "_").split("/")
-        return "_".join([self.method.lower(), *(w for w in words if w)])
+    operation_id: str = field(kw_only=True)
 
 
 _ERRORS = {
@@ -119,6 +120,7 @@ OPERATIONS: tuple[Operation, ...] = (
         },
         errors=(400,),
         query=ReadingsQuery,
+        operation_id="listReadings",
     ),
     Operation(
         "GET",
@@ -129,6 +131,7 @@ OPERATIONS: tuple[Operation, ...] = (
         {200: Reply("The non-empty buckets, oldest first.", Summary)},
         errors=(400,),
         query=SummaryQuery,
+        operation_id="summarizeReadings",
     ),
     Operation(
         "GET",
@@ -139,6 +142,7 @@ OPERATIONS: tuple[Operation, ...] = (
         {200: Reply("The latest values.", PatientLatest)},
         errors=(400, 404),
         path_params=PatientPath,
+        operation_id="getLatest",
     ),
     Operation(
         "GET",
@@ -149,6 +153,7 @@ OPERATIONS: tuple[Operation, ...] = (
         {200: Reply("The alerts and the newest event id.", AlertList)},
         errors=(400,),
         query=AlertsQuery,
+        operation_id="listAlerts",
     ),
     Operation(
         "POST",
@@ -159,6 +164,7 @@ OPERATIONS: tuple[Operation, ...] = (
         {200: Reply("The resulting event, as pushed to every dashboard.", AlertEvent)},
         errors=(400, 404, 409, 503),
         path_params=AlertPath,
+        operation_id="ackAlert",
     ),
     Operation(
         "GET",
@@ -167,6 +173,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "alerts",
         Auth.USER,
         {200: Reply("The rules.", RulesOut)},
+        operation_id="listRules",
     ),
     Operation(
         "POST",
@@ -176,9 +183,14 @@ OPERATIONS: tuple[Operation, ...] = (
         Auth.ADMIN,
         {
             200: Reply("The new rules are in force.", RulesReloaded),
-            422: Reply("The file is invalid: the previous rules stay in force.", RulesRejected),
+            422: Reply(
+                "The file is invalid: the previous rules stay in force.",
+                RulesRejected,
+                media=PROBLEM_CONTENT_TYPE,
+            ),
         },
         errors=(503,),
+        operation_id="reloadRules",
     ),
     Operation(
         "GET",
@@ -187,6 +199,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "devices",
         Auth.USER,
         {200: Reply("The devices, by id.", DeviceList)},
+        operation_id="listDevices",
     ),
     Operation(
         "POST",
@@ -197,6 +210,7 @@ OPERATIONS: tuple[Operation, ...] = (
         {201: Reply("The device and its token.", DeviceCreated)},
         errors=(400, 409),
         body=DeviceCreate,
+        operation_id="createDevice",
     ),
     Operation(
         "DELETE",
@@ -207,6 +221,7 @@ OPERATIONS: tuple[Operation, ...] = (
         {204: Reply("Revoked.")},
         errors=(404,),
         path_params=DevicePath,
+        operation_id="revokeDevice",
     ),
     Operation(
         "POST",
@@ -217,6 +232,7 @@ OPERATIONS: tuple[Operation, ...] = (
         {201: Reply("The user and its token.", UserCreated)},
         errors=(400, 409),
         body=UserCreate,
+        operation_id="createUser",
     ),
     Operation(
         "POST",
@@ -227,6 +243,7 @@ OPERATIONS: tuple[Operation, ...] = (
         {200: Reply("Logged in; the cookie is set.", SessionOut)},
         errors=(400, 401, 403),
         body=LoginRequest,
+        operation_id="createSession",
     ),
     Operation(
         "POST",
@@ -235,6 +252,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "session",
         Auth.PUBLIC,
         {200: Reply("Logged out (also when there was no session).", LoggedOut)},
+        operation_id="deleteSession",
     ),
     Operation(
         "GET",
@@ -243,6 +261,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "session",
         Auth.USER,
         {200: Reply("The user.", WhoAmI)},
+        operation_id="getSession",
     ),
     Operation(
         "GET",
@@ -253,6 +272,7 @@ OPERATIONS: tuple[Operation, ...] = (
         {200: Reply("Entries, oldest first.", AuditPage)},
         errors=(400,),
         query=AuditQuery,
+        operation_id="listAudit",
     ),
     Operation(
         "GET",
@@ -261,6 +281,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "operations",
         Auth.PUBLIC,
         {200: Reply("Alive.", Health), 503: Reply("The database does not answer.", Health)},
+        operation_id="getHealth",
     ),
     Operation(
         "GET",
@@ -269,6 +290,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "operations",
         Auth.PUBLIC,
         {200: Reply("Ready.", Readiness), 503: Reply("Not ready.", Readiness)},
+        operation_id="getReadiness",
     ),
     Operation(
         "GET",
@@ -277,14 +299,18 @@ OPERATIONS: tuple[Operation, ...] = (
         "operations",
         Auth.PUBLIC,
         {200: Reply("Prometheus text exposition format.", text="text/plain")},
+        operation_id="getMetrics",
     ),
 )
 
 _DESCRIPTION = f"""\
 Telemetry gateway for wearable vital-sign monitors.
 
-Every error body is `ErrorBody`: `{{"error": <stable code>, "detail": <text>}}`, plus
-`"param"` on a 400. Users authenticate with `Authorization: Bearer <token>` or with the
+Every error answer is an RFC 9457 problem (`application/problem+json`, schema
+`ErrorBody`): `type`, `title`, `status` and `detail`, plus the stable code as `error`
+and, on a 400, the parameter at fault as `param`.
+
+Users authenticate with `Authorization: Bearer <token>` or with the
 `{SESSION_COOKIE}` cookie from `POST /v1/session`; a bearer header, when present, is the
 only credential looked at.
 
@@ -337,7 +363,12 @@ def build_document(operations: Iterable[Operation] = OPERATIONS) -> dict[str, An
             responses[str(status)] = _response(reply, ref)
         auth_errors = () if op.auth is Auth.PUBLIC else (401, 403)
         for status in sorted({*op.errors, *auth_errors}):
-            reply = Reply(_ERRORS[status], ErrorBody, headers=_CHALLENGE if status == 401 else {})
+            reply = Reply(
+                _ERRORS[status],
+                ErrorBody,
+                media=PROBLEM_CONTENT_TYPE,
+                headers=_CHALLENGE if status == 401 else {},
+            )
             responses[str(status)] = _response(reply, ref)
         entry: dict[str, Any] = {
             "operationId": op.operation_id,
@@ -392,7 +423,7 @@ def _response(reply: Reply, ref: _Ref) -> dict[str, Any]:
     response: dict[str, Any] = {"description": reply.description}
     content: dict[str, Any] = {}
     if reply.model is not None:
-        content["application/json"] = {"schema": ref(reply.model, "serialization")}
+        content[reply.media] = {"schema": ref(reply.model, "serialization")}
     if reply.text is not None:
         content[reply.text] = {"schema": {"type": "string"}}
     if content:

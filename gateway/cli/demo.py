@@ -109,6 +109,9 @@ async def _demo(args: argparse.Namespace, db_url: str) -> int:
         "127.0.0.1",
         "--port",
         str(args.port),
+        # The gateway writes to the demo's own stderr: its warnings and errors show
+        # between the simulator's lines, while its INFO lines (a connection line per
+        # device, an access line per request) would bury the banner.
         "--log-level",
         "WARNING",
         *(["--config", str(args.config)] if args.config else []),

@@ -119,7 +119,7 @@ async def _stream(request: web.Request, principal: Principal) -> web.WebSocketRe
                 match session.receive(msg.data, datetime.now(UTC)):
                     case Store(seq=seq, rows=rows, binary=binary):
                         pending = await committer.submit(
-                            principal.name, principal.patient_id, ward, seq, rows
+                            principal.name, principal.patient_id, ward, seq, rows, arrived=arrived
                         )
                         conn.track(pending.done)
                         replies.add(pending.done, _frame(encode_ack(seq, binary)), arrived)

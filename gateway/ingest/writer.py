@@ -52,6 +52,8 @@ class PendingBatch:
     done: asyncio.Future[bool] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
+    # time.perf_counter() when its frame arrived: alerts it raises are timed from it.
+    arrived: float = field(default_factory=time.perf_counter)
 
 
 def _consume_exception(future: asyncio.Future[bool]) -> None:
@@ -155,9 +157,20 @@ class GroupCommitter:
             self._queue.put_nowait(_WAKE)
 
     async def submit(
-        self, device_id: str, patient_id: str, ward: str, seq: int, rows: list[ReadingRow]
+        self,
+        device_id: str,
+        patient_id: str,
+        ward: str,
+        seq: int,
+        rows: list[ReadingRow],
+        *,
+        arrived: float | None = None,
     ) -> PendingBatch:
-        """Queue a batch for the next commit, once there is room for it."""
+        """Queue a batch for the next commit, once there is room for it.
+
+        `arrived`: time.perf_counter() when its frame arrived (default: now), so that
+        the wait for room counts in the alert latency it may add to.
+        """
         if self._pending_rows + len(rows) > self._max_pending_rows:
             async with self._room:
                 await self._room.wait_for(
@@ -167,7 +180,9 @@ class GroupCommitter:
                     )
                 )
         self._pending_rows += len(rows)
-        batch = PendingBatch(device_id, patient_id, ward, seq, rows)
+        if arrived is None:
+            arrived = time.perf_counter()
+        batch = PendingBatch(device_id, patient_id, ward, seq, rows, arrived=arrived)
         # A connection that closes early never awaits its batch; mark a failure as seen.
         batch.done.add_done_callback(_consume_exception)
         self._queue.put_nowait(batch)

@@ -297,6 +297,11 @@ async def test_reload_of_a_bad_file_is_refused_and_the_old_rules_stay(
     ) as resp:
         body: dict[str, Any] = await resp.json()
     assert resp.status == 422, body
+    assert resp.content_type == "application/problem+json"
+    assert (body["type"], body["status"]) == (
+        "https://vitals-gateway.dev/problems/invalid-rules",
+        422,
+    )
     assert body["error"] == "invalid_rules"
     assert body["in_force"] == "previous rules"
     assert "diastolic_bp-high" in body["detail"]

@@ -5,6 +5,7 @@ with a 500 or with anything the document does not promise."""
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, get_args
@@ -100,6 +101,39 @@ class TestDocument:
                 else:
                     assert op["security"], (method, path)
                     assert {"401", "403"} <= op["responses"].keys(), (method, path)
+
+    def test_operation_ids_are_readable_and_unique(self) -> None:
+        """Each operation has a camelCase verb-noun id for generated clients."""
+        ids = {
+            (method.upper(), path): op["operationId"]
+            for path, ops in build_document()["paths"].items()
+            for method, op in ops.items()
+        }
+        assert len(set(ids.values())) == len(ids)
+        assert all(re.fullmatch(r"[a-z]+(?:[A-Z][a-z]+)+", i) for i in ids.values()), ids
+        assert ids[("GET", "/v1/readings")] == "listReadings"
+        assert ids[("GET", "/v1/readings/summary")] == "summarizeReadings"
+        assert ids[("GET", "/v1/patients/{patient_id}/latest")] == "getLatest"
+        assert ids[("POST", "/v1/alerts/{alert_id}/ack")] == "ackAlert"
+        assert ids[("DELETE", "/v1/devices/{device_id}")] == "revokeDevice"
+        assert ids[("POST", "/v1/session")] == "createSession"
+
+    def test_errors_are_documented_as_problem_documents(self) -> None:
+        """Every 4xx and 5xx with a body is application/problem+json of ErrorBody, whose
+        schema has the RFC 9457 members and the gateway's code."""
+        document = build_document()
+        for path, ops in document["paths"].items():
+            for method, op in ops.items():
+                for status, response in op["responses"].items():
+                    if int(status) < 400 or path in ("/healthz", "/readyz"):
+                        continue
+                    assert list(response["content"]) == ["application/problem+json"], (
+                        method,
+                        path,
+                        status,
+                    )
+        required = document["components"]["schemas"]["ErrorBody"]["required"]
+        assert {"type", "title", "status", "detail", "error"} <= set(required)
 
 
 class TestParametersMatchTheParsers:
