@@ -168,10 +168,10 @@ async def _apply_revocations(app: web.Application) -> None:
     whose session ended, closes with 4003."""
     accounts_, registry, service = app[ACCOUNTS], app[DEVICES], app[ALERTS]
     revoked = await accounts_.revoked_among({*registry.device_ids(), *service.watched_devices()})
+    await registry.close(revoked, CLOSE_REVOKED, "revoked")
     for device_id, by in revoked.items():
         closed = await service.revoke_device(device_id, by)
         await audit_alerts_closed(app[AUDIT], closed, by, "cli")
-    await registry.close(revoked, CLOSE_REVOKED, "revoked")
     stale = await accounts_.stale_credentials(app[HUB].credentials())
     if stale:
         await app[HUB].close_where(lambda p: p.credential in stale, CLOSE_REVOKED, "revoked")
