@@ -15,7 +15,9 @@ import pytest
 from aiohttp import WSMsgType
 
 from gateway.keys import AUDIT, SETTINGS
-from tests.conftest import Gateway
+from gateway.storage.accounts import AccountStore
+from gateway.storage.database import open_engine
+from tests.conftest import AiohttpClient, Gateway
 from tests.gateway.alert_helpers import (
     Dashboard,
     Message,
@@ -23,6 +25,7 @@ from tests.gateway.alert_helpers import (
     open_dashboard,
     open_device,
     reading,
+    restart,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -152,3 +155,27 @@ async def test_a_revoked_streaming_device_raises_no_offline_alarm(gateway: Gatew
             closed = await device.ws.receive(timeout=5)
             assert (closed.type, closed.data) == (WSMsgType.CLOSE, 4003)
         await dash.assert_silent(OFFLINE_AFTER_S + 1.5)
+
+
+async def test_an_alert_left_open_by_an_earlier_revocation_closes_after_a_restart(
+    aiohttp_client: AiohttpClient, gateway: Gateway
+) -> None:
+    """An open alert of a device revoked while no gateway ran, with no record of by whom
+    (as an earlier version left it), closes at the first revocation check after start."""
+    token = await gateway.add_device("dev-1", "p-1")
+    async with open_dashboard(gateway) as dash:
+        await dash.subscribe()
+        raised = await raise_bp_alert(gateway, token, [dash])
+    await gateway.client.close()
+    engine = open_engine(gateway.app[SETTINGS].database_url)
+    try:
+        await AccountStore(engine).revoke_device("dev-1")
+    finally:
+        await engine.dispose()
+    again = await restart(aiohttp_client, gateway)
+    async with open_dashboard(again) as dash:
+        sub = await dash.subscribe()
+        if sub.replayed:  # subscribed before the first check: the alert, then its close
+            assert [m.alert["id"] for m in sub.replayed] == [raised.alert["id"]]
+            assert_closed_by_revocation(await dash.alert(), raised.alert, "unknown")
+    assert (await get_alerts(again, status="cleared_ack"))["items"][0]["closed_by"] == "unknown"
