@@ -15,6 +15,7 @@ from aiohttp import web
 
 from gateway.alerts.service import AlertService
 from gateway.api import accounts, alerts, audit, health, openapi, readings, session
+from gateway.api.accounts import audit_alerts_closed
 from gateway.api.errors import error_middleware
 from gateway.api.observe import add_request_id_header, observe_middleware
 from gateway.dashboard.hub import Hub
@@ -140,16 +141,14 @@ async def _alerts(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _stream_watchers(app: web.Application) -> AsyncIterator[None]:
-    """Close streams whose token was revoked behind the gateway's back (CLI on the DB),
-    and drop device streams whose peer stopped answering (ingest/liveness.py)."""
+    """Act on revocations made behind the gateway's back (the CLI on the database), and
+    drop device streams whose peer stopped answering (ingest/liveness.py)."""
 
     async def watch() -> None:
-        registry, accounts_ = app[DEVICES], app[ACCOUNTS]
         while True:
             await asyncio.sleep(app[SETTINGS].revocation_check_s)
             try:
-                revoked = await accounts_.revoked_among(registry.device_ids())
-                await registry.close(revoked, CLOSE_REVOKED, "revoked")
+                await _apply_revocations(app)
             except Exception:
                 log.exception("revocation check failed")
 
@@ -164,6 +163,21 @@ async def _stream_watchers(app: web.Application) -> AsyncIterator[None]:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+async def _apply_revocations(app: web.Application) -> None:
+    """A revoked device's stream closes and its alerts close in its revoker's name (once:
+    the alert service forgets it); a dashboard whose token was revoked or rotated, or
+    whose session ended, closes with 4003."""
+    accounts_, registry, service = app[ACCOUNTS], app[DEVICES], app[ALERTS]
+    revoked = await accounts_.revoked_among({*registry.device_ids(), *service.watched_devices()})
+    await registry.close(revoked, CLOSE_REVOKED, "revoked")
+    for device_id, by in revoked.items():
+        closed = await service.revoke_device(device_id, by)
+        await audit_alerts_closed(app[AUDIT], closed, by, "cli")
+    stale = await accounts_.stale_credentials(app[HUB].credentials())
+    if stale:
+        await app[HUB].close_where(lambda p: p.credential in stale, CLOSE_REVOKED, "revoked")
 
 
 async def _close_streams(app: web.Application) -> None:

@@ -38,8 +38,12 @@ __all__ = [
     "Summary",
     "SummaryBucket",
     "SummaryQuery",
+    "TokenRotated",
     "UserCreate",
     "UserCreated",
+    "UserList",
+    "UserOut",
+    "UserPath",
     "WhoAmI",
 ]
 
@@ -109,6 +113,29 @@ class UserCreated(BaseModel):
     name: str
     role: UserRole
     wards: list[str]
+    token: str
+
+
+class UserOut(BaseModel):
+    """A user as listed; never carries its token."""
+
+    name: str
+    role: UserRole
+    wards: list[str] = Field(description="The wards a clinician may see; admins see all.")
+    created_at: AwareDatetime
+    revoked_at: AwareDatetime | None
+
+
+class UserList(BaseModel):
+    """`GET /v1/users`: every user, revoked ones included, by name."""
+
+    items: list[UserOut]
+
+
+class TokenRotated(BaseModel):
+    """`POST /v1/users/{name}/rotate`: the user's new token, shown this once."""
+
+    name: str
     token: str
 
 
@@ -310,6 +337,10 @@ class PatientPath(BaseModel):
 
 class DevicePath(BaseModel):
     device_id: str = Field(min_length=1, description="The device.")
+
+
+class UserPath(BaseModel):
+    name: str = Field(min_length=1, description="The user.")
 
 
 class AlertPath(BaseModel):

@@ -86,6 +86,15 @@ class AlertOut(BaseModel):
     cleared_at: AwareDatetime | None
     acked_at: AwareDatetime | None
     acked_by: str | None
+    # Added after v1 with defaults, so older payloads still parse: set only on an alert
+    # closed other than by acknowledgement (status cleared_ack, acked_by null unless a
+    # clinician had acknowledged it before).
+    closed_by: str | None = Field(
+        None, description="Who closed the alert by revoking its device (an admin, or os:<user>)."
+    )
+    closed_reason: str | None = Field(
+        None, description='Why it was closed without acknowledgement: "device_revoked".'
+    )
 
 
 class AlertEvent(BaseModel):

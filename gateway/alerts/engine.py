@@ -10,6 +10,11 @@ an alert (`raised_at`, `updated_at`, `cleared_at`, `acked_at`) and the value-upd
 throttle use the wall clock `now` the caller passes in (epoch seconds), so an alert
 records the gateway's timeline even when a device uploads readings it had buffered.
 
+Revoking a device closes its open alerts at once (`revoke_device`): each becomes
+`cleared_ack` with `closed_by` (who revoked it) and `closed_reason` "device_revoked"
+instead of an acknowledgement, since no clinician saw it to the end; the device is
+never watched for silence again.
+
 AlertError (a GatewayError)
 ├── UnknownAlertError         no alert with that id was ever raised (also NotFoundError)
 ├── AlertClosedError          the alert is cleared and acknowledged (also ConflictError)
@@ -36,6 +41,7 @@ from gateway.alerts.rules import (
 from gateway.errors import ConflictError, GatewayError, NotFoundError
 
 __all__ = [
+    "CLOSED_DEVICE_REVOKED",
     "OFFLINE_PRIORITY",
     "VALUE_UPDATE_INTERVAL_S",
     "Alert",
@@ -52,10 +58,12 @@ __all__ = [
 
 VALUE_UPDATE_INTERVAL_S = 1.0
 OFFLINE_PRIORITY = Priority.MEDIUM
+# `closed_reason` of an alert closed because its device was revoked.
+CLOSED_DEVICE_REVOKED = "device_revoked"
 
 # (metric, timestamp in seconds, value): a plain tuple, the cheapest thing to hand over.
 Reading = tuple[str, float, float]
-TransitionKind = Literal["raised", "value", "cleared", "acked"]
+TransitionKind = Literal["raised", "value", "cleared", "acked", "closed"]
 # (first, last, worst)
 _Values = tuple[float | None, float | None, float | None]
 _NO_VALUES: _Values = (None, None, None)
@@ -84,8 +92,10 @@ class AlertStatus(StrEnum):
     CLEARED_ACK = "cleared_ack"
 
     @classmethod
-    def of(cls, cleared: bool, acked: bool) -> AlertStatus:
-        return _STATUS[cleared, acked]
+    def of(cls, cleared: bool, acked: bool, closed: bool = False) -> AlertStatus:
+        """The status of the two flags; an alert closed without an acknowledgement
+        (its device revoked) counts as acknowledged: nothing is left to do about it."""
+        return _STATUS[cleared, acked or closed]
 
 
 _STATUS = {
@@ -103,7 +113,8 @@ class Alert:
     `status` is redundant with `cleared_at`/`acked_at` (the two flags) and checked
     against them. Values cover the whole violating run: `first_value` is its first
     reading, `worst_value` its most extreme. Metric-less fields are None for the
-    `device-offline` alarm.
+    `device-offline` alarm. `closed_by`/`closed_reason` are set only on an alert
+    closed by something other than the clinical lifecycle (its device revoked).
     """
 
     id: int
@@ -123,15 +134,23 @@ class Alert:
     cleared_at: float | None
     acked_at: float | None
     acked_by: str | None
+    closed_by: str | None = None
+    closed_reason: str | None = None
 
     def __post_init__(self) -> None:
-        expected = AlertStatus.of(self.cleared_at is not None, self.acked_at is not None)
+        expected = AlertStatus.of(
+            self.cleared_at is not None, self.acked_at is not None, self.closed_by is not None
+        )
         if self.status != expected:
             raise ValueError(
                 f"alert {self.id}: status {self.status} contradicts cleared_at/acked_at"
             )
         if (self.acked_at is None) != (self.acked_by is None):
             raise ValueError(f"alert {self.id}: acked_at and acked_by go together")
+        if (self.closed_by is None) != (self.closed_reason is None):
+            raise ValueError(f"alert {self.id}: closed_by and closed_reason go together")
+        if self.closed_by is not None and self.cleared_at is None:
+            raise ValueError(f"alert {self.id}: a closed alert is cleared")
 
     @classmethod
     def from_mapping(cls, row: Mapping[str, Any]) -> Alert:
@@ -162,8 +181,9 @@ _ALERT_FIELDS = tuple(f.name for f in dataclasses.fields(Alert))
 class Transition:
     """Something happened to `alert` (its state after the change): store it, push it.
 
-    `raised`, `cleared` and `acked` are status changes; `value` means only
-    `last_value`/`worst_value` changed. Every kind carries the current values.
+    `raised`, `cleared`, `acked` and `closed` (by a revocation) are status changes;
+    `value` means only `last_value`/`worst_value` changed. Every kind carries the
+    current values.
     """
 
     kind: TransitionKind
@@ -177,6 +197,8 @@ class _Episode:
         "acked_at",
         "acked_by",
         "cleared_at",
+        "closed_by",
+        "closed_reason",
         "device_id",
         "direction",
         "dirty",
@@ -210,6 +232,8 @@ class _Episode:
         self.cleared_at = alert.cleared_at
         self.acked_at = alert.acked_at
         self.acked_by = alert.acked_by
+        self.closed_by = alert.closed_by
+        self.closed_reason = alert.closed_reason
         # Values changed since the last emitted transition.
         self.dirty = False
 
@@ -219,7 +243,9 @@ class _Episode:
             rule=self.rule,
             metric=self.metric,
             priority=self.priority,
-            status=AlertStatus.of(self.cleared_at is not None, self.acked_at is not None),
+            status=AlertStatus.of(
+                self.cleared_at is not None, self.acked_at is not None, self.closed_by is not None
+            ),
             patient_id=self.patient_id,
             device_id=self.device_id,
             threshold=self.threshold,
@@ -232,6 +258,8 @@ class _Episode:
             cleared_at=self.cleared_at,
             acked_at=self.acked_at,
             acked_by=self.acked_by,
+            closed_by=self.closed_by,
+            closed_reason=self.closed_reason,
         )
 
 
@@ -339,6 +367,9 @@ class AlertEngine:
         self._open: dict[int, _Episode] = {}
         # The active device-offline alert of each device.
         self._offline_alerts: dict[str, _Episode] = {}
+        # Revoked devices: readings of theirs still in flight raise nothing. Grows by
+        # one per revocation while the gateway runs (ids are never reused).
+        self._revoked: set[str] = set()
 
     @property
     def rules(self) -> RuleSet:
@@ -351,6 +382,11 @@ class AlertEngine:
     def open_alerts(self) -> list[Alert]:
         """Snapshots of every alert not yet closed, oldest first."""
         return [self._open[i].snapshot() for i in sorted(self._open)]
+
+    def watched_devices(self) -> set[str]:
+        """Devices that could still raise or hold an alert: those watched for silence
+        and those with an open alert (the ones whose revocation matters here)."""
+        return self._offline.devices() | {ep.device_id for ep in self._open.values()}
 
     def get(self, alert_id: int) -> Alert:
         """A snapshot of an open alert; raises like `acknowledge` for any other id."""
@@ -365,6 +401,8 @@ class AlertEngine:
         transition per active alert of the patient whose values changed and whose
         last emitted transition is `value_interval_s` or more before `now`.
         """
+        if device_id in self._revoked:
+            return []  # a batch committed after its device's revocation
         out: list[Transition] = []
         self._offline.on_readings(device_id, patient_id, now)
         if self._offline_alerts:
@@ -452,11 +490,35 @@ class AlertEngine:
             del self._open[alert_id]
         return self._emit("acked", ep, now)
 
-    def forget_device(self, device_id: str, now: float) -> list[Transition]:
-        """Stop watching a device (unassigned, revoked); clears its offline alarm."""
+    def revoke_device(self, device_id: str, by: str, now: float) -> list[Transition]:
+        """The device is revoked by `by`: close each of its open alerts, whatever its
+        status, stop its offline timer and ignore its readings from now on.
+
+        Each alert becomes `cleared_ack` (cleared at `now` if still active) with
+        `closed_by` and `closed_reason`; its acknowledgement, if any, stays as it was.
+        A patient's other devices are unaffected: a condition they still show raises
+        a new alert. Returns the `closed` transitions, oldest alert first; nothing for
+        a device already revoked.
+        """
+        if not by:
+            raise ValueError("a revocation needs the name of who revoked")
+        if device_id in self._revoked:
+            return []
+        self._revoked.add(device_id)
         self._offline.forget(device_id)
-        ep = self._offline_alerts.pop(device_id, None)
-        return [] if ep is None else [self._clear(ep, now)]
+        self._offline_alerts.pop(device_id, None)
+        out: list[Transition] = []
+        for alert_id in sorted(i for i, ep in self._open.items() if ep.device_id == device_id):
+            ep = self._open.pop(alert_id)
+            patient = self._patients.get(ep.patient_id)
+            for track in () if patient is None else patient.tracks.values():
+                if track.episode is ep:
+                    track.episode = None
+            if ep.cleared_at is None:
+                ep.cleared_at = now
+            ep.closed_by, ep.closed_reason = by, CLOSED_DEVICE_REVOKED
+            out.append(self._emit("closed", ep, now))
+        return out
 
     def replace_rules(self, rules: RuleSet, now: float) -> list[Transition]:
         """Switch to reloaded rules; returns the alerts cleared by the switch.

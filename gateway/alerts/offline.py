@@ -70,5 +70,9 @@ class OfflineTracker:
         """Stop watching `device_id` (unassigned or revoked): it will not be reported."""
         self._watched.pop(device_id, None)
 
+    def devices(self) -> set[str]:
+        """The devices watched for silence."""
+        return set(self._watched)
+
     def __contains__(self, device_id: object) -> bool:
         return device_id in self._watched

@@ -74,6 +74,8 @@ def alert_out(alert: Alert, ward: str) -> AlertOut:
         cleared_at=_utc(alert.cleared_at),
         acked_at=_utc(alert.acked_at),
         acked_by=alert.acked_by,
+        closed_by=alert.closed_by,
+        closed_reason=alert.closed_reason,
     )
 
 
@@ -232,6 +234,24 @@ class AlertService:
             raise ForbiddenError(f"alert {alert_id} is not in your wards")
         transition = self._engine.acknowledge(alert_id, user.name, time.time())
         return await self._enqueue_and_wait([transition])
+
+    def watched_devices(self) -> set[str]:
+        """Devices whose revocation would change something here (see `revoke_device`)."""
+        return self._engine.watched_devices()
+
+    async def revoke_device(self, device_id: str, by: str) -> list[Alert]:
+        """The device is revoked by `by`: close its open alerts and stop its offline
+        timer (the engine does each device once, however many paths report it).
+
+        Returns the alerts closed, once their events are stored and pushed; should the
+        database refuse them, they stay pending and go out with the next commit.
+        """
+        transitions = self._engine.revoke_device(device_id, by, time.time())
+        if transitions:
+            log.info("device %s revoked by %s: %d alerts closed", device_id, by, len(transitions))
+            with contextlib.suppress(StorageError):
+                await self._enqueue_and_wait(transitions)
+        return [t.alert for t in transitions]
 
     async def _ward_of(self, alert_id: int) -> str | None:
         """The ward of an alert, open (in memory) or closed (stored); None if unknown."""

@@ -1,6 +1,8 @@
 """`vitals devices …` and `vitals users …`: provisioning on the configured database.
 
 These work on the database directly, so the first admin exists before any gateway runs.
+A running gateway notices revocations and rotations made here within
+`revocation_check_s`: it closes the streams, dashboards and alerts concerned.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     add_config_options(rv)
     rv.set_defaults(func=lambda a: _with_store(a, _revoke_device))
 
-    users = sub.add_parser("users", help="provision users (clinicians, admins)")
+    users = sub.add_parser("users", help="provision, list, revoke users and rotate their tokens")
     usub = users.add_subparsers(dest="action", required=True, metavar="ACTION")
     uadd = usub.add_parser("add", help="create a user and print its token (shown once)")
     uadd.add_argument("name")
@@ -59,6 +61,26 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     uadd.add_argument("--json", action="store_true", help='print {"name","role","wards","token"}')
     add_config_options(uadd)
     uadd.set_defaults(func=lambda a: _with_store(a, _add_user))
+
+    uls = usub.add_parser("list", help="list users (never their tokens)")
+    uls.add_argument("--json", action="store_true", help="one JSON object per line")
+    add_config_options(uls)
+    uls.set_defaults(func=lambda a: _with_store(a, _list_users))
+
+    urv = usub.add_parser(
+        "revoke", help="revoke a user: token and sessions end, dashboards close within seconds"
+    )
+    urv.add_argument("name")
+    add_config_options(urv)
+    urv.set_defaults(func=lambda a: _with_store(a, _revoke_user))
+
+    urot = usub.add_parser(
+        "rotate", help="print a new token for a user (shown once); the old one stops working"
+    )
+    urot.add_argument("name")
+    urot.add_argument("--json", action="store_true", help='print {"name","token"}')
+    add_config_options(urot)
+    urot.set_defaults(func=lambda a: _with_store(a, _rotate_user))
 
 
 def _with_store(args: argparse.Namespace, action: Any) -> int:
@@ -142,7 +164,7 @@ async def _list_devices(store: AccountStore, args: argparse.Namespace) -> int:
 
 
 async def _revoke_device(store: AccountStore, args: argparse.Namespace) -> int:
-    await store.revoke_device(args.device_id)
+    await store.revoke_device(args.device_id, _operator())
     print(f"revoked {args.device_id}")
     return 0
 
@@ -159,4 +181,41 @@ async def _add_user(store: AccountStore, args: argparse.Namespace) -> int:
         )
     else:
         print(token)
+    return 0
+
+
+async def _list_users(store: AccountStore, args: argparse.Namespace) -> int:
+    users = await store.list_users()
+    if args.json:
+        for u in users:
+            print(
+                json.dumps(
+                    {
+                        "name": u.name,
+                        "role": u.role.value,
+                        "wards": u.wards,
+                        "created_at": u.created_at.isoformat(),
+                        "revoked_at": u.revoked_at.isoformat() if u.revoked_at else None,
+                    }
+                )
+            )
+        return 0
+    table = Table("user", "role", "wards", "created", "status")
+    for u in users:
+        status = f"revoked {u.revoked_at:%Y-%m-%d %H:%M}" if u.revoked_at else "active"
+        wards = "all" if u.role.value == "admin" else ", ".join(u.wards)
+        table.add_row(u.name, u.role.value, wards, f"{u.created_at:%Y-%m-%d %H:%M}", status)
+    Console().print(table)
+    return 0
+
+
+async def _revoke_user(store: AccountStore, args: argparse.Namespace) -> int:
+    await store.revoke_user(args.name)
+    print(f"revoked {args.name}")
+    return 0
+
+
+async def _rotate_user(store: AccountStore, args: argparse.Namespace) -> int:
+    token = await store.rotate_user(args.name)
+    print(json.dumps({"name": args.name, "token": token}) if args.json else token)
     return 0

@@ -175,6 +175,22 @@ class Hub:
             if d.too_slow:
                 self.remove(d)  # it gets nothing more; it is closing
 
+    def credentials(self) -> set[str]:
+        """The credentials the open dashboards were authenticated with."""
+        return {c for d in self._dashboards if (c := d.principal.credential) is not None}
+
+    async def close_where(
+        self, predicate: Callable[[Principal], bool], code: int, reason: str
+    ) -> int:
+        """Close the dashboards whose principal matches (a user revoked, a token
+        rotated); they get nothing more from now on. Returns how many."""
+        chosen = [d for d in self._dashboards if predicate(d.principal)]
+        for d in chosen:
+            self.remove(d)
+            log.info("closing dashboard of %s: %s", d.principal.name, reason)
+        await asyncio.gather(*(d.ws.close(code=code, message=reason.encode()) for d in chosen))
+        return len(chosen)
+
     def wants_vitals(self) -> bool:
         return self._with_vitals > 0
 

@@ -9,13 +9,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event, text
+from sqlalchemy import Connection, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from gateway.storage.schema import Base
 
-__all__ = ["RETIRED_INDEXES", "create_schema", "open_engine"]
+__all__ = ["ADDED_COLUMNS", "RETIRED_INDEXES", "create_schema", "open_engine"]
 
 
 def open_engine(
@@ -45,10 +45,29 @@ def open_engine(
 RETIRED_INDEXES = ("ix_readings_device_ts",)
 
 
+# Nullable columns later versions added to existing tables, as (table, column): a
+# database made by an earlier version gets them on start (`create_all` adds tables only).
+ADDED_COLUMNS = (
+    ("alerts", "closed_by"),
+    ("alerts", "closed_reason"),
+    ("devices", "revoked_by"),
+)
+
+
 async def create_schema(engine: AsyncEngine) -> None:
-    """Create missing tables and indexes (first start) and drop retired indexes;
-    existing tables and data are left alone."""
+    """Create missing tables and indexes (first start), add columns that are new since
+    the database was made, and drop retired indexes; existing data is left alone."""
     async with engine.begin() as conn:
         await conn.run_sync(Base.metadata.create_all)
+        await conn.run_sync(_add_columns)
         for name in RETIRED_INDEXES:
             await conn.execute(text(f"DROP INDEX IF EXISTS {name}"))
+
+
+def _add_columns(conn: Connection) -> None:
+    inspector = inspect(conn)
+    for table, column in ADDED_COLUMNS:
+        if column in {c["name"] for c in inspector.get_columns(table)}:
+            continue
+        kind = Base.metadata.tables[table].c[column].type.compile(dialect=conn.dialect)
+        conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {kind}"))

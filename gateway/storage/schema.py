@@ -73,6 +73,9 @@ class Device(Base):
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)
+    # Who revoked it (an admin's name, or `os:<user>` for the CLI): the gateway, which
+    # may learn of a revocation only from this table, closes its alerts in their name.
+    revoked_by: Mapped[str | None] = mapped_column(String(64), default=None)
     # Highest batch seq durably stored: updated in the same transaction as the readings,
     # so `welcome.last_seq` and duplicate detection never disagree with the data.
     last_seq: Mapped[int] = mapped_column(BigInteger, default=0)
@@ -139,6 +142,9 @@ class AlertRow(Base):
     cleared_at: Mapped[float | None] = mapped_column(Float)
     acked_at: Mapped[float | None] = mapped_column(Float)
     acked_by: Mapped[str | None] = mapped_column(String(64))
+    # Closed other than by the clinical lifecycle (its device revoked): by whom, why.
+    closed_by: Mapped[str | None] = mapped_column(String(64), default=None)
+    closed_reason: Mapped[str | None] = mapped_column(String(32), default=None)
     last_event_id: Mapped[int] = mapped_column(BigInteger, index=True)
 
 

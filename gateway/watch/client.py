@@ -68,6 +68,7 @@ EXIT_AUTH = 3  # the gateway refused the token: retrying cannot help
 
 _CLOSE_REASONS = {
     CLOSE_TOO_SLOW: "dropped by the gateway as too slow",
+    4003: "the token was revoked or rotated",
     int(aiohttp.WSCloseCode.GOING_AWAY): "the gateway is shutting down",
 }
 
@@ -446,7 +447,10 @@ class Watcher:
             AlertStatus.CLEARED_ACK,
         ):
             self._awaiting.discard(alert.id)
-            self._view.notice(f"alert {alert.id} acknowledged by {alert.acked_by}")
+            if alert.acked_by is None:  # closed by its device's revocation instead
+                self._view.notice(f"alert {alert.id} closed: device revoked by {alert.closed_by}")
+            else:
+                self._view.notice(f"alert {alert.id} acknowledged by {alert.acked_by}")
 
     async def _send_acks(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         while True:

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.alerts.engine import (
+    CLOSED_DEVICE_REVOKED,
     Alert,
     AlertClosedError,
     AlertEngine,
@@ -244,6 +245,76 @@ class TestAcknowledge:
         (raised,) = feed(engine, [(0, 35)], metric="heart_rate")
         with pytest.raises(ValueError, match="user"):
             engine.acknowledge(raised.alert.id, "", 1.0)
+
+
+class TestRevokeDevice:
+    def test_every_open_alert_of_the_device_closes_whatever_its_status(self) -> None:
+        """Active, acknowledged and cleared-unacknowledged alerts and the offline alarm of
+        a revoked device all close (cleared_ack) with closed_by and the reason; an
+        acknowledgement made before stays, and nothing is left open or pending."""
+        engine = AlertEngine(RULES, offline_after_s=30.0)
+        spo2 = feed(engine, [(0, 85), (10, 85)], now=0.0)[0].alert
+        engine.acknowledge(spo2.id, "nurse-a", 1.0)  # active_ack
+        hr_low = feed(engine, [(10, 35)], metric="heart_rate", now=2.0)[0].alert
+        feed(engine, [(11, 100)], metric="heart_rate", now=3.0)  # cleared_unack
+        hr_high = feed(engine, [(20, 140)], metric="heart_rate", now=4.0)[0].alert  # active
+        (offline,) = engine.check(40.0)
+        other = feed(engine, [(0, 35)], metric="heart_rate", patient="p2", device="d2", now=40.0)
+
+        closed = engine.revoke_device("d1", "root", 50.0)
+
+        assert [(t.kind, t.alert.id) for t in closed] == [
+            ("closed", a.id) for a in (spo2, hr_low, hr_high, offline.alert)
+        ]
+        for t in closed:
+            alert = t.alert
+            assert alert.status is AlertStatus.CLEARED_ACK
+            assert alert.closed
+            assert (alert.closed_by, alert.closed_reason) == ("root", CLOSED_DEVICE_REVOKED)
+            assert alert.updated_at == 50.0
+        by_id = {t.alert.id: t.alert for t in closed}
+        assert by_id[hr_high.id].cleared_at == 50.0
+        assert (by_id[spo2.id].acked_by, by_id[spo2.id].acked_at) == ("nurse-a", 1.0)
+        assert by_id[hr_low.id].cleared_at == 3.0  # cleared before: when it cleared
+        assert by_id[hr_low.id].acked_by is None  # nobody acknowledged it
+        assert [a.id for a in engine.open_alerts()] == [other[0].alert.id]
+        with pytest.raises(AlertClosedError):
+            engine.acknowledge(spo2.id, "nurse-a", 51.0)
+
+    def test_a_revoked_device_never_raises_again(self) -> None:
+        """After the revocation the device is not watched for silence, its late readings
+        raise nothing, and a second revocation (another path) closes nothing."""
+        engine = AlertEngine(RULES, offline_after_s=30.0)
+        feed(engine, [(0, 97)], now=0.0)
+        assert engine.revoke_device("d1", "os:alice", 1.0) == []
+        assert feed(engine, [(1, 85), (20, 85)], now=2.0) == []
+        assert engine.check(1000.0) == []
+        assert engine.revoke_device("d1", "root", 1001.0) == []
+        assert engine.watched_devices() == set()
+
+    def test_the_patients_other_device_raises_a_new_alert(self) -> None:
+        """The patient's alert closes with its device; a second device still showing the
+        condition raises a new alert for it."""
+        engine = AlertEngine(RULES)
+        (first,) = feed(engine, [(0, 35)], metric="heart_rate", device="d1")
+        engine.revoke_device("d1", "root", 1001.0)
+        (again,) = feed(engine, [(1, 35)], metric="heart_rate", device="d2", now=1002.0)
+        assert (again.kind, again.alert.device_id) == ("raised", "d2")
+        assert again.alert.id != first.alert.id
+
+    def test_a_closed_alert_restores_as_closed_only(self) -> None:
+        """A snapshot's closed_by makes it closed: restore refuses it like any closed
+        alert, and the two closing fields go together."""
+        closed = _stored(
+            cleared_at=5.0,
+            status=AlertStatus.CLEARED_ACK,
+            closed_by="root",
+            closed_reason=CLOSED_DEVICE_REVOKED,
+        )
+        with pytest.raises(ValueError, match="closed"):
+            AlertEngine(RULES).restore([closed], 10.0)
+        with pytest.raises(ValueError, match="go together"):
+            dataclasses.replace(closed, closed_reason=None)
 
 
 class TestValueUpdates:

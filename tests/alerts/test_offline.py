@@ -114,17 +114,23 @@ class TestOfflineAlarm:
         assert [t.alert.id for t in engine.check(30.0)] == [7]
         assert [t.alert.id for t in engine.check(40.0)] == [8]
 
-    def test_forget_device_clears(self, engine: AlertEngine) -> None:
-        """Forgetting an offline device clears its alarm and stops watching it."""
+    def test_revoked_device_closes_its_alarm_and_is_never_reported(
+        self, engine: AlertEngine
+    ) -> None:
+        """Revoking a device closes its offline alarm and stops its offline timer: it
+        never raises again, while its readings still in flight are ignored."""
         engine.process("p1", "d1", [], 0.0)
         engine.process("p1", "d2", [], 0.0)
         (raised, _) = engine.check(30.0)
-        (t,) = engine.forget_device(raised.alert.device_id, 31.0)
-        assert (t.kind, t.alert.id) == ("cleared", raised.alert.id)
-        assert engine.forget_device("d2", 32.0) != []
+        (t,) = engine.revoke_device(raised.alert.device_id, "root", 31.0)
+        assert (t.kind, t.alert.id, t.alert.closed_by) == ("closed", raised.alert.id, "root")
+        assert t.alert.closed
+        assert engine.revoke_device("d2", "root", 32.0) != []
         engine.process("p1", "d3", [], 40.0)
-        engine.forget_device("d3", 41.0)
+        assert engine.revoke_device("d3", "os:alice", 41.0) == []
+        assert engine.process("p1", "d3", [], 42.0) == []  # a batch committed after it
         assert engine.check(100.0) == []
+        assert engine.open_alerts() == []
 
     def test_restored_alarm_clears_on_readings(self, engine: AlertEngine) -> None:
         """An offline alarm restored after a restart clears when the device streams again."""

@@ -88,7 +88,8 @@ def alert_row(alert_id: int, status: str, last_event_id: int, **changes: Any) ->
         "status": status, "patient_id": "p-1", "device_id": "watch-1", "ward": "icu",
         "threshold": 92.0, "direction": "below", "first_value": 88.0, "last_value": 88.0,
         "worst_value": 88.0, "raised_at": 1000.0, "updated_at": 1000.0, "cleared_at": None,
-        "acked_at": None, "acked_by": None, "last_event_id": last_event_id, **changes,
+        "acked_at": None, "acked_by": None, "closed_by": None, "closed_reason": None,
+        "last_event_id": last_event_id, **changes,
     }  # fmt: skip
 
 

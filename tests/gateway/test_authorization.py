@@ -85,6 +85,9 @@ ENDPOINTS = [
         Access.ADMIN,
         body={"name": "dr-new", "role": "clinician", "wards": [ICU]},
     ),
+    Endpoint("GET", "/v1/users", Access.ADMIN),
+    Endpoint("DELETE", "/v1/users/{name}", Access.ADMIN, "/v1/users/{some_user}"),
+    Endpoint("POST", "/v1/users/{name}/rotate", Access.ADMIN, "/v1/users/{some_user}/rotate"),
     Endpoint("GET", "/v1/session", Access.USER),
     Endpoint("GET", "/v1/audit", Access.ADMIN),
     Endpoint("GET", "/v1/devices/stream", Access.DEVICE, websocket=True),
@@ -150,6 +153,7 @@ async def world(gateway: Gateway) -> World:
     revoked = await gateway.add_device("watch-old", "p-old", ICU)
     await accounts.revoke_device("watch-old")
     other_ward = await accounts.add_user("dr-x", Role.CLINICIAN, wards=[CARDIO])
+    await accounts.add_user("dr-gone", Role.CLINICIAN, wards=[ICU])  # to revoke, rotate
     for token in devices.values():
         await raise_alert(gateway, token)
     alerts = await wait_for_alerts(gateway, 2)
@@ -168,6 +172,7 @@ async def world(gateway: Gateway) -> World:
             "icu_patient": "p-icu",
             "icu_device": "watch-icu",
             "icu_alert": str(alerts[ICU]),
+            "some_user": "dr-gone",
         },
         devices=devices,
         alerts=alerts,

@@ -167,6 +167,8 @@ async def test_alert_reaches_every_dashboard_promptly(gateway: Gateway) -> None:
         "cleared_at": None,
         "acked_at": None,
         "acked_by": None,
+        "closed_by": None,
+        "closed_reason": None,
     }
     assert when(alert["raised_at"]) == when(alert["updated_at"])
     assert abs(when(alert["raised_at"]).timestamp() - time.time()) < 10
@@ -725,6 +727,8 @@ async def test_device_offline_is_raised_for_a_silent_device_and_cleared_by_readi
                     "cleared_at": None,
                     "acked_at": None,
                     "acked_by": None,
+                    "closed_by": None,
+                    "closed_reason": None,
                 }
 
             await quiet.send([reading(5, "spo2", 97)])

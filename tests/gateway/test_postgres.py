@@ -7,6 +7,7 @@ so runs never collide. Without a reachable server (or without asyncpg) every tes
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -17,10 +18,11 @@ from sqlalchemy import inspect, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from gateway.errors import StorageUnavailable
+from gateway.errors import ConflictError, StorageUnavailable
 from gateway.keys import ENGINE
+from gateway.storage.accounts import AccountStore, Role
 from gateway.storage.alerts import AlertStore
-from gateway.storage.database import create_schema, open_engine
+from gateway.storage.database import ADDED_COLUMNS, create_schema, open_engine
 from gateway.storage.readings import (
     CHUNK,
     READING_COLUMNS,
@@ -31,6 +33,7 @@ from gateway.storage.readings import (
 from gateway.storage.schema import Base, Device, Reading, table_of
 from gateway.storage.sqlite_writer import open_sqlite_writer
 from tests.conftest import Gateway
+from tests.gateway.alert_helpers import open_dashboard, open_device
 from tests.gateway.ingest_helpers import reading, send_batches
 from tests.gateway.storage_helpers import alert_row, event, provision_devices, rows
 from tests.gateway.test_query_api import T0, get, instants
@@ -241,6 +244,64 @@ async def test_a_refused_alert_append_stores_none_of_its_events(engine: AsyncEng
     assert (state.max_alert_id, state.max_event_id) == (7, 1)
 
 
+# --- accounts -----------------------------------------------------------------------------
+
+
+async def test_two_admins_revoking_each_other_at_once_leave_one(engine: AsyncEngine) -> None:
+    """Two concurrent revocations of the only two admins: one succeeds, the other is the
+    last-admin conflict (the admins' rows are locked), so an admin always remains."""
+    accounts = AccountStore(engine)
+    await accounts.add_user("root-a", Role.ADMIN)
+    await accounts.add_user("root-b", Role.ADMIN)
+    results = await asyncio.gather(
+        accounts.revoke_user("root-a"), accounts.revoke_user("root-b"), return_exceptions=True
+    )
+    assert sorted(type(r).__name__ for r in results) == ["ConflictError", "NoneType"]
+    active = [u.name for u in await accounts.list_users() if u.revoked_at is None]
+    assert len(active) == 1
+    with pytest.raises(ConflictError, match="last active admin"):
+        await accounts.revoke_user(active[0])
+
+
+async def test_rotation_makes_the_old_token_and_its_session_stale(engine: AsyncEngine) -> None:
+    """After a rotation the old token and the session opened with it are stale; the new
+    token authenticates."""
+    accounts = AccountStore(engine)
+    old = await accounts.add_user("dr-lee", Role.CLINICIAN, ["icu"])
+    by_token = await accounts.authenticate(old)
+    assert by_token is not None
+    cookie, _ = await accounts.open_session(by_token, 60)
+    by_cookie = await accounts.session_user(cookie)
+    assert by_cookie is not None
+    credentials = {by_token.credential or "", by_cookie.credential or ""}
+    assert await accounts.stale_credentials(credentials) == set()
+    new = await accounts.rotate_user("dr-lee")
+    assert await accounts.stale_credentials(credentials) == credentials
+    assert await accounts.authenticate(old) is None
+    assert await accounts.authenticate(new) is not None
+
+
+async def test_added_columns_appear_on_an_old_database(database_url: str) -> None:
+    """A database made before closed_by/closed_reason/revoked_by gets them on start."""
+    engine = open_engine(database_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(Base.metadata.create_all)
+            for table, column in ADDED_COLUMNS:
+                await conn.execute(text(f"ALTER TABLE {table} DROP COLUMN {column}"))
+        await create_schema(engine)
+        await create_schema(engine)
+        async with engine.connect() as conn:
+            found = await conn.run_sync(
+                lambda c: {t: {col["name"] for col in inspect(c).get_columns(t)} for t in
+                           ("alerts", "devices")}
+            )  # fmt: skip
+    finally:
+        await engine.dispose()
+    for table, column in ADDED_COLUMNS:
+        assert column in found[table]
+
+
 # --- end to end -------------------------------------------------------------------------
 
 
@@ -292,3 +353,20 @@ async def test_a_server_that_does_not_answer_is_storage_unavailable() -> None:
             await EngineReadingWriter(engine).commit(rows("watch-1", 1, 3), {"watch-1": 1})
     finally:
         await engine.dispose()
+
+
+async def test_a_revoked_devices_alert_closes_on_postgres(gateway: Gateway) -> None:
+    """On PostgreSQL too, revoking a device closes its open alert as closed by the admin."""
+    token = await gateway.add_device("dev-a", "p-1")
+    async with open_dashboard(gateway) as dash:
+        await dash.subscribe()
+        async with open_device(gateway, token) as device:
+            await device.send([reading(T0, "systolic_bp", 80.0)])
+        raised = await dash.alert()
+        async with gateway.client.delete(
+            "/v1/devices/dev-a", headers=gateway.auth(gateway.admin_token)
+        ) as resp:
+            assert resp.status == 204
+        closed = (await dash.alert()).alert
+    assert (closed["id"], closed["status"]) == (raised.alert["id"], "cleared_ack")
+    assert (closed["closed_by"], closed["closed_reason"]) == ("root", "device_revoked")

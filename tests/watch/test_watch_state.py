@@ -88,6 +88,20 @@ def test_closed_alert_removed() -> None:
     assert board.last_event_id == 3
 
 
+def test_alert_closed_by_a_device_revocation_is_removed() -> None:
+    """A cleared_ack event with closed_by and no acknowledgement (its device revoked)
+    closes the alert like any other; events without the closing fields still parse."""
+    board = live_board()
+    board.apply(event(1, 7))
+    closing = event(2, 7, status="cleared_ack")
+    closing["alert"] |= {"acked_at": None, "acked_by": None}
+    closing["alert"] |= {"closed_by": "root", "closed_reason": "device_revoked"}
+    change = board.apply(closing)
+    assert change.kind is ChangeKind.CLOSED
+    assert (change.alert.closed_by, change.alert.acked_by) == ("root", None)
+    assert board.open_alerts(T0) == []
+
+
 def test_closed_alert_never_seen_is_ignored() -> None:
     """Closing an alert the board never had changes nothing but the resume point."""
     board = live_board()

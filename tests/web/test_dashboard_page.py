@@ -281,6 +281,38 @@ async def test_ack_in_one_browser_reaches_another_without_reload(
         await expect(tile(page, "bed-102")).to_have_attribute("data-level", "none")
 
 
+async def test_a_revoked_devices_alert_and_tile_leave_open_pages_live(
+    open_page: OpenPage, live_gateway: GatewayProcess, provisioned: Provisioned
+) -> None:
+    """`vitals devices revoke` on the database while a page shows the device's open alert:
+    the card leaves and the patient's tile goes, live and without a reload, so the page
+    shows what a reload would (no open alert of a patient without a tile)."""
+    page = await open_page(login_as="dr-ana")
+    await page.evaluate("window.__sameDocument = true")
+    await raise_hypotension(live_gateway, provisioned.devices["watch-102"])
+    card = alert_card(page, "systolic_bp-low", "bed-102")
+    await expect(card).to_have_attribute("data-status", "active_unack")
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway", "devices", "revoke", "watch-102",
+        "--database-url", live_gateway.database_url,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, err = await asyncio.wait_for(proc.communicate(), timeout=30)
+    assert proc.returncode == 0, err.decode()
+
+    # The gateway looks for database revocations every 5 s (revocation_check_s).
+    await expect(card).to_have_count(0, timeout=10_000)
+    await expect(tile(page, "bed-102")).to_have_count(0, timeout=5_000)
+    await expect(tile(page, "bed-101")).to_have_count(1)
+    assert await page.evaluate("window.__sameDocument === true")  # no reload happened
+    await page.reload()
+    await page.locator("#connection[data-state=connected]").wait_for()
+    await expect(tile(page, "bed-101")).to_have_count(1)
+    await expect(tile(page, "bed-102")).to_have_count(0)
+    await expect(page.locator("#alert-list .alert")).to_have_count(0)
+
+
 async def test_ward_filter_limits_tiles_and_alerts_and_sound_is_opt_in(
     open_page: OpenPage, live_gateway: GatewayProcess, provisioned: Provisioned
 ) -> None:

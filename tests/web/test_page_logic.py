@@ -103,6 +103,37 @@ async def test_alert_book_drops_closed_alerts_and_ignores_stale_events(page: Pag
     assert result == [True, True, None, 0]
 
 
+async def test_an_alert_closed_by_revocation_leaves_and_says_so(page: Page) -> None:
+    """An event closing an alert because its device was revoked drops it, tells the page
+    the device list changed, and reads "device revoked by" whom; an ordinary close does
+    neither."""
+    result = await run(
+        page,
+        f"""
+        const book = new alerts.AlertBook();
+        book.apply({event(1, 7, "high", "active_unack", "2026-01-01T10:00:00Z")});
+        book.apply({event(2, 8, "high", "active_unack", "2026-01-01T10:00:00Z")});
+        const revoked = {event(3, 7, "high", "cleared_ack", "2026-01-01T10:00:00Z")};
+        revoked.alert.closed_by = "os:alice";
+        revoked.alert.closed_reason = "device_revoked";
+        const gone = book.apply(revoked);
+        const acked = book.apply({event(4, 8, "high", "cleared_ack", "2026-01-01T10:00:00Z")});
+        return [gone.closed, gone.deviceRevoked, acked.closed, acked.deviceRevoked,
+                book.open().length, alerts.statusText(revoked.alert),
+                alerts.statusText(acked.alert)];
+        """,
+    )
+    assert result == [
+        True,
+        True,
+        True,
+        False,
+        0,
+        "Closed · device revoked by os:alice",
+        "Cleared · acknowledged",
+    ]
+
+
 async def test_tile_alarm_words_name_priority_rules_and_ack_state(page: Page) -> None:
     """A tile's text says the priority and the rules, and whether they were acknowledged."""
     texts = await run(

@@ -2,7 +2,8 @@
 //
 // Each stream `alert` event carries the alert's whole current state, so applying
 // events in event-id order is all it takes; an alert leaves the book when it is
-// both cleared and acknowledged (`cleared_ack`).
+// both cleared and acknowledged (`cleared_ack`), or closed because its device was
+// revoked (`cleared_ack` with `closed_reason` "device_revoked" and `closed_by`).
 
 export const PRIORITY_RANK = Object.freeze({ high: 3, medium: 2, low: 1 });
 
@@ -12,6 +13,12 @@ export const STATUS_TEXT = Object.freeze({
   cleared_unack: "Cleared · acknowledge to dismiss",
   cleared_ack: "Cleared · acknowledged",
 });
+
+/** The status as words; an alert closed by its device's revocation says so, and by whom. */
+export function statusText(alert) {
+  if (alert.closed_reason === "device_revoked") return `Closed · device revoked by ${alert.closed_by}`;
+  return STATUS_TEXT[alert.status] ?? alert.status;
+}
 
 export function isActive(alert) {
   return alert.status === "active_unack" || alert.status === "active_ack";
@@ -45,7 +52,8 @@ export class AlertBook {
 
   /**
    * Apply one `alert` event. Returns what changed, or null for an event older than
-   * the state already held: {alert, previous, isNew, closed}.
+   * the state already held: {alert, previous, isNew, closed, deviceRevoked}; the
+   * last says the device list changed too (the patient may have no device left).
    */
   apply(event) {
     const alert = event.alert;
@@ -61,7 +69,13 @@ export class AlertBook {
       this.alerts.set(alert.id, alert);
       this.versions.set(alert.id, event.event_id);
     }
-    return { alert, previous, isNew: previous === null && !closed && held === undefined, closed };
+    return {
+      alert,
+      previous,
+      isNew: previous === null && !closed && held === undefined,
+      closed,
+      deviceRevoked: closed && alert.closed_reason === "device_revoked",
+    };
   }
 
   get(id) {

@@ -233,7 +233,12 @@ function onAlert(event, { replay, resumed }) {
   const change = state.book.apply(event);
   if (!change) return;
   const alert = change.alert;
-  if (change.closed) panel.closed(alert.id);
+  if (change.closed) panel.closed(alert);
+  // A revoked device's patient may have no device left, so no tile (as after a reload);
+  // an open alert of a patient without a tile means a device the page has not seen.
+  if (change.deviceRevoked || (!change.closed && !state.patients.has(alert.patient_id))) {
+    scheduleDeviceReload();
+  }
   renderAlerts();
   updateTile(alert.patient_id);
   if (patientView.patient?.id === alert.patient_id) patientView.alertChanged();

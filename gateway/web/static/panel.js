@@ -2,7 +2,7 @@
 // values, limit, age and an Acknowledge button. An alert that is both cleared and
 // acknowledged fades out, then leaves.
 
-import { STATUS_TEXT, needsAck } from "./alerts.js";
+import { needsAck, statusText } from "./alerts.js";
 import { h, setText } from "./dom.js";
 import { formatAge, formatClock, formatLimit, formatValue, metricLabel, metricUnit } from "./vitals.js";
 
@@ -52,10 +52,11 @@ export class AlertPanel {
     }
   }
 
-  /** The alert is cleared and acknowledged: fade its card out, then drop it. */
-  closed(alertId) {
-    const card = this.cards.get(alertId);
-    if (card) this._fade(alertId, card);
+  /** The alert is closed (cleared and acknowledged, or its device revoked): fade its
+   * card out, saying how it closed, then drop it. */
+  closed(alert) {
+    const card = this.cards.get(alert.id);
+    if (card) this._fade(alert.id, card, alert);
   }
 
   setConnected(connected) {
@@ -137,7 +138,7 @@ export class AlertPanel {
       setText(card.values, `Device ${alert.device_id} stopped sending`);
       card.limit.hidden = true;
     }
-    let status = STATUS_TEXT[alert.status] ?? alert.status;
+    let status = statusText(alert);
     if (alert.acked_by) status = `${status} by ${alert.acked_by} at ${formatClock(Date.parse(alert.acked_at))}`;
     setText(card.status, `${status} · `);
     setText(card.age, raisedText(alert, Date.now()));
@@ -157,13 +158,14 @@ export class AlertPanel {
     card.ack.title = this.canAck ? "" : "Reconnecting: acknowledge once connected";
   }
 
-  _fade(id, card) {
+  _fade(id, card, closed) {
     if (card.fading) return;
     card.fading = true;
     this.cards.delete(id);
     card.root.classList.add("alert--leaving");
     card.ack.hidden = true;
-    if (card.alert) setText(card.status, "Cleared and acknowledged · ");
+    if (closed.closed_reason) setText(card.status, `${statusText(closed)} · `);
+    else if (card.alert) setText(card.status, "Cleared and acknowledged · ");
     setTimeout(() => card.root.remove(), FADE_MS);
   }
 }

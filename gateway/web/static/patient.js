@@ -2,7 +2,7 @@
 // alert rules' thresholds drawn in, and the patient's alert history.
 
 import * as api from "./api.js";
-import { STATUS_TEXT } from "./alerts.js";
+import { statusText } from "./alerts.js";
 import { h, setText } from "./dom.js";
 import { trendChart } from "./svg.js";
 import { METRICS, formatDateTime, formatLimit, formatValue } from "./vitals.js";
@@ -159,7 +159,7 @@ export class PatientView {
               ? `${formatValue(a.metric, a.worst_value)} (${formatLimit(a.metric, a.direction, a.threshold)})`
               : "—",
           }),
-          h("td", { text: STATUS_TEXT[a.status] ?? a.status }),
+          h("td", { text: statusText(a) }),
           h("td", { text: a.cleared_at ? formatDateTime(Date.parse(a.cleared_at)) : "—" }),
           h("td", { text: a.acked_by ? `${a.acked_by}, ${formatDateTime(Date.parse(a.acked_at))}` : "—" }),
         ]),
