@@ -244,6 +244,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "users",
         Auth.ADMIN,
         {200: Reply("The users, by name.", UserList)},
+        operation_id="listUsers",
     ),
     Operation(
         "DELETE",
@@ -254,6 +255,7 @@ OPERATIONS: tuple[Operation, ...] = (
         {204: Reply("Revoked.")},
         errors=(404, 409),
         path_params=UserPath,
+        operation_id="revokeUser",
     ),
     Operation(
         "POST",
@@ -264,6 +266,7 @@ OPERATIONS: tuple[Operation, ...] = (
         {200: Reply("The new token.", TokenRotated)},
         errors=(404, 409),
         path_params=UserPath,
+        operation_id="rotateUserToken",
     ),
     Operation(
         "POST",
