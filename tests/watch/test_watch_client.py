@@ -150,8 +150,9 @@ class Run:
 
 
 def start(options: WatchOptions, *, stdin: Any = None, console: bool = False) -> Run:
+    """`console`: draw on a 140-column terminal; else stdout is a file, as when piped."""
     out, err, stop = io.StringIO(), io.StringIO(), asyncio.Event()
-    con = Console(file=out, width=140, color_system=None) if console else None
+    con = Console(file=out, width=140, color_system=None, force_terminal=True) if console else None
     coro = watch(options, stdout=out, stderr=err, stdin=stdin, stop=stop, console=con)
     return Run(asyncio.create_task(coro), stop, out, err)
 
