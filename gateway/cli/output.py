@@ -9,6 +9,7 @@ one JSON object per line instead, the format for scripts.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import sys
 from collections.abc import Iterable, Mapping
@@ -42,9 +43,18 @@ def add_json_option(parser: argparse.ArgumentParser, what: str = "object") -> No
     )
 
 
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        # rich would point stdout at /dev/null and exit 1; a reader that has seen enough
+        # is no failure, and `vitals`'s main ends every command on it the same way.
+        self.quiet = True
+        raise BrokenPipeError(errno.EPIPE, "the reader of the output went away")
+
+
 def console_for(file: TextIO | None = None) -> Console:
-    """A console on `file` (default stdout); off a terminal it never wraps long lines."""
-    console = Console(file=file if file is not None else sys.stdout)
+    """A console on `file` (default stdout); off a terminal it never wraps long lines,
+    and a closed pipe raises BrokenPipeError (rich itself would exit 1)."""
+    console = _Console(file=file if file is not None else sys.stdout)
     if not console.is_terminal:
         console.soft_wrap = True
     return console

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.processes import GatewayProcess
+
 pytestmark = pytest.mark.e2e
 
 TIMEOUT_S = 60
@@ -90,3 +92,26 @@ def test_demo_data_is_seen_through_the_config_it_prints(tmp_path: Path) -> None:
     assert listed.returncode == 0, listed.stderr
     devices = [json.loads(line) for line in listed.stdout.splitlines()]
     assert sorted(d["patient_id"] for d in devices) == ["p-001", "p-002"]
+
+
+def test_simulate_ends_quietly_when_its_reader_leaves(gateway_process: GatewayProcess) -> None:
+    """`vitals simulate | head -1` (no --duration): the simulator stops at its first
+    progress line after the reader left, with status 0 and no traceback, instead of
+    streaming on for ever."""
+    admin = gateway_process.provision_user("root", "admin")
+    gateway_process.start()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VITALS_")}
+    with subprocess.Popen(
+        [sys.executable, "-m", "gateway", "simulate", "--url", gateway_process.url,
+         f"--admin-token={admin}", "--devices", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+    ) as proc:  # fmt: skip
+        assert proc.stdout is not None
+        assert proc.stderr is not None
+        first = proc.stdout.readline()
+        proc.stdout.close()
+        err = proc.stderr.read().decode()
+        code = proc.wait(timeout=TIMEOUT_S)
+
+    assert b"devices 1/1 connected" in first
+    assert (code, "Traceback" in err) == (0, False)
