@@ -1,6 +1,8 @@
 """`vitals devices …` and `vitals users …`: provisioning on the configured database.
 
 These work on the database directly, so the first admin exists before any gateway runs.
+Only `add` creates the database; the other actions refuse one that is not there, naming
+it, so a mistyped --database-url or a demo's database is never mistaken for an empty one.
 """
 
 from __future__ import annotations
@@ -22,11 +24,11 @@ if TYPE_CHECKING:
 
     from gateway.storage.accounts import AccountStore
 
+__all__ = ["register"]
+
 # The only actions that may create the database: every other one reads or changes what
 # is there, and on a database it created it would find nothing, silently.
 _CREATING_ACTIONS = frozenset({"add"})
-
-__all__ = ["register"]
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
@@ -103,7 +105,7 @@ def _with_store(args: argparse.Namespace, action: Any) -> int:
 
 
 def _no_database(url: str) -> ConfigError:
-    """The error of a reading command on a database that is not there, naming it."""
+    """The error of a command that needs an existing database, naming the one it tried."""
     from sqlalchemy.engine import make_url
 
     parsed = make_url(url)
