@@ -110,8 +110,12 @@ def test_simulate_ends_quietly_when_its_reader_leaves(gateway_process: GatewayPr
         assert proc.stderr is not None
         first = proc.stdout.readline()
         proc.stdout.close()
+        try:
+            code = proc.wait(timeout=TIMEOUT_S)  # stderr is a few lines at most
+        except subprocess.TimeoutExpired:
+            proc.kill()  # the defect: it would run on for ever
+            raise
         err = proc.stderr.read().decode()
-        code = proc.wait(timeout=TIMEOUT_S)
 
     assert b"devices 1/1 connected" in first
     assert (code, "Traceback" in err) == (0, False)

@@ -100,8 +100,12 @@ def test_reader_closing_the_pipe_ends_the_command_quietly(tmp_path: Path) -> Non
         assert proc.stderr is not None
         first = proc.stdout.readline()
         proc.stdout.close()  # what `head -1` does once it has its line
+        try:
+            code = proc.wait(timeout=TIMEOUT_S)  # stderr is a few lines at most
+        except subprocess.TimeoutExpired:
+            proc.kill()  # the defect: it would run on for ever
+            raise
         err = proc.stderr.read()
-        code = proc.wait(timeout=TIMEOUT_S)
 
     assert json.loads(first)["id"] == f"{DEVICE_ID}-00000"
     assert (code, err.decode()) == (0, "")
