@@ -438,8 +438,13 @@ async def test_closed_stdout_ends_watch_json_quietly(fake: FakeDashboard, base_u
     await until(lambda: len(fake.sockets) == 1)
     await fake.push(2)
 
-    async with asyncio.timeout(10):
-        _, err = await proc.communicate()
+    try:
+        async with asyncio.timeout(10):
+            _, err = await proc.communicate()
+    except TimeoutError:
+        proc.kill()  # the defect: it reconnects for ever
+        await proc.wait()
+        raise
 
     assert proc.returncode == EXIT_OK
     assert err.decode().splitlines() == ["vitals watch: subscribed, last event 1"]
