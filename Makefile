@@ -2,6 +2,8 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# `make demo PORT=9090` when 8080 is taken.
+PORT ?= 8080
 
 .PHONY: demo test lint bench clean
 
@@ -20,7 +22,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	touch $@
 
 demo: $(VENV)/.installed
-	$(BIN)/vitals demo
+	$(BIN)/vitals demo --port $(PORT)
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .

@@ -8,6 +8,7 @@ same subcommand for debugging.
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import sys
@@ -123,9 +124,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.set_defaults(func=run_simulate)
 
 
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        # rich would exit 1: a reader that has seen enough (`| head -1`) is no failure;
+        # the `vitals` command ends quietly on BrokenPipeError.
+        self.quiet = True
+        raise BrokenPipeError(errno.EPIPE, "the reader of the output went away")
+
+
 def run_simulate(args: argparse.Namespace) -> int:
     """The `simulate` handler: build the configuration, run, return the exit code."""
-    console = Console()
+    console = _Console()
     _configure_logging(console, verbose=args.verbose)
     try:
         config = config_from_args(args)

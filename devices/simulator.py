@@ -361,7 +361,7 @@ async def run_simulation(
                 acked_log = AckedLog(config.acked_log)
                 stack.callback(acked_log.close)
             clients = build_clients(session, config, credentials, Clock.now(), seed, acked_log)
-            progress = _Progress(console, clients, config, seed, started)
+            progress = _Progress(console, clients, config, seed, started, stop)
             async with progress, asyncio.TaskGroup() as group:
                 for client in clients:
                     group.create_task(client.run(stop, drain_timeout=config.drain_timeout))
@@ -386,7 +386,9 @@ class _Progress:
         config: SimulationConfig,
         seed: int,
         started: float,
+        stop: asyncio.Event,
     ) -> None:
+        self._stop = stop
         self._console = console
         self._clients = clients
         self._config = config
@@ -418,8 +420,15 @@ class _Progress:
             if self._live is not None:
                 self._live.update(self._table(), refresh=True)
             else:
-                self._console.file.write(self._line() + "\n")
-                self._console.file.flush()
+                try:
+                    self._console.file.write(self._line() + "\n")
+                    self._console.file.flush()
+                except BrokenPipeError:
+                    # Our reader left (`| head -1`): end the run as --duration would;
+                    # the summary's write then meets the closed pipe, which the
+                    # `vitals` command treats as a quiet end.
+                    self._stop.set()
+                    return
 
     def _elapsed(self) -> float:
         return asyncio.get_running_loop().time() - self._started

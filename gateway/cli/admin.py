@@ -3,6 +3,8 @@
 These work on the database directly, so the first admin exists before any gateway runs.
 A running gateway notices revocations and rotations made here within
 `revocation_check_s`: it closes the streams, dashboards and alerts concerned.
+Only `add` creates the database; the other actions refuse one that is not there, naming
+it, so a mistyped --database-url or a demo's database is never mistaken for an empty one.
 """
 
 from __future__ import annotations
@@ -10,18 +12,25 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
 from rich.table import Table
 
 from gateway.cli.common import add_config_options, run, settings_from
-from gateway.errors import InvalidParameter
+from gateway.cli.output import add_json_option, show
+from gateway.errors import ConfigError, InvalidParameter
 
 if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
     from gateway.storage.accounts import AccountStore
 
 __all__ = ["register"]
+
+# The only actions that may create the database: every other one reads or changes what
+# is there, and on a database it created it would find nothing, silently.
+_CREATING_ACTIONS = frozenset({"add"})
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
@@ -37,7 +46,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     add.set_defaults(func=lambda a: _with_store(a, _add_device))
 
     ls = dsub.add_parser("list", help="list devices (never their tokens)")
-    ls.add_argument("--json", action="store_true", help="one JSON object per line")
+    add_json_option(ls, "object per device")
     add_config_options(ls)
     ls.set_defaults(func=lambda a: _with_store(a, _list_devices))
 
@@ -63,7 +72,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     uadd.set_defaults(func=lambda a: _with_store(a, _add_user))
 
     uls = usub.add_parser("list", help="list users (never their tokens)")
-    uls.add_argument("--json", action="store_true", help="one JSON object per line")
+    add_json_option(uls, "object per user")
     add_config_options(uls)
     uls.set_defaults(func=lambda a: _with_store(a, _list_users))
 
@@ -90,6 +99,9 @@ def _with_store(args: argparse.Namespace, action: Any) -> int:
     from gateway.storage.database import create_schema, open_engine
 
     settings = settings_from(args)
+    creates = args.action in _CREATING_ACTIONS
+    if not creates:
+        _require_sqlite_file(settings.database_url)  # before connecting creates it
 
     async def main() -> int:
         engine = open_engine(
@@ -98,7 +110,10 @@ def _with_store(args: argparse.Namespace, action: Any) -> int:
             sqlite_busy_timeout_s=settings.sqlite_busy_timeout_s,
         )
         try:
-            await create_schema(engine)
+            if creates:
+                await create_schema(engine)
+            else:
+                await _require_schema(engine, settings.database_url)
             result: int = await action(AccountStore(engine), args)
             if result == 0 and args.action != "list":
                 await AuditLog(engine).record(
@@ -109,6 +124,41 @@ def _with_store(args: argparse.Namespace, action: Any) -> int:
             await engine.dispose()
 
     return run(main())
+
+
+def _no_database(url: str) -> ConfigError:
+    """The error of a command that needs an existing database, naming the one it tried."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    shown = parsed.render_as_string(hide_password=True)
+    where = parsed.database if parsed.get_backend_name() == "sqlite" else shown
+    return ConfigError(
+        f"no database at {where} (database_url {shown}); pass --database-url or --config, "
+        "or run vitals serve first"
+    )
+
+
+def _require_sqlite_file(url: str) -> None:
+    """ConfigError when `url` is SQLite on a file that does not exist."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return
+    if not Path(parsed.database).is_file():
+        raise _no_database(url)
+
+
+async def _require_schema(engine: AsyncEngine, url: str) -> None:
+    """ConfigError when the database holds no gateway tables (an empty file, a new
+    PostgreSQL database): what a reading command looks for cannot be there."""
+    from sqlalchemy import inspect
+
+    async with engine.connect() as conn:
+        present = await conn.run_sync(lambda c: inspect(c).has_table("devices"))
+    if not present:
+        raise _no_database(url)
 
 
 def _operator() -> str:
@@ -138,28 +188,24 @@ async def _add_device(store: AccountStore, args: argparse.Namespace) -> int:
 
 async def _list_devices(store: AccountStore, args: argparse.Namespace) -> int:
     devices = await store.list_devices()
-    if args.json:
-        for d in devices:
-            print(
-                json.dumps(
-                    {
-                        "id": d.id,
-                        "patient_id": d.patient_id,
-                        "ward": d.ward,
-                        "created_at": d.created_at.isoformat(),
-                        "revoked_at": d.revoked_at.isoformat() if d.revoked_at else None,
-                        "last_seq": d.last_seq,
-                    }
-                )
-            )
-        return 0
+    records = (
+        {
+            "id": d.id,
+            "patient_id": d.patient_id,
+            "ward": d.ward,
+            "created_at": d.created_at,
+            "revoked_at": d.revoked_at,
+            "last_seq": d.last_seq,
+        }
+        for d in devices
+    )
     table = Table("device", "patient", "ward", "created", "status", "last seq")
     for d in devices:
         status = f"revoked {d.revoked_at:%Y-%m-%d %H:%M}" if d.revoked_at else "active"
         table.add_row(
             d.id, d.patient_id, d.ward, f"{d.created_at:%Y-%m-%d %H:%M}", status, str(d.last_seq)
         )
-    Console().print(table)
+    show(table, records, json=args.json)
     return 0
 
 
@@ -186,26 +232,22 @@ async def _add_user(store: AccountStore, args: argparse.Namespace) -> int:
 
 async def _list_users(store: AccountStore, args: argparse.Namespace) -> int:
     users = await store.list_users()
-    if args.json:
-        for u in users:
-            print(
-                json.dumps(
-                    {
-                        "name": u.name,
-                        "role": u.role.value,
-                        "wards": u.wards,
-                        "created_at": u.created_at.isoformat(),
-                        "revoked_at": u.revoked_at.isoformat() if u.revoked_at else None,
-                    }
-                )
-            )
-        return 0
+    records = (
+        {
+            "name": u.name,
+            "role": u.role.value,
+            "wards": u.wards,
+            "created_at": u.created_at,
+            "revoked_at": u.revoked_at,
+        }
+        for u in users
+    )
     table = Table("user", "role", "wards", "created", "status")
     for u in users:
         status = f"revoked {u.revoked_at:%Y-%m-%d %H:%M}" if u.revoked_at else "active"
         wards = "all" if u.role.value == "admin" else ", ".join(u.wards)
         table.add_row(u.name, u.role.value, wards, f"{u.created_at:%Y-%m-%d %H:%M}", status)
-    Console().print(table)
+    show(table, records, json=args.json)
     return 0
 
 

@@ -9,44 +9,34 @@ from __future__ import annotations
 
 import argparse
 import csv
-import os
 import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
-from pydantic import TypeAdapter, ValidationError
-from rich.console import Console
+from pydantic import TypeAdapter
 from rich.table import Table
 
 from gateway.api.params import duration_us
-from gateway.cli.common import add_config_options, client_tls, run
-from gateway.settings import load_settings
-from schemas.api import ErrorBody, ReadingOut, ReadingsPage, Summary, SummaryBucket
+from gateway.cli.common import add_config_options, run
+from gateway.cli.http import (
+    DEFAULT_URL,
+    EXIT_BAD_REQUEST,
+    TOKEN_ENV,
+    Failed,
+    base_url,
+    checked,
+    gateway_session,
+    token_of,
+)
+from gateway.cli.output import print_json_lines, print_table
+from schemas.api import ReadingsPage, Summary
 from schemas.metrics import Metric
 
 __all__ = ["DEFAULT_URL", "register", "resolve_time"]
 
-DEFAULT_URL = "http://127.0.0.1:8080"
-TOKEN_ENV = "VITALS_TOKEN"
-
-EXIT_FAILED = 1
-EXIT_BAD_REQUEST = 2
-EXIT_AUTH = 3
-
-_ERROR = TypeAdapter(ErrorBody)
 _PAGE = TypeAdapter(ReadingsPage)
 _SUMMARY = TypeAdapter(Summary)
-# A hanging gateway must not hang the CLI; a big CSV export may take long overall.
-_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=120)
-
-
-class _Failed(Exception):
-    """The command cannot go on: `message` for stderr, `code` for the exit status."""
-
-    def __init__(self, message: str, code: int) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
@@ -73,11 +63,20 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         metavar="N",
         help="readings per request (json, table)",
     )
-    p.add_argument(
+    out = p.add_mutually_exclusive_group()
+    out.add_argument(
+        "--json",
+        dest="format",
+        action="store_const",
+        const="json",
+        default="table",  # argparse takes the first action's default for a shared dest
+        help="one JSON object per line instead of a table (same as --format json)",
+    )
+    out.add_argument(
         "--format",
         choices=["table", "csv", "json"],
         default="table",
-        help="table (default), csv, or json (one object per line)",
+        help="table (default; tab-separated when piped), csv, or json (one object per line)",
     )
     p.add_argument("--summary", action="store_true", help="per-bucket count/min/max/mean")
     p.add_argument("--bucket", metavar="SIZE", help="summary bucket: 60s, 5m, 1h… (default 60s)")
@@ -93,19 +92,7 @@ def resolve_time(text: str, now: datetime) -> str:
     except ValueError:
         return text
     except OverflowError:
-        raise _Failed(f"{text!r} reaches back before year 1", EXIT_BAD_REQUEST) from None
-
-
-def _base_url(args: argparse.Namespace) -> str:
-    if args.url:
-        return str(args.url).rstrip("/")
-    if args.config is None:
-        return DEFAULT_URL
-    settings = load_settings(args.config)
-    host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(settings.host, settings.host)
-    if ":" in host:
-        host = f"[{host}]"
-    return f"http://{host}:{settings.port}"
+        raise Failed(f"{text!r} reaches back before year 1", EXIT_BAD_REQUEST) from None
 
 
 def _main(args: argparse.Namespace) -> int:
@@ -113,17 +100,12 @@ def _main(args: argparse.Namespace) -> int:
         return _fail("--bucket needs --summary", EXIT_BAD_REQUEST)
     if args.limit_per_page < 1:
         return _fail("--limit-per-page must be at least 1", EXIT_BAD_REQUEST)
-    token = args.token or os.environ.get(TOKEN_ENV)
-    if not token:
-        return _fail(f"no token: pass --token or set {TOKEN_ENV}", EXIT_AUTH)
-    base = _base_url(args)
     try:
+        token = token_of(args)
+        base = base_url(args)
         run(_query(args, base, token))
-    except _Failed as e:
+    except Failed as e:
         return _fail(str(e), e.code)
-    except BrokenPipeError:
-        # The reader (`| head`) has seen enough; keep Python from complaining at exit.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 
@@ -146,46 +128,14 @@ def _params(args: argparse.Namespace) -> dict[str, str]:
 
 async def _query(args: argparse.Namespace, base: str, token: str) -> None:
     params = _params(args)
-    headers = {"Authorization": f"Bearer {token}"}
-    try:
-        tls = client_tls(args.cafile)
-        async with aiohttp.ClientSession(
-            headers=headers, timeout=_TIMEOUT, connector=aiohttp.TCPConnector(ssl=tls)
-        ) as http:
-            if args.summary:
-                params["bucket"] = args.bucket or "60s"
-                await _summary(http, base, params, args.format)
-            elif args.format == "csv":
-                await _readings_csv(http, base, params)
-            else:
-                await _readings(http, base, params, args.limit_per_page, args.format)
-    except aiohttp.InvalidURL as e:
-        raise _Failed(f"not a usable --url: {e}", EXIT_BAD_REQUEST) from e
-    except aiohttp.ClientPayloadError as e:
-        raise _Failed(f"the gateway's answer was cut short: {e}", EXIT_FAILED) from e
-    except (aiohttp.ClientConnectionError, TimeoutError) as e:
-        reason = str(e) or type(e).__name__
-        raise _Failed(f"cannot reach the gateway at {base}: {reason}", EXIT_FAILED) from e
-
-
-async def _checked(response: aiohttp.ClientResponse) -> aiohttp.ClientResponse:
-    """The response if it succeeded; _Failed with the gateway's own words otherwise."""
-    if response.status < 400:
-        return response
-    body = await response.read()
-    try:
-        error = _ERROR.validate_json(body)
-        message = error.detail if error.param is None else f"{error.param}: {error.detail}"
-    except ValidationError:
-        message = body.decode(errors="replace")[:200] or response.reason or "no detail"
-    match response.status:
-        case 400:
-            code = EXIT_BAD_REQUEST
-        case 401 | 403:
-            code = EXIT_AUTH
-        case _:
-            code = EXIT_FAILED
-    raise _Failed(f"gateway answered {response.status}: {message}", code)
+    async with gateway_session(base, token, args.cafile) as http:
+        if args.summary:
+            params["bucket"] = args.bucket or "60s"
+            await _summary(http, base, params, args.format)
+        elif args.format == "csv":
+            await _readings_csv(http, base, params)
+        else:
+            await _readings(http, base, params, args.limit_per_page, args.format)
 
 
 async def _readings(
@@ -196,9 +146,9 @@ async def _readings(
     query = {**params, "limit": str(per_page)}
     while True:
         async with http.get(f"{base}/v1/readings", params=query) as response:
-            page = _PAGE.validate_json(await (await _checked(response)).read())
+            page = _PAGE.validate_json(await (await checked(response)).read())
         if table is None:
-            _print_json_lines(page.items)
+            print_json_lines(page.items)
         else:
             for r in page.items:
                 device = [r.device_id] if "patient_id" in params else []
@@ -207,7 +157,7 @@ async def _readings(
             break
         query["cursor"] = page.next_cursor
     if table is not None:
-        Console().print(table)
+        print_table(table)
 
 
 def _readings_table(params: dict[str, str]) -> Table:
@@ -222,11 +172,6 @@ def _readings_table(params: dict[str, str]) -> Table:
     return table
 
 
-def _print_json_lines(items: list[ReadingOut] | list[SummaryBucket]) -> None:
-    sys.stdout.write("".join(item.model_dump_json() + "\n" for item in items))
-    sys.stdout.flush()
-
-
 def _ts(value: datetime) -> str:
     return value.isoformat().replace("+00:00", "Z")
 
@@ -235,7 +180,7 @@ async def _readings_csv(http: aiohttp.ClientSession, base: str, params: dict[str
     """The gateway's own CSV export, copied through as it arrives."""
     query = {**params, "format": "csv"}
     async with http.get(f"{base}/v1/readings", params=query) as response:
-        await _checked(response)
+        await checked(response)
         async for chunk in response.content.iter_chunked(64 * 1024):
             sys.stdout.buffer.write(chunk)
     sys.stdout.buffer.flush()
@@ -245,10 +190,10 @@ async def _summary(
     http: aiohttp.ClientSession, base: str, params: dict[str, str], fmt: str
 ) -> None:
     async with http.get(f"{base}/v1/readings/summary", params=params) as response:
-        summary = _SUMMARY.validate_json(await (await _checked(response)).read())
+        summary = _SUMMARY.validate_json(await (await checked(response)).read())
     rows = [(_ts(b.start), b.count, b.min, b.max, b.mean) for b in summary.buckets]
     if fmt == "json":
-        _print_json_lines(summary.buckets)
+        print_json_lines(summary.buckets)
     elif fmt == "csv":
         out = csv.writer(sys.stdout)
         out.writerow(("start", "count", "min", "max", "mean"))
@@ -264,4 +209,4 @@ async def _summary(
             table.add_column(name, justify="left" if name == "start" else "right", no_wrap=True)
         for start, count, lo, hi, mean in rows:
             table.add_row(start, str(count), f"{lo:g}", f"{hi:g}", f"{mean:.6g}")
-        Console().print(table)
+        print_table(table)

@@ -8,6 +8,7 @@ import gc
 import logging
 import os
 import signal
+import socket
 import ssl
 import sys
 from typing import TYPE_CHECKING, Any
@@ -20,7 +21,7 @@ from gateway.settings import Settings
 if TYPE_CHECKING:
     from aiohttp import web
 
-__all__ = ["register"]
+__all__ = ["CannotListen", "probe_listen", "register"]
 
 log = logging.getLogger("gateway")
 
@@ -51,8 +52,43 @@ def _serve(args: argparse.Namespace) -> int:
     )
     configure_logging(settings.log_level, settings.log_format)
     tune_interpreter()
-    run(serve(settings))
+    try:
+        run(serve(settings))
+    except CannotListen as e:
+        print(f"vitals serve: {e}", file=sys.stderr)
+        return 1
     return 0
+
+
+class CannotListen(Exception):
+    """The listening socket cannot be opened (port taken, no permission, no such address)."""
+
+    def __init__(self, host: str, port: int, error: OSError) -> None:
+        # asyncio and uvloop wrap the OS's words in their own: keep just those words.
+        reason = os.strerror(error.errno).lower() if error.errno else str(error.strerror)
+        where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        super().__init__(f"cannot listen on {where}: {reason}")
+
+
+def probe_listen(host: str, port: int) -> None:
+    """CannotListen unless every address of `host` can be bound at `port`, as the
+    server will bind them (SO_REUSEADDR, IPv6 only on IPv6). The probe sockets never
+    listen, so closing them leaves the port free at once."""
+    try:
+        infos = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except socket.gaierror as e:
+        raise CannotListen(host, port, OSError(None, e.strerror)) from None
+    for family, kind, proto, _, address in infos:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                probe.bind(address)
+            except OSError as e:
+                raise CannotListen(host, port, e) from None
 
 
 def tune_interpreter() -> None:
@@ -75,6 +111,10 @@ async def serve(settings: Settings) -> None:
 
     from gateway.app import create_app
 
+    # Both before the app starts (database, writer thread, log lines): a bad file or a
+    # taken port is one line on stderr.
+    tls = tls_context(settings)
+    probe_listen(settings.host, settings.port)
     app = create_app(settings)
     runner = web.AppRunner(
         app,
@@ -86,9 +126,13 @@ async def serve(settings: Settings) -> None:
         keepalive_timeout=settings.auth_timeout_s,
     )
     await runner.setup()
-    tls = tls_context(settings)
     site = web.TCPSite(runner, settings.host, settings.port, ssl_context=tls)
-    await site.start()
+    try:
+        await site.start()
+    except OSError as e:
+        # The app has started (database, writer thread): stop it, or it keeps us alive.
+        await runner.cleanup()
+        raise CannotListen(settings.host, settings.port, e) from None
     scheme = "https" if tls else "http"
     log.info("vitals gateway listening on %s://%s:%d", scheme, settings.host, settings.port)
     log.info("database %s", _redact(settings.database_url))

@@ -5,7 +5,8 @@ subscribes with the board's last event id, feeds every message to the `AlertBoar
 and on any drop (4008 too slow, 1001 shutdown, network) reconnects after a `backoff()`
 delay, resuming where it left off. A refused token (401/403) is final. Lines typed on
 stdin (a daemon thread reads them) become `ack` messages. What is shown is a `_View`:
-a rich Live table, one JSON event per line, or a single table for `--once`.
+a rich Live table, one JSON event per line, or a single table (for `--once`, or at the
+end when stdout is no terminal).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from rich.console import Console, RenderableType
 from rich.live import Live
 
 from gateway.cli.common import client_tls
+from gateway.cli.output import console_for, print_table
 from gateway.watch.render import alerts_table, screen
 from gateway.watch.state import AlertBoard, Change, ChangeKind, Link, LinkState
 from schemas.dashboard import (
@@ -152,17 +154,12 @@ class _View:
         """The end of the run; `completed` when `--once` received its replay."""
 
 
-class _JsonView(_View):
-    """`--json`: stdout holds the alert events, one compact JSON object per line."""
+class _LineView(_View):
+    """Off a terminal: notices and link changes as lines on stderr, stdout left to data."""
 
-    def __init__(self, board: AlertBoard, link: Link, out: TextIO, err: TextIO) -> None:
-        self._board, self._link, self._out, self._err = board, link, out, err
+    def __init__(self, board: AlertBoard, link: Link, err: TextIO) -> None:
+        self._board, self._link, self._err = board, link, err
         self._shown: LinkState | None = None
-
-    def event(self, change: Change, raw: str) -> None:
-        # Frames are JSON; raw newlines can only be whitespace between tokens.
-        self._out.write(raw.strip().replace("\r", " ").replace("\n", " ") + "\n")
-        self._out.flush()
 
     def redraw(self) -> None:
         state = self._link.state
@@ -181,6 +178,19 @@ class _JsonView(_View):
     fatal = notice
 
 
+class _JsonView(_LineView):
+    """`--json`: stdout holds the alert events, one compact JSON object per line."""
+
+    def __init__(self, board: AlertBoard, link: Link, out: TextIO, err: TextIO) -> None:
+        super().__init__(board, link, err)
+        self._out = out
+
+    def event(self, change: Change, raw: str) -> None:
+        # Frames are JSON; raw newlines can only be whitespace between tokens.
+        self._out.write(raw.strip().replace("\r", " ").replace("\n", " ") + "\n")
+        self._out.flush()
+
+
 class _OnceTableView(_View):
     """`--once`: after the replay, print the open alerts once."""
 
@@ -193,14 +203,29 @@ class _OnceTableView(_View):
     fatal = notice
 
     def finish(self, completed: bool) -> None:
-        if not completed:
-            return
-        rows = self._board.open_alerts(_now())
-        if rows:
-            title = f"Open alerts (last event {self._board.last_event_id})"
-            self._console.print(alerts_table(rows, title=title))
-        else:
-            self._console.print(f"No open alerts (last event {self._board.last_event_id}).")
+        if completed:
+            _print_open_alerts(self._board, self._console)
+
+
+class _TableAtEndView(_LineView):
+    """Stdout is a file or a pipe, where a live table cannot be redrawn: the open alerts
+    are printed once, when watching ends (Ctrl-C), with whole values."""
+
+    def __init__(self, board: AlertBoard, link: Link, console: Console, err: TextIO) -> None:
+        super().__init__(board, link, err)
+        self._console = console
+
+    def finish(self, completed: bool) -> None:
+        _print_open_alerts(self._board, self._console)
+
+
+def _print_open_alerts(board: AlertBoard, console: Console) -> None:
+    rows = board.open_alerts(_now())
+    if rows:
+        title = f"Open alerts (last event {board.last_event_id})"
+        print_table(alerts_table(rows, title=title), console)
+    else:
+        console.print(f"No open alerts (last event {board.last_event_id}).")
 
 
 class _LiveView(_View):
@@ -346,6 +371,10 @@ class Watcher:
                     self._view.fatal(f"the gateway refused the token (HTTP {exc.status}, {why})")
                     return EXIT_AUTH
                 problem = f"HTTP {exc.status} {exc.message}".strip()
+            except BrokenPipeError:
+                # Our stdout's reader went away (`| head -1`), not the gateway: nothing
+                # to reconnect for. The CLI ends quietly on it.
+                raise
             except (aiohttp.ClientError, OSError, TimeoutError, _ProtocolError) as exc:
                 problem = str(exc) or type(exc).__name__
             if self.options.once:
@@ -523,6 +552,9 @@ async def watch(
 
     `stdin` (None: no acknowledgements) is read by a daemon thread. `console`, if
     given, draws the tables instead of a console on `stdout` (tests fix its width).
+    Off a terminal, tables are tab-separated with whole values, and the live view
+    prints the open alerts once, at the end. A BrokenPipeError from `stdout` (its
+    reader left) ends the watch and is raised: it is no network drop to retry.
     """
     board = AlertBoard(options.since_event_id)
     link = Link()
@@ -530,10 +562,12 @@ async def watch(
     if options.json:
         view = _JsonView(board, link, stdout, stderr)
     else:
-        console = console or Console(file=stdout)
+        console = console or console_for(stdout)
         if options.once:
             view = _OnceTableView(board, console, stderr)
-        else:
+        elif console.is_terminal:
             view = _LiveView(board, link, console, stderr, ack_hint=stdin is not None)
+        else:
+            view = _TableAtEndView(board, link, console, stderr)
     watcher = Watcher(options, board, link, view)
     return await watcher.run(stop or asyncio.Event(), stdin)

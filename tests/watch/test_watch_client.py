@@ -150,8 +150,9 @@ class Run:
 
 
 def start(options: WatchOptions, *, stdin: Any = None, console: bool = False) -> Run:
+    """`console`: draw on a 140-column terminal; else stdout is a file, as when piped."""
     out, err, stop = io.StringIO(), io.StringIO(), asyncio.Event()
-    con = Console(file=out, width=140, color_system=None) if console else None
+    con = Console(file=out, width=140, color_system=None, force_terminal=True) if console else None
     coro = watch(options, stdout=out, stderr=err, stdin=stdin, stop=stop, console=con)
     return Run(asyncio.create_task(coro), stop, out, err)
 
@@ -375,3 +376,76 @@ async def test_cli_subprocess_once_json(fake: FakeDashboard, base_url: str) -> N
     assert proc.returncode == EXIT_OK, err.decode()
     assert [json.loads(line) for line in out.decode().splitlines()] == fake.events
     assert time.monotonic() - started < 10
+
+
+# -- stdout that is no terminal ---------------------------------------------------------
+
+LONG_PATIENT = "p-icu-bed-0017-mrn-000123456789-left-wing"
+
+
+async def test_piped_once_prints_whole_values_tab_separated(
+    fake: FakeDashboard, base_url: str
+) -> None:
+    """--once into a file or pipe: a header and one tab-separated line per open alert,
+    every value whole (no ellipsis, no folding) however narrow the console."""
+    fake.add(1, patient=LONG_PATIENT)
+    out, err = io.StringIO(), io.StringIO()
+    narrow = Console(file=out, width=40)  # not a terminal: a StringIO
+
+    code = await watch(options(base_url, once=True), stdout=out, stderr=err, console=narrow)
+
+    assert code == EXIT_OK
+    header, row = [line.split("\t") for line in out.getvalue().splitlines()]
+    assert header == ["ID", "Priority", "Patient", "Ward", "Metric", "Last", "Worst", "Limit",
+                      "Status", "Age"]  # fmt: skip
+    assert row[:5] == ["1", "HIGH", LONG_PATIENT, "icu", "spo2"]
+
+
+async def test_piped_live_watch_prints_the_open_alerts_when_it_ends(
+    fake: FakeDashboard, base_url: str
+) -> None:
+    """Live, into a file or pipe: no redrawn frames; the link's changes go to stderr
+    and the open alerts, whole, to stdout once the watch ends."""
+    fake.add(1, patient=LONG_PATIENT)
+    run = start(options(base_url))
+    await until(lambda: len(fake.sockets) == 1)
+    await fake.push(2, patient="p-002")
+    await until(lambda: "subscribed" in run.err.getvalue())
+    assert run.out.getvalue() == ""
+
+    assert await run.finish() == EXIT_OK
+
+    rows = [line.split("\t") for line in run.out.getvalue().splitlines()[1:]]
+    assert sorted(row[2] for row in rows) == ["p-002", LONG_PATIENT]
+    assert "\a" not in run.out.getvalue()
+
+
+async def test_closed_stdout_ends_watch_json_quietly(fake: FakeDashboard, base_url: str) -> None:
+    """`vitals watch --json | head -1`: once the reader has gone, the next event ends the
+    watch with status 0, no traceback and no reconnection (one handshake only)."""
+    fake.add(1)
+    read_end, write_end = os.pipe()
+    env = {**os.environ, "VITALS_TOKEN": CLINICIAN_TOKEN}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway", "watch", "--json", "--url", base_url,
+        stdout=write_end, stderr=asyncio.subprocess.PIPE, env=env,
+    )  # fmt: skip
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as reader:
+        first = await asyncio.to_thread(reader.readline)  # what `head -1` reads…
+    # …before it exits: the pipe now has no reader.
+    assert json.loads(first) == fake.events[0]
+    await until(lambda: len(fake.sockets) == 1)
+    await fake.push(2)
+
+    try:
+        async with asyncio.timeout(10):
+            _, err = await proc.communicate()
+    except TimeoutError:
+        proc.kill()  # the defect: it reconnects for ever
+        await proc.wait()
+        raise
+
+    assert proc.returncode == EXIT_OK
+    assert err.decode().splitlines() == ["vitals watch: subscribed, last event 1"]
+    assert fake.handshakes == 1
