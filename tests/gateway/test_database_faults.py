@@ -121,8 +121,12 @@ class ResendingDevice:
             self.progress.set()
 
     async def produce(self) -> None:
-        while self.producing:
+        while True:
             await asyncio.sleep(PRODUCE_EVERY_S)
+            # Checked after the sleep: told to stop while asleep, it must not add a batch
+            # after the test has read `produced` to wait for the last one.
+            if not self.producing:
+                return
             self.produced += 1
             self.new_batch.set()
 
