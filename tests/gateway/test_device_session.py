@@ -9,10 +9,13 @@ from typing import Any
 
 import msgpack
 import pytest
+from hypothesis import given, settings
 
 from gateway.ingest.session import DeviceSession, Duplicate, Reject, Store, encode, encode_ack
 from gateway.ingest.writer import PendingBatch, plan_commit
 from schemas.device import Ack, BadMessage, BatchError, ErrorCode
+from tests.gateway.frame_strategies import Frame, device_frames
+from tests.gateway.frame_strategies import encode as encode_fuzzed
 
 NOW = datetime(2026, 11, 26, 13, 5, tzinfo=UTC)
 TS = "2026-11-26T13:00:00.250Z"
@@ -368,3 +371,17 @@ class TestAnyShape:
         """0001-01-01T00:00:00Z is the earliest timestamp a reading may carry."""
         outcome = session().receive(text(frame(1, [reading(ts="0001-01-01T00:00:00Z")])), NOW)
         assert isinstance(outcome, Store)
+
+    @settings(max_examples=500, deadline=None, derandomize=True)
+    @given(frame=device_frames())
+    def test_any_frame_gives_an_outcome_that_encodes(self, frame: Frame) -> None:
+        """Any JSON or MessagePack frame around the batch shape yields an outcome, and a
+        rejection's answer encodes in the frame's encoding with a documented code."""
+        data = encode_fuzzed(frame)
+        outcome = session().receive(data, NOW)
+        assert isinstance(outcome, Store | Duplicate | Reject)
+        if isinstance(outcome, Reject):
+            answer = encode(outcome.message, outcome.binary)
+            assert isinstance(answer, bytes) == isinstance(data, bytes)
+            assert isinstance(outcome.message, BatchError | BadMessage)
+            assert outcome.message.code in (ErrorCode.INVALID_BATCH, ErrorCode.BAD_MESSAGE)
