@@ -46,13 +46,18 @@ class DashboardErrorCode(StrEnum):
     UNAVAILABLE = "unavailable"
 
 
+# Event and alert ids are 64-bit integers in the database: a larger one names nothing,
+# and the database driver could not even be asked about it.
+_MAX_ID = 2**63 - 1
+
+
 class Subscribe(BaseModel):
     """First message. `since_event_id` 0 = the open alerts, each as its latest event."""
 
     model_config = ConfigDict(extra="forbid")
 
     type: Literal["subscribe"]
-    since_event_id: Annotated[StrictInt, Field(ge=0)] = 0
+    since_event_id: Annotated[StrictInt, Field(ge=0, le=_MAX_ID)] = 0
     vitals: StrictBool = False
 
 
@@ -60,7 +65,7 @@ class AckRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     type: Literal["ack"]
-    alert_id: Annotated[StrictInt, Field(ge=1)]
+    alert_id: Annotated[StrictInt, Field(ge=1, le=_MAX_ID)]
 
 
 DashboardMessage = Annotated[Subscribe | AckRequest, Field(discriminator="type")]

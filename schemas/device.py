@@ -6,8 +6,9 @@ Frames are JSON text or MessagePack binary with the same structure.
 
 from __future__ import annotations
 
+import reprlib
 from collections.abc import Iterable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import (
     TYPE_CHECKING,
@@ -38,6 +39,7 @@ from schemas.metrics import METRICS, Metric
 
 __all__ = [
     "DEFAULT_MAX_BATCH",
+    "EARLIEST",
     "MAX_CLOCK_SKEW",
     "READINGS_ADAPTER",
     "READINGS_PYTHON_ADAPTER",
@@ -58,6 +60,10 @@ DEFAULT_MAX_BATCH = 500
 # A device clock this far ahead of the gateway's is wrong, and its readings would sort
 # after everything real; old timestamps are fine (devices buffer while offline).
 MAX_CLOCK_SKEW = timedelta(minutes=5)
+# The earliest instant a reading may carry. RFC 3339 takes "0001-01-01T00:00:00+01:00",
+# which is in year 0 in UTC: no datetime holds that instant, so such a reading could be
+# stored but never shown (the query API and the dashboard's vitals would fail on it).
+EARLIEST = datetime(1, 1, 1, tzinfo=UTC)
 
 
 class ErrorCode(StrEnum):
@@ -79,8 +85,8 @@ def _require_string(value: object) -> object:
 
 # JSON frames: strict parsing takes only RFC 3339 strings, in Rust. MessagePack frames
 # arrive as Python objects, so they need the string check above.
-JsonTimestamp = Annotated[AwareDatetime, Field(strict=True)]
-PythonTimestamp = Annotated[AwareDatetime, BeforeValidator(_require_string)]
+JsonTimestamp = Annotated[AwareDatetime, Field(strict=True, ge=EARLIEST)]
+PythonTimestamp = Annotated[AwareDatetime, Field(ge=EARLIEST), BeforeValidator(_require_string)]
 
 
 def _reading_models(ts: Any) -> tuple[type[BaseModel], ...]:
@@ -226,6 +232,15 @@ def error_details(errors: list[ErrorDict]) -> list[ErrorDetail]:
 
 _METRIC_NAMES = {m.value for m in Metric}
 
+# How a device's input is quoted back in an error: short, and safe for any value (a
+# MessagePack frame may nest 1000 deep, past what `repr` can recurse through).
+_ECHO = reprlib.Repr()
+_ECHO.maxlevel, _ECHO.maxstring, _ECHO.maxother, _ECHO.maxlong = 2, 40, 40, 40
+
+
+def _echo(value: object) -> str:
+    return _ECHO.repr(value)
+
 
 def _detail(e: ErrorDict) -> ErrorDetail:
     loc = list(e["loc"])
@@ -238,12 +253,12 @@ def _detail(e: ErrorDict) -> ErrorDetail:
             value = e.get("input")
             return ErrorDetail(
                 loc=loc,
-                msg=f"implausible {metric} {value}: must be within "
+                msg=f"implausible {metric} {_echo(value)}: must be within "
                 f"{spec.low:g}..{spec.high:g} {spec.unit}",
             )
         if field == "unit" and kind == "literal_error":
             return ErrorDetail(
-                loc=loc, msg=f"unit of {metric} is '{spec.unit}', not {e.get('input')!r}"
+                loc=loc, msg=f"unit of {metric} is '{spec.unit}', not {_echo(e.get('input'))}"
             )
         return ErrorDetail(loc=loc, msg=e["msg"])
     if kind in ("union_tag_invalid", "union_tag_not_found") and loc[:1] == ["readings"]:
@@ -252,6 +267,6 @@ def _detail(e: ErrorDict) -> ErrorDetail:
             return ErrorDetail(loc=[*loc, "metric"], msg="Field required")
         tag = (e.get("ctx") or {}).get("tag")
         return ErrorDetail(
-            loc=[*loc, "metric"], msg=f"unknown metric {tag!r}: expected one of {names}"
+            loc=[*loc, "metric"], msg=f"unknown metric {_echo(tag)}: expected one of {names}"
         )
     return ErrorDetail(loc=loc, msg=e["msg"])

@@ -150,4 +150,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         raise
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
+        if request.writer.output_size > 0 and request.transport is not None:
+            # The handler had already sent its response's head (a WebSocket upgrade, a
+            # streamed body): an HTTP answer now would land inside it as garbage. The
+            # connection cannot be finished honestly, so it is cut; the answer below
+            # then meets a closed transport and is never written.
+            request.transport.abort()
         return json_error(500, "internal", "internal error")

@@ -23,6 +23,7 @@ from gateway.keys import ALERT_STORE, ALERTS, AUDIT, CONNECTIONS, HUB, SETTINGS
 from gateway.limits import connection_slot
 from gateway.storage.accounts import Principal, Role
 from gateway.wsframe import FrameWriter
+from gateway.wsguard import closes_on_error
 from schemas.dashboard import (
     DASHBOARD_ADAPTER,
     AckRequest,
@@ -63,8 +64,11 @@ async def _stream(request: web.Request, principal: Principal) -> web.WebSocketRe
         compress=False,
     )
     await ws.prepare(request)
+    what = f"dashboard of {principal.name}"
 
-    subscribe = await _await_subscribe(ws)
+    subscribe: Subscribe | None = None
+    async with closes_on_error(request, ws, what):
+        subscribe = await _await_subscribe(ws)
     if subscribe is None:
         return ws
     hub = request.app[HUB]
@@ -80,24 +84,27 @@ async def _stream(request: web.Request, principal: Principal) -> web.WebSocketRe
     upto = hub.add(dashboard)
     writer: asyncio.Task[None] | None = None
     try:
-        store = request.app[ALERT_STORE]
-        wards = None if principal.role is Role.ADMIN else principal.wards
-        if subscribe.since_event_id == 0:
-            replay = await store.open_latest(upto, wards)
-        else:
-            replay = await store.events_between(subscribe.since_event_id, upto, wards)
-        for text in replay:
-            await ws.send_str(text)
-        await ws.send_str(Subscribed(last_event_id=upto).model_dump_json())
-        writer = asyncio.create_task(dashboard.send_queued(upto), name="dashboard-writer")
-        log.info("dashboard of %s subscribed (replayed %d events)", principal.name, len(replay))
-        async for msg in ws:
-            if msg.type is WSMsgType.TEXT:
-                await _handle(request, dashboard, msg.data)
-            elif msg.type is not WSMsgType.BINARY:
-                break
+        async with closes_on_error(request, ws, what):
+            store = request.app[ALERT_STORE]
+            wards = None if principal.role is Role.ADMIN else principal.wards
+            if subscribe.since_event_id == 0:
+                replay = await store.open_latest(upto, wards)
             else:
-                hub.send_to(dashboard, _error(DashboardErrorCode.BAD_MESSAGE, "text frames only"))
+                replay = await store.events_between(subscribe.since_event_id, upto, wards)
+            for text in replay:
+                await ws.send_str(text)
+            await ws.send_str(Subscribed(last_event_id=upto).model_dump_json())
+            writer = asyncio.create_task(dashboard.send_queued(upto), name="dashboard-writer")
+            log.info("dashboard of %s subscribed (replayed %d events)", principal.name, len(replay))
+            async for msg in ws:
+                if msg.type is WSMsgType.TEXT:
+                    await _handle(request, dashboard, msg.data)
+                elif msg.type is not WSMsgType.BINARY:
+                    break
+                else:
+                    hub.send_to(
+                        dashboard, _error(DashboardErrorCode.BAD_MESSAGE, "text frames only")
+                    )
     finally:
         hub.remove(dashboard)
         if writer is not None:

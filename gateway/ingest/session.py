@@ -15,6 +15,7 @@ from typing import Any
 
 import msgpack
 from pydantic import BaseModel, ValidationError
+from pydantic_core import from_json
 
 from gateway.limits import TokenBucket
 from gateway.storage.readings import ReadingRow
@@ -172,21 +173,7 @@ class DeviceSession:
         except _NotAMessage as e:
             return Reject(BadMessage(detail=str(e)), binary)
         except ValidationError as e:
-            errors = e.errors(include_url=False)
-            fatal = [err for err in errors if tuple(err["loc"]) in _MESSAGE_LEVEL]
-            if fatal:
-                return Reject(BadMessage(detail=_describe(fatal[0])), binary)
-            # seq validated, so the frame is an object with an int seq; the error path
-            # is rare enough to decode it a second time for it.
-            obj = raw if binary else json.loads(data)
-            readings = obj["readings"]
-            stamps = [_raw_timestamp(r) for r in readings] if isinstance(readings, list) else []
-            details = [
-                *self._length_problems(readings),
-                *error_details(errors),
-                *future_timestamps(stamps, now),
-            ]
-            return Reject(BatchError(seq=obj["seq"], errors=_by_reading(details)), binary)
+            return Reject(self._refusal(e, raw if binary else _json_object(data), now), binary)
 
         now_us = to_micros(now)
         rows = self._rows(batch, now_us)
@@ -210,6 +197,29 @@ class DeviceSession:
         self._strikes = 0
         self.accepted_seq = batch.seq
         return Store(batch.seq, rows, binary)
+
+    def _refusal(
+        self, e: ValidationError, decoded: object, now: datetime
+    ) -> BadMessage | BatchError:
+        """The answer to a frame that failed validation, given the frame decoded again
+        (the error path is rare enough for that). Total: whatever `decoded` holds —
+        fields missing, null or of any type, at any depth — it gives an answer."""
+        errors = e.errors(include_url=False)
+        fatal = [err for err in errors if tuple(err["loc"]) in _MESSAGE_LEVEL]
+        if fatal:
+            return BadMessage(detail=_describe(fatal[0]))
+        # The type and seq validated, so `decoded` is an object with an integer seq:
+        # the problems are in its readings, or in fields it should not have.
+        if not isinstance(decoded, dict) or type(seq := decoded.get("seq")) is not int:
+            return BadMessage(detail=_NO_SEQ)  # only if the two decodings disagreed
+        readings = decoded.get("readings")  # absent, null or anything else: all answered
+        stamps = [_raw_timestamp(r) for r in readings] if isinstance(readings, list) else []
+        details = [
+            *self._length_problems(readings),
+            *error_details(errors),
+            *future_timestamps(stamps, now),
+        ]
+        return BatchError(seq=seq, errors=_by_reading(details))
 
     def _length_problems(self, readings: object) -> list[ErrorDetail]:
         if isinstance(readings, list) and len(readings) > self.max_batch:
@@ -236,17 +246,30 @@ def _unpack(data: bytes) -> Any:
         raise _NotAMessage(f"frame is not valid MessagePack ({type(e).__name__})") from e
 
 
+def _json_object(data: str | bytes) -> object:
+    """A JSON frame decoded by the parser `validate_json` uses, so that the two agree
+    at every edge (lone surrogates, huge numbers, nesting depth), as `json.loads` need
+    not; None if it does not parse."""
+    try:
+        return from_json(data)
+    except ValueError:
+        return None
+
+
+_NO_SEQ = "message has no usable 'seq' (an integer >= 1 is required)"
+
+
 def _describe(err: Any) -> str:
     loc = tuple(err["loc"])
     if err["type"] == "json_invalid":
-        return f"frame is not valid JSON: {err['ctx'].get('error', err['msg'])}"
+        return f"frame is not valid JSON: {(err.get('ctx') or {}).get('error', err['msg'])}"
     if loc == ():
         return "message must be an object"
     if loc == ("type",):
         if err["type"] == "missing":
             return "message has no 'type'"
         return "unknown message type: expected 'readings'"
-    return "message has no usable 'seq' (an integer >= 1 is required)"
+    return _NO_SEQ
 
 
 def _raw_timestamp(reading: object) -> datetime | None:

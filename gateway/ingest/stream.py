@@ -31,13 +31,14 @@ from gateway.keys import COMMITTER, CONNECTIONS, DEVICES, METRICS, SETTINGS
 from gateway.limits import TokenBucket, connection_slot
 from gateway.storage.accounts import Principal
 from gateway.wsframe import FrameWriter, binary_frame, pong_frame, text_frame
+from gateway.wsguard import CLOSE_INTERNAL, closes_on_error
 from schemas.device import BadMessage, BatchError, ErrorCode, RateLimited
 
 __all__ = ["device_stream"]
 
 log = logging.getLogger(__name__)
 
-CLOSE_STORAGE = 1011
+CLOSE_STORAGE = CLOSE_INTERNAL
 # How long a close waits for the peer's close frame: a dead peer must not hold up
 # replacement, revocation or shutdown.
 CLOSE_TIMEOUT_S = 2.0
@@ -88,62 +89,69 @@ async def _stream(request: web.Request, principal: Principal) -> web.WebSocketRe
     replies = Replies(out, settings.device_pipeline, on_acked=acked, on_failure=storage_down)
     conn = DeviceConnection(principal.name, ws, out, replies)
     opened = time.monotonic()
-    await registry.attach(conn)
     try:
-        session = DeviceSession(
-            principal.name,
-            principal.patient_id,
-            await committer.last_seq(principal.name),
-            settings.max_batch,
-            rate=TokenBucket(
-                settings.max_readings_per_s,
-                settings.max_readings_per_s * settings.rate_burst_s,
-                time.time(),
-            ),
-            max_strikes=settings.rate_limit_strikes,
-        )
-        await ws.send_str(session.welcome())
-        log.info(
-            "device %s connected (last_seq %d)",
-            principal.name,
-            session.accepted_seq,
-            extra={"device": principal.name, "address": request.remote},
-        )
-        async for msg in ws:
-            conn.last_heard = arrived = time.perf_counter()
-            if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
-                if not replies.has_room:
-                    await replies.room()  # at the pipeline's limit, stop reading
-                if replies.failed:
-                    continue  # closing: nothing more is answered
-                match session.receive(msg.data, datetime.now(UTC)):
-                    case Store(seq=seq, rows=rows, binary=binary):
-                        pending = await committer.submit(
-                            principal.name, principal.patient_id, ward, seq, rows, arrived=arrived
-                        )
-                        conn.track(pending.done)
-                        replies.add(pending.done, _frame(encode_ack(seq, binary)), arrived)
-                    case Duplicate(seq=seq, binary=binary):
-                        metrics.readings_rejected.labels("duplicate_batch").inc()
-                        replies.add(None, _frame(encode_ack(seq, binary)), arrived)
-                    case Reject(message=message, binary=binary):
-                        reason: str = (
-                            message.code
-                            if isinstance(message, BatchError | BadMessage | RateLimited)
-                            else "other"
-                        )
-                        metrics.readings_rejected.labels(str(reason)).inc()
-                        replies.add(None, _frame(encode(message, binary)), arrived)
-                    case Close(code=code, reason=reason):
-                        metrics.readings_rejected.labels("rate_limited").inc()
-                        log.warning("closing stream of device %s: %s", principal.name, reason)
-                        await replies.join()  # what was accepted before is still acked
-                        await ws.close(code=code, message=reason.encode())
-                        break
-            elif msg.type is WSMsgType.PING:
-                out.write(pong_frame(msg.data))
-            elif msg.type is WSMsgType.ERROR:
-                break
+        # Inside the try: the stream leaves the registry however attach ends.
+        async with closes_on_error(request, ws, f"stream of device {principal.name}"):
+            await registry.attach(conn)
+            session = DeviceSession(
+                principal.name,
+                principal.patient_id,
+                await committer.last_seq(principal.name),
+                settings.max_batch,
+                rate=TokenBucket(
+                    settings.max_readings_per_s,
+                    settings.max_readings_per_s * settings.rate_burst_s,
+                    time.time(),
+                ),
+                max_strikes=settings.rate_limit_strikes,
+            )
+            await ws.send_str(session.welcome())
+            log.info(
+                "device %s connected (last_seq %d)",
+                principal.name,
+                session.accepted_seq,
+                extra={"device": principal.name, "address": request.remote},
+            )
+            async for msg in ws:
+                conn.last_heard = arrived = time.perf_counter()
+                if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+                    if not replies.has_room:
+                        await replies.room()  # at the pipeline's limit, stop reading
+                    if replies.failed:
+                        continue  # closing: nothing more is answered
+                    match session.receive(msg.data, datetime.now(UTC)):
+                        case Store(seq=seq, rows=rows, binary=binary):
+                            pending = await committer.submit(
+                                principal.name,
+                                principal.patient_id,
+                                ward,
+                                seq,
+                                rows,
+                                arrived=arrived,
+                            )
+                            conn.track(pending.done)
+                            replies.add(pending.done, _frame(encode_ack(seq, binary)), arrived)
+                        case Duplicate(seq=seq, binary=binary):
+                            metrics.readings_rejected.labels("duplicate_batch").inc()
+                            replies.add(None, _frame(encode_ack(seq, binary)), arrived)
+                        case Reject(message=message, binary=binary):
+                            reason: str = (
+                                message.code
+                                if isinstance(message, BatchError | BadMessage | RateLimited)
+                                else "other"
+                            )
+                            metrics.readings_rejected.labels(str(reason)).inc()
+                            replies.add(None, _frame(encode(message, binary)), arrived)
+                        case Close(code=code, reason=reason):
+                            metrics.readings_rejected.labels("rate_limited").inc()
+                            log.warning("closing stream of device %s: %s", principal.name, reason)
+                            await replies.join()  # what was accepted before is still acked
+                            await ws.close(code=code, message=reason.encode())
+                            break
+                elif msg.type is WSMsgType.PING:
+                    out.write(pong_frame(msg.data))
+                elif msg.type is WSMsgType.ERROR:
+                    break
     finally:
         try:
             if not ws.closed:
@@ -184,7 +192,7 @@ _CLOSE_REASONS = {
     1006: "connection lost",
     1008: "policy violation (rate limit)",
     1009: "frame too big",
-    1011: "storage unavailable",
+    1011: "internal error (storage unavailable, or a bug: see the log)",
     4001: "replaced by a newer connection",
     4003: "revoked",
 }

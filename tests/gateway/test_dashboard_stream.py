@@ -128,6 +128,21 @@ async def test_bad_subscribe_gets_bad_message_and_the_socket_stays_open(gateway:
         assert (await dash.error())["code"] == "not_found"
 
 
+async def test_ids_past_64_bits_get_bad_message_and_the_socket_stays_open(
+    gateway: Gateway,
+) -> None:
+    """A since_event_id or alert_id no database column holds is bad_message (it used to
+    reach SQLite and crash the handler), before and after subscribing."""
+    async with open_dashboard(gateway) as dash:
+        await dash.send({"type": "subscribe", "since_event_id": 2**63})
+        assert (await dash.error())["code"] == "bad_message"
+        await dash.subscribe()
+        await dash.send({"type": "ack", "alert_id": 2**64})
+        assert (await dash.error())["code"] == "bad_message"
+        await dash.ack(1)
+        assert (await dash.error())["code"] == "not_found"
+
+
 # --- raising and delivery -------------------------------------------------------------
 
 

@@ -9,10 +9,13 @@ from typing import Any
 
 import msgpack
 import pytest
+from hypothesis import given, settings
 
 from gateway.ingest.session import DeviceSession, Duplicate, Reject, Store, encode, encode_ack
 from gateway.ingest.writer import PendingBatch, plan_commit
 from schemas.device import Ack, BadMessage, BatchError, ErrorCode
+from tests.gateway.frame_strategies import Frame, device_frames
+from tests.gateway.frame_strategies import encode as encode_fuzzed
 
 NOW = datetime(2026, 11, 26, 13, 5, tzinfo=UTC)
 TS = "2026-11-26T13:00:00.250Z"
@@ -323,3 +326,62 @@ class TestPlanCommit:
         committed = {"a": 1}
         plan_commit([pending("a", 2)], committed)
         assert committed == {"a": 1}
+
+
+class TestAnyShape:
+    """Every decoded value around the batch shape gets an answer, never an exception."""
+
+    @pytest.mark.parametrize("encode_frame", [text, packed], ids=["json", "msgpack"])
+    def test_batch_without_readings_is_invalid_batch_at_readings(self, encode_frame: Any) -> None:
+        """`{"type":"readings","seq":4}` is invalid_batch for seq 4 located at ["readings"]."""
+        error = batch_error(session().receive(encode_frame({"type": "readings", "seq": 4}), NOW))
+        assert error.seq == 4
+        assert [e.loc for e in error.errors] == [["readings"]]
+
+    @pytest.mark.parametrize("readings", [None, 5, "x", {"ts": TS}, [1, "x", None, []]])
+    @pytest.mark.parametrize("encode_frame", [text, packed], ids=["json", "msgpack"])
+    def test_readings_of_any_type_are_located_errors(
+        self, encode_frame: Any, readings: object
+    ) -> None:
+        """readings that are no list, or a list of non-objects, are invalid_batch for the seq."""
+        frame_data = encode_frame({"type": "readings", "seq": 4, "readings": readings})
+        error = batch_error(session().receive(frame_data, NOW))
+        assert error.seq == 4
+        assert all(e.loc[0] == "readings" for e in error.errors)
+
+    def test_deeply_nested_input_is_quoted_back_briefly(self) -> None:
+        """A unit nested 1000 deep (MessagePack allows 1024) is answered, quoted in short."""
+        unit: Any = []
+        for _ in range(1000):
+            unit = [unit]
+        error = batch_error(session().receive(packed(frame(1, [reading(unit=unit)])), NOW))
+        assert [e.loc for e in error.errors] == [["readings", 0, "unit"]]
+        assert len(error.errors[0].msg) < 100
+
+    @pytest.mark.parametrize("encode_frame", [text, packed], ids=["json", "msgpack"])
+    def test_timestamp_before_year_1_in_utc_is_refused(self, encode_frame: Any) -> None:
+        """0001-01-01T00:00:00+01:00 is in year 0 in UTC, which no datetime can show: refused
+        at its ts (stored, it would break every query and vitals push that met it)."""
+        outcome = session().receive(
+            encode_frame(frame(1, [reading(), reading(ts="0001-01-01T00:00:00+01:00")])), NOW
+        )
+        assert [e.loc for e in batch_error(outcome).errors] == [["readings", 1, "ts"]]
+
+    def test_earliest_utc_instant_is_stored(self) -> None:
+        """0001-01-01T00:00:00Z is the earliest timestamp a reading may carry."""
+        outcome = session().receive(text(frame(1, [reading(ts="0001-01-01T00:00:00Z")])), NOW)
+        assert isinstance(outcome, Store)
+
+    @settings(max_examples=500, deadline=None, derandomize=True)
+    @given(frame=device_frames())
+    def test_any_frame_gives_an_outcome_that_encodes(self, frame: Frame) -> None:
+        """Any JSON or MessagePack frame around the batch shape yields an outcome, and a
+        rejection's answer encodes in the frame's encoding with a documented code."""
+        data = encode_fuzzed(frame)
+        outcome = session().receive(data, NOW)
+        assert isinstance(outcome, Store | Duplicate | Reject)
+        if isinstance(outcome, Reject):
+            answer = encode(outcome.message, outcome.binary)
+            assert isinstance(answer, bytes) == isinstance(data, bytes)
+            assert isinstance(outcome.message, BatchError | BadMessage)
+            assert outcome.message.code in (ErrorCode.INVALID_BATCH, ErrorCode.BAD_MESSAGE)

@@ -323,6 +323,29 @@ class TestInvalidBatch:
             [["readings"]],
         )
 
+    @pytest.mark.parametrize("binary", [False, True], ids=["json", "msgpack"])
+    async def test_batch_with_no_readings_field_is_answered_and_the_stream_kept(
+        self, gateway: Gateway, token: str, binary: bool
+    ) -> None:
+        """`{"type":"readings","seq":4}` gets invalid_batch for seq 4 at ["readings"], in the
+        frame's encoding, and the same socket then acks a valid batch."""
+        ws, _ = await open_stream(gateway, token)
+        no_readings = {"type": "readings", "seq": 4}
+        if binary:
+            await ws.send_bytes(msgpack.packb(no_readings))
+            error = await receive_packed(ws)
+        else:
+            await ws.send_json(no_readings)
+            error = await receive_json(ws)
+        assert error == {
+            "type": "error",
+            "seq": 4,
+            "code": "invalid_batch",
+            "errors": [{"loc": ["readings"], "msg": "Field required"}],
+        }
+        await send_and_ack(ws, batch(4))
+        assert [row[0] for row in stored(gateway, "watch-001")] == [4]
+
 
 BAD_FRAMES: dict[str, str | bytes] = {
     "invalid JSON": "{not json",
