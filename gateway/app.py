@@ -13,17 +13,12 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from gateway.alerts.service import AlertService
-from gateway.api import accounts, alerts, audit, health, openapi, readings, session
-from gateway.api.accounts import audit_alerts_closed
-from gateway.api.errors import error_middleware
-from gateway.api.observe import add_request_id_header, observe_middleware
-from gateway.dashboard.hub import Hub
-from gateway.dashboard.stream import dashboard_stream
-from gateway.ingest.registry import CLOSE_REVOKED, DeviceRegistry
-from gateway.ingest.stream import device_stream
-from gateway.ingest.writer import GroupCommitter
-from gateway.keys import (
+from gateway.core.limits import AuthThrottle, ConnectionGate
+from gateway.http import accounts, alerts, audit, health, openapi, readings, session
+from gateway.http.accounts import audit_alerts_closed
+from gateway.http.dashboard_stream import dashboard_stream
+from gateway.http.device_stream import device_stream
+from gateway.http.keys import (
     ACCOUNTS,
     ALERT_STORE,
     ALERTS,
@@ -38,8 +33,14 @@ from gateway.keys import (
     SETTINGS,
     SQLITE_WRITER,
 )
-from gateway.limits import AuthThrottle, ConnectionGate
-from gateway.metrics import Metrics, metrics_handler
+from gateway.http.observe import add_request_id_header, observe_middleware
+from gateway.http.problems import error_middleware
+from gateway.http.web import routes as web_routes
+from gateway.services.alerting import AlertService
+from gateway.services.committer import GroupCommitter
+from gateway.services.hub import Hub
+from gateway.services.metrics import Metrics, metrics_handler
+from gateway.services.registry import CLOSE_REVOKED, DeviceRegistry
 from gateway.settings import Settings
 from gateway.storage.accounts import AccountStore
 from gateway.storage.alerts import AlertStore
@@ -47,7 +48,6 @@ from gateway.storage.audit import AuditLog
 from gateway.storage.database import create_schema, open_engine
 from gateway.storage.readings import open_reading_writer
 from gateway.storage.sqlite_writer import open_sqlite_writer
-from gateway.web import routes as web_routes
 
 __all__ = ["create_app"]
 
@@ -142,7 +142,7 @@ async def _alerts(app: web.Application) -> AsyncIterator[None]:
 
 async def _stream_watchers(app: web.Application) -> AsyncIterator[None]:
     """Act on revocations made behind the gateway's back (the CLI on the database), and
-    drop device streams whose peer stopped answering (ingest/liveness.py)."""
+    drop device streams whose peer stopped answering (core/liveness.py)."""
 
     async def watch() -> None:
         while True:

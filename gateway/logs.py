@@ -3,7 +3,7 @@ shippers. Both stamp records with ISO 8601 UTC time (`2026-12-05T15:39:38.395Z`)
 lines from gateways in different time zones sort and join as they are.
 
 While a request is handled its id (`current_request_id`, set by the access middleware in
-gateway/api/observe.py) is added to every record, as the `request_id` key in JSON and in
+gateway/http/observe.py) is added to every record, as the `request_id` key in JSON and in
 brackets after the logger name in text. Connection lines carry `extra` fields (device,
 duration, reason) that JSON output keeps as keys.
 """

@@ -12,7 +12,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from gateway.app import create_app
-from gateway.keys import ACCOUNTS
+from gateway.http.keys import ACCOUNTS
 from gateway.settings import Settings, load_settings
 from gateway.storage.accounts import Role
 

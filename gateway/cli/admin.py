@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from rich.table import Table
 
 from gateway.cli.common import add_config_options, run, settings_from
-from gateway.cli.output import add_json_option, show
+from gateway.client.output import add_json_option, show
 from gateway.errors import ConfigError, InvalidParameter
 
 if TYPE_CHECKING:

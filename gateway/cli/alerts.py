@@ -15,7 +15,8 @@ from typing import Any
 from pydantic import TypeAdapter
 
 from gateway.cli.common import add_config_options, run
-from gateway.cli.http import (
+from gateway.client.output import add_json_option, show
+from gateway.client.rest import (
     DEFAULT_URL,
     TOKEN_ENV,
     Failed,
@@ -24,7 +25,6 @@ from gateway.cli.http import (
     gateway_session,
     token_of,
 )
-from gateway.cli.output import add_json_option, show
 from gateway.watch.render import alerts_table
 from gateway.watch.state import AlertRow
 from schemas.dashboard import AlertList, AlertStatus

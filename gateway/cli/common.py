@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ssl
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
 from gateway.settings import Settings, load_settings
 
-__all__ = ["add_config_options", "client_tls", "run", "settings_from"]
+__all__ = ["add_config_options", "run", "settings_from"]
 
 T = TypeVar("T")
 
@@ -31,11 +30,6 @@ def settings_from(args: argparse.Namespace, **flags: Any) -> Settings:
     if "database_url" not in flags:
         flags["database_url"] = getattr(args, "database_url", None)
     return load_settings(args.config, **flags)
-
-
-def client_tls(cafile: str | None) -> ssl.SSLContext | bool:
-    """TLS for client commands: the system's CAs, or only those in `cafile`."""
-    return ssl.create_default_context(cafile=cafile) if cafile else True
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:

@@ -17,9 +17,9 @@ import aiohttp
 from pydantic import TypeAdapter
 from rich.table import Table
 
-from gateway.api.params import duration_us
 from gateway.cli.common import add_config_options, run
-from gateway.cli.http import (
+from gateway.client.output import print_json_lines, print_table
+from gateway.client.rest import (
     DEFAULT_URL,
     EXIT_BAD_REQUEST,
     TOKEN_ENV,
@@ -29,7 +29,7 @@ from gateway.cli.http import (
     gateway_session,
     token_of,
 )
-from gateway.cli.output import print_json_lines, print_table
+from gateway.http.params import duration_us
 from schemas.api import ReadingsPage, Summary
 from schemas.metrics import Metric
 

@@ -171,8 +171,8 @@ async def serve(settings: Settings) -> None:
 
 async def _reload_rules(app: web.Application) -> None:
     """SIGHUP: reload the alert rules; a bad file is refused and the old rules stay."""
-    from gateway.alerts.rules import RulesError
-    from gateway.keys import ALERTS
+    from gateway.core.rules import RulesError
+    from gateway.http.keys import ALERTS
 
     try:
         await app[ALERTS].reload_rules()

@@ -28,8 +28,8 @@ from pydantic import Field, TypeAdapter, ValidationError
 from rich.console import Console, RenderableType
 from rich.live import Live
 
-from gateway.cli.common import client_tls
-from gateway.cli.output import console_for, print_table
+from gateway.client.output import console_for, print_table
+from gateway.client.tls import client_tls
 from gateway.watch.render import alerts_table, screen
 from gateway.watch.state import AlertBoard, Change, ChangeKind, Link, LinkState
 from schemas.dashboard import (

@@ -124,13 +124,13 @@ def test_share_deals_round_robin() -> None:
 def test_profile_summary_counts_own_and_project_inclusive_samples() -> None:
     """Own samples go to the innermost frame; inclusive ones to the project's frames."""
     lines = [
-        "main (gateway/cli/serve.py:1);device_stream (gateway/ingest/stream.py:9);"
+        "main (gateway/cli/serve.py:1);device_stream (gateway/http/device_stream.py:9);"
         "send_str (aiohttp/web_ws.py:420) 3",
-        "main (gateway/cli/serve.py:1);device_stream (gateway/ingest/stream.py:12) 1",
+        "main (gateway/cli/serve.py:1);device_stream (gateway/http/device_stream.py:12) 1",
     ]
     summary = summarise_collapsed(lines, top=5)
     assert summary["own"][0] == ("send_str (aiohttp/web_ws.py)", 75.0)
-    assert summary["inclusive"] == [("device_stream (gateway/ingest/stream.py)", 100.0)]
+    assert summary["inclusive"] == [("device_stream (gateway/http/device_stream.py)", 100.0)]
 
 
 # -- the WebSocket codec ---------------------------------------------------------------

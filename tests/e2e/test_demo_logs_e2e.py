@@ -42,7 +42,7 @@ def test_demo_shows_the_gateways_warnings_but_not_its_info_lines(tmp_path: Path)
     assert demo.returncode == 0, demo.stderr
     gateway_lines = [line for line in demo.stderr.splitlines() if " gateway." in line]
     assert any(
-        "WARNING gateway.ingest.stream" in line and "rate limit exceeded" in line
+        "WARNING gateway.http.device_stream" in line and "rate limit exceeded" in line
         for line in gateway_lines
     ), demo.stderr
     assert not [line for line in gateway_lines if " INFO " in line], demo.stderr

@@ -25,7 +25,7 @@ from typing import IO, Any
 
 import aiohttp
 
-from gateway.alerts.rules import load_rules
+from gateway.core.rules import load_rules
 from gateway.settings import shipped_config_dir
 
 __all__ = [

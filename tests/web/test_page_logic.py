@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from gateway.web.routes import STATIC_DIR
+from gateway.http.web import STATIC_DIR
 
 if os.environ.get("CI") != "true":  # under CI a missing Playwright must fail, not skip
     pytest.importorskip("playwright.async_api", reason="Playwright: pip install -e '.[test]'")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.web.routes import CONTENT_SECURITY_POLICY
+from gateway.http.web import CONTENT_SECURITY_POLICY
 from tests.conftest import Gateway
 
 

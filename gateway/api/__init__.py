@@ -1,1 +1,0 @@
-"""REST API: authentication, error mapping, and one module of handlers per resource."""

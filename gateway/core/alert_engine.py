@@ -1,0 +1,663 @@
+"""The alert engine, sans-I/O: readings and a wall clock in, alert transitions out.
+
+One state machine per (patient, rule) decides when a condition is raised and cleared;
+every alert, including the `device-offline` technical alarm, then follows one
+lifecycle of two independent flags (active/cleared x unacknowledged/acknowledged).
+The caller stores each `Transition` (alert upsert + event row) and pushes it on.
+
+Clocks: `for_s` and ordering use the readings' own timestamps; everything stamped on
+an alert (`raised_at`, `updated_at`, `cleared_at`, `acked_at`) and the value-update
+throttle use the wall clock `now` the caller passes in (epoch seconds), so an alert
+records the gateway's timeline even when a device uploads readings it had buffered.
+
+Revoking a device closes its open alerts at once (`revoke_device`): each becomes
+`cleared_ack` with `closed_by` (who revoked it) and `closed_reason` "device_revoked"
+instead of an acknowledgement, since no clinician saw it to the end; the device is
+never watched for silence again.
+
+AlertError (a GatewayError)
+├── UnknownAlertError         no alert with that id was ever raised (also NotFoundError)
+├── AlertClosedError          the alert is cleared and acknowledged (also ConflictError)
+└── AlreadyAcknowledgedError  the alert is active and already acknowledged (ConflictError)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Literal
+
+from gateway.core.offline import DEFAULT_OFFLINE_AFTER_S, OfflineTracker
+from gateway.core.rules import (
+    CLEAR_TOLERANCE,
+    OFFLINE_RULE_NAME,
+    Direction,
+    Priority,
+    Rule,
+    RuleSet,
+)
+from gateway.errors import ConflictError, GatewayError, NotFoundError
+
+__all__ = [
+    "CLOSED_DEVICE_REVOKED",
+    "OFFLINE_PRIORITY",
+    "VALUE_UPDATE_INTERVAL_S",
+    "Alert",
+    "AlertClosedError",
+    "AlertEngine",
+    "AlertError",
+    "AlertStatus",
+    "AlreadyAcknowledgedError",
+    "Reading",
+    "Transition",
+    "TransitionKind",
+    "UnknownAlertError",
+]
+
+VALUE_UPDATE_INTERVAL_S = 1.0
+OFFLINE_PRIORITY = Priority.MEDIUM
+# `closed_reason` of an alert closed because its device was revoked.
+CLOSED_DEVICE_REVOKED = "device_revoked"
+
+# (metric, timestamp in seconds, value): a plain tuple, the cheapest thing to hand over.
+Reading = tuple[str, float, float]
+TransitionKind = Literal["raised", "value", "cleared", "acked", "closed"]
+# (first, last, worst)
+_Values = tuple[float | None, float | None, float | None]
+_NO_VALUES: _Values = (None, None, None)
+
+
+class AlertError(GatewayError):
+    """An acknowledgement the engine cannot carry out."""
+
+
+class UnknownAlertError(AlertError, NotFoundError):
+    pass
+
+
+class AlertClosedError(AlertError, ConflictError):
+    pass
+
+
+class AlreadyAcknowledgedError(AlertError, ConflictError):
+    pass
+
+
+class AlertStatus(StrEnum):
+    ACTIVE_UNACK = "active_unack"
+    ACTIVE_ACK = "active_ack"
+    CLEARED_UNACK = "cleared_unack"
+    CLEARED_ACK = "cleared_ack"
+
+    @classmethod
+    def of(cls, cleared: bool, acked: bool, closed: bool = False) -> AlertStatus:
+        """The status of the two flags; an alert closed without an acknowledgement
+        (its device revoked) counts as acknowledged: nothing is left to do about it."""
+        return _STATUS[cleared, acked or closed]
+
+
+_STATUS = {
+    (False, False): AlertStatus.ACTIVE_UNACK,
+    (False, True): AlertStatus.ACTIVE_ACK,
+    (True, False): AlertStatus.CLEARED_UNACK,
+    (True, True): AlertStatus.CLEARED_ACK,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """A snapshot of one alert, as stored and pushed; also what `restore` takes back.
+
+    `status` is redundant with `cleared_at`/`acked_at` (the two flags) and checked
+    against them. Values cover the whole violating run: `first_value` is its first
+    reading, `worst_value` its most extreme. Metric-less fields are None for the
+    `device-offline` alarm. `closed_by`/`closed_reason` are set only on an alert
+    closed by something other than the clinical lifecycle (its device revoked).
+    """
+
+    id: int
+    rule: str
+    metric: str | None
+    priority: Priority
+    status: AlertStatus
+    patient_id: str
+    device_id: str
+    threshold: float | None
+    direction: Direction | None
+    first_value: float | None
+    last_value: float | None
+    worst_value: float | None
+    raised_at: float
+    updated_at: float
+    cleared_at: float | None
+    acked_at: float | None
+    acked_by: str | None
+    closed_by: str | None = None
+    closed_reason: str | None = None
+
+    def __post_init__(self) -> None:
+        expected = AlertStatus.of(
+            self.cleared_at is not None, self.acked_at is not None, self.closed_by is not None
+        )
+        if self.status != expected:
+            raise ValueError(
+                f"alert {self.id}: status {self.status} contradicts cleared_at/acked_at"
+            )
+        if (self.acked_at is None) != (self.acked_by is None):
+            raise ValueError(f"alert {self.id}: acked_at and acked_by go together")
+        if (self.closed_by is None) != (self.closed_reason is None):
+            raise ValueError(f"alert {self.id}: closed_by and closed_reason go together")
+        if self.closed_by is not None and self.cleared_at is None:
+            raise ValueError(f"alert {self.id}: a closed alert is cleared")
+
+    @classmethod
+    def from_mapping(cls, row: Mapping[str, Any]) -> Alert:
+        """An Alert from a stored row: extra columns are ignored, enum columns parsed."""
+        fields = {name: row[name] for name in _ALERT_FIELDS}
+        fields["priority"] = Priority(fields["priority"])
+        fields["status"] = AlertStatus(fields["status"])
+        return cls(**fields)
+
+    @property
+    def active(self) -> bool:
+        return self.cleared_at is None
+
+    @property
+    def acked(self) -> bool:
+        return self.acked_at is not None
+
+    @property
+    def closed(self) -> bool:
+        """Cleared and acknowledged: nothing more will ever happen to it."""
+        return self.status == AlertStatus.CLEARED_ACK
+
+
+_ALERT_FIELDS = tuple(f.name for f in dataclasses.fields(Alert))
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """Something happened to `alert` (its state after the change): store it, push it.
+
+    `raised`, `cleared`, `acked` and `closed` (by a revocation) are status changes;
+    `value` means only `last_value`/`worst_value` changed. Every kind carries the
+    current values.
+    """
+
+    kind: TransitionKind
+    alert: Alert
+
+
+class _Episode:
+    """The engine's mutable copy of one open alert; snapshotted only when emitted."""
+
+    __slots__ = (
+        "acked_at",
+        "acked_by",
+        "cleared_at",
+        "closed_by",
+        "closed_reason",
+        "device_id",
+        "direction",
+        "dirty",
+        "first_value",
+        "id",
+        "last_value",
+        "metric",
+        "patient_id",
+        "priority",
+        "raised_at",
+        "rule",
+        "threshold",
+        "updated_at",
+        "worst_value",
+    )
+
+    def __init__(self, alert: Alert) -> None:
+        self.id = alert.id
+        self.rule = alert.rule
+        self.metric = alert.metric
+        self.priority = alert.priority
+        self.patient_id = alert.patient_id
+        self.device_id = alert.device_id
+        self.threshold = alert.threshold
+        self.direction = alert.direction
+        self.first_value = alert.first_value
+        self.last_value = alert.last_value
+        self.worst_value = alert.worst_value
+        self.raised_at = alert.raised_at
+        self.updated_at = alert.updated_at
+        self.cleared_at = alert.cleared_at
+        self.acked_at = alert.acked_at
+        self.acked_by = alert.acked_by
+        self.closed_by = alert.closed_by
+        self.closed_reason = alert.closed_reason
+        # Values changed since the last emitted transition.
+        self.dirty = False
+
+    def snapshot(self) -> Alert:
+        return Alert(
+            id=self.id,
+            rule=self.rule,
+            metric=self.metric,
+            priority=self.priority,
+            status=AlertStatus.of(
+                self.cleared_at is not None, self.acked_at is not None, self.closed_by is not None
+            ),
+            patient_id=self.patient_id,
+            device_id=self.device_id,
+            threshold=self.threshold,
+            direction=self.direction,
+            first_value=self.first_value,
+            last_value=self.last_value,
+            worst_value=self.worst_value,
+            raised_at=self.raised_at,
+            updated_at=self.updated_at,
+            cleared_at=self.cleared_at,
+            acked_at=self.acked_at,
+            acked_by=self.acked_by,
+            closed_by=self.closed_by,
+            closed_reason=self.closed_reason,
+        )
+
+
+class _Track:
+    """One (patient, rule) state machine: idle, pending (a violating run), or raised.
+
+    Values are compared as `sign * value`, so both directions become "above": a
+    violation is `x > limit`, clearing is `x <= clear_limit`.
+    """
+
+    __slots__ = (
+        "clear_limit",
+        "episode",
+        "for_s",
+        "last_ts",
+        "limit",
+        "rule",
+        "run_first",
+        "run_start",
+        "run_worst",
+        "sign",
+    )
+
+    def __init__(self, rule: Rule) -> None:
+        self.rule = rule
+        self.sign = 1.0 if rule.direction == "above" else -1.0
+        self.limit = self.sign * rule.threshold
+        self.clear_limit = self.sign * rule.threshold - rule.clear_margin + CLEAR_TOLERANCE
+        self.for_s = rule.for_s
+        self.last_ts = float("-inf")
+        # The pending run (no episode yet): first reading's time and value, worst value.
+        self.run_start: float | None = None
+        self.run_first = 0.0
+        self.run_worst = 0.0
+        # The active (not cleared) alert, if raised; at most one per track.
+        self.episode: _Episode | None = None
+
+    def same_condition(self, rule: Rule) -> bool:
+        """True if `rule` is violated by exactly the readings that violate ours."""
+        old = self.rule
+        return (old.metric, old.direction, old.threshold) == (
+            rule.metric,
+            rule.direction,
+            rule.threshold,
+        )
+
+
+def _describes(rule: Rule, alert: Alert | _Episode) -> bool:
+    """True if `alert` is still a truthful record of `rule` (all that it records agrees)."""
+    return (rule.metric, rule.direction, rule.threshold, rule.priority) == (
+        alert.metric,
+        alert.direction,
+        alert.threshold,
+        alert.priority,
+    )
+
+
+class _Patient:
+    __slots__ = ("by_metric", "tracks")
+
+    def __init__(self, tracks: dict[str, _Track]) -> None:
+        self.tracks = tracks
+        by_metric: dict[str, tuple[_Track, ...]] = {}
+        for track in tracks.values():
+            metric = track.rule.metric
+            by_metric[metric] = (*by_metric.get(metric, ()), track)
+        self.by_metric = by_metric
+
+
+class AlertEngine:
+    """Every patient's alert state; see the module docstring for clocks and lifecycle.
+
+    Rules of one metric all see each of its readings. Per (patient, rule):
+
+    - a violating reading starts (or extends) a run; the alert is raised once the run
+      spans `for_s` of reading time (at once for `for_s = 0`);
+    - any non-violating reading breaks a pending run, even one short of the clear
+      margin: the condition has to hold unbroken;
+    - a raised alert stays active until a reading reaches the clear level; readings
+      between the limit and the clear level change nothing;
+    - a reading older than the last one processed for that (patient, rule) is
+      ignored, as its place in the run is already decided;
+    - a new run after a clear is always a new alert with a new id.
+
+    Alert ids come from one counter, starting at `first_alert_id`: pass the highest
+    stored id + 1. Ids below the counter that are not open are taken to be closed.
+    """
+
+    def __init__(
+        self,
+        rules: RuleSet,
+        *,
+        first_alert_id: int = 1,
+        offline_after_s: float = DEFAULT_OFFLINE_AFTER_S,
+        value_interval_s: float = VALUE_UPDATE_INTERVAL_S,
+    ) -> None:
+        if first_alert_id < 1:
+            raise ValueError(f"first_alert_id must be >= 1, not {first_alert_id}")
+        self._rules = rules
+        self._next_id = first_alert_id
+        self._value_interval_s = value_interval_s
+        self._offline = OfflineTracker(offline_after_s)
+        self._patients: dict[str, _Patient] = {}
+        # Every alert not yet closed (active, or cleared but unacknowledged), by id.
+        self._open: dict[int, _Episode] = {}
+        # The active device-offline alert of each device.
+        self._offline_alerts: dict[str, _Episode] = {}
+        # Revoked devices: readings of theirs still in flight raise nothing. Grows by
+        # one per revocation while the gateway runs (ids are never reused).
+        self._revoked: set[str] = set()
+
+    @property
+    def rules(self) -> RuleSet:
+        return self._rules
+
+    @property
+    def next_alert_id(self) -> int:
+        return self._next_id
+
+    def open_alerts(self) -> list[Alert]:
+        """Snapshots of every alert not yet closed, oldest first."""
+        return [self._open[i].snapshot() for i in sorted(self._open)]
+
+    def watched_devices(self) -> set[str]:
+        """Devices that could still raise or hold an alert: those watched for silence
+        and those with an open alert (the ones whose revocation matters here)."""
+        return self._offline.devices() | {ep.device_id for ep in self._open.values()}
+
+    def get(self, alert_id: int) -> Alert:
+        """A snapshot of an open alert; raises like `acknowledge` for any other id."""
+        return self._find(alert_id).snapshot()
+
+    def process(
+        self, patient_id: str, device_id: str, readings: Iterable[Reading], now: float
+    ) -> list[Transition]:
+        """Feed one batch from `device_id` for `patient_id`, in the device's order.
+
+        Returns raises and clears in reading order, then at most one `value`
+        transition per active alert of the patient whose values changed and whose
+        last emitted transition is `value_interval_s` or more before `now`.
+        """
+        if device_id in self._revoked:
+            return []  # a batch committed after its device's revocation
+        out: list[Transition] = []
+        self._offline.on_readings(device_id, patient_id, now)
+        if self._offline_alerts:
+            offline = self._offline_alerts.pop(device_id, None)
+            if offline is not None:
+                out.append(self._clear(offline, now))
+
+        patient = self._patients.get(patient_id)
+        if patient is None:
+            patient = self._patients[patient_id] = self._new_patient()
+        by_metric = patient.by_metric
+        for metric, ts, value in readings:
+            tracks = by_metric.get(metric)
+            if tracks is None:
+                continue
+            for t in tracks:
+                if ts < t.last_ts:
+                    continue
+                t.last_ts = ts
+                x = t.sign * value
+                ep = t.episode
+                if x > t.limit:
+                    if ep is not None:
+                        if value != ep.last_value:
+                            ep.last_value = value
+                            ep.dirty = True
+                            worst = ep.worst_value
+                            if worst is None or x > t.sign * worst:
+                                ep.worst_value = value
+                        continue
+                    start = t.run_start
+                    if start is None:
+                        t.run_start = start = ts
+                        t.run_first = t.run_worst = value
+                    elif x > t.sign * t.run_worst:
+                        t.run_worst = value
+                    if ts - start >= t.for_s:
+                        out.append(self._raise(t, patient_id, device_id, value, now))
+                elif ep is None:
+                    t.run_start = None
+                elif x <= t.clear_limit:
+                    t.episode = None
+                    out.append(self._clear(ep, now))
+
+        interval = self._value_interval_s
+        for t in patient.tracks.values():
+            ep = t.episode
+            if ep is not None and ep.dirty and now - ep.updated_at >= interval:
+                out.append(self._emit("value", ep, now))
+        return out
+
+    def check(self, now: float) -> list[Transition]:
+        """The timer's work: raise `device-offline` for devices gone silent, and emit
+        value updates held back by the throttle that are now due.
+        """
+        out: list[Transition] = []
+        for silent in self._offline.check(now):
+            if silent.device_id in self._offline_alerts:
+                continue  # defensive: an offline alarm restored after readings arrived
+            ep = self._new_episode(None, silent.patient_id, silent.device_id, _NO_VALUES, now)
+            self._offline_alerts[silent.device_id] = ep
+            out.append(Transition("raised", ep.snapshot()))
+        interval = self._value_interval_s
+        for ep in self._open.values():
+            if ep.dirty and ep.cleared_at is None and now - ep.updated_at >= interval:
+                out.append(self._emit("value", ep, now))
+        return out
+
+    def acknowledge(self, alert_id: int, user: str, now: float) -> Transition:
+        """Record that `user` acknowledged the alert at `now`.
+
+        Active → active_ack; cleared_unack → cleared_ack, which closes it. Raises
+        UnknownAlertError, AlertClosedError or AlreadyAcknowledgedError.
+        """
+        if not user:
+            raise ValueError("an acknowledgement needs a user name")
+        ep = self._find(alert_id)
+        if ep.acked_by is not None:
+            raise AlreadyAcknowledgedError(
+                f"alert {alert_id} was already acknowledged by {ep.acked_by}"
+            )
+        ep.acked_at = now
+        ep.acked_by = user
+        if ep.cleared_at is not None:
+            del self._open[alert_id]
+        return self._emit("acked", ep, now)
+
+    def revoke_device(self, device_id: str, by: str, now: float) -> list[Transition]:
+        """The device is revoked by `by`: close each of its open alerts, whatever its
+        status, stop its offline timer and ignore its readings from now on.
+
+        Each alert becomes `cleared_ack` (cleared at `now` if still active) with
+        `closed_by` and `closed_reason`; its acknowledgement, if any, stays as it was.
+        A patient's other devices are unaffected: a condition they still show raises
+        a new alert. Returns the `closed` transitions, oldest alert first; nothing for
+        a device already revoked.
+        """
+        if not by:
+            raise ValueError("a revocation needs the name of who revoked")
+        if device_id in self._revoked:
+            return []
+        self._revoked.add(device_id)
+        self._offline.forget(device_id)
+        self._offline_alerts.pop(device_id, None)
+        out: list[Transition] = []
+        for alert_id in sorted(i for i, ep in self._open.items() if ep.device_id == device_id):
+            ep = self._open.pop(alert_id)
+            patient = self._patients.get(ep.patient_id)
+            for track in () if patient is None else patient.tracks.values():
+                if track.episode is ep:
+                    track.episode = None
+            if ep.cleared_at is None:
+                ep.cleared_at = now
+            ep.closed_by, ep.closed_reason = by, CLOSED_DEVICE_REVOKED
+            out.append(self._emit("closed", ep, now))
+        return out
+
+    def replace_rules(self, rules: RuleSet, now: float) -> list[Transition]:
+        """Switch to reloaded rules; returns the alerts cleared by the switch.
+
+        A rule unchanged by name keeps all its state. A changed rule keeps its active
+        alerts if their metric, direction, threshold and priority are unchanged (only
+        `for_s`/`clear_margin` differ), and its pending runs if the condition itself
+        is unchanged. Active alerts of removed rules, or of rules changed otherwise,
+        are cleared at `now`: nothing could clear them any more, or the alert would
+        misstate its rule; a still-violated condition raises a new alert after
+        `for_s`. Cleared-unacknowledged alerts stay open for acknowledgement.
+        """
+        out: list[Transition] = []
+        self._rules = rules
+        for patient_id, patient in self._patients.items():
+            tracks: dict[str, _Track] = {}
+            for rule in rules:
+                old = patient.tracks.get(rule.name)
+                if old is not None and old.rule == rule:
+                    tracks[rule.name] = old
+                    continue
+                track = tracks[rule.name] = _Track(rule)
+                if old is None:
+                    continue
+                if old.same_condition(rule):
+                    track.last_ts = old.last_ts
+                    track.run_start = old.run_start
+                    track.run_first, track.run_worst = old.run_first, old.run_worst
+                if old.episode is not None and _describes(rule, old.episode):
+                    track.episode, old.episode = old.episode, None
+            for name, old in patient.tracks.items():
+                # Carried-over alerts were taken off their old track above.
+                if old.episode is not None and tracks.get(name) is not old:
+                    out.append(self._clear(old.episode, now))
+            self._patients[patient_id] = _Patient(tracks)
+        return out
+
+    def restore(self, alerts: Iterable[Alert], now: float) -> list[Transition]:
+        """Take back the stored open (not closed) alerts after a restart.
+
+        Call before processing any readings. Active alerts resume under their rule
+        (the first reading after a restart is in order whatever its timestamp);
+        those whose rule is gone or no longer matches them (see `replace_rules`) are
+        cleared at `now`, as is the older of two active alerts for one (patient, rule)
+        or one device's offline alarm. Returns those clears.
+        """
+        out: list[Transition] = []
+        for alert in sorted(alerts, key=lambda a: a.id):
+            if alert.closed:
+                raise ValueError(f"alert {alert.id} is closed; restore only open alerts")
+            if alert.id in self._open:
+                raise ValueError(f"alert {alert.id} is already open")
+            ep = _Episode(alert)
+            self._open[alert.id] = ep
+            self._next_id = max(self._next_id, alert.id + 1)
+            if alert.cleared_at is not None:
+                continue
+            if alert.rule == OFFLINE_RULE_NAME:
+                older = self._offline_alerts.get(alert.device_id)
+                self._offline_alerts[alert.device_id] = ep
+                if older is not None:
+                    out.append(self._clear(older, now))
+                continue
+            rule = self._rules.by_name.get(alert.rule)
+            if rule is None or not _describes(rule, alert):
+                out.append(self._clear(ep, now))
+                continue
+            patient = self._patients.get(alert.patient_id)
+            if patient is None:
+                patient = self._patients[alert.patient_id] = self._new_patient()
+            track = patient.tracks[rule.name]
+            older_ep = track.episode
+            track.episode = ep
+            if older_ep is not None:
+                out.append(self._clear(older_ep, now))
+        return out
+
+    def _new_patient(self) -> _Patient:
+        return _Patient({rule.name: _Track(rule) for rule in self._rules})
+
+    def _find(self, alert_id: int) -> _Episode:
+        ep = self._open.get(alert_id)
+        if ep is not None:
+            return ep
+        if 1 <= alert_id < self._next_id:
+            raise AlertClosedError(f"alert {alert_id} is closed (cleared and acknowledged)")
+        raise UnknownAlertError(f"no alert {alert_id}")
+
+    def _new_episode(
+        self,
+        rule: Rule | None,
+        patient_id: str,
+        device_id: str,
+        values: _Values,
+        now: float,
+    ) -> _Episode:
+        """A newly raised alert of `rule`, or of `device-offline` if None."""
+        first, last, worst = values
+        alert = Alert(
+            id=self._next_id,
+            rule=OFFLINE_RULE_NAME if rule is None else rule.name,
+            metric=None if rule is None else rule.metric,
+            priority=OFFLINE_PRIORITY if rule is None else rule.priority,
+            status=AlertStatus.ACTIVE_UNACK,
+            patient_id=patient_id,
+            device_id=device_id,
+            threshold=None if rule is None else rule.threshold,
+            direction=None if rule is None else rule.direction,
+            first_value=first,
+            last_value=last,
+            worst_value=worst,
+            raised_at=now,
+            updated_at=now,
+            cleared_at=None,
+            acked_at=None,
+            acked_by=None,
+        )
+        self._next_id += 1
+        ep = _Episode(alert)
+        self._open[ep.id] = ep
+        return ep
+
+    def _raise(
+        self, track: _Track, patient_id: str, device_id: str, value: float, now: float
+    ) -> Transition:
+        rule = track.rule
+        values = (track.run_first, value, track.run_worst)
+        ep = self._new_episode(rule, patient_id, device_id, values, now)
+        track.episode = ep
+        track.run_start = None
+        return Transition("raised", ep.snapshot())
+
+    def _clear(self, ep: _Episode, now: float) -> Transition:
+        ep.cleared_at = now
+        if ep.acked_at is not None:
+            del self._open[ep.id]
+        return self._emit("cleared", ep, now)
+
+    def _emit(self, kind: TransitionKind, ep: _Episode, now: float) -> Transition:
+        ep.updated_at = now
+        ep.dirty = False
+        return Transition(kind, ep.snapshot())

@@ -1,0 +1,232 @@
+"""Alert rules: what a rule is, and loading them from the rules TOML file.
+
+A rule names one metric and one limit; the engine (`gateway.core.alert_engine`) decides
+when it fires. Loading is strict: a rules file with any problem stops start-up with
+a message naming the file, the rule and the problem.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, model_validator
+
+from gateway.errors import ConfigError
+from schemas.metrics import Metric
+
+__all__ = [
+    "CLEAR_TOLERANCE",
+    "OFFLINE_RULE_NAME",
+    "Direction",
+    "Priority",
+    "Rule",
+    "RuleSet",
+    "RulesError",
+    "load_rules",
+    "parse_rules",
+]
+
+# The technical alarm's rule name; reserved, so no rules file can shadow it.
+OFFLINE_RULE_NAME = "device-offline"
+
+# Limits written in decimal are binary floats (35.1 + 0.2 == 35.300000000000004), yet a
+# reading of exactly 35.3 must clear; no sensor resolves a billionth.
+CLEAR_TOLERANCE = 1e-9
+
+Direction = Literal["below", "above"]
+
+
+class Priority(StrEnum):
+    """IEC 60601-1-8 alarm priorities."""
+
+    HIGH = "high"
+    MEDIUM = "medium"
+    LOW = "low"
+
+
+class RulesError(ConfigError):
+    """The rules file cannot be used; the message names the file, rule and problem."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        super().__init__(f"{source}: " + "; ".join(problems))
+        self.source = source
+        self.problems = problems
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """Violated by a value strictly `below`/`above` `threshold`.
+
+    A `below` rule clears at a value >= threshold + clear_margin, an `above` rule at a
+    value <= threshold - clear_margin; `for_s` is how long (in reading time) the
+    violation must last before the alert is raised.
+    """
+
+    name: str
+    metric: Metric
+    direction: Direction
+    threshold: float
+    priority: Priority
+    for_s: float = 0.0
+    clear_margin: float = 0.0
+
+    def __post_init__(self) -> None:
+        # The file loader checks all of this with better messages; this guards rules
+        # built in code, which the engine trusts just the same.
+        if not self.name or self.name == OFFLINE_RULE_NAME:
+            raise ValueError(f"invalid rule name {self.name!r}")
+        if self.direction not in ("below", "above"):
+            raise ValueError(f"direction must be 'below' or 'above', not {self.direction!r}")
+        if not all(map(math.isfinite, (self.threshold, self.for_s, self.clear_margin))):
+            raise ValueError("threshold, for_s and clear_margin must be finite")
+        if self.for_s < 0 or self.clear_margin < 0:
+            raise ValueError("for_s and clear_margin must not be negative")
+
+    @property
+    def clear_level(self) -> float:
+        """The value at which (or beyond which, away from the limit) the condition clears."""
+        if self.direction == "below":
+            return self.threshold + self.clear_margin
+        return self.threshold - self.clear_margin
+
+    def violated_by(self, value: float) -> bool:
+        return value < self.threshold if self.direction == "below" else value > self.threshold
+
+    def cleared_by(self, value: float) -> bool:
+        if self.direction == "below":
+            return value >= self.clear_level - CLEAR_TOLERANCE
+        return value <= self.clear_level + CLEAR_TOLERANCE
+
+
+@dataclass(frozen=True, slots=True)
+class RuleSet:
+    """An immutable set of rules with unique names, indexed by metric and by name."""
+
+    rules: tuple[Rule, ...] = ()
+    by_metric: Mapping[str, tuple[Rule, ...]] = field(init=False, repr=False, compare=False)
+    by_name: Mapping[str, Rule] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        by_name: dict[str, Rule] = {}
+        by_metric: dict[str, tuple[Rule, ...]] = {}
+        for rule in self.rules:
+            if rule.name in by_name:
+                raise ValueError(f"duplicate rule name {rule.name!r}")
+            by_name[rule.name] = rule
+            by_metric[rule.metric] = (*by_metric.get(rule.metric, ()), rule)
+        object.__setattr__(self, "by_name", by_name)
+        object.__setattr__(self, "by_metric", by_metric)
+
+    def __iter__(self) -> Iterator[Rule]:
+        return iter(self.rules)
+
+    def __len__(self) -> int:
+        return len(self.rules)
+
+
+# Strict: TOML `below = "92"` or `for_s = true` is a typo, not a number.
+_Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+_NonNegative = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=0)]
+
+
+class _RuleEntry(BaseModel):
+    """One `[[rule]]` table exactly as written in the file."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Annotated[StrictStr, Field(min_length=1)]
+    metric: Metric
+    below: _Number | None = None
+    above: _Number | None = None
+    for_s: _NonNegative = 0.0
+    clear_margin: _NonNegative = 0.0
+    priority: Priority
+
+    @model_validator(mode="after")
+    def _one_limit(self) -> Self:
+        if (self.below is None) == (self.above is None):
+            raise ValueError("exactly one of `below` or `above` is required")
+        if self.name == OFFLINE_RULE_NAME:
+            raise ValueError(f"name {OFFLINE_RULE_NAME!r} is reserved for the technical alarm")
+        return self
+
+    def to_rule(self) -> Rule:
+        direction: Direction = "below" if self.below is not None else "above"
+        threshold = self.below if self.below is not None else self.above
+        assert threshold is not None  # _one_limit guarantees it
+        return Rule(
+            name=self.name,
+            metric=self.metric,
+            direction=direction,
+            threshold=threshold,
+            priority=self.priority,
+            for_s=self.for_s,
+            clear_margin=self.clear_margin,
+        )
+
+
+def _describe(error: Any) -> str:
+    loc = ".".join(str(part) for part in error["loc"])
+    if error["type"] == "extra_forbidden":
+        return f"unknown key {loc!r}"
+    if error["type"] == "missing":
+        return f"missing key {loc!r}"
+    msg = str(error["msg"]).removeprefix("Value error, ")
+    return f"{loc}: {msg}" if loc else msg
+
+
+def parse_rules(text: str, source: str = "<rules>") -> RuleSet:
+    """Rules from TOML text; `source` names the file in error messages.
+
+    Raises RulesError listing every problem found, each with its rule's 1-based index
+    and (when it has a usable one) name.
+    """
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise RulesError(source, [f"not valid TOML: {e}"]) from e
+    unknown = sorted(set(data) - {"rule"})
+    if unknown:
+        raise RulesError(source, [f"unknown top-level key {key!r}" for key in unknown])
+    entries = data.get("rule", [])
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise RulesError(source, ["`rule` must be an array of tables ([[rule]])"])
+
+    problems: list[str] = []
+    rules: list[Rule] = []
+    first_index: dict[str, int] = {}
+    for index, raw in enumerate(entries, start=1):
+        name = raw.get("name")
+        where = f"rule #{index} {name!r}" if isinstance(name, str) and name else f"rule #{index}"
+        try:
+            entry = _RuleEntry.model_validate(raw)
+        except ValidationError as e:
+            problems.extend(f"{where}: {_describe(err)}" for err in e.errors())
+            continue
+        if entry.name in first_index:
+            problems.append(
+                f"{where}: duplicate name (first used by rule #{first_index[entry.name]})"
+            )
+            continue
+        first_index[entry.name] = index
+        rules.append(entry.to_rule())
+    if problems:
+        raise RulesError(source, problems)
+    return RuleSet(tuple(rules))
+
+
+def load_rules(path: Path) -> RuleSet:
+    """Rules from a TOML file; raises RulesError (naming `path`) if it is unusable."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise RulesError(str(path), [f"cannot read: {e.strerror or e}"]) from e
+    except UnicodeDecodeError as e:
+        raise RulesError(str(path), [f"not valid TOML: not UTF-8 ({e.reason})"]) from e
+    return parse_rules(text, str(path))

@@ -1,0 +1,120 @@
+"""Alert REST endpoints: list alerts, acknowledge one, reload the rules."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from aiohttp import web
+
+from gateway.core.rules import RulesError
+from gateway.errors import InvalidParameter
+from gateway.http.auth import require_admin, require_user
+from gateway.http.keys import ALERT_STORE, ALERTS, AUDIT
+from gateway.http.problems import json_error
+from gateway.storage.accounts import Role
+from schemas.api import AlertsQuery, RulesReloaded
+from schemas.dashboard import AlertList, AlertOut, AlertStatus, RuleOut, RulesOut
+
+__all__ = ["routes"]
+
+routes = web.RouteTableDef()
+
+# The documented parameters (schemas.api.AlertsQuery) are the accepted ones.
+_ALLOWED = AlertsQuery.model_fields.keys()
+
+
+def _int(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InvalidParameter(name, f"must be an integer, not {raw!r}") from None
+    if not low <= value <= high:
+        raise InvalidParameter(name, f"must be within {low}..{high}")
+    return value
+
+
+@routes.get("/v1/alerts")
+async def list_alerts(request: web.Request) -> web.Response:
+    principal = await require_user(request)
+    for name in request.query:
+        if name not in _ALLOWED:
+            raise InvalidParameter(name, "unknown parameter")
+    status = request.query.get("status")
+    if status is not None and status not in AlertStatus.__members__.values():
+        raise InvalidParameter("status", f"must be one of {', '.join(AlertStatus)}")
+    since = _int(request, "since_event_id", 0, 0, 2**63 - 1)
+    limit = _int(request, "limit", 1000, 1, 10_000)
+    # Taken before the query: every event up to it is stored, so a client resuming from
+    # it misses nothing that changed while the query ran.
+    last_event_id = request.app[ALERTS].last_event_id
+    rows = await request.app[ALERT_STORE].list_alerts(
+        status=status,
+        patient_id=request.query.get("patient_id"),
+        since_event_id=since,
+        limit=limit,
+        wards=None if principal.role is Role.ADMIN else principal.wards,
+    )
+    body = AlertList(
+        items=[AlertOut.model_validate(_as_out(r)) for r in rows],
+        last_event_id=last_event_id,
+    )
+    return web.json_response(text=body.model_dump_json())
+
+
+def _as_out(row: dict[str, object]) -> dict[str, object]:
+    """A stored alert row as the API shows it (epoch seconds become RFC 3339 UTC)."""
+    out = dict(row)
+    for key in ("raised_at", "updated_at", "cleared_at", "acked_at"):
+        value = out[key]
+        if isinstance(value, float):
+            out[key] = datetime.fromtimestamp(value, UTC)
+    return out
+
+
+@routes.post("/v1/alerts/{alert_id}/ack")
+async def acknowledge(request: web.Request) -> web.Response:
+    principal = await require_user(request)
+    raw = request.match_info["alert_id"]
+    # ASCII and short: str.isdigit() also holds for '²', which int() refuses, and int()
+    # refuses more than 4300 digits.
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 19):
+        raise InvalidParameter("alert_id", f"must be a positive integer, not {raw!r}")
+    text = await request.app[ALERTS].acknowledge(int(raw), principal)
+    await request.app[AUDIT].record(
+        principal.name, "alert.ack", f"alert {raw}", request.remote or "?", "via REST"
+    )
+    return web.json_response(text=text)
+
+
+@routes.get("/v1/rules")
+async def list_rules(request: web.Request) -> web.Response:
+    """The alert rules in force, for drawing thresholds."""
+    await require_user(request)
+    body = RulesOut(
+        rules=[
+            RuleOut(
+                name=r.name,
+                metric=r.metric.value,
+                direction=r.direction,
+                threshold=r.threshold,
+                clear_margin=r.clear_margin,
+                for_s=r.for_s,
+                priority=r.priority.value,
+            )
+            for r in request.app[ALERTS].rules
+        ]
+    )
+    return web.json_response(text=body.model_dump_json())
+
+
+@routes.post("/v1/rules/reload")
+async def reload_rules(request: web.Request) -> web.Response:
+    await require_admin(request)
+    try:
+        count = await request.app[ALERTS].reload_rules()
+    except RulesError as e:
+        return json_error(422, "invalid_rules", str(e), in_force="previous rules")
+    return web.json_response(text=RulesReloaded(status="reloaded", rules=count).model_dump_json())

@@ -1,0 +1,49 @@
+"""Typed application state: every long-lived resource the handlers reach through `app`."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from gateway.core.limits import AuthThrottle, ConnectionGate
+from gateway.services.alerting import AlertService
+from gateway.services.committer import GroupCommitter
+from gateway.services.hub import Hub
+from gateway.services.metrics import Metrics
+from gateway.services.registry import DeviceRegistry
+from gateway.settings import Settings
+from gateway.storage.accounts import AccountStore
+from gateway.storage.alerts import AlertStore
+from gateway.storage.audit import AuditLog
+from gateway.storage.sqlite_writer import SqliteWriter
+
+__all__ = [
+    "ACCOUNTS",
+    "ALERTS",
+    "ALERT_STORE",
+    "AUDIT",
+    "AUTH_THROTTLE",
+    "COMMITTER",
+    "CONNECTIONS",
+    "DEVICES",
+    "ENGINE",
+    "HUB",
+    "METRICS",
+    "SETTINGS",
+    "SQLITE_WRITER",
+]
+
+SETTINGS = web.AppKey("settings", Settings)
+ENGINE = web.AppKey("engine", AsyncEngine)
+# The SQLite writer thread; None for other backends (their writes go through ENGINE).
+SQLITE_WRITER: web.AppKey[SqliteWriter | None] = web.AppKey("sqlite_writer")
+ACCOUNTS = web.AppKey("accounts", AccountStore)
+COMMITTER = web.AppKey("committer", GroupCommitter)
+DEVICES = web.AppKey("devices", DeviceRegistry)
+HUB = web.AppKey("hub", Hub)
+METRICS = web.AppKey("metrics", Metrics)
+CONNECTIONS = web.AppKey("connections", ConnectionGate)
+AUDIT = web.AppKey("audit", AuditLog)
+AUTH_THROTTLE = web.AppKey("auth_throttle", AuthThrottle)
+ALERT_STORE = web.AppKey("alert_store", AlertStore)
+ALERTS = web.AppKey("alerts", AlertService)

@@ -1,0 +1,484 @@
+"""The OpenAPI 3.1 document of the REST API, served without authentication at `GET /openapi.json`.
+
+`OPERATIONS` is the one list of REST operations; the document is built from it and from
+the Pydantic models the handlers parse and serialise with, so no schema is kept twice.
+The two WebSocket streams are not REST: `info.description` describes them.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Literal
+
+from aiohttp import web
+from pydantic import BaseModel
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
+
+from gateway.http.auth import SESSION_COOKIE
+from gateway.http.problems import PROBLEM_CONTENT_TYPE
+from schemas.api import (
+    AlertPath,
+    AlertsQuery,
+    AuditPage,
+    AuditQuery,
+    DeviceCreate,
+    DeviceCreated,
+    DeviceList,
+    DevicePath,
+    ErrorBody,
+    Health,
+    LoggedOut,
+    LoginRequest,
+    PatientLatest,
+    PatientPath,
+    Readiness,
+    ReadingsPage,
+    ReadingsQuery,
+    RulesRejected,
+    RulesReloaded,
+    SessionOut,
+    Summary,
+    SummaryQuery,
+    TokenRotated,
+    UserCreate,
+    UserCreated,
+    UserList,
+    UserPath,
+    WhoAmI,
+)
+from schemas.dashboard import AlertEvent, AlertList, RulesOut
+
+__all__ = ["OPERATIONS", "Auth", "Operation", "Reply", "build_document", "routes"]
+
+REF_TEMPLATE = "#/components/schemas/{model}"
+
+# A model's `{"$ref": ...}` in the document, for the mode it is used in.
+_Ref = Callable[[type[BaseModel], JsonSchemaMode], dict[str, Any]]
+
+
+class Auth(StrEnum):
+    """Who may call an operation."""
+
+    PUBLIC = "public"  # no credentials
+    USER = "user"  # a clinician (their wards only) or an admin; a device token gets 403
+    ADMIN = "admin"  # an admin; a clinician or device token gets 403
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """One documented answer: a JSON body (a model), a text body (a media type), or none."""
+
+    description: str
+    model: type[BaseModel] | None = None
+    media: str = "application/json"  # of the model's body; problems have their own
+    text: str | None = None  # media type of a text body, like text/csv
+    headers: Mapping[str, str] = field(default_factory=dict)  # required header -> description
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """One REST operation. `operation_id` is what generated clients name their method
+    (`listReadings`, `ackAlert`): a verb and a noun, camelCase, unique."""
+
+    method: Literal["GET", "POST", "DELETE"]
+    path: str
+    summary: str
+    tag: str
+    auth: Auth
+    replies: Mapping[int, Reply]  # 2xx answers, and errors with a body of their own
+    errors: tuple[int, ...] = ()  # answered with ErrorBody; 401/403 follow from `auth`
+    query: type[BaseModel] | None = None  # each field is a query parameter
+    path_params: type[BaseModel] | None = None  # each field is a path parameter
+    body: type[BaseModel] | None = None  # JSON request body
+    operation_id: str = field(kw_only=True)
+
+
+_ERRORS = {
+    400: "A parameter or body field is unusable: `param` names it.",
+    401: "Missing, unknown or revoked credentials.",
+    403: "Credentials valid, but not allowed here.",
+    404: "No such resource.",
+    409: "Conflicts with the current state.",
+    503: "The database or the rules are unavailable right now.",
+}
+_CHALLENGE = {"WWW-Authenticate": 'Always `Bearer realm="vitals"`.'}
+
+OPERATIONS: tuple[Operation, ...] = (
+    Operation(
+        "GET",
+        "/v1/readings",
+        "Stored readings of one patient or device, by time, paged by an opaque cursor",
+        "readings",
+        Auth.USER,
+        {
+            200: Reply(
+                "A page of readings (JSON), or every matching reading (CSV, streamed).",
+                ReadingsPage,
+                text="text/csv",
+            )
+        },
+        errors=(400,),
+        query=ReadingsQuery,
+        operation_id="listReadings",
+    ),
+    Operation(
+        "GET",
+        "/v1/readings/summary",
+        "Count, min, max and mean of one metric per time bucket",
+        "readings",
+        Auth.USER,
+        {200: Reply("The non-empty buckets, oldest first.", Summary)},
+        errors=(400,),
+        query=SummaryQuery,
+        operation_id="summarizeReadings",
+    ),
+    Operation(
+        "GET",
+        "/v1/patients/{patient_id}/latest",
+        "The latest value of each metric of a patient",
+        "readings",
+        Auth.USER,
+        {200: Reply("The latest values.", PatientLatest)},
+        errors=(400, 404),
+        path_params=PatientPath,
+        operation_id="getLatest",
+    ),
+    Operation(
+        "GET",
+        "/v1/alerts",
+        "Alerts in their current state (a clinician sees their wards' only)",
+        "alerts",
+        Auth.USER,
+        {200: Reply("The alerts and the newest event id.", AlertList)},
+        errors=(400,),
+        query=AlertsQuery,
+        operation_id="listAlerts",
+    ),
+    Operation(
+        "POST",
+        "/v1/alerts/{alert_id}/ack",
+        "Acknowledge an alert",
+        "alerts",
+        Auth.USER,
+        {200: Reply("The resulting event, as pushed to every dashboard.", AlertEvent)},
+        errors=(400, 404, 409, 503),
+        path_params=AlertPath,
+        operation_id="ackAlert",
+    ),
+    Operation(
+        "GET",
+        "/v1/rules",
+        "The alert rules in force",
+        "alerts",
+        Auth.USER,
+        {200: Reply("The rules.", RulesOut)},
+        operation_id="listRules",
+    ),
+    Operation(
+        "POST",
+        "/v1/rules/reload",
+        "Reload the alert rules file",
+        "alerts",
+        Auth.ADMIN,
+        {
+            200: Reply("The new rules are in force.", RulesReloaded),
+            422: Reply(
+                "The file is invalid: the previous rules stay in force.",
+                RulesRejected,
+                media=PROBLEM_CONTENT_TYPE,
+            ),
+        },
+        errors=(503,),
+        operation_id="reloadRules",
+    ),
+    Operation(
+        "GET",
+        "/v1/devices",
+        "Devices (a clinician sees their wards' only)",
+        "devices",
+        Auth.USER,
+        {200: Reply("The devices, by id.", DeviceList)},
+        operation_id="listDevices",
+    ),
+    Operation(
+        "POST",
+        "/v1/devices",
+        "Provision a device; its token is shown this once",
+        "devices",
+        Auth.ADMIN,
+        {201: Reply("The device and its token.", DeviceCreated)},
+        errors=(400, 409),
+        body=DeviceCreate,
+        operation_id="createDevice",
+    ),
+    Operation(
+        "DELETE",
+        "/v1/devices/{device_id}",
+        "Revoke a device: its token stops working, its stream and its open alerts are closed",
+        "devices",
+        Auth.ADMIN,
+        {204: Reply("Revoked.")},
+        errors=(404,),
+        path_params=DevicePath,
+        operation_id="revokeDevice",
+    ),
+    Operation(
+        "POST",
+        "/v1/users",
+        "Add a clinician or an admin; the token is shown this once",
+        "users",
+        Auth.ADMIN,
+        {201: Reply("The user and its token.", UserCreated)},
+        errors=(400, 409),
+        body=UserCreate,
+        operation_id="createUser",
+    ),
+    Operation(
+        "GET",
+        "/v1/users",
+        "Users, revoked ones included (never their tokens)",
+        "users",
+        Auth.ADMIN,
+        {200: Reply("The users, by name.", UserList)},
+        operation_id="listUsers",
+    ),
+    Operation(
+        "DELETE",
+        "/v1/users/{name}",
+        "Revoke a user: its token and sessions stop working, its dashboards are closed (4003)",
+        "users",
+        Auth.ADMIN,
+        {204: Reply("Revoked.")},
+        errors=(404, 409),
+        path_params=UserPath,
+        operation_id="revokeUser",
+    ),
+    Operation(
+        "POST",
+        "/v1/users/{name}/rotate",
+        "A new token for a user, shown this once; the old one, its sessions and dashboards end",
+        "users",
+        Auth.ADMIN,
+        {200: Reply("The new token.", TokenRotated)},
+        errors=(404, 409),
+        path_params=UserPath,
+        operation_id="rotateUserToken",
+    ),
+    Operation(
+        "POST",
+        "/v1/session",
+        f"Log in: exchange a user token for the `{SESSION_COOKIE}` cookie",
+        "session",
+        Auth.PUBLIC,
+        {200: Reply("Logged in; the cookie is set.", SessionOut)},
+        errors=(400, 401, 403),
+        body=LoginRequest,
+        operation_id="createSession",
+    ),
+    Operation(
+        "POST",
+        "/v1/session/logout",
+        "Log out: end the session and clear its cookie",
+        "session",
+        Auth.PUBLIC,
+        {200: Reply("Logged out (also when there was no session).", LoggedOut)},
+        operation_id="deleteSession",
+    ),
+    Operation(
+        "GET",
+        "/v1/session",
+        "Who the credentials belong to",
+        "session",
+        Auth.USER,
+        {200: Reply("The user.", WhoAmI)},
+        operation_id="getSession",
+    ),
+    Operation(
+        "GET",
+        "/v1/audit",
+        "The audit log: provisioning, logins, acknowledgements",
+        "audit",
+        Auth.ADMIN,
+        {200: Reply("Entries, oldest first.", AuditPage)},
+        errors=(400,),
+        query=AuditQuery,
+        operation_id="listAudit",
+    ),
+    Operation(
+        "GET",
+        "/healthz",
+        "Liveness: the database answers a read",
+        "operations",
+        Auth.PUBLIC,
+        {200: Reply("Alive.", Health), 503: Reply("The database does not answer.", Health)},
+        operation_id="getHealth",
+    ),
+    Operation(
+        "GET",
+        "/readyz",
+        "Readiness: the database takes a write and the alert rules are loaded",
+        "operations",
+        Auth.PUBLIC,
+        {200: Reply("Ready.", Readiness), 503: Reply("Not ready.", Readiness)},
+        operation_id="getReadiness",
+    ),
+    Operation(
+        "GET",
+        "/metrics",
+        "Prometheus metrics",
+        "operations",
+        Auth.PUBLIC,
+        {200: Reply("Prometheus text exposition format.", text="text/plain")},
+        operation_id="getMetrics",
+    ),
+)
+
+_DESCRIPTION = f"""\
+Telemetry gateway for wearable vital-sign monitors.
+
+Every error answer is an RFC 9457 problem (`application/problem+json`, schema
+`ErrorBody`): `type`, `title`, `status` and `detail`, plus the stable code as `error`
+and, on a 400, the parameter at fault as `param`.
+
+Users authenticate with `Authorization: Bearer <token>` or with the
+`{SESSION_COOKIE}` cookie from `POST /v1/session`; a bearer header, when present, is the
+only credential looked at.
+
+Two WebSocket streams are not described as operations here:
+
+- `GET /v1/devices/stream` (device token): devices send `readings` batches and get an
+  `ack` per batch once it is stored (101; 401 without a valid device token, 403 with
+  another kind of token).
+- `GET /v1/dashboard/stream` (clinician or admin token, or the session cookie from the
+  page's own origin): `subscribe`, then alert events replayed and live, filtered to the
+  clinician's wards; `ack` acknowledges an alert (101; 401 or 403 like the REST API).
+"""
+
+
+def build_document(operations: Iterable[Operation] = OPERATIONS) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of `operations`."""
+    operations = tuple(operations)
+    uses: dict[tuple[type[BaseModel], JsonSchemaMode], None] = {(ErrorBody, "serialization"): None}
+    for op in operations:
+        for model in (op.query, op.path_params, op.body):
+            if model is not None:
+                uses[model, "validation"] = None
+        for reply in op.replies.values():
+            if reply.model is not None:
+                uses[reply.model, "serialization"] = None
+    refs, defs = models_json_schema(list(uses), ref_template=REF_TEMPLATE)
+    schemas: dict[str, Any] = defs.get("$defs", {})
+
+    def ref(model: type[BaseModel], mode: JsonSchemaMode) -> dict[str, Any]:
+        return dict(refs[model, mode])
+
+    containers: set[str] = set()
+
+    def parameters(model: type[BaseModel] | None, where: str) -> list[dict[str, Any]]:
+        if model is None:
+            return []
+        name = ref(model, "validation")["$ref"].rsplit("/", 1)[1]
+        containers.add(name)
+        schema = schemas[name]
+        required = set(schema.get("required", ()))
+        return [
+            _parameter(name, prop, where, name in required or where == "path")
+            for name, prop in schema["properties"].items()
+        ]
+
+    paths: dict[str, dict[str, Any]] = {}
+    for op in operations:
+        responses: dict[str, Any] = {}
+        for status, reply in op.replies.items():
+            responses[str(status)] = _response(reply, ref)
+        auth_errors = () if op.auth is Auth.PUBLIC else (401, 403)
+        for status in sorted({*op.errors, *auth_errors}):
+            reply = Reply(
+                _ERRORS[status],
+                ErrorBody,
+                media=PROBLEM_CONTENT_TYPE,
+                headers=_CHALLENGE if status == 401 else {},
+            )
+            responses[str(status)] = _response(reply, ref)
+        entry: dict[str, Any] = {
+            "operationId": op.operation_id,
+            "summary": op.summary,
+            "tags": [op.tag],
+            "security": [] if op.auth is Auth.PUBLIC else [{"bearer": []}, {"session": []}],
+            "x-auth": op.auth.value,
+            "parameters": parameters(op.path_params, "path") + parameters(op.query, "query"),
+            "responses": dict(sorted(responses.items())),
+        }
+        if op.auth is Auth.ADMIN:
+            entry["description"] = "Admin only."
+        if op.body is not None:
+            entry["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": ref(op.body, "validation")}},
+            }
+        paths.setdefault(op.path, {})[op.method.lower()] = entry
+    for name in containers:
+        del schemas[name]  # parameter models are containers only: their fields are above
+
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "vitals-gateway", "version": "1", "description": _DESCRIPTION},
+        "tags": [{"name": t} for t in dict.fromkeys(op.tag for op in operations)],
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "session": {"type": "apiKey", "in": "cookie", "name": SESSION_COOKIE},
+            },
+        },
+    }
+
+
+def _parameter(name: str, prop: dict[str, Any], where: str, required: bool) -> dict[str, Any]:
+    """A model field as a parameter: absent rather than null, described at its own level."""
+    schema = {k: v for k, v in prop.items() if k not in ("title", "description")}
+    if "anyOf" in schema:
+        branches = [b for b in schema.pop("anyOf") if b != {"type": "null"}]
+        schema = branches[0] | schema if len(branches) == 1 else {"anyOf": branches, **schema}
+    if schema.get("default", 0) is None:
+        del schema["default"]
+    parameter = {"name": name, "in": where, "required": required, "schema": schema}
+    if "description" in prop:
+        parameter["description"] = prop["description"]
+    return parameter
+
+
+def _response(reply: Reply, ref: _Ref) -> dict[str, Any]:
+    response: dict[str, Any] = {"description": reply.description}
+    content: dict[str, Any] = {}
+    if reply.model is not None:
+        content[reply.media] = {"schema": ref(reply.model, "serialization")}
+    if reply.text is not None:
+        content[reply.text] = {"schema": {"type": "string"}}
+    if content:
+        response["content"] = content
+    if reply.headers:
+        response["headers"] = {
+            name: {"description": text, "required": True, "schema": {"type": "string"}}
+            for name, text in reply.headers.items()
+        }
+    return response
+
+
+@functools.cache
+def _document_text() -> str:
+    return json.dumps(build_document(), indent=1)
+
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/openapi.json")
+async def openapi_json(request: web.Request) -> web.Response:
+    del request
+    return web.json_response(text=_document_text())

@@ -1,0 +1,159 @@
+"""The one place that turns exceptions into HTTP answers.
+
+Every error answer is an RFC 9457 problem (`application/problem+json`):
+`{"type", "title", "status", "detail", "error", "param"?}`. `error` (the stable code
+clients matched on before) and `param` (400s: the parameter at fault) are extension
+members. `type` is `PROBLEM_TYPE_BASE` + the code in kebab case
+(`.../problems/not-found`) for the gateway's own codes, and `about:blank` (titled with
+the HTTP reason phrase) for the few protocol answers aiohttp makes itself (405, 413…).
+Unexpected exceptions become a bare 500 that exposes nothing internal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from gateway.errors import (
+    AuthError,
+    ConflictError,
+    ForbiddenError,
+    GatewayError,
+    InvalidParameter,
+    NotFoundError,
+    OverloadedError,
+    StorageError,
+)
+from gateway.http.keys import AUTH_THROTTLE, METRICS
+
+__all__ = [
+    "PROBLEM_CONTENT_TYPE",
+    "PROBLEM_TITLES",
+    "PROBLEM_TYPE_BASE",
+    "error_middleware",
+    "json_error",
+    "problem_type",
+]
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+# Problem types identify; they are not fetched (README, "Errors", lists them).
+PROBLEM_TYPE_BASE = "https://vitals-gateway.dev/problems/"
+# The gateway's own error codes and the fixed title of each.
+PROBLEM_TITLES = {
+    "bad_request": "Invalid request parameter",
+    "unauthorized": "Authentication required",
+    "forbidden": "Not allowed",
+    "not_found": "Not found",
+    "conflict": "Conflicts with the current state",
+    "invalid_rules": "Invalid alert rules",
+    "storage_unavailable": "Storage unavailable",
+    "overloaded": "Too many connections",
+    "internal": "Internal error",
+}
+
+
+def problem_type(code: str) -> str:
+    """The `type` URI of an error code; `about:blank` for codes that are not ours."""
+    if code in PROBLEM_TITLES:
+        return PROBLEM_TYPE_BASE + code.replace("_", "-")
+    return "about:blank"
+
+
+def json_error(
+    status: int,
+    code: str,
+    detail: str,
+    *,
+    title: str | None = None,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> web.Response:
+    """The problem answer for `code`. `title` only for codes that are not ours (then the
+    HTTP reason phrase, as RFC 9457 asks of `about:blank`)."""
+    body = {
+        "type": problem_type(code),
+        "title": PROBLEM_TITLES.get(code) or title or code,
+        "status": status,
+        "detail": detail,
+        "error": code,
+        **extra,
+    }
+    all_headers = dict(headers or {})
+    if status == 401:
+        all_headers["WWW-Authenticate"] = 'Bearer realm="vitals"'
+    return web.json_response(
+        body, status=status, headers=all_headers, content_type=PROBLEM_CONTENT_TYPE
+    )
+
+
+def _answer(e: GatewayError) -> web.Response:
+    match e:
+        case InvalidParameter():
+            return json_error(400, "bad_request", e.detail, param=e.param)
+        case ForbiddenError():
+            return json_error(403, "forbidden", str(e))
+        case AuthError():
+            return json_error(401, "unauthorized", str(e))
+        case NotFoundError():
+            return json_error(404, "not_found", str(e))
+        case ConflictError():
+            return json_error(409, "conflict", str(e))
+        case StorageError():
+            return json_error(503, "storage_unavailable", str(e))
+        case OverloadedError():
+            retry = {"Retry-After": str(e.retry_after_s)}
+            return json_error(503, "overloaded", str(e), headers=retry)
+    return json_error(500, "internal", "internal error")
+
+
+def _from_http(e: web.HTTPException) -> web.Response:
+    """aiohttp's own error (unknown route, wrong method, body too large…) as a problem;
+    its headers (`Allow` on a 405) are kept."""
+    code = e.reason.lower().replace(" ", "_")
+    default_text = f"{e.status}: {e.reason}"
+    detail = e.text if e.text and e.text != default_text else e.reason
+    headers = {
+        name: value
+        for name, value in e.headers.items()
+        if name.lower() not in ("content-type", "content-length")
+    }
+    return json_error(e.status, code, detail, title=e.reason, headers=headers)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except GatewayError as e:
+        if isinstance(e, AuthError):
+            forbidden = isinstance(e, ForbiddenError)
+            request.app[METRICS].auth_failures.labels(
+                "forbidden" if forbidden else "unauthorized"
+            ).inc()
+            if not forbidden:
+                # Guessing tokens gets slower with every miss from the same address.
+                address = request.remote or "?"
+                await asyncio.sleep(request.app[AUTH_THROTTLE].fail(address, time.monotonic()))
+        return _answer(e)
+    except web.HTTPException as e:
+        if e.status >= 400:
+            return _from_http(e)
+        raise
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        if request.writer.output_size > 0 and request.transport is not None:
+            # The handler had already sent its response's head (a WebSocket upgrade, a
+            # streamed body): an HTTP answer now would land inside it as garbage. The
+            # connection cannot be finished honestly, so it is cut; the answer below
+            # then meets a closed transport and is never written.
+            request.transport.abort()
+        return json_error(500, "internal", "internal error")

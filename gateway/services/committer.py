@@ -1,0 +1,327 @@
+"""Group commit: batches from every device share transactions.
+
+One writer task owns all writes of readings. It takes whatever is waiting (up to
+`max_rows` readings, lingering at most `delay_s` for more), commits it in one
+transaction, then resolves each batch's future: only then may the device be acked.
+Idle, a commit holds one batch and latency stays low; busy, commits grow and the
+per-commit cost (fsync) is shared.
+
+The writer is also the last word on duplicates: it knows the committed `last_seq` of
+every device it has seen, so a batch resent on a new connection while the old
+connection's copy is still queued is stored once.
+
+A `CommitPartner` (the alert service) adds to each commit what its batches caused: the
+alert events go into the same transaction as the readings that raised them, so an
+alarm reaches dashboards one transaction after its readings arrive, not two. It can
+also `wake` the committer to store events of its own (timer, acknowledgements) in a
+commit without readings: one writer, so event ids are stored and pushed in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from gateway.errors import StorageError, StorageUnavailable
+from gateway.services.metrics import Metrics
+from gateway.storage.alerts import RecordedEvent
+from gateway.storage.readings import ReadingRow, ReadingWriter
+
+__all__ = ["CommitPartner", "GroupCommitter", "PendingBatch", "plan_commit"]
+
+log = logging.getLogger(__name__)
+
+
+def _new_future() -> asyncio.Future[bool]:
+    return asyncio.get_running_loop().create_future()
+
+
+@dataclass(slots=True)
+class PendingBatch:
+    device_id: str
+    patient_id: str
+    ward: str
+    seq: int
+    rows: list[ReadingRow]
+    # Resolves True when stored, False when it was a duplicate; StorageError on failure.
+    done: asyncio.Future[bool] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+    # time.perf_counter() when its frame arrived: alerts it raises are timed from it.
+    arrived: float = field(default_factory=time.perf_counter)
+
+
+def _consume_exception(future: asyncio.Future[bool]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
+class CommitPartner(Protocol):
+    """What a commit stores besides readings (the alert service's events)."""
+
+    def attach(self, wake: Callable[[], None]) -> None:
+        """The committer runs: `wake()` asks it for a commit even with no batch."""
+        ...
+
+    def take(self, fresh: list[PendingBatch]) -> Sequence[RecordedEvent]:
+        """Called before each commit with its new batches: the events to store with
+        them (every one still unstored, in event-id order)."""
+        ...
+
+    def settle(self, events: Sequence[RecordedEvent], error: Exception | None) -> None:
+        """After that commit: `events` are stored (error None) or were not."""
+        ...
+
+
+# Queued to wake the committer for a commit that may hold no readings.
+_WAKE = None
+
+
+def plan_commit(
+    group: list[PendingBatch], last_seq: dict[str, int]
+) -> tuple[list[PendingBatch], dict[str, int]]:
+    """Which batches of `group` are new, and each device's last_seq after storing them.
+
+    Pure: the decision of what a commit holds, separate from doing it.
+    """
+    fresh: list[PendingBatch] = []
+    advanced: dict[str, int] = {}
+    for batch in group:
+        current = advanced.get(batch.device_id, last_seq.get(batch.device_id, 0))
+        if batch.seq > current:
+            fresh.append(batch)
+            advanced[batch.device_id] = batch.seq
+    return fresh, advanced
+
+
+class GroupCommitter:
+    def __init__(
+        self,
+        writer: ReadingWriter,
+        *,
+        max_rows: int,
+        delay_s: float,
+        max_pending_rows: int = 100_000,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self._metrics = metrics
+        # Bound on readings received but not yet committed, across all devices: at it,
+        # `submit` waits, so stream readers stop reading and TCP slows the devices,
+        # instead of the gateway reading faster than the database can write.
+        self._max_pending_rows = max_pending_rows
+        self._pending_rows = 0
+        self._room = asyncio.Condition()
+        self._writer = writer
+        self._max_rows = max_rows
+        self._delay_s = delay_s
+        # Unbounded by type, bounded in practice: each connection has at most
+        # `device_pipeline` batches here and stops reading its socket until one is done;
+        # a wake-up (None) is queued only when none is queued already.
+        self._queue: asyncio.Queue[PendingBatch | None] = asyncio.Queue()
+        self._wake_queued = False
+        self._last_seq: dict[str, int] = {}
+        self._partner: CommitPartner | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._failing = False
+        # device id -> lowest seq whose commit failed and has not been stored since.
+        self._holes: dict[str, int] = {}
+
+    def _refuse_past_holes(self, group: list[PendingBatch]) -> list[PendingBatch]:
+        keep = []
+        refilled: set[str] = set()  # devices whose lost batch is earlier in this group
+        for b in group:
+            hole = self._holes.get(b.device_id)
+            if hole is not None and b.seq <= hole:
+                refilled.add(b.device_id)
+            if hole is not None and b.seq > hole and b.device_id not in refilled:
+                if not b.done.done():
+                    b.done.set_exception(
+                        StorageError(f"batch {hole} was not stored: resend from it first")
+                    )
+            else:
+                keep.append(b)
+        return keep
+
+    def set_partner(self, partner: CommitPartner) -> None:
+        self._partner = partner
+
+    def wake(self) -> None:
+        """Commit soon even if no batch comes: the partner has events to store."""
+        if not self._wake_queued and self._task is not None:
+            self._wake_queued = True
+            self._queue.put_nowait(_WAKE)
+
+    async def submit(
+        self,
+        device_id: str,
+        patient_id: str,
+        ward: str,
+        seq: int,
+        rows: list[ReadingRow],
+        *,
+        arrived: float | None = None,
+    ) -> PendingBatch:
+        """Queue a batch for the next commit, once there is room for it.
+
+        `arrived`: time.perf_counter() when its frame arrived (default: now), so that
+        the wait for room counts in the alert latency it may add to.
+        """
+        if self._pending_rows + len(rows) > self._max_pending_rows:
+            async with self._room:
+                await self._room.wait_for(
+                    lambda: (
+                        self._pending_rows == 0
+                        or self._pending_rows + len(rows) <= self._max_pending_rows
+                    )
+                )
+        self._pending_rows += len(rows)
+        if arrived is None:
+            arrived = time.perf_counter()
+        batch = PendingBatch(device_id, patient_id, ward, seq, rows, arrived=arrived)
+        # A connection that closes early never awaits its batch; mark a failure as seen.
+        batch.done.add_done_callback(_consume_exception)
+        self._queue.put_nowait(batch)
+        return batch
+
+    async def last_seq(self, device_id: str) -> int:
+        """The device's committed last_seq, as the writer sees it."""
+        if device_id not in self._last_seq:
+            self._last_seq.update(await self._writer.last_seqs([device_id]))
+        return self._last_seq.get(device_id, 0)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="group-commit")
+        if self._partner is not None:
+            self._partner.attach(self.wake)
+
+    async def stop(self, within: float | None = None) -> None:
+        """Commit everything submitted so far, then stop.
+
+        With `within`, give up after that many seconds (a locked database must not hold
+        shutdown hostage): what is still queued fails, and none of it was acked.
+        """
+        if self._task is None:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._queue.join(), within)
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._task = None
+        error = StorageError("the gateway stopped before this batch was stored")
+        while not self._queue.empty():
+            batch = self._queue.get_nowait()
+            if batch is not None and not batch.done.done():
+                batch.done.set_exception(error)
+
+    async def _run(self) -> None:
+        while True:
+            first = await self._queue.get()
+            if first is not None and self._delay_s > 0 and self._queue.empty():
+                await asyncio.sleep(self._delay_s)
+            taken = self._take_ready([first])
+            self._wake_queued = False  # the partner's events go into this commit
+            group = [b for b in taken if b is not None]
+            try:
+                await self._commit(group, self._partner)
+            finally:
+                for _ in taken:
+                    self._queue.task_done()
+                self._pending_rows -= sum(len(b.rows) for b in group)
+                async with self._room:
+                    self._room.notify_all()
+
+    def _take_ready(self, taken: list[PendingBatch | None]) -> list[PendingBatch | None]:
+        rows = sum(len(b.rows) for b in taken if b is not None)
+        while rows < self._max_rows and not self._queue.empty():
+            batch = self._queue.get_nowait()
+            taken.append(batch)
+            if batch is not None:
+                rows += len(batch.rows)
+        return taken
+
+    async def _commit(self, group: list[PendingBatch], partner: CommitPartner | None) -> None:
+        """Commit `group`, with what `partner` adds to it (none on the retries after a
+        refused commit: a bad batch must not hold the alert events up, nor they it)."""
+        # A device whose batch failed to commit must resend it before anything newer of
+        # it is stored: otherwise `last_seq` would jump past the hole, and the device,
+        # welcomed with that last_seq, would never resend the lost batch.
+        if self._holes:
+            group = self._refuse_past_holes(group)
+            if not group and partner is None:
+                return
+        events: Sequence[RecordedEvent] = ()
+        try:
+            # Not `set - dict.keys()`: that walks every device the writer has seen.
+            unknown = {b.device_id for b in group if b.device_id not in self._last_seq}
+            if unknown:
+                self._last_seq.update(await self._writer.last_seqs(unknown))
+            fresh, advanced = plan_commit(group, self._last_seq)
+            rows = [row for b in fresh for row in b.rows]
+            if partner is not None:
+                events = self._take(partner, fresh)
+            if not rows and not advanced and not events:
+                self._resolve(group, fresh)
+                return
+            started = time.perf_counter()
+            await self._writer.commit(rows, advanced, events)
+            if self._metrics is not None:
+                self._metrics.commit_seconds.observe(time.perf_counter() - started)
+                self._metrics.batches_committed.inc(len(fresh))
+                self._metrics.readings_accepted.inc(len(rows))
+        except Exception as e:
+            if partner is not None:
+                partner.settle(events, e)  # they stay the partner's, to store later
+            if not isinstance(e, StorageUnavailable) and (events or len(group) > 1):
+                # Not the database being down: one batch the database refuses must not
+                # take the other devices' batches down with it, nor a refused event
+                # the readings. Retry without the events, then batch by batch.
+                if events:
+                    await self._commit(group, None)
+                else:
+                    for batch in group:
+                        await self._commit([batch], None)
+                return
+            if not self._failing:
+                log.error("database write failed, acknowledging nothing: %s", e)
+            self._failing = True
+            error = StorageError("the database refused the write")
+            for b in group:
+                hole = self._holes.get(b.device_id)
+                self._holes[b.device_id] = b.seq if hole is None else min(hole, b.seq)
+                if not b.done.done():
+                    b.done.set_exception(error)
+            return
+        if self._failing:
+            log.info("database writes succeed again")
+            self._failing = False
+        self._last_seq.update(advanced)
+        for device_id, last in advanced.items():
+            if self._holes.get(device_id, last + 1) <= last:
+                del self._holes[device_id]  # the lost batch is in now
+        if partner is not None:
+            try:
+                partner.settle(events, None)  # pushed now, ahead of the acks
+            except Exception:
+                log.exception("commit partner failed")
+        self._resolve(group, fresh)
+
+    @staticmethod
+    def _take(partner: CommitPartner, fresh: list[PendingBatch]) -> Sequence[RecordedEvent]:
+        try:
+            return partner.take(fresh)
+        except Exception:  # a bug in alerting must not stop readings being stored
+            log.exception("commit partner failed; committing the readings alone")
+            return ()
+
+    @staticmethod
+    def _resolve(group: list[PendingBatch], fresh: list[PendingBatch]) -> None:
+        stored = {id(b) for b in fresh}
+        for b in group:
+            if not b.done.done():
+                b.done.set_result(id(b) in stored)

@@ -1,0 +1,132 @@
+"""Open device streams, one per device: replacement and revocation act through it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Iterable
+
+from aiohttp import web
+
+from gateway.core.liveness import Verdict, check
+from gateway.services.frames import FrameWriter, ping_frame
+from gateway.services.replies import Replies
+
+__all__ = ["CLOSE_REPLACED", "CLOSE_REVOKED", "DeviceConnection", "DeviceRegistry"]
+
+log = logging.getLogger(__name__)
+
+CLOSE_REPLACED = 4001
+CLOSE_REVOKED = 4003
+
+# How long a replacing connection waits for the old one's batches in flight to settle,
+# so that its `welcome.last_seq` counts them.
+_REPLACE_WAIT_S = 5.0
+
+
+class DeviceConnection:
+    def __init__(
+        self, device_id: str, ws: web.WebSocketResponse, out: FrameWriter, replies: Replies
+    ) -> None:
+        self.device_id = device_id
+        self.ws = ws
+        self.out = out
+        # perf_counter of the last frame received (the handler sets it), and of the
+        # liveness ping sent since, if any (see liveness.py).
+        self.last_heard = time.perf_counter()
+        self.pinged_at: float | None = None
+        # The handler serving it: shutdown cancels it if it is stuck waiting for room
+        # for answers (the database is not committing) after its socket is closed.
+        self.handler = asyncio.current_task()
+        # Answers (acks, errors) not yet sent, in order.
+        self.replies = replies
+        # Set when the connection has finished: nothing of it is in flight any more.
+        self.finished = asyncio.Event()
+        # Commits of its batches not yet done: a replacing connection's welcome must
+        # count them, even when this one ended abruptly.
+        self.inflight: set[asyncio.Future[bool]] = set()
+
+    def track(self, commit: asyncio.Future[bool]) -> None:
+        self.inflight.add(commit)
+        commit.add_done_callback(self.inflight.discard)
+
+    async def settle(self) -> None:
+        """Wait until every batch received so far is committed and answered."""
+        await self.replies.join()
+
+
+class DeviceRegistry:
+    def __init__(self) -> None:
+        self._open: dict[str, DeviceConnection] = {}
+        self._settling: set[asyncio.Task[None]] = set()
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    def device_ids(self) -> list[str]:
+        return list(self._open)
+
+    async def attach(self, conn: DeviceConnection) -> None:
+        """Make `conn` the device's stream; an older one is closed 4001 and drained first."""
+        old = self._open.get(conn.device_id)
+        self._open[conn.device_id] = conn
+        if old is not None:
+            log.info("device %s reconnected: replacing its older stream", conn.device_id)
+            await old.ws.close(code=CLOSE_REPLACED, message=b"replaced")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(old.finished.wait(), _REPLACE_WAIT_S)
+
+    def detach(self, conn: DeviceConnection) -> None:
+        if self._open.get(conn.device_id) is conn:
+            del self._open[conn.device_id]
+        if not conn.inflight:
+            conn.finished.set()
+            return
+
+        async def settle() -> None:
+            await asyncio.gather(*conn.inflight, return_exceptions=True)
+            conn.finished.set()
+
+        task = asyncio.create_task(settle(), name=f"settle:{conn.device_id}")
+        self._settling.add(task)
+        task.add_done_callback(self._settling.discard)
+
+    async def watch_liveness(self, heartbeat_s: float) -> None:
+        """Ping silent streams and drop dead ones, every half heartbeat, until cancelled."""
+        while True:
+            await asyncio.sleep(heartbeat_s / 2)
+            now = time.perf_counter()
+            for conn in list(self._open.values()):
+                match check(conn.last_heard, conn.pinged_at, now, heartbeat_s):
+                    case Verdict.ALIVE:
+                        conn.pinged_at = None
+                    case Verdict.PING:
+                        conn.pinged_at = now
+                        conn.out.write(ping_frame())
+                    case Verdict.DEAD:
+                        log.info("device %s stopped answering pings", conn.device_id)
+                        conn.out.abort()
+                    case Verdict.WAIT:
+                        pass
+
+    async def close(self, device_ids: Iterable[str], code: int, reason: str) -> None:
+        for device_id in device_ids:
+            conn = self._open.get(device_id)
+            if conn is not None:
+                log.info("closing stream of device %s: %s", device_id, reason)
+                await conn.ws.close(code=code, message=reason.encode())
+
+    async def close_all(self, code: int, reason: str, *, grace_s: float) -> None:
+        """Graceful close: let each stream's received batches commit and be acked
+        (within `grace_s`), then close it with `code`."""
+
+        async def settle_and_close(conn: DeviceConnection) -> None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(conn.settle(), grace_s)
+            await conn.ws.close(code=code, message=reason.encode())
+            if self._open.get(conn.device_id) is conn and conn.handler is not None:
+                conn.handler.cancel()
+
+        await asyncio.gather(*(settle_and_close(c) for c in list(self._open.values())))

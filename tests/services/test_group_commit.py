@@ -1,0 +1,151 @@
+"""The group committer with a commit partner, on a real SQLite file through the writer
+thread: alert events ride in the commit of the readings that raised them, a refused
+event never costs readings, and a wake-up commits events without readings."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from gateway.errors import StorageError
+from gateway.services.committer import GroupCommitter, PendingBatch
+from gateway.storage.alerts import RecordedEvent
+from gateway.storage.readings import SqliteReadingWriter
+from gateway.storage.sqlite_writer import SqliteWriter
+from tests.support.storage_helpers import (
+    alert_row,
+    db_path,
+    event,
+    provisioned_engine,
+    rows,
+    stored,
+    table,
+)
+
+
+class Partner:
+    """A CommitPartner that offers its events to every commit until one stores them."""
+
+    def __init__(self, events: Sequence[RecordedEvent] = ()) -> None:
+        self.events = list(events)
+        self.fresh: list[list[str]] = []  # device ids of each commit's new batches
+        self.errors: list[Exception] = []
+        self.wake: Callable[[], None] = lambda: None
+
+    def attach(self, wake: Callable[[], None]) -> None:
+        self.wake = wake
+
+    def take(self, fresh: list[PendingBatch]) -> Sequence[RecordedEvent]:
+        self.fresh.append([b.device_id for b in fresh])
+        return self.events
+
+    def settle(self, events: Sequence[RecordedEvent], error: Exception | None) -> None:
+        if error is not None:
+            self.errors.append(error)
+        elif events:
+            self.events = self.events[len(events) :]
+
+
+@pytest.fixture
+async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+    async with provisioned_engine(tmp_path) as engine:
+        yield engine
+
+
+@pytest.fixture
+async def thread(engine: AsyncEngine) -> AsyncIterator[SqliteWriter]:
+    writer = SqliteWriter(str(db_path(engine)), busy_timeout_s=1.0)
+    yield writer
+    await writer.close()
+
+
+async def committer_with(
+    engine: AsyncEngine, thread: SqliteWriter, partner: Partner
+) -> GroupCommitter:
+    committer = GroupCommitter(
+        SqliteReadingWriter(thread, engine.dialect), max_rows=1000, delay_s=0.001
+    )
+    committer.set_partner(partner)
+    committer.start()
+    return committer
+
+
+async def test_events_are_stored_in_the_commit_of_the_batches_that_raised_them(
+    engine: AsyncEngine, thread: SqliteWriter
+) -> None:
+    """The partner sees the batches before they are written, and its events are stored
+    by the time the batch is done (acked)."""
+    partner = Partner([event(1, "raised", alert_row(7, "active_unack", 1))])
+    committer = await committer_with(engine, thread, partner)
+    try:
+        batch = await committer.submit("watch-1", "p-1", "icu", 1, rows("watch-1", 1, 3))
+        assert await batch.done is True
+        assert table(engine, "SELECT event_id, kind FROM alert_events") == [(1, "raised")]
+        assert partner.fresh[0] == ["watch-1"]
+        assert partner.events == []
+    finally:
+        await committer.stop()
+
+
+async def test_a_refused_event_does_not_cost_the_readings(
+    engine: AsyncEngine, thread: SqliteWriter
+) -> None:
+    """An event the database refuses (its id is taken) fails the shared commit; the
+    readings are committed again without it and acked, and the event stays the
+    partner's, told why."""
+    partner = Partner([event(1, "raised", alert_row(7, "active_unack", 1))])
+    committer = await committer_with(engine, thread, partner)
+    try:
+        await (await committer.submit("watch-1", "p-1", "icu", 1, rows("watch-1", 1, 2))).done
+        partner.events = [event(1, "value", alert_row(7, "active_unack", 1))]  # id taken
+        batch = await committer.submit("watch-2", "p-2", "icu", 1, rows("watch-2", 1, 3))
+        assert await batch.done is True
+        assert len(stored(engine)) == 5
+        assert len(partner.errors) == 1
+        assert len(partner.events) == 1  # still the partner's, for the next commit
+        assert table(engine, "SELECT event_id, kind FROM alert_events") == [(1, "raised")]
+    finally:
+        await committer.stop()
+
+
+async def test_a_wake_up_commits_events_without_readings(
+    engine: AsyncEngine, thread: SqliteWriter
+) -> None:
+    """Events of the partner's own (timer, acknowledgement) are stored by a wake-up
+    alone; no batch is needed."""
+    partner = Partner()
+    committer = await committer_with(engine, thread, partner)
+    try:
+        partner.events = [event(1, "raised", alert_row(7, "active_unack", 1))]
+        partner.wake()  # as attached by start()
+        await committer.stop()  # commits everything queued, the wake-up included
+        assert table(engine, "SELECT event_id, kind FROM alert_events") == [(1, "raised")]
+        assert stored(engine) == []
+    finally:
+        await committer.stop()
+
+
+async def test_after_a_failed_commit_the_events_wait_with_the_partner(
+    engine: AsyncEngine, thread: SqliteWriter
+) -> None:
+    """A commit the database refuses outright (a row breaks NOT NULL) fails the batch,
+    acks nothing, and leaves the events with the partner: the next commit stores them."""
+    partner = Partner([event(1, "raised", alert_row(7, "active_unack", 1))])
+    committer = await committer_with(engine, thread, partner)
+    try:
+        bad: list[Any] = [("watch-1", "p-1", None, 1, 1.0, 1, 1)]  # no metric
+        batch = await committer.submit("watch-1", "p-1", "icu", 1, bad)
+        with pytest.raises(StorageError):
+            await batch.done
+        assert partner.errors
+        assert len(partner.events) == 1
+        assert table(engine, "SELECT event_id FROM alert_events") == []
+        committer.wake()
+        await committer.stop()
+        assert table(engine, "SELECT event_id FROM alert_events") == [(1,)]
+    finally:
+        await committer.stop()

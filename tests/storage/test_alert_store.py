@@ -1,0 +1,116 @@
+"""AlertStore.append on a real SQLite file, through the writer thread and through the
+engine: the same rows, atomically, and the stored state reads back the same."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from gateway.storage.alerts import AlertStore
+from gateway.storage.database import create_schema, open_engine
+from gateway.storage.sqlite_writer import SqliteWriter
+from tests.support.storage_helpers import alert_row, event
+
+PATHS = ["sqlite-thread", "engine"]
+
+
+@pytest.fixture(params=PATHS)
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AlertStore]:
+    engine = open_engine(f"sqlite+aiosqlite:///{tmp_path / 'vitals.db'}")
+    await create_schema(engine)
+    writer = None
+    if request.param == "sqlite-thread":
+        assert engine.url.database is not None
+        writer = SqliteWriter(engine.url.database, busy_timeout_s=1.0)
+    yield AlertStore(engine, writer)
+    if writer is not None:
+        await writer.close()
+    await engine.dispose()
+
+
+def rows(engine: AsyncEngine, table: str) -> list[tuple[Any, ...]]:
+    assert engine.url.database is not None
+    with closing(sqlite3.connect(engine.url.database)) as conn:
+        return conn.execute(f"SELECT * FROM {table} ORDER BY 1").fetchall()
+
+
+async def test_raise_then_clear_stores_the_alert_row_and_every_event(store: AlertStore) -> None:
+    """A raise inserts the alert, a later change updates it; each is one event row with
+    the payload as pushed; the open alert and the highest ids read back."""
+    await store.append([event(1, "raised", alert_row(7, "active_unack", 1))])
+    await store.append(
+        [
+            event(2, "value", alert_row(7, "active_unack", 2, last_value=86.0, worst_value=86.0)),
+            event(
+                3,
+                "cleared",
+                alert_row(
+                    7, "cleared_unack", 3, last_value=97.0, worst_value=86.0, cleared_at=1010.0
+                ),
+            ),
+        ]
+    )
+    state = await store.load()
+    assert (state.max_alert_id, state.max_event_id) == (7, 3)
+    [open_alert] = state.open_alerts
+    assert open_alert["status"] == "cleared_unack"
+    assert (open_alert["worst_value"], open_alert["cleared_at"]) == (86.0, 1010.0)
+    assert await store.events_between(0, 3) == [f'{{"event_id":{i}}}' for i in (1, 2, 3)]
+    assert await store.ward_of(7) == "icu"
+
+
+async def test_a_refused_append_stores_none_of_its_events(store: AlertStore) -> None:
+    """An append whose second event breaks a constraint (a duplicate event id) leaves
+    no trace of the first: the alert service keeps them all for a retry."""
+    await store.append([event(1, "raised", alert_row(7, "active_unack", 1))])
+    with pytest.raises((sqlite3.IntegrityError, IntegrityError)):
+        await store.append(
+            [
+                event(2, "raised", alert_row(8, "active_unack", 2)),
+                event(1, "value", alert_row(7, "active_unack", 1)),
+            ]
+        )
+    state = await store.load()
+    assert (state.max_alert_id, state.max_event_id) == (7, 1)
+
+
+async def test_both_paths_store_identical_rows(tmp_path: Path) -> None:
+    """The writer thread's multi-row statements write what SQLAlchemy's do: a raise
+    and a later change, a burst with one alert's raise, change and clear together, and
+    a burst longer than one statement takes."""
+    tables = []
+    for path in PATHS:
+        engine = open_engine(f"sqlite+aiosqlite:///{tmp_path / path}.db")
+        await create_schema(engine)
+        assert engine.url.database is not None
+        writer = SqliteWriter(engine.url.database) if path == "sqlite-thread" else None
+        store = AlertStore(engine, writer)
+        await store.append([event(1, "raised", alert_row(3, "active_unack", 1))])
+        await store.append(
+            [event(2, "acked", alert_row(3, "active_ack", 2, acked_at=5.0, acked_by="dr-lee"))]
+        )
+        await store.append(
+            [
+                event(3, "raised", alert_row(4, "active_unack", 3)),
+                event(4, "value", alert_row(4, "active_unack", 4, last_value=80.0)),
+                event(5, "cleared", alert_row(4, "cleared_unack", 5, cleared_at=9.0)),
+            ]
+        )
+        await store.append(
+            [event(i, "raised", alert_row(i, "active_unack", i)) for i in range(10, 1210)]
+        )
+        if writer is not None:
+            await writer.close()
+        tables.append((rows(engine, "alerts"), rows(engine, "alert_events")))
+        await engine.dispose()
+    assert tables[0] == tables[1]
+    alerts, events = tables[0]
+    assert (len(alerts), len(events)) == (2 + 1200, 5 + 1200)
+    assert alerts[1][4] == "cleared_unack"  # alert 4, as its last event left it

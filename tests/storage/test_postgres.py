@@ -1,0 +1,372 @@
+"""The PostgreSQL path against a real server (127.0.0.1:5432, trust auth, through asyncpg):
+schema creation, the engine readings writer, the alert store, and one batch end to end.
+
+Each test gets a database of its own, created under a random name and dropped after it,
+so runs never collide. Without a reachable server (or without asyncpg) every test skips.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from sqlalchemy import inspect, select, text
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from gateway.errors import ConflictError, StorageUnavailable
+from gateway.http.keys import ENGINE
+from gateway.storage.accounts import AccountStore, Role
+from gateway.storage.alerts import AlertStore
+from gateway.storage.database import ADDED_COLUMNS, create_schema, open_engine
+from gateway.storage.readings import (
+    CHUNK,
+    READING_COLUMNS,
+    EngineReadingWriter,
+    ReadingRow,
+    open_reading_writer,
+)
+from gateway.storage.schema import Base, Device, Reading, table_of
+from gateway.storage.sqlite_writer import open_sqlite_writer
+from tests.conftest import Gateway
+from tests.http.test_query_api import T0, get, instants
+from tests.support.alert_helpers import open_dashboard, open_device
+from tests.support.ingest_helpers import reading, send_batches
+from tests.support.storage_helpers import alert_row, event, provision_devices, rows
+
+pytest.importorskip("asyncpg", reason="asyncpg (the `postgres` extra) is not installed")
+
+SERVER = "127.0.0.1:5432"
+ROLES = ("postgres", "root")  # the first role the server knows is used
+
+_readings = table_of(Reading)
+
+
+def _url(role: str, database: str) -> str:
+    return f"postgresql+asyncpg://{role}@{SERVER}/{database}"
+
+
+async def _admin() -> tuple[AsyncEngine, str]:
+    """An autocommit engine on the `postgres` database and its role; skips the test when
+    no server answers or it knows none of ROLES."""
+    refused: list[str] = []
+    for role in ROLES:
+        admin = create_async_engine(
+            _url(role, "postgres"), isolation_level="AUTOCOMMIT", connect_args={"timeout": 5}
+        )
+        try:
+            async with admin.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+        except (OSError, TimeoutError) as e:
+            await admin.dispose()
+            pytest.skip(f"no PostgreSQL server reachable at {SERVER}: {e}")
+        except DBAPIError as e:
+            await admin.dispose()
+            refused.append(f"{role}: {e.orig}")
+            continue
+        return admin, role
+    pytest.skip(f"PostgreSQL at {SERVER} refuses every role tried: {'; '.join(refused)}")
+
+
+@pytest.fixture(autouse=True)
+async def database_url() -> AsyncIterator[str]:
+    """A fresh, empty database for this test (set up before any other fixture, so it is
+    dropped only after the app and engines using it are gone)."""
+    admin, role = await _admin()
+    name = f"vitals_test_{secrets.token_hex(6)}"
+    try:
+        async with admin.connect() as conn:
+            await conn.execute(text(f'CREATE DATABASE "{name}"'))
+        try:
+            yield _url(role, name)
+        finally:
+            async with admin.connect() as conn:
+                await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        await admin.dispose()
+
+
+@pytest.fixture
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    """The gateway's engine on the fresh database, schema created, devices watch-1 and
+    watch-2 (of patients p-1 and p-2) provisioned."""
+    engine = open_engine(database_url)
+    try:
+        await provision_devices(engine)
+        yield engine
+    finally:
+        await engine.dispose()
+
+
+async def stored(engine: AsyncEngine) -> list[tuple[Any, ...]]:
+    """Every stored reading as a ReadingRow-shaped tuple, in insert order."""
+    columns = [_readings.c[name] for name in READING_COLUMNS]
+    async with engine.connect() as conn:
+        result = await conn.execute(select(*columns).order_by(_readings.c.id))
+        return [tuple(r) for r in result]
+
+
+# --- schema -----------------------------------------------------------------------------
+
+
+def _schema(conn: Any) -> dict[str, set[str]]:
+    found = inspect(conn)
+    return {t: {i["name"] or "" for i in found.get_indexes(t)} for t in found.get_table_names()}
+
+
+async def test_create_schema_creates_every_table_and_a_second_call_is_harmless(
+    database_url: str,
+) -> None:
+    """create_schema makes every table and index; run again, it keeps the schema and data."""
+    engine = open_engine(database_url)
+    try:
+        await create_schema(engine)
+        async with engine.connect() as conn:
+            first = await conn.run_sync(_schema)
+        assert set(first) == set(Base.metadata.tables)
+        assert {"ix_readings_patient_metric_ts", "ix_readings_patient_ts"} <= first["readings"]
+        async with engine.begin() as conn:
+            await conn.execute(
+                table_of(Device).insert(),
+                {"id": "watch-1", "patient_id": "p-1", "ward": "icu", "token_hash": "h",
+                 "created_at": datetime.now(UTC)},
+            )  # fmt: skip
+
+        await create_schema(engine)
+
+        async with engine.connect() as conn:
+            assert await conn.run_sync(_schema) == first
+            assert await conn.scalar(select(table_of(Device).c.id)) == "watch-1"
+    finally:
+        await engine.dispose()
+
+
+# --- the readings writer ----------------------------------------------------------------
+
+
+async def test_postgres_gets_the_engine_writer(engine: AsyncEngine) -> None:
+    """A PostgreSQL engine has no SQLite writer thread and writes readings through the engine."""
+    assert open_sqlite_writer(engine) is None
+    assert isinstance(open_reading_writer(engine, None), EngineReadingWriter)
+
+
+async def test_commit_stores_rows_exactly_and_advances_last_seq(engine: AsyncEngine) -> None:
+    """A commit stores its rows value for value, in order, and last_seqs reports the new seqs."""
+    writer = EngineReadingWriter(engine)
+    batch = rows("watch-1", 3, 5) + rows("watch-2", 9, 2, start_us=-1)
+    await writer.commit(batch, {"watch-1": 3, "watch-2": 9})
+    assert await stored(engine) == batch
+    assert await writer.last_seqs(["watch-1", "watch-2", "nobody"]) == {"watch-1": 3, "watch-2": 9}
+
+
+async def test_last_seq_never_goes_back(engine: AsyncEngine) -> None:
+    """A commit carrying an older seq keeps the newer one."""
+    writer = EngineReadingWriter(engine)
+    await writer.commit(rows("watch-1", 5, 1), {"watch-1": 5})
+    await writer.commit([], {"watch-1": 3})
+    assert await writer.last_seqs(["watch-1"]) == {"watch-1": 5}
+
+
+async def test_a_commit_of_several_insert_chunks_stores_every_row(engine: AsyncEngine) -> None:
+    """More than CHUNK rows (two full INSERT statements and a short one) are all stored exactly."""
+    writer = EngineReadingWriter(engine)
+    batch: list[ReadingRow] = rows("watch-1", 1, 2 * CHUNK - 3) + rows("watch-2", 4, 5)
+    await writer.commit(batch, {"watch-1": 1, "watch-2": 4})
+    assert await stored(engine) == batch
+    assert await writer.last_seqs(["watch-1", "watch-2"]) == {"watch-1": 1, "watch-2": 4}
+
+
+async def test_a_refused_commit_stores_nothing(engine: AsyncEngine) -> None:
+    """A NOT NULL violation in a later INSERT chunk fails the whole commit (an IntegrityError,
+    not StorageUnavailable) leaving no rows and no seq; the next commit works."""
+    writer = EngineReadingWriter(engine)
+    bad: list[Any] = rows("watch-1", 1, CHUNK + 5)
+    bad[CHUNK + 2] = ("watch-1", "p-1", None, 1, 1.0, 1, 1)
+    with pytest.raises(IntegrityError) as refused:
+        await writer.commit(bad, {"watch-1": 1})
+    assert not isinstance(refused.value, StorageUnavailable)
+    assert await stored(engine) == []
+    assert await writer.last_seqs(["watch-1"]) == {"watch-1": 0}
+
+    good = rows("watch-1", 1, 2)
+    await writer.commit(good, {"watch-1": 1})
+    assert await stored(engine) == good
+
+
+# --- the alert store --------------------------------------------------------------------
+
+
+async def test_alert_store_appends_and_loads_events(engine: AsyncEngine) -> None:
+    """Alert rows and events appended through the engine read back: open alerts, highest
+    ids, event payloads in order, latest open events, ward and listing."""
+    store = AlertStore(engine)
+    await store.append([event(1, "raised", alert_row(7, "active_unack", 1))])
+    await store.append(
+        [
+            event(2, "value", alert_row(7, "active_unack", 2, last_value=86.0, worst_value=86.0)),
+            event(3, "raised", alert_row(8, "active_unack", 3, patient_id="p-2", ward="ward-2")),
+            event(4, "cleared", alert_row(7, "cleared_unack", 4, cleared_at=1010.0)),
+        ]
+    )
+
+    state = await store.load()
+    assert (state.max_alert_id, state.max_event_id) == (8, 4)
+    by_id = {a["id"]: a for a in state.open_alerts}
+    assert by_id[7] == alert_row(7, "cleared_unack", 4, cleared_at=1010.0)
+    assert by_id[8]["ward"] == "ward-2"
+    assert await store.events_between(0, 4) == [f'{{"event_id":{i}}}' for i in (1, 2, 3, 4)]
+    assert await store.events_between(1, 3, frozenset({"icu"})) == ['{"event_id":2}']
+    assert await store.open_latest(4) == ['{"event_id":3}', '{"event_id":4}']
+    assert await store.ward_of(8) == "ward-2"
+    assert await store.ward_of(99) is None
+    listed = await store.list_alerts(
+        status=None, patient_id="p-1", wards=None, since_event_id=0, limit=10
+    )
+    assert [a["id"] for a in listed] == [7]
+
+
+async def test_a_refused_alert_append_stores_none_of_its_events(engine: AsyncEngine) -> None:
+    """An append whose second event reuses an event id leaves no trace of its first."""
+    store = AlertStore(engine)
+    await store.append([event(1, "raised", alert_row(7, "active_unack", 1))])
+    with pytest.raises(IntegrityError):
+        await store.append(
+            [
+                event(2, "raised", alert_row(8, "active_unack", 2)),
+                event(1, "value", alert_row(7, "active_unack", 1)),
+            ]
+        )
+    state = await store.load()
+    assert (state.max_alert_id, state.max_event_id) == (7, 1)
+
+
+# --- accounts -----------------------------------------------------------------------------
+
+
+async def test_two_admins_revoking_each_other_at_once_leave_one(engine: AsyncEngine) -> None:
+    """Two concurrent revocations of the only two admins: one succeeds, the other is the
+    last-admin conflict (the admins' rows are locked), so an admin always remains."""
+    accounts = AccountStore(engine)
+    await accounts.add_user("root-a", Role.ADMIN)
+    await accounts.add_user("root-b", Role.ADMIN)
+    results = await asyncio.gather(
+        accounts.revoke_user("root-a"), accounts.revoke_user("root-b"), return_exceptions=True
+    )
+    assert sorted(type(r).__name__ for r in results) == ["ConflictError", "NoneType"]
+    active = [u.name for u in await accounts.list_users() if u.revoked_at is None]
+    assert len(active) == 1
+    with pytest.raises(ConflictError, match="last active admin"):
+        await accounts.revoke_user(active[0])
+
+
+async def test_rotation_makes_the_old_token_and_its_session_stale(engine: AsyncEngine) -> None:
+    """After a rotation the old token and the session opened with it are stale; the new
+    token authenticates."""
+    accounts = AccountStore(engine)
+    old = await accounts.add_user("dr-lee", Role.CLINICIAN, ["icu"])
+    by_token = await accounts.authenticate(old)
+    assert by_token is not None
+    cookie, _ = await accounts.open_session(by_token, 60)
+    by_cookie = await accounts.session_user(cookie)
+    assert by_cookie is not None
+    credentials = {by_token.credential or "", by_cookie.credential or ""}
+    assert await accounts.stale_credentials(credentials) == set()
+    new = await accounts.rotate_user("dr-lee")
+    assert await accounts.stale_credentials(credentials) == credentials
+    assert await accounts.authenticate(old) is None
+    assert await accounts.authenticate(new) is not None
+
+
+async def test_added_columns_appear_on_an_old_database(database_url: str) -> None:
+    """A database made before closed_by/closed_reason/revoked_by gets them on start."""
+    engine = open_engine(database_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(Base.metadata.create_all)
+            for table, column in ADDED_COLUMNS:
+                await conn.execute(text(f"ALTER TABLE {table} DROP COLUMN {column}"))
+        await create_schema(engine)
+        await create_schema(engine)
+        async with engine.connect() as conn:
+            found = await conn.run_sync(
+                lambda c: {t: {col["name"] for col in inspect(c).get_columns(t)} for t in
+                           ("alerts", "devices")}
+            )  # fmt: skip
+    finally:
+        await engine.dispose()
+    for table, column in ADDED_COLUMNS:
+        assert column in found[table]
+
+
+# --- end to end -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def settings_overrides(database_url: str) -> dict[str, Any]:
+    """The shared `gateway` fixture's app, on the fresh PostgreSQL database."""
+    return {"database_url": database_url}
+
+
+async def test_a_batch_sent_over_the_device_socket_reads_back(gateway: Gateway) -> None:
+    """A gateway on PostgreSQL is ready, stores an acked batch and serves it back over REST."""
+    assert gateway.app[ENGINE].dialect.name == "postgresql"
+    for probe in ("/healthz", "/readyz"):
+        response = await gateway.client.get(probe)
+        assert response.status == 200, await response.text()
+    token = await gateway.add_device("dev-a", "p-1")
+    # 72 is a JSON integer: the driver must take it for a FLOAT column.
+    sent = [reading(T0 + i * 1_000_000, "heart_rate", v) for i, v in enumerate([71.5, 72, 80.25])]
+
+    await send_batches(gateway.client, token, [sent])
+
+    page = await get(gateway, "/v1/readings", patient_id="p-1")
+    assert instants(page["items"]) == instants(sent)
+    summary = await get(
+        gateway, "/v1/readings/summary", patient_id="p-1", metric="heart_rate", bucket="1m"
+    )
+    assert [(b["count"], b["min"], b["max"]) for b in summary["buckets"]] == [(3, 71.5, 80.25)]
+    latest = await get(gateway, "/v1/patients/p-1/latest")
+    assert latest["metrics"]["heart_rate"]["value"] == 80.25
+    async with gateway.app[ENGINE].connect() as conn:
+        seq = await _last_seq(conn, "dev-a")
+    assert seq == 1
+
+
+async def _last_seq(conn: AsyncConnection, device_id: str) -> int | None:
+    devices = table_of(Device)
+    value: int | None = await conn.scalar(
+        select(devices.c.last_seq).where(devices.c.id == device_id)
+    )
+    return value
+
+
+async def test_a_server_that_does_not_answer_is_storage_unavailable() -> None:
+    """No server at the address: the commit raises StorageUnavailable (the database
+    takes no writes), not an error that would blame the batch."""
+    engine = open_engine("postgresql+asyncpg://postgres@127.0.0.1:1/nowhere")
+    try:
+        with pytest.raises(StorageUnavailable):
+            await EngineReadingWriter(engine).commit(rows("watch-1", 1, 3), {"watch-1": 1})
+    finally:
+        await engine.dispose()
+
+
+async def test_a_revoked_devices_alert_closes_on_postgres(gateway: Gateway) -> None:
+    """On PostgreSQL too, revoking a device closes its open alert as closed by the admin."""
+    token = await gateway.add_device("dev-a", "p-1")
+    async with open_dashboard(gateway) as dash:
+        await dash.subscribe()
+        async with open_device(gateway, token) as device:
+            await device.send([reading(T0, "systolic_bp", 80.0)])
+        raised = await dash.alert()
+        async with gateway.client.delete(
+            "/v1/devices/dev-a", headers=gateway.auth(gateway.admin_token)
+        ) as resp:
+            assert resp.status == 204
+        closed = (await dash.alert()).alert
+    assert (closed["id"], closed["status"]) == (raised.alert["id"], "cleared_ack")
+    assert (closed["closed_by"], closed["closed_reason"]) == ("root", "device_revoked")
