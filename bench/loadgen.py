@@ -31,6 +31,7 @@ from typing import Any, Literal, TypedDict
 
 from bench.limits import raise_nofile
 from bench.wsclient import HandshakeError, WsProtocol, WsProtocolError
+from schemas.codes import AlertStatus, CloseCode
 
 __all__ = [
     "NORMAL_VALUES",
@@ -131,7 +132,7 @@ def alert_key(patient_id: str, first_value: float) -> str:
     return f"{patient_id}|{first_value!r}"
 
 
-_ACTIVE_UNACK = b'"status":"active_unack"'
+_ACTIVE_UNACK = f'"status":"{AlertStatus.ACTIVE_UNACK}"'.encode()
 _PATIENT = re.compile(rb'"patient_id":"([^"\\]*)"')
 _FIRST_VALUE = re.compile(rb'"first_value":(-?[0-9][0-9.eE+-]*)')
 
@@ -302,7 +303,7 @@ class Run:
 
     def close_all(self) -> None:
         for conn in (*self.devices, *self.dashboards):
-            conn.close(1000)
+            conn.close(CloseCode.NORMAL)
 
     # -- callbacks ------------------------------------------------------------------
 

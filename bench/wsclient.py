@@ -21,6 +21,8 @@ import hashlib
 import os
 from typing import cast
 
+from schemas.codes import CloseCode
+
 __all__ = [
     "OP_BINARY",
     "OP_CLOSE",
@@ -177,7 +179,7 @@ class WsProtocol(asyncio.Protocol):
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(encode_frame(payload))
 
-    def close(self, code: int = 1000) -> None:
+    def close(self, code: int = CloseCode.NORMAL) -> None:
         """Send a close frame and drop the connection without waiting for the echo."""
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(encode_frame(code.to_bytes(2, "big"), OP_CLOSE))
@@ -220,7 +222,11 @@ class WsProtocol(asyncio.Protocol):
             elif opcode == OP_PING and self.transport is not None:
                 self.transport.write(encode_frame(payload, OP_PONG))
             elif opcode == OP_CLOSE:
-                self.close_code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1005
+                self.close_code = (
+                    int.from_bytes(payload[:2], "big")
+                    if len(payload) >= 2
+                    else int(CloseCode.NO_STATUS)
+                )
                 self.close(self.close_code)
                 return
 

@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 from devices.backoff import backoff
 from devices.outbox import Batch, Outbox, WireReading
 from devices.physiology import Sample, Sampler
+from schemas.codes import CloseCode
 from schemas.device import DEFAULT_MAX_BATCH, Ack, BadMessage, BatchError, Welcome
 
 __all__ = [
@@ -46,7 +47,6 @@ log = logging.getLogger(__name__)
 
 STREAM_PATH = "/v1/devices/stream"
 _CLOSE_TIMEOUT = 6.0
-CLOSE_REPLACED = 4001  # the gateway's close code when a newer connection took our token
 
 Encoding = Literal["json", "msgpack"]
 # Called for every batch known to be stored: (device id, batch, "ack" or "welcome").
@@ -302,7 +302,7 @@ class DeviceClient:
                 raise result
 
     def _note_close(self, code: int | None) -> None:
-        if code == CLOSE_REPLACED:
+        if code == CloseCode.REPLACED:  # a newer connection took our token
             self.stats.last_problem = "replaced by another connection with the same token"
             log.warning("%s: %s", self.device_id, self.stats.last_problem)
         else:

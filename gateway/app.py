@@ -40,7 +40,7 @@ from gateway.services.alerting import AlertService
 from gateway.services.committer import GroupCommitter
 from gateway.services.hub import Hub
 from gateway.services.metrics import Metrics, metrics_handler
-from gateway.services.registry import CLOSE_REVOKED, DeviceRegistry
+from gateway.services.registry import DeviceRegistry
 from gateway.settings import Settings
 from gateway.storage.accounts import AccountStore
 from gateway.storage.alerts import AlertStore
@@ -48,12 +48,11 @@ from gateway.storage.audit import AuditLog
 from gateway.storage.database import create_schema, open_engine
 from gateway.storage.readings import open_reading_writer
 from gateway.storage.sqlite_writer import open_sqlite_writer
+from schemas.codes import CloseCode
 
 __all__ = ["create_app"]
 
 log = logging.getLogger(__name__)
-
-CLOSE_GOING_AWAY = 1001
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -171,18 +170,18 @@ async def _apply_revocations(app: web.Application) -> None:
     whose session ended, closes with 4003."""
     accounts_, registry, service = app[ACCOUNTS], app[DEVICES], app[ALERTS]
     revoked = await accounts_.revoked_among({*registry.device_ids(), *service.watched_devices()})
-    await registry.close(revoked, CLOSE_REVOKED, "revoked")
+    await registry.close(revoked, CloseCode.REVOKED, "revoked")
     for device_id, by in revoked.items():
         closed = await service.revoke_device(device_id, by)
         await audit_alerts_closed(app[AUDIT], closed, by, "cli")
     stale = await accounts_.stale_credentials(app[HUB].credentials())
     if stale:
-        await app[HUB].close_where(lambda p: p.credential in stale, CLOSE_REVOKED, "revoked")
+        await app[HUB].close_where(lambda p: p.credential in stale, CloseCode.REVOKED, "revoked")
 
 
 async def _close_streams(app: web.Application) -> None:
     # Half the grace period for streams to settle, half for the writer to finish.
     await app[DEVICES].close_all(
-        CLOSE_GOING_AWAY, "going away", grace_s=app[SETTINGS].shutdown_grace_s / 2
+        CloseCode.GOING_AWAY, "going away", grace_s=app[SETTINGS].shutdown_grace_s / 2
     )
-    await app[HUB].close_all(CLOSE_GOING_AWAY, "going away")
+    await app[HUB].close_all(CloseCode.GOING_AWAY, "going away")

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from schemas.dashboard import AlertStatus
+from schemas.codes import AlertStatus, ProblemCode
 from schemas.metrics import Metric
 
 __all__ = [
@@ -64,10 +64,7 @@ class ErrorBody(BaseModel):
     title: str = Field(description="Short summary of the problem type; the same every time.")
     status: int = Field(description="The HTTP status code of this answer.")
     detail: str = Field(description="What went wrong this time, for people; never internals.")
-    error: str = Field(
-        description="Stable code: bad_request, unauthorized, forbidden, not_found, conflict, "
-        "storage_unavailable, overloaded, invalid_rules, internal"
-    )
+    error: str = Field(description="Stable code: " + ", ".join(ProblemCode))
     # Present on 400s only (absent, not null, elsewhere).
     param: str | None = Field(
         None, description="400 only: the query parameter, path parameter or body field at fault."

@@ -1,16 +1,17 @@
 """Dashboard stream protocol v1 (`GET /v1/dashboard/stream`) and the alert REST bodies.
 
 Dashboard → gateway: `subscribe` (first), `ack`. Gateway → dashboard: `alert`
-events (replayed, then live), `subscribed`, `vitals`, `error`.
+events (replayed, then live), `subscribed`, `vitals`, `error` (its codes, and alert
+statuses: `schemas.codes`).
 """
 
 from __future__ import annotations
 
-from enum import StrEnum
 from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictBool, StrictInt, TypeAdapter
 
+from schemas.codes import AlertStatus, DashboardErrorCode
 from schemas.metrics import Metric
 
 __all__ = [
@@ -19,9 +20,7 @@ __all__ = [
     "AlertEvent",
     "AlertList",
     "AlertOut",
-    "AlertStatus",
     "DashboardError",
-    "DashboardErrorCode",
     "RuleOut",
     "RulesOut",
     "Subscribe",
@@ -29,21 +28,6 @@ __all__ = [
     "VitalReading",
     "Vitals",
 ]
-
-
-class AlertStatus(StrEnum):
-    ACTIVE_UNACK = "active_unack"
-    ACTIVE_ACK = "active_ack"
-    CLEARED_UNACK = "cleared_unack"
-    CLEARED_ACK = "cleared_ack"
-
-
-class DashboardErrorCode(StrEnum):
-    BAD_MESSAGE = "bad_message"
-    NOT_FOUND = "not_found"
-    FORBIDDEN = "forbidden"
-    CONFLICT = "conflict"
-    UNAVAILABLE = "unavailable"
 
 
 # Event and alert ids are 64-bit integers in the database: a larger one names nothing,

@@ -1,6 +1,7 @@
 """Device stream protocol v1 (`GET /v1/devices/stream`).
 
-Device → gateway: `readings`. Gateway → device: `welcome`, `ack`, `error`.
+Device → gateway: `readings`. Gateway → device: `welcome`, `ack`, `error` (its codes:
+`schemas.codes.DeviceErrorCode`).
 Frames are JSON text or MessagePack binary with the same structure.
 """
 
@@ -9,7 +10,6 @@ from __future__ import annotations
 import reprlib
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
-from enum import StrEnum
 from typing import (
     TYPE_CHECKING,
     Annotated,
@@ -35,6 +35,7 @@ from pydantic import (
 from pydantic_core import ErrorDetails as ErrorDict
 from pydantic_core import PydanticCustomError
 
+from schemas.codes import DeviceErrorCode
 from schemas.metrics import METRICS, Metric
 
 __all__ = [
@@ -46,7 +47,6 @@ __all__ = [
     "Ack",
     "BadMessage",
     "BatchError",
-    "ErrorCode",
     "ErrorDetail",
     "RateLimited",
     "Reading",
@@ -64,15 +64,6 @@ MAX_CLOCK_SKEW = timedelta(minutes=5)
 # which is in year 0 in UTC: no datetime holds that instant, so such a reading could be
 # stored but never shown (the query API and the dashboard's vitals would fail on it).
 EARLIEST = datetime(1, 1, 1, tzinfo=UTC)
-
-
-class ErrorCode(StrEnum):
-    """Every error code the gateway sends to a device."""
-
-    INVALID_BATCH = "invalid_batch"
-    BAD_MESSAGE = "bad_message"
-    RATE_LIMITED = "rate_limited"
-    INTERNAL = "internal"
 
 
 def _require_string(value: object) -> object:
@@ -202,7 +193,7 @@ class BatchError(BaseModel):
 
     type: Literal["error"] = "error"
     seq: int
-    code: Literal[ErrorCode.INVALID_BATCH] = ErrorCode.INVALID_BATCH
+    code: Literal[DeviceErrorCode.INVALID_BATCH] = DeviceErrorCode.INVALID_BATCH
     errors: list[ErrorDetail]
 
 
@@ -212,7 +203,7 @@ class RateLimited(BaseModel):
 
     type: Literal["error"] = "error"
     seq: int
-    code: Literal[ErrorCode.RATE_LIMITED] = ErrorCode.RATE_LIMITED
+    code: Literal[DeviceErrorCode.RATE_LIMITED] = DeviceErrorCode.RATE_LIMITED
     detail: str
 
 
@@ -220,7 +211,7 @@ class BadMessage(BaseModel):
     """A frame that is not a batch at all (or any other connection-level complaint)."""
 
     type: Literal["error"] = "error"
-    code: ErrorCode = ErrorCode.BAD_MESSAGE
+    code: DeviceErrorCode = DeviceErrorCode.BAD_MESSAGE
     detail: str
 
 

@@ -27,7 +27,8 @@ from gateway.client.rest import (
 )
 from gateway.watch.render import alerts_table
 from gateway.watch.state import AlertRow
-from schemas.dashboard import AlertList, AlertStatus
+from schemas.codes import AlertStatus
+from schemas.dashboard import AlertList
 
 __all__ = ["register"]
 

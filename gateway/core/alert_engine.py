@@ -26,7 +26,6 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any, Literal
 
 from gateway.core.offline import DEFAULT_OFFLINE_AFTER_S, OfflineTracker
@@ -39,6 +38,7 @@ from gateway.core.rules import (
     RuleSet,
 )
 from gateway.errors import ConflictError, GatewayError, NotFoundError
+from schemas.codes import AlertStatus
 
 __all__ = [
     "CLOSED_DEVICE_REVOKED",
@@ -48,7 +48,6 @@ __all__ = [
     "AlertClosedError",
     "AlertEngine",
     "AlertError",
-    "AlertStatus",
     "AlreadyAcknowledgedError",
     "Reading",
     "Transition",
@@ -83,27 +82,6 @@ class AlertClosedError(AlertError, ConflictError):
 
 class AlreadyAcknowledgedError(AlertError, ConflictError):
     pass
-
-
-class AlertStatus(StrEnum):
-    ACTIVE_UNACK = "active_unack"
-    ACTIVE_ACK = "active_ack"
-    CLEARED_UNACK = "cleared_unack"
-    CLEARED_ACK = "cleared_ack"
-
-    @classmethod
-    def of(cls, cleared: bool, acked: bool, closed: bool = False) -> AlertStatus:
-        """The status of the two flags; an alert closed without an acknowledgement
-        (its device revoked) counts as acknowledged: nothing is left to do about it."""
-        return _STATUS[cleared, acked or closed]
-
-
-_STATUS = {
-    (False, False): AlertStatus.ACTIVE_UNACK,
-    (False, True): AlertStatus.ACTIVE_ACK,
-    (True, False): AlertStatus.CLEARED_UNACK,
-    (True, True): AlertStatus.CLEARED_ACK,
-}
 
 
 @dataclass(frozen=True, slots=True)

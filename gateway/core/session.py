@@ -19,6 +19,7 @@ from pydantic_core import from_json
 
 from gateway.core.limits import TokenBucket
 from gateway.storage.readings import ReadingRow
+from schemas.codes import CloseCode
 from schemas.device import (
     MAX_CLOCK_SKEW,
     READINGS_ADAPTER,
@@ -34,7 +35,6 @@ from schemas.device import (
 )
 
 __all__ = [
-    "CLOSE_POLICY",
     "Close",
     "DeviceSession",
     "Duplicate",
@@ -104,13 +104,11 @@ class Reject:
 class Close:
     """Close the connection with `code`: the device keeps breaking a limit."""
 
-    code: int
+    code: CloseCode
     reason: str
 
 
 Outcome = Store | Duplicate | Reject | Close
-
-CLOSE_POLICY = 1008
 
 
 def encode(message: BaseModel, binary: bool) -> str | bytes:
@@ -191,7 +189,7 @@ class DeviceSession:
         if self._rate is not None and not self._rate.take(len(rows), now_us / 1e6):
             self._strikes += 1
             if self._strikes >= self._max_strikes:
-                return Close(CLOSE_POLICY, "rate limit exceeded")
+                return Close(CloseCode.POLICY, "rate limit exceeded")
             detail = f"more than {self._rate.rate:g} readings/s: slow down and resend"
             return Reject(RateLimited(seq=batch.seq, detail=detail), binary)
         self._strikes = 0

@@ -16,7 +16,6 @@ from gateway.core.alert_engine import Alert
 from gateway.errors import InvalidParameter
 from gateway.http.auth import require_admin, require_user
 from gateway.http.keys import ACCOUNTS, ALERTS, AUDIT, DEVICES, HUB
-from gateway.services.registry import CLOSE_REVOKED
 from gateway.storage.accounts import DeviceInfo, Role, UserInfo
 from gateway.storage.audit import AuditLog
 from schemas.api import (
@@ -30,6 +29,7 @@ from schemas.api import (
     UserList,
     UserOut,
 )
+from schemas.codes import CloseCode
 
 __all__ = ["audit_alerts_closed", "routes"]
 
@@ -99,7 +99,7 @@ async def revoke_device(request: web.Request) -> web.Response:
     device_id = request.match_info["device_id"]
     await request.app[ACCOUNTS].revoke_device(device_id, admin.name)
     await request.app[AUDIT].record(admin.name, "device.revoke", device_id, _address(request))
-    await request.app[DEVICES].close([device_id], CLOSE_REVOKED, "revoked")
+    await request.app[DEVICES].close([device_id], CloseCode.REVOKED, "revoked")
     # Answered once the closing events are stored and pushed: the caller's own
     # dashboard already shows the alerts gone.
     closed = await request.app[ALERTS].revoke_device(device_id, admin.name)
@@ -152,7 +152,7 @@ async def revoke_user(request: web.Request) -> web.Response:
     name = request.match_info["name"]
     await request.app[ACCOUNTS].revoke_user(name)
     await request.app[AUDIT].record(admin.name, "user.revoke", name, _address(request))
-    await request.app[HUB].close_where(lambda p: p.name == name, CLOSE_REVOKED, "revoked")
+    await request.app[HUB].close_where(lambda p: p.name == name, CloseCode.REVOKED, "revoked")
     return web.Response(status=204)
 
 
@@ -164,5 +164,5 @@ async def rotate_user(request: web.Request) -> web.Response:
     name = request.match_info["name"]
     token = await request.app[ACCOUNTS].rotate_user(name)
     await request.app[AUDIT].record(admin.name, "user.rotate", name, _address(request))
-    await request.app[HUB].close_where(lambda p: p.name == name, CLOSE_REVOKED, "token rotated")
+    await request.app[HUB].close_where(lambda p: p.name == name, CloseCode.REVOKED, "token rotated")
     return web.json_response(text=TokenRotated(name=name, token=token).model_dump_json())

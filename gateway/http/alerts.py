@@ -13,7 +13,8 @@ from gateway.http.keys import ALERT_STORE, ALERTS, AUDIT
 from gateway.http.problems import json_error
 from gateway.storage.accounts import Role
 from schemas.api import AlertsQuery, RulesReloaded
-from schemas.dashboard import AlertList, AlertOut, AlertStatus, RuleOut, RulesOut
+from schemas.codes import AlertStatus, ProblemCode
+from schemas.dashboard import AlertList, AlertOut, RuleOut, RulesOut
 
 __all__ = ["routes"]
 
@@ -116,5 +117,5 @@ async def reload_rules(request: web.Request) -> web.Response:
     try:
         count = await request.app[ALERTS].reload_rules()
     except RulesError as e:
-        return json_error(422, "invalid_rules", str(e), in_force="previous rules")
+        return json_error(422, ProblemCode.INVALID_RULES, str(e), in_force="previous rules")
     return web.json_response(text=RulesReloaded(status="reloaded", rules=count).model_dump_json())

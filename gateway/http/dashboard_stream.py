@@ -18,20 +18,14 @@ from pydantic import ValidationError
 from gateway.core.limits import connection_slot
 from gateway.errors import ConflictError, ForbiddenError, NotFoundError, StorageError
 from gateway.http.auth import check_origin, require_user
-from gateway.http.device_stream import CLOSE_TIMEOUT_S, close_reason
+from gateway.http.device_stream import CLOSE_TIMEOUT_S
 from gateway.http.keys import ALERT_STORE, ALERTS, AUDIT, CONNECTIONS, HUB, SETTINGS
 from gateway.http.wsguard import closes_on_error
 from gateway.services.frames import FrameWriter
 from gateway.services.hub import Dashboard
 from gateway.storage.accounts import Principal, Role
-from schemas.dashboard import (
-    DASHBOARD_ADAPTER,
-    AckRequest,
-    DashboardError,
-    DashboardErrorCode,
-    Subscribe,
-    Subscribed,
-)
+from schemas.codes import CloseCode, DashboardErrorCode, close_reason
+from schemas.dashboard import DASHBOARD_ADAPTER, AckRequest, DashboardError, Subscribe, Subscribed
 
 __all__ = ["dashboard_stream"]
 
@@ -111,7 +105,8 @@ async def _stream(request: web.Request, principal: Principal) -> web.WebSocketRe
             writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await writer
-        reason = "too slow (4008)" if dashboard.too_slow else close_reason(ws.close_code)
+        # A dashboard too slow to take its close frame is cut instead, without a code.
+        reason = close_reason(CloseCode.TOO_SLOW if dashboard.too_slow else ws.close_code)
         log.info(
             "dashboard of %s closed: %s",
             principal.name,
@@ -151,7 +146,7 @@ async def _await_subscribe(ws: web.WebSocketResponse) -> Subscribe | None:
         if isinstance(message, Subscribe):
             return message
         await ws.send_str(_error(DashboardErrorCode.BAD_MESSAGE, "subscribe first"))
-    await ws.close(code=1008, message=b"no subscribe")
+    await ws.close(code=CloseCode.POLICY, message=b"no subscribe")
     return None
 
 

@@ -27,22 +27,22 @@ from gateway.core.session import (
 )
 from gateway.http.auth import require_device
 from gateway.http.keys import COMMITTER, CONNECTIONS, DEVICES, METRICS, SETTINGS
-from gateway.http.wsguard import CLOSE_INTERNAL, closes_on_error
+from gateway.http.wsguard import closes_on_error
 from gateway.services.frames import FrameWriter, binary_frame, pong_frame, text_frame
 from gateway.services.registry import DeviceConnection
 from gateway.services.replies import Replies
 from gateway.storage.accounts import Principal
-from schemas.device import BadMessage, BatchError, ErrorCode, RateLimited
+from schemas.codes import CloseCode, DeviceErrorCode, close_reason
+from schemas.device import BadMessage, BatchError, RateLimited
 
-__all__ = ["device_stream"]
+__all__ = ["CLOSE_TIMEOUT_S", "device_stream"]
 
 log = logging.getLogger(__name__)
 
-CLOSE_STORAGE = CLOSE_INTERNAL
 # How long a close waits for the peer's close frame: a dead peer must not hold up
 # replacement, revocation or shutdown.
 CLOSE_TIMEOUT_S = 2.0
-_STORAGE_DOWN = BadMessage(code=ErrorCode.INTERNAL, detail="storage unavailable, retry later")
+_STORAGE_DOWN = BadMessage(code=DeviceErrorCode.INTERNAL, detail="storage unavailable, retry later")
 
 
 async def device_stream(request: web.Request) -> web.WebSocketResponse:
@@ -79,7 +79,7 @@ async def _stream(request: web.Request, principal: Principal) -> web.WebSocketRe
         # and resend from `welcome.last_seq`.
         out.write(_frame(encode(_STORAGE_DOWN, binary)))
         closing.append(
-            asyncio.create_task(ws.close(code=CLOSE_STORAGE, message=b"storage unavailable"))
+            asyncio.create_task(ws.close(code=CloseCode.INTERNAL, message=b"storage unavailable"))
         )
 
     def acked(arrived: float) -> None:
@@ -143,7 +143,9 @@ async def _stream(request: web.Request, principal: Principal) -> web.WebSocketRe
                             metrics.readings_rejected.labels(str(reason)).inc()
                             replies.add(None, _frame(encode(message, binary)), arrived)
                         case Close(code=code, reason=reason):
-                            metrics.readings_rejected.labels("rate_limited").inc()
+                            metrics.readings_rejected.labels(
+                                DeviceErrorCode.RATE_LIMITED.value
+                            ).inc()
                             log.warning("closing stream of device %s: %s", principal.name, reason)
                             await replies.join()  # what was accepted before is still acked
                             await ws.close(code=code, message=reason.encode())
@@ -184,21 +186,3 @@ async def _stream(request: web.Request, principal: Principal) -> web.WebSocketRe
 def _frame(message: str | bytes) -> bytes:
     """A JSON answer goes in a text frame, a MessagePack one in a binary frame."""
     return binary_frame(message) if isinstance(message, bytes) else text_frame(message)
-
-
-_CLOSE_REASONS = {
-    1000: "closed normally",
-    1001: "going away (shutdown)",
-    1006: "connection lost",
-    1008: "policy violation (rate limit)",
-    1009: "frame too big",
-    1011: "internal error (storage unavailable, or a bug: see the log)",
-    4001: "replaced by a newer connection",
-    4003: "revoked",
-}
-
-
-def close_reason(code: int | None) -> str:
-    if code is None:
-        return "connection lost"
-    return _CLOSE_REASONS.get(code, f"close code {code}")

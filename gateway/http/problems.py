@@ -4,9 +4,10 @@ Every error answer is an RFC 9457 problem (`application/problem+json`):
 `{"type", "title", "status", "detail", "error", "param"?}`. `error` (the stable code
 clients matched on before) and `param` (400s: the parameter at fault) are extension
 members. `type` is `PROBLEM_TYPE_BASE` + the code in kebab case
-(`.../problems/not-found`) for the gateway's own codes, and `about:blank` (titled with
-the HTTP reason phrase) for the few protocol answers aiohttp makes itself (405, 413…).
-Unexpected exceptions become a bare 500 that exposes nothing internal.
+(`.../problems/not-found`) for the gateway's own codes (`schemas.codes.ProblemCode`),
+and `about:blank` (titled with the HTTP reason phrase) for the few protocol answers
+aiohttp makes itself (405, 413…). Unexpected exceptions become a bare 500 that exposes
+nothing internal.
 """
 
 from __future__ import annotations
@@ -30,42 +31,15 @@ from gateway.errors import (
     StorageError,
 )
 from gateway.http.keys import AUTH_THROTTLE, METRICS
+from schemas.codes import PROBLEM_TITLES, problem_type
 
-__all__ = [
-    "PROBLEM_CONTENT_TYPE",
-    "PROBLEM_TITLES",
-    "PROBLEM_TYPE_BASE",
-    "error_middleware",
-    "json_error",
-    "problem_type",
-]
+__all__ = ["PROBLEM_CONTENT_TYPE", "error_middleware", "json_error"]
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
-# Problem types identify; they are not fetched (README, "Errors", lists them).
-PROBLEM_TYPE_BASE = "https://vitals-gateway.dev/problems/"
-# The gateway's own error codes and the fixed title of each.
-PROBLEM_TITLES = {
-    "bad_request": "Invalid request parameter",
-    "unauthorized": "Authentication required",
-    "forbidden": "Not allowed",
-    "not_found": "Not found",
-    "conflict": "Conflicts with the current state",
-    "invalid_rules": "Invalid alert rules",
-    "storage_unavailable": "Storage unavailable",
-    "overloaded": "Too many connections",
-    "internal": "Internal error",
-}
-
-
-def problem_type(code: str) -> str:
-    """The `type` URI of an error code; `about:blank` for codes that are not ours."""
-    if code in PROBLEM_TITLES:
-        return PROBLEM_TYPE_BASE + code.replace("_", "-")
-    return "about:blank"
 
 
 def json_error(

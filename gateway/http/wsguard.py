@@ -15,13 +15,11 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from gateway.errors import StorageError
+from schemas.codes import CloseCode
 
-__all__ = ["CLOSE_INTERNAL", "closes_on_error"]
+__all__ = ["closes_on_error"]
 
 log = logging.getLogger(__name__)
-
-# RFC 6455 §7.4.1: the server met a condition that prevented it from fulfilling the request.
-CLOSE_INTERNAL = 1011
 
 
 @contextlib.asynccontextmanager
@@ -54,4 +52,4 @@ def _peer_gone(request: web.Request, ws: web.WebSocketResponse) -> bool:
 async def _close(ws: web.WebSocketResponse, reason: bytes) -> None:
     # A close that cannot be sent (peer gone) has nobody to tell.
     with contextlib.suppress(Exception):
-        await ws.close(code=CLOSE_INTERNAL, message=reason)
+        await ws.close(code=CloseCode.INTERNAL, message=reason)

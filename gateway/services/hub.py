@@ -20,12 +20,12 @@ from aiohttp import web
 
 from gateway.services.frames import FrameSink, text_frame
 from gateway.storage.accounts import Principal
+from schemas.codes import CloseCode
 
-__all__ = ["CLOSE_TOO_SLOW", "Dashboard", "Hub"]
+__all__ = ["Dashboard", "Hub"]
 
 log = logging.getLogger(__name__)
 
-CLOSE_TOO_SLOW = 4008
 # How long a too-slow dashboard gets to take its close frame before it is cut off.
 CLOSE_TOO_SLOW_WAIT_S = 5.0
 
@@ -94,7 +94,7 @@ class Dashboard:
         within the close timeout has its TCP connection dropped instead."""
         try:
             await asyncio.wait_for(
-                self.ws.close(code=CLOSE_TOO_SLOW, message=b"too slow"), CLOSE_TOO_SLOW_WAIT_S
+                self.ws.close(code=CloseCode.TOO_SLOW, message=b"too slow"), CLOSE_TOO_SLOW_WAIT_S
             )
         except TimeoutError:
             self._abort()

@@ -31,8 +31,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from gateway.core.rules import Priority
-from schemas.dashboard import AlertStatus
-from schemas.device import ErrorCode
+from schemas.codes import AlertStatus, DeviceErrorCode, ProblemCode
 
 __all__ = [
     "AUTH_FAILURE_KINDS",
@@ -46,9 +45,9 @@ __all__ = [
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 # `vitals_readings_rejected_total{reason}`: every error code a device can be sent for a
-# batch or frame (schemas.device.ErrorCode), and an ack for an already stored seq.
-REJECT_REASONS = (*(code.value for code in ErrorCode), "duplicate_batch")
-AUTH_FAILURE_KINDS = ("unauthorized", "forbidden")
+# batch or frame (schemas.codes.DeviceErrorCode), and an ack for an already stored seq.
+REJECT_REASONS = (*(code.value for code in DeviceErrorCode), "duplicate_batch")
+AUTH_FAILURE_KINDS = (ProblemCode.UNAUTHORIZED.value, ProblemCode.FORBIDDEN.value)
 # An alert is open until it is cleared and acknowledged.
 OPEN_ALERT_STATUSES = tuple(s.value for s in AlertStatus if s is not AlertStatus.CLEARED_ACK)
 

@@ -13,13 +13,11 @@ from aiohttp import web
 from gateway.core.liveness import Verdict, check
 from gateway.services.frames import FrameWriter, ping_frame
 from gateway.services.replies import Replies
+from schemas.codes import CloseCode
 
-__all__ = ["CLOSE_REPLACED", "CLOSE_REVOKED", "DeviceConnection", "DeviceRegistry"]
+__all__ = ["DeviceConnection", "DeviceRegistry"]
 
 log = logging.getLogger(__name__)
-
-CLOSE_REPLACED = 4001
-CLOSE_REVOKED = 4003
 
 # How long a replacing connection waits for the old one's batches in flight to settle,
 # so that its `welcome.last_seq` counts them.
@@ -74,7 +72,7 @@ class DeviceRegistry:
         self._open[conn.device_id] = conn
         if old is not None:
             log.info("device %s reconnected: replacing its older stream", conn.device_id)
-            await old.ws.close(code=CLOSE_REPLACED, message=b"replaced")
+            await old.ws.close(code=CloseCode.REPLACED, message=b"replaced")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(old.finished.wait(), _REPLACE_WAIT_S)
 

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.storage.schema import AlertEventRow, AlertRow, table_of
 from gateway.storage.sqlite_writer import SqliteWriter, values_rows
+from schemas.codes import AlertStatus
 
 __all__ = ["AlertStore", "RecordedEvent", "StoredState", "write_events", "write_events_sqlite"]
 
@@ -133,7 +134,9 @@ class AlertStore:
 
     async def load(self) -> StoredState:
         async with self._engine.connect() as conn:
-            rows = await conn.execute(select(_alerts).where(_alerts.c.status != "cleared_ack"))
+            rows = await conn.execute(
+                select(_alerts).where(_alerts.c.status != AlertStatus.CLEARED_ACK.value)
+            )
             open_alerts = [dict(r._mapping) for r in rows]
             max_alert = await conn.scalar(select(func.max(_alerts.c.id)))
             max_event = await conn.scalar(select(func.max(_events.c.event_id)))
@@ -177,7 +180,7 @@ class AlertStore:
         query = (
             select(_events.c.payload)
             .join(latest, latest.c.event_id == _events.c.event_id)
-            .where(_events.c.status != "cleared_ack")
+            .where(_events.c.status != AlertStatus.CLEARED_ACK.value)
         )
         if wards is not None:
             query = query.where(_events.c.ward.in_(wards))

@@ -32,18 +32,10 @@ from gateway.client.output import console_for, print_table
 from gateway.client.tls import client_tls
 from gateway.watch.render import alerts_table, screen
 from gateway.watch.state import AlertBoard, Change, ChangeKind, Link, LinkState
-from schemas.dashboard import (
-    AckRequest,
-    AlertEvent,
-    AlertStatus,
-    DashboardError,
-    Subscribe,
-    Subscribed,
-    Vitals,
-)
+from schemas.codes import AlertStatus, CloseCode, close_reason
+from schemas.dashboard import AckRequest, AlertEvent, DashboardError, Subscribe, Subscribed, Vitals
 
 __all__ = [
-    "CLOSE_TOO_SLOW",
     "DEFAULT_URL",
     "EXIT_AUTH",
     "EXIT_OK",
@@ -62,17 +54,10 @@ log = logging.getLogger(__name__)
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 STREAM_PATH = "/v1/dashboard/stream"
-CLOSE_TOO_SLOW = 4008
 
 EXIT_OK = 0
 EXIT_UNREACHABLE = 1  # --once only: the live view keeps retrying instead
 EXIT_AUTH = 3  # the gateway refused the token: retrying cannot help
-
-_CLOSE_REASONS = {
-    CLOSE_TOO_SLOW: "dropped by the gateway as too slow",
-    4003: "the token was revoked or rotated",
-    int(aiohttp.WSCloseCode.GOING_AWAY): "the gateway is shutting down",
-}
 
 ServerMessage = AlertEvent | Subscribed | Vitals | DashboardError
 SERVER_MESSAGE_ADAPTER: TypeAdapter[ServerMessage] = TypeAdapter(
@@ -497,10 +482,11 @@ class Watcher:
 
 def _why(ws: aiohttp.ClientWebSocketResponse) -> str:
     code = ws.close_code
-    if code is None or code == aiohttp.WSCloseCode.ABNORMAL_CLOSURE:
+    reason = close_reason(code)
+    if code is None or code == CloseCode.ABNORMAL:
         exc = ws.exception()
-        return f"connection lost: {exc}" if exc else "connection lost"
-    return _CLOSE_REASONS.get(code, f"closed by the gateway (code {code})")
+        return f"{reason}: {exc}" if exc else reason
+    return f"closed by the gateway: {reason}"
 
 
 def _start_line_reader(stream: TextIO, on_line: Callable[[str], object]) -> None:

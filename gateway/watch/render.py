@@ -14,7 +14,8 @@ from rich.table import Table
 from rich.text import Text
 
 from gateway.watch.state import AlertBoard, AlertRow, Link, LinkState
-from schemas.dashboard import AlertOut, AlertStatus
+from schemas.codes import AlertStatus
+from schemas.dashboard import AlertOut
 
 __all__ = [
     "PRIORITY_STYLE",

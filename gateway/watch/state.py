@@ -14,7 +14,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from schemas.dashboard import AlertEvent, AlertOut, AlertStatus
+from schemas.codes import AlertStatus
+from schemas.dashboard import AlertEvent, AlertOut
 
 __all__ = ["AlertBoard", "AlertRow", "Change", "ChangeKind", "Link", "LinkState"]
 

@@ -14,13 +14,13 @@ from gateway.core.alert_engine import (
     Alert,
     AlertClosedError,
     AlertEngine,
-    AlertStatus,
     AlreadyAcknowledgedError,
     Transition,
     UnknownAlertError,
 )
 from gateway.core.rules import Priority, Rule, RuleSet
 from gateway.errors import ConflictError, NotFoundError
+from schemas.codes import AlertStatus
 from schemas.metrics import Metric
 
 SPO2_LOW = Rule("spo2-low", Metric.SPO2, "below", 92.0, Priority.HIGH, for_s=10.0, clear_margin=1.0)

@@ -13,7 +13,8 @@ from hypothesis import given, settings
 
 from gateway.core.session import DeviceSession, Duplicate, Reject, Store, encode, encode_ack
 from gateway.services.committer import PendingBatch, plan_commit
-from schemas.device import Ack, BadMessage, BatchError, ErrorCode
+from schemas.codes import DeviceErrorCode
+from schemas.device import Ack, BadMessage, BatchError
 from tests.support.frame_strategies import Frame, device_frames
 from tests.support.frame_strategies import encode as encode_fuzzed
 
@@ -47,7 +48,7 @@ def bad_message(outcome: object) -> BadMessage:
     """The outcome as a bad_message rejection (fails the test if it is anything else)."""
     assert isinstance(outcome, Reject)
     assert isinstance(outcome.message, BadMessage)
-    assert outcome.message.code is ErrorCode.BAD_MESSAGE
+    assert outcome.message.code is DeviceErrorCode.BAD_MESSAGE
     return outcome.message
 
 
@@ -115,7 +116,7 @@ class TestOutcomes:
         ]
         error = batch_error(session().receive(text(frame(3, readings)), NOW))
         assert error.seq == 3
-        assert error.code is ErrorCode.INVALID_BATCH
+        assert error.code is DeviceErrorCode.INVALID_BATCH
         assert [e.loc for e in error.errors] == [
             ["readings", 1, "value"],
             ["readings", 2, "unit"],
@@ -384,4 +385,7 @@ class TestAnyShape:
             answer = encode(outcome.message, outcome.binary)
             assert isinstance(answer, bytes) == isinstance(data, bytes)
             assert isinstance(outcome.message, BatchError | BadMessage)
-            assert outcome.message.code in (ErrorCode.INVALID_BATCH, ErrorCode.BAD_MESSAGE)
+            assert outcome.message.code in (
+                DeviceErrorCode.INVALID_BATCH,
+                DeviceErrorCode.BAD_MESSAGE,
+            )

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.core.alert_engine import Alert, AlertEngine, AlertStatus
+from gateway.core.alert_engine import Alert, AlertEngine
 from gateway.core.offline import OfflineTracker, SilentDevice
 from gateway.core.rules import OFFLINE_RULE_NAME, Priority, RuleSet
+from schemas.codes import AlertStatus
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ import pytest
 from aiohttp import WSMsgType
 
 from gateway.http.keys import HUB
-from gateway.services.hub import CLOSE_TOO_SLOW
+from schemas.codes import CloseCode
 from tests.conftest import AiohttpClient, Gateway
 from tests.support.alert_helpers import (
     TIMEOUT_S,
@@ -516,7 +516,7 @@ async def test_dashboard_that_falls_behind_is_closed_4008_while_others_carry_on(
         while (msg := await stalled.receive(timeout=TIMEOUT_S)).type is WSMsgType.TEXT:
             assert json.loads(msg.data)["type"] in {"subscribed", "alert"}
         assert msg.type is WSMsgType.CLOSE, msg
-        assert (msg.data, msg.extra) == (CLOSE_TOO_SLOW, "too slow")
+        assert (msg.data, msg.extra) == (CloseCode.TOO_SLOW, "too slow")
 
         # The healthy dashboard is still fully served.
         await healthy.ack(events[0].alert["id"])

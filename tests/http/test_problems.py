@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from aiohttp import ClientResponse
 
-from gateway.http.problems import PROBLEM_TITLES, PROBLEM_TYPE_BASE
 from schemas.api import ErrorBody
+from schemas.codes import PROBLEM_TITLES, PROBLEM_TYPE_BASE
 
 if TYPE_CHECKING:
     from tests.conftest import Gateway

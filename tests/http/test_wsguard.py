@@ -13,7 +13,8 @@ import pytest
 from aiohttp import WSMsgType, web
 
 from gateway.http.problems import error_middleware
-from gateway.http.wsguard import CLOSE_INTERNAL, closes_on_error
+from gateway.http.wsguard import closes_on_error
+from schemas.codes import CloseCode
 from tests.conftest import AiohttpClient
 
 TIMEOUT = 5.0
@@ -66,7 +67,7 @@ async def test_exception_in_the_loop_closes_1011_and_logs_one_traceback(
     assert (await ws.receive(timeout=TIMEOUT)).data == "pong"
     await ws.send_str("boom")
     msg = await ws.receive(timeout=TIMEOUT)
-    assert (msg.type, msg.data) == (WSMsgType.CLOSE, CLOSE_INTERNAL)
+    assert (msg.type, msg.data) == (WSMsgType.CLOSE, CloseCode.INTERNAL)
     await ws.close()
     await client.close()
     [record] = tracebacks(caplog)

@@ -9,8 +9,9 @@ import contextlib
 from aiohttp import web
 
 from gateway.services.frames import text_frame
-from gateway.services.hub import CLOSE_TOO_SLOW, Dashboard, Hub
+from gateway.services.hub import Dashboard, Hub
 from gateway.storage.accounts import Principal, Role
+from schemas.codes import CloseCode
 
 
 class Peer:
@@ -174,7 +175,7 @@ async def test_a_burst_to_a_dashboard_behind_queues_event_by_event_up_to_the_bou
     assert len(hub) == 0
     assert hub.last_event_id == 14
     await asyncio.wait_for(ws.asked_to_close.wait(), 1.0)  # by the closer task
-    assert ws.close_codes == [CLOSE_TOO_SLOW]
+    assert ws.close_codes == [CloseCode.TOO_SLOW]
     await stop(writer)
     queued = [dashboard.queue.get_nowait() for _ in range(dashboard.queue.qsize())]
     assert queued == [(i, frames(i)) for i in range(9, 13)]

@@ -30,7 +30,6 @@ from rich.console import Console
 from gateway.cli import build_parser
 from gateway.cli.watch import default_url
 from gateway.watch.client import (
-    CLOSE_TOO_SLOW,
     EXIT_AUTH,
     EXIT_OK,
     EXIT_UNREACHABLE,
@@ -40,6 +39,7 @@ from gateway.watch.client import (
     parse_ack,
     watch,
 )
+from schemas.codes import CloseCode
 from tests.watch.events import alert_event
 
 CLINICIAN_TOKEN = "tok-clinician"
@@ -264,7 +264,7 @@ async def test_reconnect_after_too_slow_resumes(fake: FakeDashboard, base_url: s
     await until(lambda: len(fake.sockets) == 1)
     await fake.push(2)
     await until(lambda: len(run.lines()) == 2)
-    await fake.close_all(CLOSE_TOO_SLOW)
+    await fake.close_all(CloseCode.TOO_SLOW)
     fake.add(1, status="active_ack")  # happens while the watcher is away
     await until(lambda: len(fake.sockets) == 1 and len(fake.subscribes) == 2)
     await fake.push(2, last=80)
