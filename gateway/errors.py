@@ -1,4 +1,5 @@
-"""The gateway's exception tree.
+"""The gateway's exception tree, and the one table of what each error becomes on the
+wire: a REST problem, a dashboard stream error reply, a WebSocket close (`answer_for`).
 
 GatewayError
 ├── ConfigError        bad settings or rules file: start-up stops with the message
@@ -14,10 +15,18 @@ GatewayError
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Final
+
+from schemas.codes import CloseCode, DashboardErrorCode, ProblemCode
+
 __all__ = [
+    "UNEXPECTED",
     "AuthError",
     "ConfigError",
     "ConflictError",
+    "ErrorAnswer",
     "ForbiddenError",
     "GatewayError",
     "InvalidParameter",
@@ -25,6 +34,7 @@ __all__ = [
     "OverloadedError",
     "StorageError",
     "StorageUnavailable",
+    "answer_for",
 ]
 
 
@@ -74,3 +84,57 @@ class InvalidParameter(GatewayError):
 class StorageUnavailable(StorageError):
     """The database takes no writes at all (locked, full, unreachable), as opposed to
     refusing one batch: retrying the batches one by one would not help."""
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorAnswer:
+    """What one kind of error becomes in each protocol that can report it."""
+
+    status: int  # HTTP status of the REST problem
+    # The problem's `error` code; its `type` and `title` follow from it (schemas.codes).
+    problem: ProblemCode
+    # The dashboard stream's error reply to an `ack` that failed this way; None: no
+    # reply, the error escapes to the stream's guard, which closes it.
+    dashboard: DashboardErrorCode | None = None
+    # When this error ends a WebSocket: the close code and message, and whether that is
+    # an expected outage (logged as a warning) or a bug (logged with its traceback).
+    close: CloseCode = CloseCode.INTERNAL
+    close_message: str = "internal error"
+    expected_close: bool = False
+    # The REST problem's `detail` when it must not be the exception's message (an
+    # unexpected exception exposes nothing internal); None: `str(exc)`.
+    detail: str | None = None
+
+
+# Keyed by class and looked up along the exception's MRO, so the most specific entry
+# wins (ForbiddenError before AuthError; UnknownAlertError is a NotFoundError).
+# ConfigError (start-up only) and bare GatewayErrors have no entry: UNEXPECTED answers.
+_ANSWERS: Final[Mapping[type[BaseException], ErrorAnswer]] = {
+    InvalidParameter: ErrorAnswer(400, ProblemCode.BAD_REQUEST),
+    AuthError: ErrorAnswer(401, ProblemCode.UNAUTHORIZED),
+    ForbiddenError: ErrorAnswer(403, ProblemCode.FORBIDDEN, DashboardErrorCode.FORBIDDEN),
+    NotFoundError: ErrorAnswer(404, ProblemCode.NOT_FOUND, DashboardErrorCode.NOT_FOUND),
+    ConflictError: ErrorAnswer(409, ProblemCode.CONFLICT, DashboardErrorCode.CONFLICT),
+    StorageError: ErrorAnswer(
+        503,
+        ProblemCode.STORAGE_UNAVAILABLE,
+        DashboardErrorCode.UNAVAILABLE,
+        close_message="storage unavailable",
+        expected_close=True,
+    ),
+    OverloadedError: ErrorAnswer(503, ProblemCode.OVERLOADED),  # plus Retry-After
+}
+
+# Anything else (a bug, above all): a 500, or close 1011, that says nothing of what went
+# wrong.
+UNEXPECTED: Final = ErrorAnswer(500, ProblemCode.INTERNAL, detail="internal error")
+
+
+def answer_for(exc: BaseException | type[BaseException]) -> ErrorAnswer:
+    """The answer to `exc` (an exception or its class): the entry of its nearest class
+    in the table, else UNEXPECTED."""
+    for cls in (exc if isinstance(exc, type) else type(exc)).__mro__:
+        answer = _ANSWERS.get(cls)
+        if answer is not None:
+            return answer
+    return UNEXPECTED

@@ -16,7 +16,7 @@ from aiohttp import WSMsgType, web
 from pydantic import ValidationError
 
 from gateway.core.limits import connection_slot
-from gateway.errors import ConflictError, ForbiddenError, NotFoundError, StorageError
+from gateway.errors import GatewayError, answer_for
 from gateway.http.auth import check_origin, require_user
 from gateway.http.device_stream import CLOSE_TIMEOUT_S
 from gateway.http.keys import ALERT_STORE, ALERTS, AUDIT, CONNECTIONS, HUB, SETTINGS
@@ -170,14 +170,11 @@ async def _handle(request: web.Request, dashboard: Dashboard, data: str) -> None
             request.remote or "?",
             "via dashboard stream",
         )
-    except ForbiddenError as e:
-        hub.send_to(dashboard, _error(DashboardErrorCode.FORBIDDEN, str(e), message.alert_id))
-    except NotFoundError as e:
-        hub.send_to(dashboard, _error(DashboardErrorCode.NOT_FOUND, str(e), message.alert_id))
-    except ConflictError as e:
-        hub.send_to(dashboard, _error(DashboardErrorCode.CONFLICT, str(e), message.alert_id))
-    except StorageError as e:
-        hub.send_to(dashboard, _error(DashboardErrorCode.UNAVAILABLE, str(e), message.alert_id))
+    except GatewayError as e:
+        code = answer_for(e).dashboard
+        if code is None:
+            raise  # no reply for it: the stream's guard closes the socket
+        hub.send_to(dashboard, _error(code, str(e), message.alert_id))
 
 
 def _describe(e: ValidationError) -> str:

@@ -25,6 +25,7 @@ from gateway.core.session import (
     encode,
     encode_ack,
 )
+from gateway.errors import StorageError, answer_for
 from gateway.http.auth import require_device
 from gateway.http.keys import COMMITTER, CONNECTIONS, DEVICES, METRICS, SETTINGS
 from gateway.http.wsguard import closes_on_error
@@ -32,7 +33,7 @@ from gateway.services.frames import FrameWriter, binary_frame, pong_frame, text_
 from gateway.services.registry import DeviceConnection
 from gateway.services.replies import Replies
 from gateway.storage.accounts import Principal
-from schemas.codes import CloseCode, DeviceErrorCode, close_reason
+from schemas.codes import DeviceErrorCode, close_reason
 from schemas.device import BadMessage, BatchError, RateLimited
 
 __all__ = ["CLOSE_TIMEOUT_S", "device_stream"]
@@ -42,6 +43,7 @@ log = logging.getLogger(__name__)
 # How long a close waits for the peer's close frame: a dead peer must not hold up
 # replacement, revocation or shutdown.
 CLOSE_TIMEOUT_S = 2.0
+_STORAGE_CLOSE = answer_for(StorageError)
 _STORAGE_DOWN = BadMessage(code=DeviceErrorCode.INTERNAL, detail="storage unavailable, retry later")
 
 
@@ -79,7 +81,9 @@ async def _stream(request: web.Request, principal: Principal) -> web.WebSocketRe
         # and resend from `welcome.last_seq`.
         out.write(_frame(encode(_STORAGE_DOWN, binary)))
         closing.append(
-            asyncio.create_task(ws.close(code=CloseCode.INTERNAL, message=b"storage unavailable"))
+            asyncio.create_task(
+                ws.close(code=_STORAGE_CLOSE.close, message=_STORAGE_CLOSE.close_message.encode())
+            )
         )
 
     def acked(arrived: float) -> None:

@@ -1,4 +1,4 @@
-"""The one place that turns exceptions into HTTP answers.
+"""The REST error middleware: every exception a handler raises becomes an HTTP answer.
 
 Every error answer is an RFC 9457 problem (`application/problem+json`):
 `{"type", "title", "status", "detail", "error", "param"?}`. `error` (the stable code
@@ -6,7 +6,8 @@ clients matched on before) and `param` (400s: the parameter at fault) are extens
 members. `type` is `PROBLEM_TYPE_BASE` + the code in kebab case
 (`.../problems/not-found`) for the gateway's own codes (`schemas.codes.ProblemCode`),
 and `about:blank` (titled with the HTTP reason phrase) for the few protocol answers
-aiohttp makes itself (405, 413…). Unexpected exceptions become a bare 500 that exposes
+aiohttp makes itself (405, 413…). Which exception gets which status and code is
+`gateway.errors.answer_for`; unexpected exceptions become a bare 500 that exposes
 nothing internal.
 """
 
@@ -20,18 +21,9 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.errors import (
-    AuthError,
-    ConflictError,
-    ForbiddenError,
-    GatewayError,
-    InvalidParameter,
-    NotFoundError,
-    OverloadedError,
-    StorageError,
-)
+from gateway.errors import ErrorAnswer, GatewayError, InvalidParameter, OverloadedError, answer_for
 from gateway.http.keys import AUTH_THROTTLE, METRICS
-from schemas.codes import PROBLEM_TITLES, problem_type
+from schemas.codes import PROBLEM_TITLES, ProblemCode, problem_type
 
 __all__ = ["PROBLEM_CONTENT_TYPE", "error_middleware", "json_error"]
 
@@ -69,24 +61,16 @@ def json_error(
     )
 
 
-def _answer(e: GatewayError) -> web.Response:
-    match e:
-        case InvalidParameter():
-            return json_error(400, "bad_request", e.detail, param=e.param)
-        case ForbiddenError():
-            return json_error(403, "forbidden", str(e))
-        case AuthError():
-            return json_error(401, "unauthorized", str(e))
-        case NotFoundError():
-            return json_error(404, "not_found", str(e))
-        case ConflictError():
-            return json_error(409, "conflict", str(e))
-        case StorageError():
-            return json_error(503, "storage_unavailable", str(e))
-        case OverloadedError():
-            retry = {"Retry-After": str(e.retry_after_s)}
-            return json_error(503, "overloaded", str(e), headers=retry)
-    return json_error(500, "internal", "internal error")
+def _problem(e: Exception, answer: ErrorAnswer) -> web.Response:
+    """The problem answer to `e`; the two errors that carry more than a message add it."""
+    detail = str(e) if answer.detail is None else answer.detail
+    extra: dict[str, Any] = {}
+    headers: dict[str, str] = {}
+    if isinstance(e, InvalidParameter):
+        detail, extra["param"] = e.detail, e.param
+    elif isinstance(e, OverloadedError):
+        headers["Retry-After"] = str(e.retry_after_s)
+    return json_error(answer.status, answer.problem, detail, headers=headers, **extra)
 
 
 def _from_http(e: web.HTTPException) -> web.Response:
@@ -107,27 +91,24 @@ def _from_http(e: web.HTTPException) -> web.Response:
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
-    except GatewayError as e:
-        if isinstance(e, AuthError):
-            forbidden = isinstance(e, ForbiddenError)
-            request.app[METRICS].auth_failures.labels(
-                "forbidden" if forbidden else "unauthorized"
-            ).inc()
-            if not forbidden:
-                # Guessing tokens gets slower with every miss from the same address.
-                address = request.remote or "?"
-                await asyncio.sleep(request.app[AUTH_THROTTLE].fail(address, time.monotonic()))
-        return _answer(e)
     except web.HTTPException as e:
         if e.status >= 400:
             return _from_http(e)
         raise
-    except Exception:
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        if request.writer.output_size > 0 and request.transport is not None:
-            # The handler had already sent its response's head (a WebSocket upgrade, a
-            # streamed body): an HTTP answer now would land inside it as garbage. The
-            # connection cannot be finished honestly, so it is cut; the answer below
-            # then meets a closed transport and is never written.
-            request.transport.abort()
-        return json_error(500, "internal", "internal error")
+    except Exception as e:
+        answer = answer_for(e)
+        if not isinstance(e, GatewayError):  # not raised on purpose: a bug
+            log.exception("unhandled error on %s %s", request.method, request.path)
+            if request.writer.output_size > 0 and request.transport is not None:
+                # The handler had already sent its response's head (a WebSocket upgrade,
+                # a streamed body): an HTTP answer now would land inside it as garbage.
+                # The connection cannot be finished honestly, so it is cut; the answer
+                # below then meets a closed transport and is never written.
+                request.transport.abort()
+        elif answer.problem in (ProblemCode.UNAUTHORIZED, ProblemCode.FORBIDDEN):
+            request.app[METRICS].auth_failures.labels(answer.problem.value).inc()
+            if answer.problem is ProblemCode.UNAUTHORIZED:
+                # Guessing tokens gets slower with every miss from the same address.
+                address = request.remote or "?"
+                await asyncio.sleep(request.app[AUTH_THROTTLE].fail(address, time.monotonic()))
+        return _problem(e, answer)

@@ -2,8 +2,9 @@
 
 Once a handler has upgraded the connection, the error middleware's HTTP 500 would land
 in the middle of the socket's frames (the peer reads it as a corrupt frame). Every
-stream handler runs its loop inside `closes_on_error`: an unexpected exception closes
-the socket with 1011 and is logged once, with its traceback.
+stream handler runs its loop inside `closes_on_error`: an exception closes the socket
+with the close code and message of `gateway.errors.answer_for` (1011), and a bug is
+logged once, with its traceback.
 """
 
 from __future__ import annotations
@@ -14,8 +15,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from gateway.errors import StorageError
-from schemas.codes import CloseCode
+from gateway.errors import answer_for
 
 __all__ = ["closes_on_error"]
 
@@ -36,12 +36,13 @@ async def closes_on_error(
     except Exception as e:
         if isinstance(e, ConnectionResetError) and _peer_gone(request, ws):
             log.info("%s: the peer went away mid-write", what)
-        elif isinstance(e, StorageError):
-            log.warning("%s closed with 1011: %s", what, e)
-            await _close(ws, b"storage unavailable")
         else:
-            log.exception("%s closed with 1011: unexpected error", what)
-            await _close(ws, b"internal error")
+            answer = answer_for(e)
+            if answer.expected_close:
+                log.warning("%s closed with %d: %s", what, answer.close, e)
+            else:
+                log.exception("%s closed with %d: unexpected error", what, answer.close)
+            await _close(ws, answer.close, answer.close_message.encode())
 
 
 def _peer_gone(request: web.Request, ws: web.WebSocketResponse) -> bool:
@@ -49,7 +50,7 @@ def _peer_gone(request: web.Request, ws: web.WebSocketResponse) -> bool:
     return ws.closed or transport is None or transport.is_closing()
 
 
-async def _close(ws: web.WebSocketResponse, reason: bytes) -> None:
+async def _close(ws: web.WebSocketResponse, code: int, reason: bytes) -> None:
     # A close that cannot be sent (peer gone) has nobody to tell.
     with contextlib.suppress(Exception):
-        await ws.close(code=CloseCode.INTERNAL, message=reason)
+        await ws.close(code=code, message=reason)
