@@ -26,7 +26,7 @@ from gateway.http.params import (
     parse_readings,
     parse_summary,
 )
-from gateway.storage.queries import Position, ReadingFilter, ReadingQueries, ReadingRow
+from gateway.storage.queries import Position, ReadingFilter, ReadingQueries, StoredReading
 from schemas.api import (
     LatestValue,
     PatientLatest,
@@ -55,7 +55,7 @@ def _time(ts_us: int) -> datetime:
     return _EPOCH + timedelta(microseconds=ts_us)
 
 
-def _reading_out(row: ReadingRow) -> ReadingOut:
+def _reading_out(row: StoredReading) -> ReadingOut:
     metric = Metric(row.metric)
     return ReadingOut(
         device_id=row.device_id,
@@ -98,7 +98,7 @@ async def _stream_csv(
     async with contextlib.aclosing(queries.iter_all(filters)) as pages:
         # Read before the 200 goes out, so a database that fails outright still gets
         # a proper JSON error.
-        first: list[ReadingRow] = await anext(pages, [])
+        first: list[StoredReading] = await anext(pages, [])
         response = web.StreamResponse(headers={"Content-Type": "text/csv; charset=utf-8"})
         await response.prepare(request)
         try:
@@ -119,7 +119,7 @@ async def _stream_csv(
     return response
 
 
-def _csv_chunk(rows: list[ReadingRow], *, header: bool = False) -> bytes:
+def _csv_chunk(rows: list[StoredReading], *, header: bool = False) -> bytes:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     if header:

@@ -27,10 +27,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from gateway.core.rows import ReadingRow
 from gateway.errors import StorageError, StorageUnavailable
 from gateway.services.metrics import Metrics
 from gateway.storage.alerts import RecordedEvent
-from gateway.storage.readings import ReadingRow, ReadingWriter
+from gateway.storage.readings import ReadingWriter
 
 __all__ = ["CommitPartner", "GroupCommitter", "PendingBatch", "plan_commit"]
 

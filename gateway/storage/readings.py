@@ -30,26 +30,18 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from gateway.core.rows import READING_COLUMNS, ReadingRow
 from gateway.errors import StorageUnavailable
 from gateway.storage.alerts import RecordedEvent, write_events, write_events_sqlite
 from gateway.storage.schema import Device, Reading, table_of
 from gateway.storage.sqlite_writer import SqliteWriter
 
 __all__ = [
-    "READING_COLUMNS",
     "EngineReadingWriter",
-    "ReadingRow",
     "ReadingWriter",
     "SqliteReadingWriter",
     "open_reading_writer",
 ]
-
-
-# One reading as stored: (device_id, patient_id, metric, ts_us, value, received_us, seq),
-# in insert order, so it goes to the driver as it is. A plain tuple, built once for
-# every reading received: a NamedTuple's constructor costs several times a tuple's.
-ReadingRow = tuple[str, str, str, int, float, int, int]
-READING_COLUMNS = ("device_id", "patient_id", "metric", "ts_us", "value", "received_us", "seq")
 
 
 class ReadingWriter(Protocol):

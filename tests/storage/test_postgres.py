@@ -18,18 +18,13 @@ from sqlalchemy import inspect, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from gateway.core.rows import READING_COLUMNS, ReadingRow
 from gateway.errors import ConflictError, StorageUnavailable
 from gateway.http.keys import ENGINE
 from gateway.storage.accounts import AccountStore, Role
 from gateway.storage.alerts import AlertStore
 from gateway.storage.database import ADDED_COLUMNS, create_schema, open_engine
-from gateway.storage.readings import (
-    CHUNK,
-    READING_COLUMNS,
-    EngineReadingWriter,
-    ReadingRow,
-    open_reading_writer,
-)
+from gateway.storage.readings import CHUNK, EngineReadingWriter, open_reading_writer
 from gateway.storage.schema import Base, Device, Reading, table_of
 from gateway.storage.sqlite_writer import open_sqlite_writer
 from tests.conftest import Gateway
