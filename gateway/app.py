@@ -47,7 +47,7 @@ from gateway.storage.alerts import AlertStore
 from gateway.storage.audit import AuditLog
 from gateway.storage.database import create_schema, open_engine
 from gateway.storage.readings import open_reading_writer
-from gateway.storage.sqlite_writer import open_sqlite_writer
+from gateway.storage.sqlite_thread import open_sqlite_writer
 
 __all__ = ["create_app"]
 

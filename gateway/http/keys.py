@@ -15,7 +15,7 @@ from gateway.settings import Settings
 from gateway.storage.accounts import AccountStore
 from gateway.storage.alerts import AlertStore
 from gateway.storage.audit import AuditLog
-from gateway.storage.sqlite_writer import SqliteWriter
+from gateway.storage.sqlite_thread import SqliteWriterThread
 
 __all__ = [
     "ACCOUNTS",
@@ -36,7 +36,7 @@ __all__ = [
 SETTINGS = web.AppKey("settings", Settings)
 ENGINE = web.AppKey("engine", AsyncEngine)
 # The SQLite writer thread; None for other backends (their writes go through ENGINE).
-SQLITE_WRITER: web.AppKey[SqliteWriter | None] = web.AppKey("sqlite_writer")
+SQLITE_WRITER: web.AppKey[SqliteWriterThread | None] = web.AppKey("sqlite_writer")
 ACCOUNTS = web.AppKey("accounts", AccountStore)
 COMMITTER = web.AppKey("committer", GroupCommitter)
 DEVICES = web.AppKey("devices", DeviceRegistry)

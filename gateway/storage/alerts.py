@@ -19,7 +19,7 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.storage.schema import AlertEventRow, AlertRow, table_of
-from gateway.storage.sqlite_writer import SqliteWriter, values_rows
+from gateway.storage.sqlite_thread import SqliteWriterThread, values_rows
 
 __all__ = ["AlertStore", "RecordedEvent", "StoredState", "write_events", "write_events_sqlite"]
 
@@ -36,7 +36,7 @@ _ROWS_PER_STATEMENT = 500
 
 class _AppendSql:
     """The writer thread's statements: whole bursts of alert rows and events in a few
-    statements (see sqlite_writer.py on why the count matters)."""
+    statements (see sqlite_thread.py on why the count matters)."""
 
     def __init__(self) -> None:
         updates = ", ".join(f"{c} = excluded.{c}" for c in _ALERT_COLUMNS if c != "id")
@@ -127,7 +127,7 @@ async def write_events(conn: AsyncConnection, events: Sequence[RecordedEvent]) -
 
 
 class AlertStore:
-    def __init__(self, engine: AsyncEngine, writer: SqliteWriter | None = None) -> None:
+    def __init__(self, engine: AsyncEngine, writer: SqliteWriterThread | None = None) -> None:
         self._engine = engine
         self._writer = writer
 

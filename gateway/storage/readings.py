@@ -3,7 +3,7 @@
 Two writers behind one interface (`ReadingWriter`), chosen by `open_reading_writer`:
 
 - `SqliteReadingWriter`: a whole commit (inserts, seq updates, COMMIT) is one job of
-  the SQLite writer thread (`sqlite_writer.py`, which says why).
+  the SQLite writer thread (`sqlite_thread.py`, which says why).
 - `EngineReadingWriter`: SQLAlchemy Core on the async engine, for every other backend
   (PostgreSQL) and for in-memory SQLite.
 
@@ -34,7 +34,7 @@ from gateway.core.rows import READING_COLUMNS, ReadingRow
 from gateway.errors import StorageUnavailable
 from gateway.storage.alerts import RecordedEvent, write_events, write_events_sqlite
 from gateway.storage.schema import Device, Reading, table_of
-from gateway.storage.sqlite_writer import SqliteWriter
+from gateway.storage.sqlite_thread import SqliteWriterThread
 
 __all__ = [
     "EngineReadingWriter",
@@ -165,7 +165,7 @@ class EngineReadingWriter:
 
 
 # Every device's seq in one statement, whatever their number: one JSON object
-# {device id: seq} as the only parameter (see sqlite_writer.py on statement counts).
+# {device id: seq} as the only parameter (see sqlite_thread.py on statement counts).
 _ADVANCE_SEQS_SQL = (
     f"UPDATE {_devices.name} SET last_seq = seqs.value FROM json_each(?) AS seqs "
     f"WHERE {_devices.name}.id = seqs.key AND {_devices.name}.last_seq < seqs.value"
@@ -175,7 +175,7 @@ _ADVANCE_SEQS_SQL = (
 class SqliteReadingWriter:
     """Readings through the SQLite writer thread: a whole commit is one job."""
 
-    def __init__(self, writer: SqliteWriter, dialect: Dialect) -> None:
+    def __init__(self, writer: SqliteWriterThread, dialect: Dialect) -> None:
         self._writer = writer
         self._insert_sql = _InsertSql(dialect)
         self._last_seq_sql = "SELECT id, last_seq FROM devices WHERE id = ?"
@@ -212,7 +212,9 @@ class SqliteReadingWriter:
         await self._writer.run(write)
 
 
-def open_reading_writer(engine: AsyncEngine, sqlite_writer: SqliteWriter | None) -> ReadingWriter:
+def open_reading_writer(
+    engine: AsyncEngine, sqlite_writer: SqliteWriterThread | None
+) -> ReadingWriter:
     """Through the SQLite writer thread when there is one, else through the engine."""
     if sqlite_writer is not None:
         return SqliteReadingWriter(sqlite_writer, engine.dialect)

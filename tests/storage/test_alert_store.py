@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.storage.alerts import AlertStore
 from gateway.storage.database import create_schema, open_engine
-from gateway.storage.sqlite_writer import SqliteWriter
+from gateway.storage.sqlite_thread import SqliteWriterThread
 from tests.support.storage_helpers import alert_row, event
 
 PATHS = ["sqlite-thread", "engine"]
@@ -28,7 +28,7 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
     writer = None
     if request.param == "sqlite-thread":
         assert engine.url.database is not None
-        writer = SqliteWriter(engine.url.database, busy_timeout_s=1.0)
+        writer = SqliteWriterThread(engine.url.database, busy_timeout_s=1.0)
     yield AlertStore(engine, writer)
     if writer is not None:
         await writer.close()
@@ -90,7 +90,7 @@ async def test_both_paths_store_identical_rows(tmp_path: Path) -> None:
         engine = open_engine(f"sqlite+aiosqlite:///{tmp_path / path}.db")
         await create_schema(engine)
         assert engine.url.database is not None
-        writer = SqliteWriter(engine.url.database) if path == "sqlite-thread" else None
+        writer = SqliteWriterThread(engine.url.database) if path == "sqlite-thread" else None
         store = AlertStore(engine, writer)
         await store.append([event(1, "raised", alert_row(3, "active_unack", 1))])
         await store.append(

@@ -26,7 +26,7 @@ from gateway.storage.alerts import AlertStore
 from gateway.storage.database import ADDED_COLUMNS, create_schema, open_engine
 from gateway.storage.readings import CHUNK, EngineReadingWriter, open_reading_writer
 from gateway.storage.schema import Base, Device, Reading, table_of
-from gateway.storage.sqlite_writer import open_sqlite_writer
+from gateway.storage.sqlite_thread import open_sqlite_writer
 from tests.conftest import Gateway
 from tests.http.test_query_api import T0, get, instants
 from tests.support.alert_helpers import open_dashboard, open_device

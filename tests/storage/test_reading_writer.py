@@ -29,10 +29,10 @@ from gateway.storage.readings import (
     open_reading_writer,
 )
 from gateway.storage.schema import Base
-from gateway.storage.sqlite_writer import (
+from gateway.storage.sqlite_thread import (
     _WAL_PAGES_MAX,
     CHECKPOINT_ROWS,
-    SqliteWriter,
+    SqliteWriterThread,
     open_sqlite_writer,
 )
 from schemas.metrics import Metric
@@ -59,12 +59,12 @@ class Writer:
     """A readings writer of either kind, with the thread (if any) it runs on."""
 
     def __init__(self, kind: str, engine: AsyncEngine, busy_timeout_s: float = 30.0) -> None:
-        self.thread: SqliteWriter | None = None
+        self.thread: SqliteWriterThread | None = None
         self.readings: ReadingWriter
         if kind == "engine":
             self.readings = EngineReadingWriter(engine)
         else:
-            self.thread = SqliteWriter(str(db_path(engine)), busy_timeout_s=busy_timeout_s)
+            self.thread = SqliteWriterThread(str(db_path(engine)), busy_timeout_s=busy_timeout_s)
             self.readings = SqliteReadingWriter(self.thread, engine.dialect)
 
     async def close(self) -> None:
@@ -270,7 +270,7 @@ async def test_the_wal_stays_bounded_while_commits_keep_coming(
 async def test_jobs_queued_behind_a_running_one_run_in_order(engine: AsyncEngine) -> None:
     """Jobs queued behind a running one run after it, in the order they came; the
     running job is not interrupted."""
-    writer = SqliteWriter(str(db_path(engine)))
+    writer = SqliteWriterThread(str(db_path(engine)))
     started, release = threading.Event(), threading.Event()
     order: list[str] = []
 
@@ -302,7 +302,7 @@ async def test_jobs_queued_behind_a_running_one_run_in_order(engine: AsyncEngine
 async def test_a_job_after_close_is_refused(engine: AsyncEngine) -> None:
     """A closed writer refuses new jobs with StorageUnavailable instead of leaving its
     caller waiting for a thread that is gone."""
-    writer = SqliteWriter(str(db_path(engine)))
+    writer = SqliteWriterThread(str(db_path(engine)))
     await writer.close()
     with pytest.raises(StorageUnavailable):
         await writer.run(lambda conn: conn.execute("SELECT 1").fetchone())

@@ -1,4 +1,4 @@
-"""The SQLite write path: one `sqlite3` connection owned by one thread.
+"""The SQLite writer thread: one `sqlite3` connection owned by one thread.
 
 Every write the gateway makes while streaming (readings with their seqs, alert events)
 is a job run in that thread: a whole transaction is one hop there and one back, and
@@ -18,8 +18,9 @@ connection of their own: in WAL mode a checkpoint and a write transaction go on 
 side. Run between jobs, such a checkpoint took 16 ms (p50, 37 ms p90), and every ack
 and alarm queued behind it waited that long too (ward ack p99 74 -> 45 ms, alert p99
 100 -> 60 ms in alternating runs). After a commit of a backlog (thousands of rows at
-once) the writer checkpoints itself, before its next job: then throughput counts, and
-a checkpoint beside the next big commit slowed both (ingest 56,000 -> 48,000 readings/s).
+once) the writer thread checkpoints itself, before its next job: then throughput
+counts, and a checkpoint beside the next big commit slowed both (ingest 56,000 ->
+48,000 readings/s).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from gateway.errors import StorageUnavailable
 
 __all__ = [
     "CHECKPOINT_ROWS",
-    "SqliteWriter",
+    "SqliteWriterThread",
     "open_sqlite_writer",
     "values_rows",
 ]
@@ -75,7 +76,7 @@ def values_rows(width: int, rows: int) -> str:
     return ", ".join(["(" + ", ".join("?" * width) + ")"] * rows)
 
 
-class SqliteWriter:
+class SqliteWriterThread:
     """Runs jobs on the connection; `transaction` gives them BEGIN ... COMMIT.
 
     The thread is a daemon: nothing it does may hold the process after shutdown gave
@@ -284,11 +285,11 @@ def _fail(future: asyncio.Future[Any], error: BaseException) -> None:
 
 def open_sqlite_writer(
     engine: AsyncEngine, *, synchronous: str = "FULL", busy_timeout_s: float = 30.0
-) -> SqliteWriter | None:
+) -> SqliteWriterThread | None:
     """The writer thread for an SQLite file; None for other backends and for
     `:memory:` (another connection would see another database)."""
     url = engine.url
     if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
         return None
     assert url.database is not None
-    return SqliteWriter(url.database, synchronous=synchronous, busy_timeout_s=busy_timeout_s)
+    return SqliteWriterThread(url.database, synchronous=synchronous, busy_timeout_s=busy_timeout_s)
