@@ -18,7 +18,7 @@ from pydantic import AwareDatetime, TypeAdapter
 from gateway.errors import InvalidParameter, NotFoundError
 from gateway.http.auth import require_patient_access, require_user
 from gateway.http.cursor import Cursor, encode_cursor
-from gateway.http.keys import ENGINE
+from gateway.http.keys import QUERIES
 from gateway.http.params import (
     MAX_BUCKETS,
     OutputFormat,
@@ -78,7 +78,7 @@ async def list_readings(request: web.Request) -> web.StreamResponse:
     await require_patient_access(
         request, principal, patient_id=req.filters.patient_id, device_id=req.filters.device_id
     )
-    queries = ReadingQueries(request.app[ENGINE])
+    queries = request.app[QUERIES]
     if req.format is OutputFormat.CSV:
         return await _stream_csv(request, queries, req.filters)
 
@@ -138,9 +138,7 @@ async def readings_summary(request: web.Request) -> web.Response:
     await require_patient_access(
         request, principal, patient_id=req.filters.patient_id, device_id=req.filters.device_id
     )
-    buckets = await ReadingQueries(request.app[ENGINE]).summary(
-        req.filters, req.bucket_us, MAX_BUCKETS
-    )
+    buckets = await request.app[QUERIES].summary(req.filters, req.bucket_us, MAX_BUCKETS)
     if len(buckets) > MAX_BUCKETS:
         raise InvalidParameter(
             "bucket", f"more than {MAX_BUCKETS} buckets: use a bigger bucket or a narrower range"
@@ -162,7 +160,7 @@ async def patient_latest(request: web.Request) -> web.Response:
     principal = await require_user(request)
     patient_id = parse_latest(request.query, request.match_info["patient_id"])
     await require_patient_access(request, principal, patient_id=patient_id)
-    latest = await ReadingQueries(request.app[ENGINE]).latest(patient_id)
+    latest = await request.app[QUERIES].latest(patient_id)
     if latest is None:
         raise NotFoundError(f"no readings and no device for patient {patient_id!r}")
     metrics = {

@@ -36,7 +36,8 @@ from gateway.services.hub import Hub
 from gateway.services.metrics import Metrics
 from gateway.services.vitals import VitalsThrottle
 from gateway.storage.accounts import Principal
-from gateway.storage.alerts import AlertStore, RecordedEvent, StoredState
+from gateway.storage.alerts import AlertStore, StoredState
+from gateway.storage.events import RecordedEvent
 from schemas.dashboard import AlertEvent, AlertOut, VitalReading, Vitals
 from schemas.metrics import METRICS, Metric
 

@@ -35,16 +35,9 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
-from sqlalchemy.ext.asyncio import AsyncEngine
-
 from gateway.errors import StorageUnavailable
 
-__all__ = [
-    "CHECKPOINT_ROWS",
-    "SqliteWriterThread",
-    "open_sqlite_writer",
-    "values_rows",
-]
+__all__ = ["CHECKPOINT_ROWS", "SqliteWriterThread", "values_rows"]
 
 log = logging.getLogger(__name__)
 
@@ -281,15 +274,3 @@ def _resolve(future: asyncio.Future[Any], result: Any) -> None:
 def _fail(future: asyncio.Future[Any], error: BaseException) -> None:
     if not future.done():
         future.set_exception(error)
-
-
-def open_sqlite_writer(
-    engine: AsyncEngine, *, synchronous: str = "FULL", busy_timeout_s: float = 30.0
-) -> SqliteWriterThread | None:
-    """The writer thread for an SQLite file; None for other backends and for
-    `:memory:` (another connection would see another database)."""
-    url = engine.url
-    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
-        return None
-    assert url.database is not None
-    return SqliteWriterThread(url.database, synchronous=synchronous, busy_timeout_s=busy_timeout_s)

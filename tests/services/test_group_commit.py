@@ -13,8 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.errors import StorageError
 from gateway.services.committer import GroupCommitter, PendingBatch
-from gateway.storage.alerts import RecordedEvent
-from gateway.storage.readings import SqliteReadingWriter
+from gateway.storage.events import RecordedEvent
+from gateway.storage.sqlite import SqliteReadingsWriter
 from gateway.storage.sqlite_thread import SqliteWriterThread
 from tests.support.storage_helpers import (
     alert_row,
@@ -67,7 +67,7 @@ async def committer_with(
     engine: AsyncEngine, thread: SqliteWriterThread, partner: Partner
 ) -> GroupCommitter:
     committer = GroupCommitter(
-        SqliteReadingWriter(thread, engine.dialect), max_rows=1000, delay_s=0.001
+        SqliteReadingsWriter(thread, engine.dialect), max_rows=1000, delay_s=0.001
     )
     committer.set_partner(partner)
     committer.start()
