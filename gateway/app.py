@@ -164,7 +164,7 @@ async def _apply_revocations(app: web.Application) -> None:
 
 
 async def _close_streams(app: web.Application) -> None:
-    # Half the grace period for streams to settle, half for the writer to finish.
+    # Half the grace period for streams to settle, half for the committer to finish.
     await app[DEVICES].close_all(
         CLOSE_GOING_AWAY, "going away", grace_s=app[SETTINGS].shutdown_grace_s / 2
     )

@@ -1,6 +1,6 @@
 """SQLite: everything the gateway does differently on it.
 
-- The engine: WAL mode (readers never block the writer), a busy timeout, the
+- The engine: WAL mode (readers never block writes), a busy timeout, the
   configured `synchronous` level, foreign keys on.
 - On a file, every streaming write (readings with their seqs, alert events) is a job
   of the SQLite writer thread (`sqlite_thread.py`, which says why), in statements

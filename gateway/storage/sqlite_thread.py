@@ -97,7 +97,7 @@ class SqliteWriterThread:
         self._since_checkpoint = 0  # rows written since the last checkpoint was due
         self._checkpoint_due = threading.Event()
         self._wal_pages = 0  # in the WAL at the last checkpoint: the checkpointer's report
-        self._checkpoint_here = False  # the writer checkpoints after this job
+        self._checkpoint_here = False  # this thread checkpoints after this job
         self._thread = threading.Thread(target=self._serve, name="sqlite-writer", daemon=True)
         self._checkpointer = threading.Thread(
             target=self._checkpoint_forever, name="sqlite-checkpoint", daemon=True
