@@ -1,7 +1,7 @@
 """The application factory: `create_app(settings)` wires resources, routes and tasks.
 
-Every long-lived resource (database engine, group-commit writer, background checks)
-is opened and closed in `cleanup_ctx`, in dependency order.
+Every long-lived resource (the storage, the alert service, the group committer,
+background checks) is opened and closed in `cleanup_ctx`, in dependency order.
 """
 
 from __future__ import annotations
@@ -27,11 +27,11 @@ from gateway.http.keys import (
     COMMITTER,
     CONNECTIONS,
     DEVICES,
-    ENGINE,
     HUB,
     METRICS,
+    QUERIES,
     SETTINGS,
-    SQLITE_WRITER,
+    STORAGE,
 )
 from gateway.http.observe import add_request_id_header, observe_middleware
 from gateway.http.problems import error_middleware
@@ -42,12 +42,7 @@ from gateway.services.hub import Hub
 from gateway.services.metrics import Metrics, metrics_handler
 from gateway.services.registry import DeviceRegistry
 from gateway.settings import Settings
-from gateway.storage.accounts import AccountStore
-from gateway.storage.alerts import AlertStore
-from gateway.storage.audit import AuditLog
-from gateway.storage.database import create_schema, open_engine
-from gateway.storage.readings import open_reading_writer
-from gateway.storage.sqlite_writer import open_sqlite_writer
+from gateway.storage.database import open_storage
 from schemas.codes import CloseCode
 
 __all__ = ["create_app"]
@@ -67,7 +62,7 @@ def create_app(settings: Settings) -> web.Application:
     app[HUB] = Hub(on_drop=metrics.dashboard_drops.inc)
     metrics.track_connections(lambda: len(app[DEVICES]), lambda: len(app[HUB]))
     # The committer stops before the alert service, which then stores what it left.
-    app.cleanup_ctx.extend([_database, _alerts, _writer, _stream_watchers])
+    app.cleanup_ctx.extend([_storage, _alerts, _committer, _stream_watchers])
     app.on_shutdown.append(_close_streams)
     app.router.add_get("/v1/devices/stream", device_stream)
     app.router.add_get("/v1/dashboard/stream", dashboard_stream)
@@ -83,32 +78,22 @@ def create_app(settings: Settings) -> web.Application:
     return app
 
 
-async def _database(app: web.Application) -> AsyncIterator[None]:
-    settings = app[SETTINGS]
-    engine = open_engine(
-        settings.database_url,
-        sqlite_synchronous=settings.sqlite_synchronous,
-        sqlite_busy_timeout_s=settings.sqlite_busy_timeout_s,
-    )
-    await create_schema(engine)
-    app[ENGINE] = engine
-    app[SQLITE_WRITER] = sqlite_writer = open_sqlite_writer(
-        engine,
-        synchronous=settings.sqlite_synchronous,
-        busy_timeout_s=settings.sqlite_busy_timeout_s,
-    )
-    app[ACCOUNTS] = AccountStore(engine)
-    app[AUDIT] = AuditLog(engine)
+async def _storage(app: web.Application) -> AsyncIterator[None]:
+    """The database (schema made or brought up to date) and every store on it; closed
+    last, after the committer and the alert service stored what they had."""
+    app[STORAGE] = storage = await open_storage(app[SETTINGS])
+    app[ACCOUNTS] = storage.accounts
+    app[AUDIT] = storage.audit
+    app[ALERT_STORE] = storage.alerts
+    app[QUERIES] = storage.queries
     yield
-    if sqlite_writer is not None:
-        await sqlite_writer.close()
-    await engine.dispose()
+    await storage.close()
 
 
-async def _writer(app: web.Application) -> AsyncIterator[None]:
+async def _committer(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     committer = GroupCommitter(
-        open_reading_writer(app[ENGINE], app[SQLITE_WRITER]),
+        app[STORAGE].readings,
         max_rows=settings.commit_max_rows,
         delay_s=settings.commit_delay_ms / 1000,
         max_pending_rows=settings.max_pending_rows,
@@ -126,10 +111,8 @@ async def _alerts(app: web.Application) -> AsyncIterator[None]:
     """The alert service: rules, restored open alerts, the timer; its events are stored
     in the commits of the committer, set up next."""
     settings = app[SETTINGS]
-    store = AlertStore(app[ENGINE], app[SQLITE_WRITER])
-    app[ALERT_STORE] = store
     async with AlertService.running(
-        store,
+        app[ALERT_STORE],
         app[HUB],
         settings.rules_path,
         offline_after_s=settings.offline_after_s,
@@ -180,7 +163,7 @@ async def _apply_revocations(app: web.Application) -> None:
 
 
 async def _close_streams(app: web.Application) -> None:
-    # Half the grace period for streams to settle, half for the writer to finish.
+    # Half the grace period for streams to settle, half for the committer to finish.
     await app[DEVICES].close_all(
         CloseCode.GOING_AWAY, "going away", grace_s=app[SETTINGS].shutdown_grace_s / 2
     )

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
@@ -22,8 +21,6 @@ from gateway.client.output import add_json_option, show
 from gateway.errors import ConfigError, InvalidParameter
 
 if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncEngine
-
     from gateway.storage.accounts import AccountStore
 
 __all__ = ["register"]
@@ -94,71 +91,28 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
 
 def _with_store(args: argparse.Namespace, action: Any) -> int:
     # Imported here: every `vitals` command builds this parser; only these need SQLAlchemy.
-    from gateway.storage.accounts import AccountStore
-    from gateway.storage.audit import AuditLog
-    from gateway.storage.database import create_schema, open_engine
+    from gateway.storage.database import DatabaseMissing, open_storage
 
     settings = settings_from(args)
-    creates = args.action in _CREATING_ACTIONS
-    if not creates:
-        _require_sqlite_file(settings.database_url)  # before connecting creates it
 
     async def main() -> int:
-        engine = open_engine(
-            settings.database_url,
-            sqlite_synchronous=settings.sqlite_synchronous,
-            sqlite_busy_timeout_s=settings.sqlite_busy_timeout_s,
-        )
         try:
-            if creates:
-                await create_schema(engine)
-            else:
-                await _require_schema(engine, settings.database_url)
-            result: int = await action(AccountStore(engine), args)
+            storage = await open_storage(settings, create=args.action in _CREATING_ACTIONS)
+        except DatabaseMissing as e:
+            raise ConfigError(
+                f"{e}; pass --database-url or --config, or run vitals serve first"
+            ) from None
+        try:
+            result: int = await action(storage.accounts, args)
             if result == 0 and args.action != "list":
-                await AuditLog(engine).record(
+                await storage.audit.record(
                     _operator(), f"{args.command.rstrip('s')}.{args.action}", _target(args), "cli"
                 )
             return result
         finally:
-            await engine.dispose()
+            await storage.close()
 
     return run(main())
-
-
-def _no_database(url: str) -> ConfigError:
-    """The error of a command that needs an existing database, naming the one it tried."""
-    from sqlalchemy.engine import make_url
-
-    parsed = make_url(url)
-    shown = parsed.render_as_string(hide_password=True)
-    where = parsed.database if parsed.get_backend_name() == "sqlite" else shown
-    return ConfigError(
-        f"no database at {where} (database_url {shown}); pass --database-url or --config, "
-        "or run vitals serve first"
-    )
-
-
-def _require_sqlite_file(url: str) -> None:
-    """ConfigError when `url` is SQLite on a file that does not exist."""
-    from sqlalchemy.engine import make_url
-
-    parsed = make_url(url)
-    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
-        return
-    if not Path(parsed.database).is_file():
-        raise _no_database(url)
-
-
-async def _require_schema(engine: AsyncEngine, url: str) -> None:
-    """ConfigError when the database holds no gateway tables (an empty file, a new
-    PostgreSQL database): what a reading command looks for cannot be there."""
-    from sqlalchemy import inspect
-
-    async with engine.connect() as conn:
-        present = await conn.run_sync(lambda c: inspect(c).has_table("devices"))
-    if not present:
-        raise _no_database(url)
 
 
 def _operator() -> str:

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import from_json
 
 from gateway.core.limits import TokenBucket
-from gateway.storage.readings import ReadingRow
+from gateway.core.rows import TS_US, ReadingRow
 from schemas.codes import CloseCode
 from schemas.device import (
     MAX_CLOCK_SKEW,
@@ -177,7 +177,7 @@ class DeviceSession:
         rows = self._rows(batch, now_us)
         length_problems = self._length_problems(batch.readings)
         # On the integers first: the located errors are built only for a bad batch.
-        if length_problems or max(row[3] for row in rows) > now_us + _MAX_SKEW_US:  # ts_us
+        if length_problems or max(row[TS_US] for row in rows) > now_us + _MAX_SKEW_US:
             problems = [
                 *length_problems,
                 *future_timestamps((r.ts for r in batch.readings), now),
@@ -227,6 +227,7 @@ class DeviceSession:
 
     def _rows(self, batch: ReadingsMessage, received_us: int) -> list[ReadingRow]:
         device, patient, seq = self.device_id, self.patient_id, batch.seq
+        # In the order of `ReadingRow`.
         return [
             (device, patient, r.metric, to_micros(r.ts), r.value, received_us, seq)
             for r in batch.readings

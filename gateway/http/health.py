@@ -7,13 +7,9 @@ A load balancer should route devices only to a ready gateway.
 
 from __future__ import annotations
 
-import time
-
 from aiohttp import web
-from sqlalchemy import delete, insert, text
 
-from gateway.http.keys import ALERTS, ENGINE
-from gateway.storage.schema import Probe
+from gateway.http.keys import ALERTS, STORAGE
 from schemas.api import Health, Readiness
 
 __all__ = ["routes"]
@@ -24,8 +20,7 @@ routes = web.RouteTableDef()
 @routes.get("/healthz")
 async def healthz(request: web.Request) -> web.Response:
     try:
-        async with request.app[ENGINE].connect() as conn:
-            await conn.execute(text("SELECT 1"))
+        await request.app[STORAGE].ping()
     except Exception:
         down = Health(status="unavailable", database="unreachable")
         return web.json_response(text=down.model_dump_json(), status=503)
@@ -35,9 +30,7 @@ async def healthz(request: web.Request) -> web.Response:
 @routes.get("/readyz")
 async def readyz(request: web.Request) -> web.Response:
     try:
-        async with request.app[ENGINE].begin() as conn:
-            await conn.execute(delete(Probe))
-            await conn.execute(insert(Probe).values(id=1, at=time.time()))
+        await request.app[STORAGE].probe_write()
         database = "writable"
     except Exception as e:
         database = f"not writable: {type(e).__name__}"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from aiohttp import web
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.core.limits import AuthThrottle, ConnectionGate
 from gateway.services.alerting import AlertService
@@ -15,7 +14,8 @@ from gateway.settings import Settings
 from gateway.storage.accounts import AccountStore
 from gateway.storage.alerts import AlertStore
 from gateway.storage.audit import AuditLog
-from gateway.storage.sqlite_writer import SqliteWriter
+from gateway.storage.database import Storage
+from gateway.storage.queries import ReadingQueries
 
 __all__ = [
     "ACCOUNTS",
@@ -26,18 +26,19 @@ __all__ = [
     "COMMITTER",
     "CONNECTIONS",
     "DEVICES",
-    "ENGINE",
     "HUB",
     "METRICS",
+    "QUERIES",
     "SETTINGS",
-    "SQLITE_WRITER",
+    "STORAGE",
 ]
 
 SETTINGS = web.AppKey("settings", Settings)
-ENGINE = web.AppKey("engine", AsyncEngine)
-# The SQLite writer thread; None for other backends (their writes go through ENGINE).
-SQLITE_WRITER: web.AppKey[SqliteWriter | None] = web.AppKey("sqlite_writer")
+# The database as a whole (probes, wiring); handlers reach its parts through the keys
+# below (ACCOUNTS, AUDIT, ALERT_STORE, QUERIES), filled from it.
+STORAGE = web.AppKey("storage", Storage)
 ACCOUNTS = web.AppKey("accounts", AccountStore)
+QUERIES = web.AppKey("queries", ReadingQueries)
 COMMITTER = web.AppKey("committer", GroupCommitter)
 DEVICES = web.AppKey("devices", DeviceRegistry)
 HUB = web.AppKey("hub", Hub)

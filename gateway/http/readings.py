@@ -18,7 +18,7 @@ from pydantic import AwareDatetime, TypeAdapter
 from gateway.errors import InvalidParameter, NotFoundError
 from gateway.http.auth import require_patient_access, require_user
 from gateway.http.cursor import Cursor, encode_cursor
-from gateway.http.keys import ENGINE
+from gateway.http.keys import QUERIES
 from gateway.http.params import (
     MAX_BUCKETS,
     OutputFormat,
@@ -26,7 +26,7 @@ from gateway.http.params import (
     parse_readings,
     parse_summary,
 )
-from gateway.storage.queries import Position, ReadingFilter, ReadingQueries, ReadingRow
+from gateway.storage.queries import Position, ReadingFilter, ReadingQueries, StoredReading
 from schemas.api import (
     LatestValue,
     PatientLatest,
@@ -55,7 +55,7 @@ def _time(ts_us: int) -> datetime:
     return _EPOCH + timedelta(microseconds=ts_us)
 
 
-def _reading_out(row: ReadingRow) -> ReadingOut:
+def _reading_out(row: StoredReading) -> ReadingOut:
     metric = Metric(row.metric)
     return ReadingOut(
         device_id=row.device_id,
@@ -78,7 +78,7 @@ async def list_readings(request: web.Request) -> web.StreamResponse:
     await require_patient_access(
         request, principal, patient_id=req.filters.patient_id, device_id=req.filters.device_id
     )
-    queries = ReadingQueries(request.app[ENGINE])
+    queries = request.app[QUERIES]
     if req.format is OutputFormat.CSV:
         return await _stream_csv(request, queries, req.filters)
 
@@ -98,7 +98,7 @@ async def _stream_csv(
     async with contextlib.aclosing(queries.iter_all(filters)) as pages:
         # Read before the 200 goes out, so a database that fails outright still gets
         # a proper JSON error.
-        first: list[ReadingRow] = await anext(pages, [])
+        first: list[StoredReading] = await anext(pages, [])
         response = web.StreamResponse(headers={"Content-Type": "text/csv; charset=utf-8"})
         await response.prepare(request)
         try:
@@ -119,7 +119,7 @@ async def _stream_csv(
     return response
 
 
-def _csv_chunk(rows: list[ReadingRow], *, header: bool = False) -> bytes:
+def _csv_chunk(rows: list[StoredReading], *, header: bool = False) -> bytes:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     if header:
@@ -138,9 +138,7 @@ async def readings_summary(request: web.Request) -> web.Response:
     await require_patient_access(
         request, principal, patient_id=req.filters.patient_id, device_id=req.filters.device_id
     )
-    buckets = await ReadingQueries(request.app[ENGINE]).summary(
-        req.filters, req.bucket_us, MAX_BUCKETS
-    )
+    buckets = await request.app[QUERIES].summary(req.filters, req.bucket_us, MAX_BUCKETS)
     if len(buckets) > MAX_BUCKETS:
         raise InvalidParameter(
             "bucket", f"more than {MAX_BUCKETS} buckets: use a bigger bucket or a narrower range"
@@ -162,7 +160,7 @@ async def patient_latest(request: web.Request) -> web.Response:
     principal = await require_user(request)
     patient_id = parse_latest(request.query, request.match_info["patient_id"])
     await require_patient_access(request, principal, patient_id=patient_id)
-    latest = await ReadingQueries(request.app[ENGINE]).latest(patient_id)
+    latest = await request.app[QUERIES].latest(patient_id)
     if latest is None:
         raise NotFoundError(f"no readings and no device for patient {patient_id!r}")
     metrics = {

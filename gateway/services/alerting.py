@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from gateway.core.alert_engine import Alert, AlertEngine, AlertError, Transition, UnknownAlertError
+from gateway.core.rows import METRIC, TS_US, VALUE
 from gateway.core.rules import RuleSet, load_rules
 from gateway.errors import ForbiddenError, StorageError
 from gateway.services.committer import PendingBatch
@@ -35,7 +36,8 @@ from gateway.services.hub import Hub
 from gateway.services.metrics import Metrics
 from gateway.services.vitals import VitalsThrottle
 from gateway.storage.accounts import Principal
-from gateway.storage.alerts import AlertStore, RecordedEvent, StoredState
+from gateway.storage.alerts import AlertStore, StoredState
+from gateway.storage.events import RecordedEvent
 from schemas.dashboard import AlertEvent, AlertOut, VitalReading, Vitals
 from schemas.metrics import METRICS, Metric
 
@@ -212,7 +214,7 @@ class AlertService:
             self._wards[b.device_id] = b.ward
             if vitals_wanted:
                 self._vitals.add(b.patient_id, b.device_id, b.ward, b.rows)
-            readings = [(metric, ts_us / 1e6, value) for _, _, metric, ts_us, value, _, _ in b.rows]
+            readings = [(r[METRIC], r[TS_US] / 1e6, r[VALUE]) for r in b.rows]
             caused = self._engine.process(b.patient_id, b.device_id, readings, now)
             if self._metrics is not None:
                 for t in caused:

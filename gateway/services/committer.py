@@ -27,10 +27,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from gateway.core.rows import ReadingRow
 from gateway.errors import StorageError, StorageUnavailable
 from gateway.services.metrics import Metrics
-from gateway.storage.alerts import RecordedEvent
-from gateway.storage.readings import ReadingRow, ReadingWriter
+from gateway.storage.events import RecordedEvent
+from gateway.storage.readings import ReadingsWriter
 
 __all__ = ["CommitPartner", "GroupCommitter", "PendingBatch", "plan_commit"]
 
@@ -102,7 +103,7 @@ def plan_commit(
 class GroupCommitter:
     def __init__(
         self,
-        writer: ReadingWriter,
+        writer: ReadingsWriter,
         *,
         max_rows: int,
         delay_s: float,

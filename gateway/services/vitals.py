@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from gateway.storage.readings import ReadingRow
+from gateway.core.rows import METRIC, TS_US, VALUE, ReadingRow
 
 __all__ = ["PatientVitals", "VitalsThrottle"]
 
@@ -29,10 +29,11 @@ class VitalsThrottle:
         if entry is None or entry.device_id != device_id:
             entry = self._pending[patient_id] = PatientVitals(patient_id, device_id, ward)
         latest = entry.latest
-        for _, _, metric, ts_us, value, _, _ in rows:
+        for row in rows:
+            metric, ts_us = row[METRIC], row[TS_US]
             seen = latest.get(metric)
             if seen is None or ts_us >= seen[0]:
-                latest[metric] = (ts_us, value)
+                latest[metric] = (ts_us, row[VALUE])
 
     def flush(self) -> list[PatientVitals]:
         """Everything collected since the previous flush, then start afresh."""

@@ -1,2 +1,8 @@
-"""Persistence: table models, the engine (the one place that knows SQLite from
-PostgreSQL), and the stores that the rest of the gateway calls."""
+"""Persistence: `database.open_storage(settings)` opens a `Storage` on the configured
+database, the one place that tells SQLite from PostgreSQL.
+
+Tables in `schema.py`; the backends' differences in `sqlite.py` (with its writer
+thread, `sqlite_thread.py`) and `postgres.py`; the write side of readings in
+`readings.py` and of alert events in `events.py`; reads and the other stores in
+`alerts.py`, `queries.py`, `accounts.py` and `audit.py`.
+"""

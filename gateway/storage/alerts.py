@@ -1,100 +1,28 @@
-"""Alerts and their append-only event log.
+"""The alert store: what the alert service and the REST and dashboard handlers read
+(open alerts to restore, event replays, alert lists), and `append` for events stored
+outside a group commit.
 
-Each recorded change writes the alert's current row and one event row (the message as
-pushed) in one transaction, so what a dashboard was shown survives a restart. Events
-raised by a group commit's readings are written in that commit's own transaction
-(`write_events_sqlite` / `write_events`, called by the reading writers); `append`
-stores the others. With SQLite a burst of alerts, however long, is two statements (an
-upsert of the alert rows, an insert of the events).
+Writing goes through the events writer the backend opened (`events.py`); the reads
+are SQLAlchemy Core, the same on every backend.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from gateway.storage.events import EventsWriter, RecordedEvent
 from gateway.storage.schema import AlertEventRow, AlertRow, table_of
-from gateway.storage.sqlite_writer import SqliteWriter, values_rows
 from schemas.codes import AlertStatus
 
-__all__ = ["AlertStore", "RecordedEvent", "StoredState", "write_events", "write_events_sqlite"]
+__all__ = ["AlertStore", "StoredState"]
 
 _alerts = table_of(AlertRow)
 _events = table_of(AlertEventRow)
-_ALERT_COLUMNS = [c.name for c in _alerts.columns]
-_EVENT_COLUMNS = [c.name for c in _events.columns]
-
-
-# Rows per multi-row statement: 19 alert columns x 500 is under SQLite's 32,766
-# parameters.
-_ROWS_PER_STATEMENT = 500
-
-
-class _AppendSql:
-    """The writer thread's statements: whole bursts of alert rows and events in a few
-    statements (see sqlite_writer.py on why the count matters)."""
-
-    def __init__(self) -> None:
-        updates = ", ".join(f"{c} = excluded.{c}" for c in _ALERT_COLUMNS if c != "id")
-        self._upsert_alerts = (
-            f"INSERT INTO {_alerts.name} ({', '.join(_ALERT_COLUMNS)}) VALUES {{}} "
-            f"ON CONFLICT (id) DO UPDATE SET {updates}"
-        )
-        self._insert_events = (
-            f"INSERT INTO {_events.name} ({', '.join(_EVENT_COLUMNS)}) VALUES {{}}"
-        )
-
-    def statements(self, events: Sequence[RecordedEvent]) -> list[tuple[str, list[Any]]]:
-        """(sql, flat parameters) that store `events` in order: each alert's row as the
-        event left it, then the events. SQLite upserts a statement's rows one after the
-        other, so of two events of one alert in a burst the later one's row wins."""
-        alerts = [[e.row[c] for c in _ALERT_COLUMNS] for e in events]
-        return [
-            *_multi_row(self._upsert_alerts, alerts),
-            *_multi_row(self._insert_events, [_event_values(e) for e in events]),
-        ]
-
-
-def _multi_row(template: str, rows: list[list[Any]]) -> list[tuple[str, list[Any]]]:
-    """`template`'s VALUES filled with `rows`, _ROWS_PER_STATEMENT per statement."""
-    out = []
-    for start in range(0, len(rows), _ROWS_PER_STATEMENT):
-        chunk = rows[start : start + _ROWS_PER_STATEMENT]
-        sql = template.format(values_rows(len(chunk[0]), len(chunk)))
-        out.append((sql, [v for row in chunk for v in row]))
-    return out
-
-
-def _event_row(e: RecordedEvent) -> dict[str, Any]:
-    return {
-        "event_id": e.event_id,
-        "alert_id": e.row["id"],
-        "kind": e.kind,
-        "status": e.row["status"],
-        "ward": e.row["ward"],
-        "payload": e.payload,
-    }
-
-
-def _event_values(e: RecordedEvent) -> list[Any]:
-    row = _event_row(e)
-    return [row[c] for c in _EVENT_COLUMNS]
-
-
-@dataclass(frozen=True, slots=True)
-class RecordedEvent:
-    """One change to store: the alert row after it, and the message as pushed."""
-
-    event_id: int
-    kind: str
-    is_new: bool  # the alert's first event: insert its row rather than update it
-    row: dict[str, Any]
-    payload: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,33 +32,10 @@ class StoredState:
     max_event_id: int
 
 
-_APPEND_SQL = _AppendSql()
-
-
-def write_events_sqlite(conn: sqlite3.Connection, events: Sequence[RecordedEvent]) -> None:
-    """Store `events` on the SQLite writer thread's connection, inside the caller's
-    transaction."""
-    if events:
-        for statement, params in _APPEND_SQL.statements(events):
-            conn.execute(statement, params)
-
-
-async def write_events(conn: AsyncConnection, events: Sequence[RecordedEvent]) -> None:
-    """Store `events` through SQLAlchemy, inside the caller's transaction."""
-    if not events:
-        return
-    for e in events:
-        if e.is_new:
-            await conn.execute(insert(_alerts), e.row)
-        else:
-            await conn.execute(update(_alerts).where(_alerts.c.id == e.row["id"]).values(e.row))
-    await conn.execute(insert(_events), [_event_row(e) for e in events])
-
-
 class AlertStore:
-    def __init__(self, engine: AsyncEngine, writer: SqliteWriter | None = None) -> None:
+    def __init__(self, engine: AsyncEngine, events: EventsWriter) -> None:
         self._engine = engine
-        self._writer = writer
+        self._events = events
 
     async def load(self) -> StoredState:
         async with self._engine.connect() as conn:
@@ -144,17 +49,7 @@ class AlertStore:
 
     async def append(self, events: Sequence[RecordedEvent]) -> None:
         """Store `events` in a transaction of their own."""
-        writer = self._writer
-        if writer is not None:
-
-            def job(conn: sqlite3.Connection) -> None:
-                with writer.transaction(conn, rows=len(events)):
-                    write_events_sqlite(conn, events)
-
-            await writer.run(job)
-            return
-        async with self._engine.begin() as conn:
-            await write_events(conn, events)
+        await self._events.append(events)
 
     async def events_between(
         self, after: int, upto: int, wards: frozenset[str] | None = None

@@ -1,43 +1,155 @@
-"""The engine: built from the database URL, the one place with backend-specific setup.
+"""Opening the database: the one place that tells SQLite from PostgreSQL.
 
-SQLite gets WAL mode (readers never block the group-commit writer), a busy timeout,
-and the configured `synchronous` level; every other backend is used as it comes.
+`open_storage(settings)` picks the backend from the database URL (`backend_of`),
+makes or checks the schema, and returns a `Storage`: every store and writer the
+gateway uses, on that one database. What differs between backends lives in
+`sqlite.py` and `postgres.py`, behind `backend.Backend`. Also here: the schema's
+creation and upgrade on start (`create_schema`).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 
-from sqlalchemy import Connection, event, inspect, text
+from sqlalchemy import Connection, delete, insert, inspect, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.storage.schema import Base
+from gateway.errors import ConfigError
+from gateway.settings import Settings
+from gateway.storage.accounts import AccountStore
+from gateway.storage.alerts import AlertStore
+from gateway.storage.audit import AuditLog
+from gateway.storage.backend import Backend
+from gateway.storage.events import EventsWriter
+from gateway.storage.postgres import PostgresBackend
+from gateway.storage.queries import ReadingQueries
+from gateway.storage.readings import ReadingsWriter
+from gateway.storage.schema import Base, Probe, table_of
+from gateway.storage.sqlite import SqliteBackend
 
-__all__ = ["ADDED_COLUMNS", "RETIRED_INDEXES", "create_schema", "open_engine"]
+__all__ = [
+    "ADDED_COLUMNS",
+    "RETIRED_INDEXES",
+    "DatabaseMissing",
+    "Storage",
+    "backend_of",
+    "create_schema",
+    "has_schema",
+    "open_engine",
+    "open_storage",
+]
+
+
+def backend_of(
+    url: str, *, sqlite_synchronous: str = "FULL", sqlite_busy_timeout_s: float = 30.0
+) -> Backend:
+    """The backend of a database URL: SQLite, or else PostgreSQL (SQLAlchemy's async
+    engine, which may drive other servers too)."""
+    if make_url(url).get_backend_name() == "sqlite":
+        return SqliteBackend(
+            url, synchronous=sqlite_synchronous, busy_timeout_s=sqlite_busy_timeout_s
+        )
+    return PostgresBackend(url)
 
 
 def open_engine(
     url: str, *, sqlite_synchronous: str = "FULL", sqlite_busy_timeout_s: float = 30.0
 ) -> AsyncEngine:
-    parsed = make_url(url)
-    if parsed.get_backend_name() != "sqlite":
-        return create_async_engine(url, pool_pre_ping=True)
+    """The engine alone, set up for its backend (tools and tests; the gateway opens a
+    whole `Storage`)."""
+    return backend_of(
+        url, sqlite_synchronous=sqlite_synchronous, sqlite_busy_timeout_s=sqlite_busy_timeout_s
+    ).open_engine()
 
-    if parsed.database and parsed.database != ":memory:":
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_async_engine(url, connect_args={"timeout": sqlite_busy_timeout_s})
 
-    @event.listens_for(engine.sync_engine, "connect")
-    def _pragmas(dbapi_conn: Any, _record: Any) -> None:
-        cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute(f"PRAGMA synchronous={sqlite_synchronous}")
-        cur.execute("PRAGMA foreign_keys=ON")
-        cur.close()
+class DatabaseMissing(ConfigError):
+    """`open_storage(create=False)` found no gateway database where the settings point."""
 
-    return engine
+    def __init__(self, url: str, where: str) -> None:
+        shown = make_url(url).render_as_string(hide_password=True)
+        super().__init__(f"no database at {where} (database_url {shown})")
+
+
+_probe = table_of(Probe)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Storage:
+    """Everything the gateway stores through, on one database (see `open_storage`)."""
+
+    engine: AsyncEngine  # reads; writes outside the streaming path
+    readings: ReadingsWriter  # the group committer's: readings, seqs and their alert events
+    events: EventsWriter  # alert events outside a commit (through `alerts.append`)
+    alerts: AlertStore
+    queries: ReadingQueries
+    accounts: AccountStore
+    audit: AuditLog
+    # The backend's `Writers.close`: `close` calls it before disposing of the engine.
+    close_writers: Callable[[], Awaitable[None]] = field(repr=False)
+
+    async def ping(self) -> None:
+        """Raises unless the database answers a read."""
+        async with self.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+
+    async def probe_write(self) -> None:
+        """Raises unless the database takes a write now (one row, rewritten)."""
+        async with self.engine.begin() as conn:
+            await conn.execute(delete(_probe))
+            await conn.execute(insert(_probe).values(id=1, at=time.time()))
+
+    async def close(self) -> None:
+        """Finish queued writes, then close every connection."""
+        await self.close_writers()
+        await self.engine.dispose()
+
+
+async def open_storage(settings: Settings, *, create: bool = True) -> Storage:
+    """The storage on `settings.database_url`.
+
+    With `create`, missing tables (and an SQLite file) are made and the schema brought
+    up to date; without, a database that is not there or holds no gateway tables
+    raises DatabaseMissing, and nothing is created.
+    """
+    url = settings.database_url
+    backend = backend_of(
+        url,
+        sqlite_synchronous=settings.sqlite_synchronous,
+        sqlite_busy_timeout_s=settings.sqlite_busy_timeout_s,
+    )
+    if not create and not backend.exists():
+        raise DatabaseMissing(url, backend.where)  # before connecting creates it
+    engine = backend.open_engine()
+    try:
+        if create:
+            await create_schema(engine)
+        elif not await has_schema(engine):
+            raise DatabaseMissing(url, backend.where)
+        writers = backend.open_writers(engine)
+    except BaseException:
+        await engine.dispose()
+        raise
+    return Storage(
+        engine=engine,
+        readings=writers.readings,
+        events=writers.events,
+        alerts=AlertStore(engine, writers.events),
+        queries=ReadingQueries(engine),
+        accounts=AccountStore(engine),
+        audit=AuditLog(engine),
+        close_writers=writers.close,
+    )
+
+
+async def has_schema(engine: AsyncEngine) -> bool:
+    """Whether the database holds the gateway's tables (not an empty file, not a new
+    PostgreSQL database)."""
+    async with engine.connect() as conn:
+        present: bool = await conn.run_sync(lambda c: inspect(c).has_table("devices"))
+    return present
 
 
 # Indexes earlier versions created and this one no longer uses: each costs every insert

@@ -26,7 +26,7 @@ __all__ = [
     "ReadingFilter",
     "ReadingPage",
     "ReadingQueries",
-    "ReadingRow",
+    "StoredReading",
 ]
 
 _r = table_of(Reading).c
@@ -59,7 +59,9 @@ class Position(NamedTuple):
     id: int
 
 
-class ReadingRow(NamedTuple):
+class StoredReading(NamedTuple):
+    """A stored reading as the queries return it (the stored row is `core.rows.ReadingRow`)."""
+
     id: int
     device_id: str
     patient_id: str
@@ -70,7 +72,7 @@ class ReadingRow(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class ReadingPage:
-    rows: list[ReadingRow]
+    rows: list[StoredReading]
     more: bool  # readings remain after the last row (within the same snapshot)
 
 
@@ -167,12 +169,12 @@ class ReadingQueries:
         """Up to `limit` readings after `after`, among those with id <= `snapshot`."""
         async with self._engine.connect() as conn:
             result = await conn.execute(_page_query(filters, after, limit + 1, snapshot))
-            rows = [ReadingRow(*r) for r in result]
+            rows = [StoredReading(*r) for r in result]
         return ReadingPage(rows[:limit], more=len(rows) > limit)
 
     async def iter_all(
         self, filters: ReadingFilter, page_size: int = STREAM_PAGE
-    ) -> AsyncGenerator[list[ReadingRow]]:
+    ) -> AsyncGenerator[list[StoredReading]]:
         """Every matching reading that exists now, in order, `page_size` rows at a time.
 
         Each page is its own short read, so a slow consumer holds no connection and no

@@ -13,9 +13,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.errors import StorageError
 from gateway.services.committer import GroupCommitter, PendingBatch
-from gateway.storage.alerts import RecordedEvent
-from gateway.storage.readings import SqliteReadingWriter
-from gateway.storage.sqlite_writer import SqliteWriter
+from gateway.storage.events import RecordedEvent
+from gateway.storage.sqlite import SqliteReadingsWriter
+from gateway.storage.sqlite_thread import SqliteWriterThread
 from tests.support.storage_helpers import (
     alert_row,
     db_path,
@@ -57,17 +57,17 @@ async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
 
 
 @pytest.fixture
-async def thread(engine: AsyncEngine) -> AsyncIterator[SqliteWriter]:
-    writer = SqliteWriter(str(db_path(engine)), busy_timeout_s=1.0)
+async def thread(engine: AsyncEngine) -> AsyncIterator[SqliteWriterThread]:
+    writer = SqliteWriterThread(str(db_path(engine)), busy_timeout_s=1.0)
     yield writer
     await writer.close()
 
 
 async def committer_with(
-    engine: AsyncEngine, thread: SqliteWriter, partner: Partner
+    engine: AsyncEngine, thread: SqliteWriterThread, partner: Partner
 ) -> GroupCommitter:
     committer = GroupCommitter(
-        SqliteReadingWriter(thread, engine.dialect), max_rows=1000, delay_s=0.001
+        SqliteReadingsWriter(thread, engine.dialect), max_rows=1000, delay_s=0.001
     )
     committer.set_partner(partner)
     committer.start()
@@ -75,7 +75,7 @@ async def committer_with(
 
 
 async def test_events_are_stored_in_the_commit_of_the_batches_that_raised_them(
-    engine: AsyncEngine, thread: SqliteWriter
+    engine: AsyncEngine, thread: SqliteWriterThread
 ) -> None:
     """The partner sees the batches before they are written, and its events are stored
     by the time the batch is done (acked)."""
@@ -92,7 +92,7 @@ async def test_events_are_stored_in_the_commit_of_the_batches_that_raised_them(
 
 
 async def test_a_refused_event_does_not_cost_the_readings(
-    engine: AsyncEngine, thread: SqliteWriter
+    engine: AsyncEngine, thread: SqliteWriterThread
 ) -> None:
     """An event the database refuses (its id is taken) fails the shared commit; the
     readings are committed again without it and acked, and the event stays the
@@ -113,7 +113,7 @@ async def test_a_refused_event_does_not_cost_the_readings(
 
 
 async def test_a_wake_up_commits_events_without_readings(
-    engine: AsyncEngine, thread: SqliteWriter
+    engine: AsyncEngine, thread: SqliteWriterThread
 ) -> None:
     """Events of the partner's own (timer, acknowledgement) are stored by a wake-up
     alone; no batch is needed."""
@@ -130,7 +130,7 @@ async def test_a_wake_up_commits_events_without_readings(
 
 
 async def test_after_a_failed_commit_the_events_wait_with_the_partner(
-    engine: AsyncEngine, thread: SqliteWriter
+    engine: AsyncEngine, thread: SqliteWriterThread
 ) -> None:
     """A commit the database refuses outright (a row breaks NOT NULL) fails the batch,
     acks nothing, and leaves the events with the partner: the next commit stores them."""

@@ -15,7 +15,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.storage.alerts import AlertStore
 from gateway.storage.database import create_schema, open_engine
-from gateway.storage.sqlite_writer import SqliteWriter
+from gateway.storage.events import EngineEventsWriter, EventsWriter
+from gateway.storage.sqlite import SqliteEventsWriter
+from gateway.storage.sqlite_thread import SqliteWriterThread
 from tests.support.storage_helpers import alert_row, event
 
 PATHS = ["sqlite-thread", "engine"]
@@ -26,10 +28,12 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
     engine = open_engine(f"sqlite+aiosqlite:///{tmp_path / 'vitals.db'}")
     await create_schema(engine)
     writer = None
+    events: EventsWriter = EngineEventsWriter(engine)
     if request.param == "sqlite-thread":
         assert engine.url.database is not None
-        writer = SqliteWriter(engine.url.database, busy_timeout_s=1.0)
-    yield AlertStore(engine, writer)
+        writer = SqliteWriterThread(engine.url.database, busy_timeout_s=1.0)
+        events = SqliteEventsWriter(writer)
+    yield AlertStore(engine, events)
     if writer is not None:
         await writer.close()
     await engine.dispose()
@@ -90,8 +94,9 @@ async def test_both_paths_store_identical_rows(tmp_path: Path) -> None:
         engine = open_engine(f"sqlite+aiosqlite:///{tmp_path / path}.db")
         await create_schema(engine)
         assert engine.url.database is not None
-        writer = SqliteWriter(engine.url.database) if path == "sqlite-thread" else None
-        store = AlertStore(engine, writer)
+        writer = SqliteWriterThread(engine.url.database) if path == "sqlite-thread" else None
+        through = SqliteEventsWriter(writer) if writer is not None else EngineEventsWriter(engine)
+        store = AlertStore(engine, through)
         await store.append([event(1, "raised", alert_row(3, "active_unack", 1))])
         await store.append(
             [event(2, "acked", alert_row(3, "active_ack", 2, acked_at=5.0, acked_by="dr-lee"))]

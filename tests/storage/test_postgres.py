@@ -18,20 +18,16 @@ from sqlalchemy import inspect, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from gateway.core.rows import READING_COLUMNS, ReadingRow
 from gateway.errors import ConflictError, StorageUnavailable
-from gateway.http.keys import ENGINE
+from gateway.http.keys import STORAGE
+from gateway.settings import load_settings
 from gateway.storage.accounts import AccountStore, Role
 from gateway.storage.alerts import AlertStore
-from gateway.storage.database import ADDED_COLUMNS, create_schema, open_engine
-from gateway.storage.readings import (
-    CHUNK,
-    READING_COLUMNS,
-    EngineReadingWriter,
-    ReadingRow,
-    open_reading_writer,
-)
+from gateway.storage.database import ADDED_COLUMNS, create_schema, open_engine, open_storage
+from gateway.storage.events import EngineEventsWriter
+from gateway.storage.readings import CHUNK, EngineReadingsWriter
 from gateway.storage.schema import Base, Device, Reading, table_of
-from gateway.storage.sqlite_writer import open_sqlite_writer
 from tests.conftest import Gateway
 from tests.http.test_query_api import T0, get, instants
 from tests.support.alert_helpers import open_dashboard, open_device
@@ -148,15 +144,19 @@ async def test_create_schema_creates_every_table_and_a_second_call_is_harmless(
 # --- the readings writer ----------------------------------------------------------------
 
 
-async def test_postgres_gets_the_engine_writer(engine: AsyncEngine) -> None:
+async def test_postgres_gets_the_engine_writer(engine: AsyncEngine, database_url: str) -> None:
     """A PostgreSQL engine has no SQLite writer thread and writes readings through the engine."""
-    assert open_sqlite_writer(engine) is None
-    assert isinstance(open_reading_writer(engine, None), EngineReadingWriter)
+    storage = await open_storage(load_settings(database_url=database_url))
+    try:
+        assert isinstance(storage.events, EngineEventsWriter)
+        assert isinstance(storage.readings, EngineReadingsWriter)
+    finally:
+        await storage.close()
 
 
 async def test_commit_stores_rows_exactly_and_advances_last_seq(engine: AsyncEngine) -> None:
     """A commit stores its rows value for value, in order, and last_seqs reports the new seqs."""
-    writer = EngineReadingWriter(engine)
+    writer = EngineReadingsWriter(engine)
     batch = rows("watch-1", 3, 5) + rows("watch-2", 9, 2, start_us=-1)
     await writer.commit(batch, {"watch-1": 3, "watch-2": 9})
     assert await stored(engine) == batch
@@ -165,7 +165,7 @@ async def test_commit_stores_rows_exactly_and_advances_last_seq(engine: AsyncEng
 
 async def test_last_seq_never_goes_back(engine: AsyncEngine) -> None:
     """A commit carrying an older seq keeps the newer one."""
-    writer = EngineReadingWriter(engine)
+    writer = EngineReadingsWriter(engine)
     await writer.commit(rows("watch-1", 5, 1), {"watch-1": 5})
     await writer.commit([], {"watch-1": 3})
     assert await writer.last_seqs(["watch-1"]) == {"watch-1": 5}
@@ -173,7 +173,7 @@ async def test_last_seq_never_goes_back(engine: AsyncEngine) -> None:
 
 async def test_a_commit_of_several_insert_chunks_stores_every_row(engine: AsyncEngine) -> None:
     """More than CHUNK rows (two full INSERT statements and a short one) are all stored exactly."""
-    writer = EngineReadingWriter(engine)
+    writer = EngineReadingsWriter(engine)
     batch: list[ReadingRow] = rows("watch-1", 1, 2 * CHUNK - 3) + rows("watch-2", 4, 5)
     await writer.commit(batch, {"watch-1": 1, "watch-2": 4})
     assert await stored(engine) == batch
@@ -183,7 +183,7 @@ async def test_a_commit_of_several_insert_chunks_stores_every_row(engine: AsyncE
 async def test_a_refused_commit_stores_nothing(engine: AsyncEngine) -> None:
     """A NOT NULL violation in a later INSERT chunk fails the whole commit (an IntegrityError,
     not StorageUnavailable) leaving no rows and no seq; the next commit works."""
-    writer = EngineReadingWriter(engine)
+    writer = EngineReadingsWriter(engine)
     bad: list[Any] = rows("watch-1", 1, CHUNK + 5)
     bad[CHUNK + 2] = ("watch-1", "p-1", None, 1, 1.0, 1, 1)
     with pytest.raises(IntegrityError) as refused:
@@ -203,7 +203,7 @@ async def test_a_refused_commit_stores_nothing(engine: AsyncEngine) -> None:
 async def test_alert_store_appends_and_loads_events(engine: AsyncEngine) -> None:
     """Alert rows and events appended through the engine read back: open alerts, highest
     ids, event payloads in order, latest open events, ward and listing."""
-    store = AlertStore(engine)
+    store = AlertStore(engine, EngineEventsWriter(engine))
     await store.append([event(1, "raised", alert_row(7, "active_unack", 1))])
     await store.append(
         [
@@ -231,7 +231,7 @@ async def test_alert_store_appends_and_loads_events(engine: AsyncEngine) -> None
 
 async def test_a_refused_alert_append_stores_none_of_its_events(engine: AsyncEngine) -> None:
     """An append whose second event reuses an event id leaves no trace of its first."""
-    store = AlertStore(engine)
+    store = AlertStore(engine, EngineEventsWriter(engine))
     await store.append([event(1, "raised", alert_row(7, "active_unack", 1))])
     with pytest.raises(IntegrityError):
         await store.append(
@@ -313,7 +313,7 @@ def settings_overrides(database_url: str) -> dict[str, Any]:
 
 async def test_a_batch_sent_over_the_device_socket_reads_back(gateway: Gateway) -> None:
     """A gateway on PostgreSQL is ready, stores an acked batch and serves it back over REST."""
-    assert gateway.app[ENGINE].dialect.name == "postgresql"
+    assert gateway.app[STORAGE].engine.dialect.name == "postgresql"
     for probe in ("/healthz", "/readyz"):
         response = await gateway.client.get(probe)
         assert response.status == 200, await response.text()
@@ -331,7 +331,7 @@ async def test_a_batch_sent_over_the_device_socket_reads_back(gateway: Gateway) 
     assert [(b["count"], b["min"], b["max"]) for b in summary["buckets"]] == [(3, 71.5, 80.25)]
     latest = await get(gateway, "/v1/patients/p-1/latest")
     assert latest["metrics"]["heart_rate"]["value"] == 80.25
-    async with gateway.app[ENGINE].connect() as conn:
+    async with gateway.app[STORAGE].engine.connect() as conn:
         seq = await _last_seq(conn, "dev-a")
     assert seq == 1
 
@@ -350,7 +350,7 @@ async def test_a_server_that_does_not_answer_is_storage_unavailable() -> None:
     engine = open_engine("postgresql+asyncpg://postgres@127.0.0.1:1/nowhere")
     try:
         with pytest.raises(StorageUnavailable):
-            await EngineReadingWriter(engine).commit(rows("watch-1", 1, 3), {"watch-1": 1})
+            await EngineReadingsWriter(engine).commit(rows("watch-1", 1, 3), {"watch-1": 1})
     finally:
         await engine.dispose()
 

@@ -19,22 +19,14 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.errors import StorageUnavailable
+from gateway.settings import load_settings
 from gateway.storage import queries
-from gateway.storage.database import RETIRED_INDEXES, create_schema, open_engine
-from gateway.storage.readings import (
-    EngineReadingWriter,
-    ReadingWriter,
-    SqliteReadingWriter,
-    _InsertSql,
-    open_reading_writer,
-)
+from gateway.storage.database import RETIRED_INDEXES, create_schema, open_engine, open_storage
+from gateway.storage.events import EngineEventsWriter
+from gateway.storage.readings import EngineReadingsWriter, InsertSql, ReadingsWriter
 from gateway.storage.schema import Base
-from gateway.storage.sqlite_writer import (
-    _WAL_PAGES_MAX,
-    CHECKPOINT_ROWS,
-    SqliteWriter,
-    open_sqlite_writer,
-)
+from gateway.storage.sqlite import SqliteEventsWriter, SqliteReadingsWriter
+from gateway.storage.sqlite_thread import _WAL_PAGES_MAX, CHECKPOINT_ROWS, SqliteWriterThread
 from schemas.metrics import Metric
 from tests.support.storage_helpers import (
     alert_row,
@@ -59,13 +51,13 @@ class Writer:
     """A readings writer of either kind, with the thread (if any) it runs on."""
 
     def __init__(self, kind: str, engine: AsyncEngine, busy_timeout_s: float = 30.0) -> None:
-        self.thread: SqliteWriter | None = None
-        self.readings: ReadingWriter
+        self.thread: SqliteWriterThread | None = None
+        self.readings: ReadingsWriter
         if kind == "engine":
-            self.readings = EngineReadingWriter(engine)
+            self.readings = EngineReadingsWriter(engine)
         else:
-            self.thread = SqliteWriter(str(db_path(engine)), busy_timeout_s=busy_timeout_s)
-            self.readings = SqliteReadingWriter(self.thread, engine.dialect)
+            self.thread = SqliteWriterThread(str(db_path(engine)), busy_timeout_s=busy_timeout_s)
+            self.readings = SqliteReadingsWriter(self.thread, engine.dialect)
 
     async def close(self) -> None:
         if self.thread is not None:
@@ -270,7 +262,7 @@ async def test_the_wal_stays_bounded_while_commits_keep_coming(
 async def test_jobs_queued_behind_a_running_one_run_in_order(engine: AsyncEngine) -> None:
     """Jobs queued behind a running one run after it, in the order they came; the
     running job is not interrupted."""
-    writer = SqliteWriter(str(db_path(engine)))
+    writer = SqliteWriterThread(str(db_path(engine)))
     started, release = threading.Event(), threading.Event()
     order: list[str] = []
 
@@ -302,7 +294,7 @@ async def test_jobs_queued_behind_a_running_one_run_in_order(engine: AsyncEngine
 async def test_a_job_after_close_is_refused(engine: AsyncEngine) -> None:
     """A closed writer refuses new jobs with StorageUnavailable instead of leaving its
     caller waiting for a thread that is gone."""
-    writer = SqliteWriter(str(db_path(engine)))
+    writer = SqliteWriterThread(str(db_path(engine)))
     await writer.close()
     with pytest.raises(StorageUnavailable):
         await writer.run(lambda conn: conn.execute("SELECT 1").fetchone())
@@ -313,18 +305,18 @@ async def test_an_sqlite_file_gets_the_thread_and_memory_gets_the_engine(
 ) -> None:
     """An SQLite file gets the writer thread, `:memory:` (another connection would see
     another database) and other backends write through the engine."""
-    file_engine = open_engine(f"sqlite+aiosqlite:///{tmp_path / 'a.db'}")
-    memory_engine = open_engine("sqlite+aiosqlite:///:memory:")
-    thread = open_sqlite_writer(file_engine)
+    on_file = await open_storage(
+        load_settings(database_url=f"sqlite+aiosqlite:///{tmp_path / 'a.db'}")
+    )
+    in_memory = await open_storage(load_settings(database_url="sqlite+aiosqlite:///:memory:"))
     try:
-        assert thread is not None
-        assert isinstance(open_reading_writer(file_engine, thread), SqliteReadingWriter)
-        assert open_sqlite_writer(memory_engine) is None
-        assert isinstance(open_reading_writer(memory_engine, None), EngineReadingWriter)
+        assert isinstance(on_file.events, SqliteEventsWriter)
+        assert isinstance(on_file.readings, SqliteReadingsWriter)
+        assert isinstance(in_memory.events, EngineEventsWriter)
+        assert isinstance(in_memory.readings, EngineReadingsWriter)
     finally:
-        await thread.close() if thread is not None else None
-        await file_engine.dispose()
-        await memory_engine.dispose()
+        await on_file.close()
+        await in_memory.close()
 
 
 def test_a_device_query_is_served_by_its_patients_index() -> None:
@@ -348,7 +340,7 @@ def test_a_device_query_is_served_by_its_patients_index() -> None:
 def test_repeated_values_groups_are_what_the_dialect_compiles(n: int) -> None:
     """The SQLite INSERT for n rows, built by repeating one row's VALUES group, is the
     statement SQLAlchemy itself compiles for n rows."""
-    insert_sql = _InsertSql(sqlite_dialect.dialect())
+    insert_sql = InsertSql(sqlite_dialect.dialect())
     assert insert_sql(n) == insert_sql._compile(n)
 
 

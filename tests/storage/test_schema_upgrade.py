@@ -11,6 +11,7 @@ from sqlalchemy import create_engine
 from gateway.storage.accounts import AccountStore
 from gateway.storage.alerts import AlertStore
 from gateway.storage.database import ADDED_COLUMNS, create_schema, open_engine
+from gateway.storage.events import EngineEventsWriter
 from gateway.storage.schema import Base
 
 
@@ -43,7 +44,7 @@ async def test_added_columns_appear_on_an_old_database_with_its_rows_intact(
     try:
         await create_schema(engine)
         await create_schema(engine)  # and again: nothing left to add
-        state = await AlertStore(engine).load()
+        state = await AlertStore(engine, EngineEventsWriter(engine)).load()
         revoked = await AccountStore(engine).revoked_among(["watch-1"])
     finally:
         await engine.dispose()

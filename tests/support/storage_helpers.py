@@ -12,9 +12,9 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.storage.alerts import RecordedEvent
+from gateway.core.rows import ReadingRow
 from gateway.storage.database import create_schema, open_engine
-from gateway.storage.readings import ReadingRow
+from gateway.storage.events import RecordedEvent
 from gateway.storage.schema import Device, table_of
 
 __all__ = [

@@ -1,4 +1,4 @@
-"""The SQLite write path: one `sqlite3` connection owned by one thread.
+"""The SQLite writer thread: one `sqlite3` connection owned by one thread.
 
 Every write the gateway makes while streaming (readings with their seqs, alert events)
 is a job run in that thread: a whole transaction is one hop there and one back, and
@@ -18,8 +18,9 @@ connection of their own: in WAL mode a checkpoint and a write transaction go on 
 side. Run between jobs, such a checkpoint took 16 ms (p50, 37 ms p90), and every ack
 and alarm queued behind it waited that long too (ward ack p99 74 -> 45 ms, alert p99
 100 -> 60 ms in alternating runs). After a commit of a backlog (thousands of rows at
-once) the writer checkpoints itself, before its next job: then throughput counts, and
-a checkpoint beside the next big commit slowed both (ingest 56,000 -> 48,000 readings/s).
+once) the writer thread checkpoints itself, before its next job: then throughput
+counts, and a checkpoint beside the next big commit slowed both (ingest 56,000 ->
+48,000 readings/s).
 """
 
 from __future__ import annotations
@@ -34,16 +35,9 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
-from sqlalchemy.ext.asyncio import AsyncEngine
-
 from gateway.errors import StorageUnavailable
 
-__all__ = [
-    "CHECKPOINT_ROWS",
-    "SqliteWriter",
-    "open_sqlite_writer",
-    "values_rows",
-]
+__all__ = ["CHECKPOINT_ROWS", "SqliteWriterThread", "values_rows"]
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +69,7 @@ def values_rows(width: int, rows: int) -> str:
     return ", ".join(["(" + ", ".join("?" * width) + ")"] * rows)
 
 
-class SqliteWriter:
+class SqliteWriterThread:
     """Runs jobs on the connection; `transaction` gives them BEGIN ... COMMIT.
 
     The thread is a daemon: nothing it does may hold the process after shutdown gave
@@ -103,7 +97,7 @@ class SqliteWriter:
         self._since_checkpoint = 0  # rows written since the last checkpoint was due
         self._checkpoint_due = threading.Event()
         self._wal_pages = 0  # in the WAL at the last checkpoint: the checkpointer's report
-        self._checkpoint_here = False  # the writer checkpoints after this job
+        self._checkpoint_here = False  # this thread checkpoints after this job
         self._thread = threading.Thread(target=self._serve, name="sqlite-writer", daemon=True)
         self._checkpointer = threading.Thread(
             target=self._checkpoint_forever, name="sqlite-checkpoint", daemon=True
@@ -280,15 +274,3 @@ def _resolve(future: asyncio.Future[Any], result: Any) -> None:
 def _fail(future: asyncio.Future[Any], error: BaseException) -> None:
     if not future.done():
         future.set_exception(error)
-
-
-def open_sqlite_writer(
-    engine: AsyncEngine, *, synchronous: str = "FULL", busy_timeout_s: float = 30.0
-) -> SqliteWriter | None:
-    """The writer thread for an SQLite file; None for other backends and for
-    `:memory:` (another connection would see another database)."""
-    url = engine.url
-    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
-        return None
-    assert url.database is not None
-    return SqliteWriter(url.database, synchronous=synchronous, busy_timeout_s=busy_timeout_s)

@@ -1,0 +1,34 @@
+"""PostgreSQL (and any other backend SQLAlchemy's async engine drives; only PostgreSQL
+is tested): a pooled engine that checks a connection before lending it, and every
+write through SQLAlchemy Core (`EngineReadingsWriter`, `EngineEventsWriter`).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from gateway.storage.backend import Writers, nothing_to_close
+from gateway.storage.events import EngineEventsWriter
+from gateway.storage.readings import EngineReadingsWriter
+
+__all__ = ["PostgresBackend"]
+
+
+class PostgresBackend:
+    def __init__(self, url: str) -> None:
+        self._url = url
+
+    @property
+    def where(self) -> str:
+        return make_url(self._url).render_as_string(hide_password=True)
+
+    def exists(self) -> bool:
+        return True  # only the server can tell: see `database.has_schema`
+
+    def open_engine(self) -> AsyncEngine:
+        return create_async_engine(self._url, pool_pre_ping=True)
+
+    def open_writers(self, engine: AsyncEngine) -> Writers:
+        events = EngineEventsWriter(engine)
+        return Writers(EngineReadingsWriter(engine, events), events, nothing_to_close)
