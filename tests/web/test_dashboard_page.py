@@ -16,11 +16,12 @@ from typing import Any
 import aiohttp
 import pytest
 
+from tests.support.processes import GatewayProcess
+
 from .browsing import TABLET, OpenPage
 from .harness import (
     DEVICES,
     Device,
-    GatewayProcess,
     ManagedProcess,
     Provisioned,
     calm_history,
@@ -352,12 +353,12 @@ async def test_pages_recover_from_gateway_restart_resuming_or_signing_in(
     await ben.context.request.post(f"{live_gateway.url}/v1/session/logout")  # elsewhere
     conn = ana.locator("#connection")
 
-    await live_gateway.stop()  # SIGTERM: the streams are closed with 1001
+    await asyncio.to_thread(live_gateway.stop)  # SIGTERM: the streams are closed with 1001
     await expect(conn).to_have_attribute("data-state", re.compile("reconnecting|offline"))
     await expect(ana.locator("#banner")).to_contain_text("data may be stale since")
     # Keep ana's page away until the alert exists, so it can only arrive by resuming.
     await ana.context.set_offline(True)
-    await live_gateway.start()
+    await asyncio.to_thread(live_gateway.start)
     await raise_hypotension(live_gateway, provisioned.devices["watch-103"])
     alerts = await alerts_of(live_gateway, provisioned.users["dr-ana"].token)
     assert [a["rule"] for a in alerts] == ["systolic_bp-low"]
