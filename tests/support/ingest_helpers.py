@@ -10,7 +10,9 @@ from typing import Any
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-__all__ = ["EPOCH", "batched", "micros", "reading", "send_batches", "ts_text"]
+from tests.support.frames import batch_text
+
+__all__ = ["EPOCH", "batched", "micros", "send_batches", "ts_text"]
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 BATCH = 500
@@ -29,10 +31,6 @@ def micros(text: str) -> int:
     return (datetime.fromisoformat(text) - EPOCH) // timedelta(microseconds=1)
 
 
-def reading(ts_us: int, metric: str, value: float) -> dict[str, Any]:
-    return {"ts": ts_text(ts_us), "metric": metric, "value": value}
-
-
 def batched(readings: Sequence[dict[str, Any]], size: int = BATCH) -> list[list[dict[str, Any]]]:
     return [list(readings[i : i + size]) for i in range(0, len(readings), size)]
 
@@ -49,8 +47,8 @@ async def send_batches(
         welcome = json.loads(await ws.receive_str(timeout=5))
         assert welcome["type"] == "welcome", welcome
         seq = int(welcome["last_seq"])
-        for batch in batches:
+        for readings in batches:
             seq += 1
-            await ws.send_str(json.dumps({"type": "readings", "seq": seq, "readings": batch}))
+            await ws.send_str(batch_text(seq, readings))
             reply = json.loads(await ws.receive_str(timeout=5))
             assert reply == {"type": "ack", "seq": seq}, reply

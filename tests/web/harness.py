@@ -25,6 +25,7 @@ import aiohttp
 from gateway.client.process import vitals_command
 from gateway.core.rules import load_rules
 from gateway.settings import shipped_config_dir
+from tests.support.frames import batch_text
 from tests.support.processes import GatewayProcess, add_device, add_user
 
 __all__ = [
@@ -223,8 +224,7 @@ async def send_readings(
         seq = int(welcome["last_seq"])
         for start in range(0, len(readings), 500):
             seq += 1
-            batch = {"type": "readings", "seq": seq, "readings": readings[start : start + 500]}
-            await ws.send_str(json.dumps(batch))
+            await ws.send_str(batch_text(seq, readings[start : start + 500]))
             reply = await ws.receive_json(timeout=5)
             assert reply == {"type": "ack", "seq": seq}, reply
 
