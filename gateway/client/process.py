@@ -3,7 +3,8 @@ options and environment on a free or given port, waited for until `/healthz` ans
 200, stopped with SIGTERM and then SIGKILL after a grace, its output kept in a log file.
 
 `vitals demo`, the end-to-end and browser tests and the benchmark start their servers
-through `ServerProcess`, so there is one readiness loop and one stop sequence.
+through `ServerProcess`, so there is one readiness loop and one stop sequence; a child
+that is not a server (a test's simulator) is a `ChildProcess`, stopped the same way.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 __all__ = [
     "START_TIMEOUT_S",
     "STOP_GRACE_S",
+    "ChildProcess",
     "ServerFailed",
     "ServerProcess",
     "free_port",
@@ -56,45 +58,32 @@ def vitals_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "gateway", *args]
 
 
-class ServerProcess:
-    """One server child process listening on `host:port`, startable again after it
-    stopped or was killed (each start appends to the same log).
+class ChildProcess:
+    """One child process, startable again after it stopped or was killed (each start
+    appends to the same log).
 
     `log_dir`: stdout and stderr go to `log_dir/NAME.log`; without it the child writes
     to this process's own. `env` is laid over this process's environment when the child
     starts. `own_session`: the child leads its own process group and every signal goes
-    to the whole group. `ssl_context`: `/healthz` is asked over https, trusting it.
+    to the whole group.
     """
 
     def __init__(
         self,
         command: Sequence[str],
         *,
-        port: int,
-        host: str = "127.0.0.1",
-        name: str = "gateway",
+        name: str,
         log_dir: Path | None = None,
         env: Mapping[str, str] | None = None,
         own_session: bool = False,
-        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.command = list(command)
-        self.port = port
-        self.host = host
         self.name = name
         self.log_path = None if log_dir is None else log_dir / f"{name}.log"
         self.env = dict(env or {})
         self.own_session = own_session
-        self.ssl_context = ssl_context
         self.proc: subprocess.Popen[bytes] | None = None
-        self.starts = 0
         self.killed = False  # the last `stop` ended it with SIGKILL after the grace
-
-    @property
-    def url(self) -> str:
-        scheme = "http" if self.ssl_context is None else "https"
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{scheme}://{host}:{self.port}"
 
     @property
     def pid(self) -> int:
@@ -105,20 +94,9 @@ class ServerProcess:
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def start(self, timeout: float = START_TIMEOUT_S) -> None:
-        """Spawn the server and return once `/healthz` answers 200. ServerFailed if it
-        exits first or is not ready within `timeout`; then nothing is left running."""
-        self.spawn()
-        try:
-            self.wait_ready(timeout)
-        except ServerFailed:
-            self.stop()
-            raise
-
     def spawn(self) -> None:
-        """Start the child without waiting for it to be ready."""
+        """Start the child (and return at once)."""
         assert not self.running, f"the {self.name} is running already"
-        self.starts += 1
         self.killed = False
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
         if self.log_path is None:
@@ -139,36 +117,6 @@ class ServerProcess:
             env=env,
             start_new_session=self.own_session,
         )
-
-    def wait_ready(self, timeout: float = START_TIMEOUT_S) -> None:
-        """Poll `/healthz` until it answers 200; ServerFailed if the child exits first
-        or `timeout` seconds pass."""
-        assert self.proc is not None, f"the {self.name} was never started"
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise ServerFailed(
-                    f"the {self.name} exited with code {self.proc.returncode}{self._tail()}"
-                )
-            if self._healthy():
-                return
-            if time.monotonic() >= deadline:
-                raise ServerFailed(
-                    f"the {self.name} did not become ready at {self.url} "
-                    f"within {timeout:.0f} s{self._tail()}"
-                )
-            time.sleep(_POLL_S)
-
-    def _healthy(self) -> bool:
-        # Never through an http_proxy from the environment: the server is this machine's.
-        handlers: list[urllib.request.BaseHandler] = [urllib.request.ProxyHandler({})]
-        if self.ssl_context is not None:
-            handlers.append(urllib.request.HTTPSHandler(context=self.ssl_context))
-        try:
-            with urllib.request.build_opener(*handlers).open(f"{self.url}/healthz", timeout=1) as r:
-                return bool(r.status == 200)
-        except (OSError, http.client.HTTPException):  # not listening yet, or not ready
-            return False
 
     def send_signal(self, sig: int) -> None:
         """`sig` to the child (to its group with `own_session`), if it still runs."""
@@ -216,6 +164,74 @@ class ServerProcess:
     def _tail(self) -> str:
         tail = self.log_tail()
         return f"; last lines of {self.log_path}:\n{tail}" if tail else ""
+
+
+class ServerProcess(ChildProcess):
+    """A server child listening on `host:port`: `start` returns once it answers
+    `/healthz`. `ssl_context`: `/healthz` is asked over https, trusting it."""
+
+    def __init__(
+        self,
+        command: Sequence[str],
+        *,
+        port: int,
+        host: str = "127.0.0.1",
+        name: str = "gateway",
+        log_dir: Path | None = None,
+        env: Mapping[str, str] | None = None,
+        own_session: bool = False,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        super().__init__(command, name=name, log_dir=log_dir, env=env, own_session=own_session)
+        self.port = port
+        self.host = host
+        self.ssl_context = ssl_context
+
+    @property
+    def url(self) -> str:
+        scheme = "http" if self.ssl_context is None else "https"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{scheme}://{host}:{self.port}"
+
+    def start(self, timeout: float = START_TIMEOUT_S) -> None:
+        """Spawn the server and return once `/healthz` answers 200. ServerFailed if it
+        exits first or is not ready within `timeout`; then nothing is left running."""
+        self.spawn()
+        try:
+            self.wait_ready(timeout)
+        except ServerFailed:
+            self.stop()
+            raise
+
+    def wait_ready(self, timeout: float = START_TIMEOUT_S) -> None:
+        """Poll `/healthz` until it answers 200; ServerFailed if the child exits first
+        or `timeout` seconds pass."""
+        assert self.proc is not None, f"the {self.name} was never started"
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise ServerFailed(
+                    f"the {self.name} exited with code {self.proc.returncode}{self._tail()}"
+                )
+            if self._healthy():
+                return
+            if time.monotonic() >= deadline:
+                raise ServerFailed(
+                    f"the {self.name} did not become ready at {self.url} "
+                    f"within {timeout:.0f} s{self._tail()}"
+                )
+            time.sleep(_POLL_S)
+
+    def _healthy(self) -> bool:
+        # Never through an http_proxy from the environment: the server is this machine's.
+        handlers: list[urllib.request.BaseHandler] = [urllib.request.ProxyHandler({})]
+        if self.ssl_context is not None:
+            handlers.append(urllib.request.HTTPSHandler(context=self.ssl_context))
+        try:
+            with urllib.request.build_opener(*handlers).open(f"{self.url}/healthz", timeout=1) as r:
+                return bool(r.status == 200)
+        except (OSError, http.client.HTTPException):  # not listening yet, or not ready
+            return False
 
 
 def vitals_serve(

@@ -1,24 +1,19 @@
-"""Real processes for the browser tests: provisioning through the CLI, the simulator, and
-a minimal device client speaking the device stream protocol (the `serve` process is
-`tests.support.processes.GatewayProcess`).
-
-Every process started here is ended by its owner's `stop()`/`close()`, which the
-fixtures call in `finally`.
+"""What the browser tests need besides the browser: clinicians and devices provisioned
+through the CLI, the rules they run with, readings sent as a device, and a calm history.
+The `serve` process is `tests.support.processes.GatewayProcess`, the simulator a
+`gateway.client.process.ChildProcess`; each is ended by its fixture or test in `finally`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import math
-import signal
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import aiohttp
 
@@ -32,7 +27,6 @@ __all__ = [
     "CLINICIANS",
     "DEVICES",
     "Device",
-    "ManagedProcess",
     "Provisioned",
     "User",
     "calm_history",
@@ -42,7 +36,6 @@ __all__ = [
     "ts_text",
 ]
 
-STOP_TIMEOUT_S = 10.0
 
 # (clinician, wards they may see): dr-ben sees one ward of the two.
 CLINICIANS = (("dr-ana", ("icu", "ward-4b")), ("dr-ben", ("icu",)))
@@ -152,58 +145,6 @@ def _finish(proc: subprocess.Popen[str]) -> str:
 
 def _run(command: list[str]) -> str:
     return _finish(_spawn(command))
-
-
-def _open_log(path: Path) -> IO[bytes]:
-    return path.open("ab")
-
-
-@dataclass
-class ManagedProcess:
-    """One child process whose output goes to a log file; `stop()` always reaps it."""
-
-    name: str
-    log_path: Path
-    proc: asyncio.subprocess.Process | None = None
-
-    async def spawn(self, args: Sequence[str]) -> None:
-        log = _open_log(self.log_path)
-        try:
-            self.proc = await asyncio.create_subprocess_exec(
-                *args,
-                stdout=log,
-                stderr=asyncio.subprocess.STDOUT,
-                stdin=asyncio.subprocess.DEVNULL,
-            )
-        finally:
-            log.close()  # the child holds its own copy
-
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.returncode is None
-
-    async def stop(self, sig: int = signal.SIGTERM) -> int | None:
-        """Signal, wait (then kill if it hangs); returns the exit code."""
-        proc, self.proc = self.proc, None
-        if proc is None:
-            return None
-        if proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(sig)
-            try:
-                await asyncio.wait_for(proc.wait(), STOP_TIMEOUT_S)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                await proc.wait()
-        return proc.returncode
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
 
 
 def ts_text(t: datetime) -> str:
