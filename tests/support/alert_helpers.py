@@ -20,7 +20,7 @@ from gateway.app import create_app
 from gateway.http.keys import SETTINGS
 from gateway.settings import Settings, load_settings
 from tests.conftest import AiohttpClient, Gateway
-from tests.support.frames import batch_text, reading
+from tests.support.frames import batch_text, reading, rfc3339
 
 __all__ = [
     "BASE",
@@ -47,7 +47,7 @@ TIMEOUT_S = 5.0
 
 def at(second: float) -> str:
     """RFC 3339 text of `second` seconds after BASE."""
-    return (BASE + timedelta(seconds=second)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return rfc3339(BASE + timedelta(seconds=second))
 
 
 def series(

@@ -10,7 +10,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from tests.support.frames import batch_text
+from tests.support.frames import batch_text, rfc3339
 
 __all__ = ["EPOCH", "batched", "micros", "send_batches", "ts_text"]
 
@@ -22,8 +22,7 @@ Client = TestClient[web.Request, web.Application]
 
 def ts_text(ts_us: int) -> str:
     """RFC 3339 with 'Z' and exactly six fraction digits, from epoch microseconds."""
-    t = EPOCH + timedelta(microseconds=ts_us)
-    return t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return rfc3339(EPOCH + timedelta(microseconds=ts_us))
 
 
 def micros(text: str) -> int:
