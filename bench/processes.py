@@ -1,5 +1,6 @@
-"""The driver's side of the processes it starts: servers (gateway, baseline), load
-generator workers, and what /proc says about them (CPU time, resident memory).
+"""The driver's side of the processes it starts: load generator workers, and what /proc
+says about them and the servers (CPU time, resident memory). The servers (gateway,
+baseline) are `gateway.client.process.ServerProcess`es, started in their own session.
 
 Every child runs in its own session, so stopping one stops its process group; every
 wait has a timeout, and `stop`/`kill` are safe to call twice.
@@ -12,12 +13,9 @@ import json
 import os
 import select
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,10 +26,8 @@ from bench.loadgen import WorkerResult, WorkerSpec
 __all__ = [
     "BenchError",
     "CpuSample",
-    "ServerProcess",
     "Worker",
     "cpu_seconds",
-    "free_port",
     "rss_kib",
     "sample_cpu",
 ]
@@ -41,13 +37,6 @@ _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 class BenchError(Exception):
     """A run could not be carried out (a process failed or timed out)."""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _spawn(
@@ -123,55 +112,6 @@ class CpuSample:
 def sample_cpu(pids: Mapping[str, Sequence[int]]) -> CpuSample:
     by_role = {role: sum(cpu_seconds(p) for p in group) for role, group in pids.items()}
     return CpuSample(time.time(), _system_busy(), by_role)
-
-
-# -- servers -------------------------------------------------------------------------
-
-
-class ServerProcess:
-    """A server (the gateway, or the baseline) listening on 127.0.0.1:`port`."""
-
-    def __init__(self, argv: Sequence[str], port: int, log: Path) -> None:
-        self.argv = list(argv)
-        self.port = port
-        self.log = log
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.killed = False  # did not stop within the timeout of `stop`
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def start(self, ready_path: str = "/healthz", timeout: float = 30.0) -> None:
-        self.proc = _spawn(self.argv, self.log)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise BenchError(
-                    f"{self.argv[2:4]} exited with {self.proc.returncode}:\n{_tail(self.log)}"
-                )
-            try:
-                url = f"http://127.0.0.1:{self.port}{ready_path}"
-                with urllib.request.urlopen(url, timeout=1) as r:
-                    if r.status == 200:
-                        return
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            time.sleep(0.1)
-        raise BenchError(f"server not ready within {timeout} s:\n{_tail(self.log)}")
-
-    def stop(self, timeout: float = 30.0) -> int | None:
-        """SIGTERM (graceful: the gateway commits what it acked), SIGKILL after `timeout`."""
-        if self.proc is None:
-            return None
-        _kill_group(self.proc, signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.killed = True
-            _kill_group(self.proc, signal.SIGKILL)
-            return self.proc.wait(timeout=10)
 
 
 # -- load generator workers ----------------------------------------------------------

@@ -22,7 +22,8 @@ from sqlalchemy import insert
 
 from bench.config import BenchConfig
 from bench.loadgen import WorkerResult, WorkerSpec
-from bench.processes import CpuSample, ServerProcess, Worker, free_port, sample_cpu
+from bench.processes import BenchError, CpuSample, Worker, sample_cpu
+from gateway.client.process import ServerFailed, ServerProcess, free_port, vitals_serve
 from gateway.storage.accounts import AccountStore, Role, hash_token, new_token
 from gateway.storage.database import create_schema, open_engine
 from gateway.storage.schema import Device
@@ -147,23 +148,27 @@ def gateway(
     lost either way, acks follow commits)."""
     workdir.mkdir(parents=True, exist_ok=True)
     prov = asyncio.run(_provision(workdir / "vitals.db", devices))
-    port = free_port()
-    argv = [
-        sys.executable, "-m", "gateway", "serve",
-        "--host", "127.0.0.1", "--port", str(port),
+    options = [
         "--database-url", prov.database_url,
         "--log-level", "WARNING",  # INFO logs every connect: setup noise, not ingest
     ]  # fmt: skip
     if rules:
         rules_path = workdir / "bench-rules.toml"
         rules_path.write_text(BENCH_RULES)
-        argv += ["--rules", str(rules_path)]
-    server = ServerProcess(argv, port, workdir / "gateway.log")
+        options += ["--rules", str(rules_path)]
+    server = vitals_serve(*options, log_dir=workdir, own_session=True)
     try:
-        server.start()
+        _start(server)
         yield server, prov
     finally:
-        server.stop(timeout=cfg.grace_s + 30)
+        server.stop(grace=cfg.grace_s + 30)
+
+
+def _start(server: ServerProcess) -> None:
+    try:
+        server.start(timeout=30)
+    except ServerFailed as e:
+        raise BenchError(str(e)) from e
 
 
 def stop_notes(server: ServerProcess) -> list[str]:
@@ -179,12 +184,12 @@ def baseline_server(workdir: Path) -> Iterator[ServerProcess]:
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     argv = [sys.executable, "-m", "bench.baseline_server", "--port", str(port)]
-    server = ServerProcess(argv, port, workdir / "baseline.log")
+    server = ServerProcess(argv, port=port, name="baseline", log_dir=workdir, own_session=True)
     try:
-        server.start()
+        _start(server)
         yield server
     finally:
-        server.stop(timeout=15)
+        server.stop(grace=15)
 
 
 def count_readings(db_path: Path, window: tuple[float, float] | None = None) -> int:

@@ -13,7 +13,6 @@ from pathlib import Path
 
 from bench.config import BenchConfig
 from bench.loadgen import WorkerResult
-from bench.processes import ServerProcess
 from bench.scenarios.common import (
     Fleet,
     Profiler,
@@ -29,6 +28,7 @@ from bench.scenarios.common import (
     worker_spec,
 )
 from bench.stats import latency_summary
+from gateway.client.process import ServerProcess
 
 __all__ = ["run_baseline_ws", "run_gateway"]
 

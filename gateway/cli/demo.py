@@ -16,14 +16,12 @@ import os
 import shlex
 import signal
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-
 from gateway.cli.common import run
 from gateway.cli.serve import CannotListen, probe_listen
+from gateway.client.process import ServerFailed, vitals_command, vitals_serve
 
 __all__ = ["register"]
 
@@ -60,20 +58,6 @@ async def _provision(url: str) -> dict[str, str]:
         }
     finally:
         await engine.dispose()
-
-
-async def _wait_ready(base: str, proc: asyncio.subprocess.Process, within: float = 20) -> None:
-    deadline = time.monotonic() + within
-    async with aiohttp.ClientSession() as http:
-        while time.monotonic() < deadline:
-            if proc.returncode is not None:
-                raise SystemExit(f"the gateway exited with code {proc.returncode}")
-            with contextlib.suppress(aiohttp.ClientError):
-                async with http.get(f"{base}/healthz") as r:
-                    if r.status == 200:
-                        return
-            await asyncio.sleep(0.2)
-    raise SystemExit(f"the gateway did not become ready at {base} within {within:.0f} s")
 
 
 def _banner(base: str, tokens: dict[str, str], config: Path) -> str:
@@ -127,42 +111,38 @@ def _start(args: argparse.Namespace) -> int:
 
 async def _demo(args: argparse.Namespace, db_url: str, config: Path) -> int:
     tokens = await _provision(db_url)
-    base = f"http://127.0.0.1:{args.port}"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    me = [sys.executable, "-m", "gateway"]
-
-    server = await asyncio.create_subprocess_exec(
-        *me,
-        "serve",
+    server = vitals_serve(
         "--database-url",
         db_url,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(args.port),
         # The gateway writes to the demo's own stderr: its warnings and errors show
         # between the simulator's lines, while its INFO lines (a connection line per
         # device, an access line per request) would bury the banner.
         "--log-level",
         "WARNING",
         *(["--config", str(args.config)] if args.config else []),
-        env=env,
+        port=args.port,
     )
+    base = server.url
     try:
-        await _wait_ready(base, server)
+        try:
+            await asyncio.to_thread(server.start)
+        except ServerFailed as e:
+            raise SystemExit(str(e)) from None
         print(_banner(base, tokens, config), flush=True)
         sim = await asyncio.create_subprocess_exec(
-            *me,
-            "simulate",
-            "--url",
-            base,
-            f"--admin-token={tokens['admin']}",  # one "=": a value is never an option
-            "--devices",
-            str(args.devices),
-            "--scenario",
-            args.scenario,
-            "--duration",
-            str(args.duration),
+            *vitals_command(
+                "simulate",
+                "--url",
+                base,
+                f"--admin-token={tokens['admin']}",  # one "=": a value is never an option
+                "--devices",
+                str(args.devices),
+                "--scenario",
+                args.scenario,
+                "--duration",
+                str(args.duration),
+            ),
             env=env,
         )
         try:
@@ -174,6 +154,5 @@ async def _demo(args: argparse.Namespace, db_url: str, config: Path) -> int:
         print(_banner(base, tokens, config), flush=True)
         return 0
     finally:
-        if server.returncode is None:
-            server.send_signal(signal.SIGTERM)
-            await server.wait()
+        # As long as it takes: the gateway's own shutdown grace (from --config) bounds it.
+        await asyncio.to_thread(server.stop, None)

@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 
 from tests.conftest import Gateway
-from tests.support.alert_helpers import open_device, reading
+from tests.support.alert_helpers import at, open_device
+from tests.support.frames import reading
 
 ROOT = Path(__file__).resolve().parents[2]
 BP_LOW, BP_NORMAL = 80.0, 100.0  # raises / clears the shipped systolic_bp-low at once
@@ -36,9 +37,9 @@ async def _raise_two_alerts(gateway: Gateway) -> None:
     t1 = await gateway.add_device("dev-1", PATIENT)
     t2 = await gateway.add_device("dev-2", "p-2")
     async with open_device(gateway, t1) as d1, open_device(gateway, t2) as d2:
-        await d1.send([reading(0, "systolic_bp", BP_LOW)])
-        await d2.send([reading(0, "systolic_bp", BP_LOW)])
-        await d2.send([reading(1, "systolic_bp", BP_NORMAL)])
+        await d1.send([reading("systolic_bp", BP_LOW, at(0))])
+        await d2.send([reading("systolic_bp", BP_LOW, at(0))])
+        await d2.send([reading("systolic_bp", BP_NORMAL, at(1))])
 
 
 async def test_alerts_json_lines_and_filters(gateway: Gateway) -> None:

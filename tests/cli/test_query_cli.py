@@ -18,7 +18,8 @@ import pytest
 from gateway.cli import build_parser
 from gateway.cli.query import resolve_time
 from tests.conftest import Gateway
-from tests.support.ingest_helpers import EPOCH, micros, reading, send_batches
+from tests.support.frames import reading
+from tests.support.ingest_helpers import EPOCH, micros, send_batches, ts_text
 
 T0 = 1_793_491_200_000_000  # 2026-11-01T00:00:00Z
 SECOND = 1_000_000
@@ -71,8 +72,10 @@ async def test_json_lines_follow_cursors_to_the_end(gateway: Gateway) -> None:
     `--since 1h` leaves out readings older than an hour."""
     token = await gateway.add_device("dev-a", "p-017")
     start = datetime.now(UTC) - timedelta(minutes=30)
-    old = [reading(us(start - timedelta(hours=2)), "heart_rate", 50)]
-    recent = [reading(us(start) + (i // 3) * SECOND, "heart_rate", 60 + i) for i in range(25)]
+    old = [reading("heart_rate", 50, ts_text(us(start - timedelta(hours=2))))]
+    recent = [
+        reading("heart_rate", 60 + i, ts_text(us(start) + (i // 3) * SECOND)) for i in range(25)
+    ]
     await send_batches(gateway.client, token, [old + recent])
 
     run = await vitals_query(
@@ -101,8 +104,8 @@ async def test_csv_and_table(gateway: Gateway, tmp_path: Path) -> None:
     await send_batches(
         gateway.client,
         token,
-        [[reading(T0, "spo2", 91), reading(T0 + 250_000, "spo2", 97.5),
-          reading(T0, "heart_rate", 80)]],
+        [[reading("spo2", 91, ts_text(T0)), reading("spo2", 97.5, ts_text(T0 + 250_000)),
+          reading("heart_rate", 80, ts_text(T0))]],
     )  # fmt: skip
     config = tmp_path / "gateway.toml"
     config.write_text(f'host = "127.0.0.1"\nport = {gateway.client.port}\n')
@@ -133,7 +136,9 @@ async def test_summary_json_lines(gateway: Gateway) -> None:
     token = await gateway.add_device("dev-a", "p-017")
     values = [(0, 70), (60, 72), (299, 74), (300, 90)]
     await send_batches(
-        gateway.client, token, [[reading(T0 + s * SECOND, "heart_rate", v) for s, v in values]]
+        gateway.client,
+        token,
+        [[reading("heart_rate", v, ts_text(T0 + s * SECOND)) for s, v in values]],
     )
 
     run = await vitals_query(

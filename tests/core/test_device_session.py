@@ -17,18 +17,9 @@ from schemas.codes import DeviceErrorCode
 from schemas.device import Ack, BadMessage, BatchError
 from tests.support.frame_strategies import Frame, device_frames
 from tests.support.frame_strategies import encode as encode_fuzzed
+from tests.support.frames import TS, batch, batch_bytes, batch_text, reading
 
 NOW = datetime(2026, 11, 26, 13, 5, tzinfo=UTC)
-TS = "2026-11-26T13:00:00.250Z"
-
-
-def reading(**fields: Any) -> dict[str, Any]:
-    """A valid heart-rate reading; `fields` override or add keys."""
-    return {"ts": TS, "metric": "heart_rate", "value": 72, **fields}
-
-
-def frame(seq: Any = 1, readings: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    return {"type": "readings", "seq": seq, "readings": readings or [reading()]}
 
 
 def text(message: Any) -> str:
@@ -74,7 +65,7 @@ class TestOutcomes:
     def test_valid_new_batch_is_stored_with_one_row_per_reading(self) -> None:
         """A new valid batch yields Store with a row per reading, tagged with device and seq."""
         s = session()
-        outcome = s.receive(text(frame(1, [reading(), reading(metric="spo2", value=97.5)])), NOW)
+        outcome = s.receive(batch_text(1, [reading(), reading(metric="spo2", value=97.5)]), NOW)
         assert isinstance(outcome, Store)
         assert (outcome.seq, outcome.binary) == (1, False)
         # (device_id, patient_id, metric, ts_us, value, received_us, seq)
@@ -88,22 +79,22 @@ class TestOutcomes:
     def test_seq_at_or_below_last_is_duplicate_even_with_other_content(self) -> None:
         """A seq at or below the accepted one is a Duplicate, whatever the batch holds."""
         s = session(last_seq=5)
-        assert s.receive(text(frame(5, [reading(value=99)])), NOW) == Duplicate(5, False)
-        assert s.receive(text(frame(3)), NOW) == Duplicate(3, False)
+        assert s.receive(batch_text(5, [reading(value=99)]), NOW) == Duplicate(5, False)
+        assert s.receive(batch_text(3), NOW) == Duplicate(3, False)
         assert s.accepted_seq == 5
 
     def test_batch_is_handed_out_for_storage_once_per_session(self) -> None:
         """Resending an accepted seq in the same session is a Duplicate, not a second Store."""
         s = session()
-        assert isinstance(s.receive(text(frame(1)), NOW), Store)
-        assert s.receive(text(frame(1)), NOW) == Duplicate(1, False)
+        assert isinstance(s.receive(batch_text(1), NOW), Store)
+        assert s.receive(batch_text(1), NOW) == Duplicate(1, False)
 
     def test_gaps_in_seq_are_allowed(self) -> None:
         """seq only has to increase: 1 then 7 are both stored, then 4 is a duplicate."""
         s = session()
-        assert isinstance(s.receive(text(frame(1)), NOW), Store)
-        assert isinstance(s.receive(text(frame(7)), NOW), Store)
-        assert isinstance(s.receive(text(frame(4)), NOW), Duplicate)
+        assert isinstance(s.receive(batch_text(1), NOW), Store)
+        assert isinstance(s.receive(batch_text(7), NOW), Store)
+        assert isinstance(s.receive(batch_text(4), NOW), Duplicate)
 
     def test_invalid_batch_is_rejected_with_every_problem(self) -> None:
         """An invalid batch yields invalid_batch carrying its seq and one error per problem."""
@@ -114,7 +105,7 @@ class TestOutcomes:
             reading(ts="2026-11-26T13:00:00"),
             reading(colour="red"),
         ]
-        error = batch_error(session().receive(text(frame(3, readings)), NOW))
+        error = batch_error(session().receive(batch_text(3, readings), NOW))
         assert error.seq == 3
         assert error.code is DeviceErrorCode.INVALID_BATCH
         assert [e.loc for e in error.errors] == [
@@ -128,31 +119,31 @@ class TestOutcomes:
     def test_invalid_batch_does_not_use_up_its_seq(self) -> None:
         """After a rejected seq 3, a valid seq 3 is stored, not treated as a duplicate."""
         s = session(last_seq=2)
-        batch_error(s.receive(text(frame(3, [reading(value="72")])), NOW))
+        batch_error(s.receive(batch_text(3, [reading(value="72")]), NOW))
         assert s.accepted_seq == 2
-        assert isinstance(s.receive(text(frame(3)), NOW), Store)
+        assert isinstance(s.receive(batch_text(3), NOW), Store)
 
     def test_timestamp_ahead_of_now_is_rejected_against_the_clock_passed_in(self) -> None:
         """`now` is the session's only clock: 5 min ahead passes, a second more fails at ts."""
         s = session()
         assert isinstance(
-            s.receive(text(frame(1, [reading(ts="2026-11-26T13:10:00Z")])), NOW), Store
+            s.receive(batch_text(1, [reading(ts="2026-11-26T13:10:00Z")]), NOW), Store
         )
-        error = batch_error(s.receive(text(frame(2, [reading(ts="2026-11-26T13:10:01Z")])), NOW))
+        error = batch_error(s.receive(batch_text(2, [reading(ts="2026-11-26T13:10:01Z")]), NOW))
         assert [e.loc for e in error.errors] == [["readings", 0, "ts"]]
 
     def test_max_batch_of_the_session_is_enforced(self) -> None:
         """A session built with max_batch=2 stores 2 readings and rejects 3 at ["readings"]."""
         s = session(max_batch=2)
-        assert isinstance(s.receive(text(frame(1, [reading()] * 2)), NOW), Store)
-        error = batch_error(s.receive(text(frame(2, [reading()] * 3)), NOW))
+        assert isinstance(s.receive(batch_text(1, [reading()] * 2), NOW), Store)
+        error = batch_error(s.receive(batch_text(2, [reading()] * 3), NOW))
         assert [e.loc for e in error.errors] == [["readings"]]
 
     def test_oversized_batch_reports_its_other_problems_too(self) -> None:
         """An oversized batch lists its size problem and every reading's problem together."""
         s = session(max_batch=2)
         error = batch_error(
-            s.receive(text(frame(1, [reading(), reading(value=-1), reading()])), NOW)
+            s.receive(batch_text(1, [reading(), reading(value=-1), reading()]), NOW)
         )
         assert [e.loc for e in error.errors] == [["readings"], ["readings", 1, "value"]]
 
@@ -168,7 +159,7 @@ class TestTimestamps:
     def test_offset_timestamp_is_stored_as_exact_utc_microseconds(self) -> None:
         """+05:30 local time becomes the exact UTC instant in integer microseconds."""
         outcome = session().receive(
-            text(frame(1, [reading(ts="2026-11-26T18:30:00.123457+05:30")])), NOW
+            batch_text(1, [reading(ts="2026-11-26T18:30:00.123457+05:30")]), NOW
         )
         assert isinstance(outcome, Store)
         utc_seconds = calendar.timegm((2026, 11, 26, 13, 0, 0))
@@ -176,7 +167,7 @@ class TestTimestamps:
 
     def test_received_time_is_now(self) -> None:
         """Each row's received_us is the `now` given to receive."""
-        outcome = session().receive(text(frame()), NOW)
+        outcome = session().receive(batch_text(), NOW)
         assert isinstance(outcome, Store)
         assert outcome.rows[0][5] == calendar.timegm((2026, 11, 26, 13, 5, 0)) * 10**6
 
@@ -191,16 +182,16 @@ class TestBadMessage:
             pytest.param(text("readings"), "must be an object", id="string"),
             pytest.param(text({"seq": 1, "readings": [reading()]}), "no 'type'", id="missing-type"),
             pytest.param(
-                text({**frame(), "type": "hello"}), "unknown message type", id="unknown-type"
+                text({**batch(), "type": "hello"}), "unknown message type", id="unknown-type"
             ),
             pytest.param(
                 text({"type": "readings", "readings": [reading()]}), "seq", id="missing-seq"
             ),
-            pytest.param(text(frame(seq=0)), "seq", id="seq-0"),
-            pytest.param(text(frame(seq=-4)), "seq", id="seq-negative"),
-            pytest.param(text(frame(seq="3")), "seq", id="seq-string"),
-            pytest.param(text(frame(seq=3.0)), "seq", id="seq-float"),
-            pytest.param(text(frame(seq=True)), "seq", id="seq-bool"),
+            pytest.param(batch_text(seq=0), "seq", id="seq-0"),
+            pytest.param(batch_text(seq=-4), "seq", id="seq-negative"),
+            pytest.param(batch_text(seq="3"), "seq", id="seq-string"),
+            pytest.param(batch_text(seq=3.0), "seq", id="seq-float"),
+            pytest.param(batch_text(seq=True), "seq", id="seq-bool"),
             pytest.param(b"\xc1", "MessagePack", id="msgpack-reserved-byte"),
             pytest.param(b"\x93\x01", "MessagePack", id="msgpack-truncated"),
             pytest.param(b"", "MessagePack", id="msgpack-empty"),
@@ -217,15 +208,15 @@ class TestBadMessage:
 
     def test_seq_beyond_64_bits_is_bad_message(self) -> None:
         """A seq no database column can hold (2**63) is not a usable seq: bad_message."""
-        bad_message(session().receive(text(frame(seq=2**63)), NOW))
+        bad_message(session().receive(batch_text(seq=2**63), NOW))
 
     def test_largest_64_bit_seq_is_stored(self) -> None:
         """seq 2**63-1 is a usable seq."""
-        assert isinstance(session().receive(text(frame(seq=2**63 - 1)), NOW), Store)
+        assert isinstance(session().receive(batch_text(seq=2**63 - 1), NOW), Store)
 
     def test_bad_seq_wins_over_bad_readings(self) -> None:
         """With no usable seq there is no batch to reject: bad_message, not invalid_batch."""
-        bad_message(session().receive(text(frame(seq="x", readings=[reading(value=-1)])), NOW))
+        bad_message(session().receive(batch_text(seq="x", readings=[reading(value=-1)]), NOW))
 
     def test_rejection_is_answered_in_the_frame_encoding(self) -> None:
         """A bad text frame is answered as text, a bad binary frame as binary."""
@@ -240,8 +231,8 @@ class TestMessagePack:
     def test_msgpack_batch_is_stored_and_marked_binary(self) -> None:
         """A MessagePack batch is stored like its JSON twin and answered in binary."""
         s_bin, s_text = session(), session()
-        from_bin = s_bin.receive(packed(frame(4)), NOW)
-        from_text = s_text.receive(text(frame(4)), NOW)
+        from_bin = s_bin.receive(batch_bytes(4), NOW)
+        from_text = s_text.receive(batch_text(4), NOW)
         assert isinstance(from_bin, Store)
         assert isinstance(from_text, Store)
         assert from_bin.binary
@@ -251,14 +242,14 @@ class TestMessagePack:
     def test_msgpack_invalid_batch_locates_errors(self) -> None:
         """A MessagePack batch's problems are located as for JSON (readings, index, field)."""
         error = batch_error(
-            session().receive(packed(frame(2, [reading(), reading(value=None)])), NOW)
+            session().receive(batch_bytes(2, [reading(), reading(value=None)]), NOW)
         )
         assert error.seq == 2
         assert [e.loc for e in error.errors] == [["readings", 1, "value"]]
 
     def test_msgpack_duplicate_is_binary(self) -> None:
         """A MessagePack duplicate is acked in binary."""
-        assert session(last_seq=9).receive(packed(frame(9)), NOW) == Duplicate(9, True)
+        assert session(last_seq=9).receive(batch_bytes(9), NOW) == Duplicate(9, True)
 
     def test_encode_follows_the_binary_flag(self) -> None:
         """encode gives JSON text or MessagePack bytes of the same structure."""
@@ -276,8 +267,8 @@ class TestMessagePack:
         microsecond more is refused with the reading located."""
         limit = "2026-11-26T13:10:00.000000Z"  # NOW + 5 min
         late = "2026-11-26T13:10:00.000001Z"
-        assert isinstance(session().receive(text(frame(1, [reading(ts=limit)])), NOW), Store)
-        error = batch_error(session().receive(text(frame(1, [reading(), reading(ts=late)])), NOW))
+        assert isinstance(session().receive(batch_text(1, [reading(ts=limit)]), NOW), Store)
+        error = batch_error(session().receive(batch_text(1, [reading(), reading(ts=late)]), NOW))
         assert [e.loc for e in error.errors] == [["readings", 1, "ts"]]
 
 
@@ -355,7 +346,7 @@ class TestAnyShape:
         unit: Any = []
         for _ in range(1000):
             unit = [unit]
-        error = batch_error(session().receive(packed(frame(1, [reading(unit=unit)])), NOW))
+        error = batch_error(session().receive(batch_bytes(1, [reading(unit=unit)]), NOW))
         assert [e.loc for e in error.errors] == [["readings", 0, "unit"]]
         assert len(error.errors[0].msg) < 100
 
@@ -364,13 +355,13 @@ class TestAnyShape:
         """0001-01-01T00:00:00+01:00 is in year 0 in UTC, which no datetime can show: refused
         at its ts (stored, it would break every query and vitals push that met it)."""
         outcome = session().receive(
-            encode_frame(frame(1, [reading(), reading(ts="0001-01-01T00:00:00+01:00")])), NOW
+            encode_frame(batch(1, [reading(), reading(ts="0001-01-01T00:00:00+01:00")])), NOW
         )
         assert [e.loc for e in batch_error(outcome).errors] == [["readings", 1, "ts"]]
 
     def test_earliest_utc_instant_is_stored(self) -> None:
         """0001-01-01T00:00:00Z is the earliest timestamp a reading may carry."""
-        outcome = session().receive(text(frame(1, [reading(ts="0001-01-01T00:00:00Z")])), NOW)
+        outcome = session().receive(batch_text(1, [reading(ts="0001-01-01T00:00:00Z")]), NOW)
         assert isinstance(outcome, Store)
 
     @settings(max_examples=500, deadline=None, derandomize=True)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.processes import GatewayProcess
+from tests.support.processes import GatewayProcess
 
 
 @pytest.fixture

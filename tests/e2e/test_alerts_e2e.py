@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from gateway.settings import shipped_config_dir
-from tests.e2e.processes import VITALS, GatewayProcess, vitals
+from tests.support.processes import VITALS, GatewayProcess, vitals
 
 pytestmark = pytest.mark.e2e
 

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tests.e2e.processes import GatewayProcess, vitals
+from tests.support.processes import GatewayProcess, vitals
 
 pytestmark = pytest.mark.e2e
 

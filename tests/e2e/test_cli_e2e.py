@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.processes import GatewayProcess
+from tests.support.processes import GatewayProcess, free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -68,17 +68,10 @@ def test_demo_on_a_taken_port_says_so_and_keeps_the_last_demo(
     assert db.read_bytes() == b"the last demo"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
-
-
 def test_demo_data_is_seen_through_the_config_it_prints(tmp_path: Path) -> None:
     """The demo, on the port it is given, writes a settings file beside its database and
     prints `devices list --config FILE`; that command lists the demo's devices."""
-    port = _free_port()
+    port = free_port()
     db = tmp_path / "var" / "demo.db"
     demo = vitals("demo", "--port", str(port), "--database", str(db), "--devices", "2",
                   "--duration", "2", cwd=tmp_path)  # fmt: skip

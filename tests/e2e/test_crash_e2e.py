@@ -29,7 +29,7 @@ from aiohttp import WSMsgType
 if TYPE_CHECKING:
     # mypy finds the helper module by its path; at run time pytest has put tests/e2e
     # on sys.path and the fixture hands us the object.
-    from tests.e2e.processes import GatewayProcess
+    from tests.support.processes import GatewayProcess
 
 pytestmark = pytest.mark.e2e
 

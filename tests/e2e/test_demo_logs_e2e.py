@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.processes import VITALS, free_port
+from tests.support.processes import VITALS, free_port
 
 pytestmark = pytest.mark.e2e
 

@@ -25,7 +25,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.e2e.processes import VITALS, GatewayProcess
+from tests.support.processes import VITALS, GatewayProcess
 
 pytestmark = pytest.mark.e2e
 

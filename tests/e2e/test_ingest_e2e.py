@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.processes import VITALS, GatewayProcess, vitals
+from tests.support.processes import VITALS, GatewayProcess, vitals
 
 pytestmark = pytest.mark.e2e
 

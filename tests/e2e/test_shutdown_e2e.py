@@ -18,7 +18,6 @@ import time
 from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,10 +25,12 @@ import aiohttp
 import pytest
 from aiohttp import WSMsgType
 
+from tests.support.frames import batch_text, recent
+
 if TYPE_CHECKING:
     # mypy finds the helper module by its path; at run time pytest has put tests/e2e
     # on sys.path and the fixture hands us the object.
-    from tests.e2e.processes import GatewayProcess
+    from tests.support.processes import GatewayProcess
 
 pytestmark = pytest.mark.e2e
 
@@ -38,19 +39,6 @@ GRACE_S = 3.0
 EXIT_MARGIN_S = 1.5
 READINGS_PER_BATCH = 3
 WebSocket = aiohttp.ClientWebSocketResponse
-
-
-def _batch(seq: int) -> str:
-    start = datetime.now(UTC) - timedelta(seconds=1)
-    readings = [
-        {
-            "ts": (start + timedelta(milliseconds=i)).isoformat().replace("+00:00", "Z"),
-            "metric": "heart_rate",
-            "value": 60 + seq % 40,
-        }
-        for i in range(READINGS_PER_BATCH)
-    ]
-    return json.dumps({"type": "readings", "seq": seq, "readings": readings})
 
 
 @dataclass
@@ -74,7 +62,9 @@ class Device:
             while not self.ws.closed:
                 if self.may_send(len(self.sent), len(self.acked)):
                     seq = len(self.sent) + 1
-                    await self.ws.send_str(_batch(seq))
+                    await self.ws.send_str(
+                        batch_text(seq, recent(READINGS_PER_BATCH, value=60 + seq % 40))
+                    )
                     self.sent.append(seq)
                 await asyncio.sleep(0.001)
 

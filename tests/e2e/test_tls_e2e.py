@@ -4,19 +4,15 @@
 from __future__ import annotations
 
 import json
-import os
 import ssl
-import subprocess
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import trustme
 
-from tests.e2e.processes import VITALS, free_port, vitals
+from gateway.client.process import vitals_serve
+from tests.support.processes import vitals
 
 pytestmark = pytest.mark.e2e
 
@@ -38,41 +34,21 @@ def tls_gateway(tmp_path: Path) -> Iterator[tuple[str, Path, str, str]]:
         )
         tokens[role] = json.loads(out.stdout)["token"]
 
-    port = free_port()
-    base = f"https://127.0.0.1:{port}"
-    with (tmp_path / "gateway.log").open("wb") as log:
-        proc = subprocess.Popen(
-            [
-                *VITALS,
-                "serve",
-                "--port",
-                str(port),
-                "--database-url",
-                db,
-                "--certfile",
-                str(cert_file),
-                "--keyfile",
-                str(cert_file),
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
+    server = vitals_serve(
+        "--database-url",
+        db,
+        "--certfile",
+        str(cert_file),
+        "--keyfile",
+        str(cert_file),
+        log_dir=tmp_path,
+        ssl_context=ssl.create_default_context(cafile=str(ca_file)),
+    )
     try:
-        context = ssl.create_default_context(cafile=str(ca_file))
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/healthz", context=context, timeout=1):
-                    break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError((tmp_path / "gateway.log").read_text()) from None
-                time.sleep(0.1)
-        yield base, ca_file, tokens["admin"], tokens["clinician"]
+        server.start()
+        yield server.url, ca_file, tokens["admin"], tokens["clinician"]
     finally:
-        proc.terminate()
-        proc.wait(timeout=15)
+        server.stop()
 
 
 def test_devices_stream_and_clients_query_over_tls(

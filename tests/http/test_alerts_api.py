@@ -13,13 +13,14 @@ from gateway.settings import Settings, shipped_config_dir
 from tests.conftest import Gateway
 from tests.support.alert_helpers import (
     Message,
+    at,
     get_alerts,
     open_dashboard,
     open_device,
-    reading,
     series,
     with_overrides,
 )
+from tests.support.frames import reading
 
 SPO2_EPISODE = [85.0] * 12  # raises the shipped spo2-low (below 92 for 10 s)
 BP_LOW, BP_NORMAL = 80.0, 100.0  # raises / clears the shipped systolic_bp-low at once
@@ -109,9 +110,9 @@ async def test_list_alerts_filters_by_status_patient_and_event_id_with_a_limit(
     ):
         await dash.subscribe()
         await d1.send(series("spo2", SPO2_EPISODE))  # 1: A (p-1) raised
-        await d2.send([reading(0, "systolic_bp", BP_LOW)])  # 2: B (p-2) raised
-        await d2.send([reading(1, "systolic_bp", BP_NORMAL)])  # 3: B cleared
-        await d1.send([reading(12, "systolic_bp", BP_LOW)])  # 4: C (p-1) raised
+        await d2.send([reading("systolic_bp", BP_LOW, at(0))])  # 2: B (p-2) raised
+        await d2.send([reading("systolic_bp", BP_NORMAL, at(1))])  # 3: B cleared
+        await d1.send([reading("systolic_bp", BP_LOW, at(12))])  # 4: C (p-1) raised
         events = await dash.alerts(4)
         await dash.ack(events[3].alert["id"])  # 5: C acked
         events.append(await dash.alert())
@@ -159,7 +160,7 @@ async def test_list_alerts_last_event_id_covers_nothing_the_items_miss(
         async def raise_while_listing(**filters: Any) -> list[dict[str, Any]]:
             rows = await query(**filters)
             # The query has run; an alert is raised (and recorded) before the answer.
-            await device.send([reading(0, "systolic_bp", BP_LOW)])
+            await device.send([reading("systolic_bp", BP_LOW, at(0))])
             await dash.alert()
             return rows
 
@@ -209,7 +210,7 @@ async def test_rest_ack_returns_the_event_and_pushes_it_to_dashboards(gateway: G
     async with open_dashboard(gateway) as dash, open_device(gateway, token) as device:
         await dash.subscribe()
         await device.send(series("spo2", SPO2_EPISODE))
-        await device.send([reading(12, "systolic_bp", BP_LOW)])
+        await device.send([reading("systolic_bp", BP_LOW, at(12))])
         spo2, bp = (m.alert["id"] for m in await dash.alerts(2))
 
         status, text = await post(gateway, f"/v1/alerts/{spo2}/ack", gateway.clinician_token)
@@ -235,7 +236,7 @@ async def test_rest_ack_returns_the_event_and_pushes_it_to_dashboards(gateway: G
         await dash.assert_silent(0.2)
 
         # Cleared while acknowledged: closed, and acking it again conflicts.
-        await device.send([reading(13, "systolic_bp", BP_NORMAL)])
+        await device.send([reading("systolic_bp", BP_NORMAL, at(13))])
         assert (await dash.alert()).alert["status"] == "cleared_ack"
         status, text = await post(gateway, f"/v1/alerts/{bp}/ack", gateway.clinician_token)
         assert status == 409, text
@@ -251,7 +252,7 @@ async def test_a_batch_that_raises_an_alarm_is_acked_with_the_alarm_already_stor
     store = gateway.app[ALERT_STORE]
     async with open_dashboard(gateway) as dash, open_device(gateway, token) as device:
         await dash.subscribe()
-        await device.send([reading(0, "systolic_bp", BP_LOW)])
+        await device.send([reading("systolic_bp", BP_LOW, at(0))])
         stored = await store.events_between(0, 1_000)  # straight after the ack
         assert len(stored) == 1
         pushed = await dash.alert()
@@ -267,7 +268,7 @@ async def test_reload_puts_a_new_rules_file_in_force(gateway: Gateway, rules_fil
     token = await gateway.add_device("dev-1", "p-1")
     async with open_dashboard(gateway) as dash, open_device(gateway, token) as device:
         await dash.subscribe()
-        await device.send([reading(0, "diastolic_bp", 130)])
+        await device.send([reading("diastolic_bp", 130, at(0))])
         await dash.assert_silent(0.2)
 
         rewrite(rules_file, SHIPPED_RULES + DIASTOLIC_RULE)
@@ -277,7 +278,7 @@ async def test_reload_puts_a_new_rules_file_in_force(gateway: Gateway, rules_fil
             assert resp.status == 200
             assert await resp.json() == {"status": "reloaded", "rules": 9}
 
-        await device.send([reading(1, "diastolic_bp", 130)])
+        await device.send([reading("diastolic_bp", 130, at(1))])
         alert = (await dash.alert()).alert
     assert (alert["rule"], alert["metric"], alert["priority"]) == (
         "diastolic_bp-high",
@@ -310,7 +311,7 @@ async def test_reload_of_a_bad_file_is_refused_and_the_old_rules_stay(
     token = await gateway.add_device("dev-1", "p-1")
     async with open_dashboard(gateway) as dash, open_device(gateway, token) as device:
         await dash.subscribe()
-        await device.send([reading(0, "diastolic_bp", 130)])
+        await device.send([reading("diastolic_bp", 130, at(0))])
         await device.send(series("spo2", SPO2_EPISODE))
         alert = (await dash.alert()).alert
         assert alert["rule"] == "spo2-low"

@@ -27,11 +27,11 @@ from tests.support.alert_helpers import (
     get_alerts,
     open_dashboard,
     open_device,
-    reading,
     restart,
     series,
     wait_for,
 )
+from tests.support.frames import reading
 
 # Shipped rules: spo2-low is below 92 for 10 s of reading time and clears at >= 93;
 # systolic_bp-low is below 91 at once (for_s 0) and clears at >= 96.
@@ -55,7 +55,7 @@ async def bp_toggles(device: Device, count: int, start: int = 0) -> None:
     even seconds, normal at odd ones, so each batch raises or clears (one event each)."""
     for second in range(start, start + count):
         value = BP_LOW if second % 2 == 0 else BP_NORMAL
-        await device.send([reading(second, "systolic_bp", value)])
+        await device.send([reading("systolic_bp", value, at(second))])
 
 
 # --- authentication and subscription --------------------------------------------------
@@ -198,7 +198,7 @@ async def test_alert_is_raised_once_after_for_s_of_reading_time(gateway: Gateway
         # ts 0..9: nine seconds of violation, one short.
         await device.send(series("spo2", [88, 85, 80, 86, 86, 86, 86, 86, 86, 86]))
         await dash.assert_silent(0.3)
-        await device.send([reading(10, "spo2", 86)])
+        await device.send([reading("spo2", 86, at(10))])
         raised = (await dash.alert()).alert
         assert (raised["first_value"], raised["worst_value"], raised["last_value"]) == (
             88,
@@ -252,7 +252,7 @@ async def test_ack_from_one_dashboard_reaches_all(gateway: Gateway) -> None:
         assert "dr-lee" in conflict["detail"]
 
         # Cleared while acknowledged: closed, and a further ack conflicts too.
-        await device.send([reading(12, "spo2", 97)])
+        await device.send([reading("spo2", 97, at(12))])
         closed = (await one.alert()).alert
         assert closed["status"] == "cleared_ack"
         await two.alert()
@@ -267,7 +267,7 @@ async def test_admin_ack_is_recorded_under_the_admin_name(gateway: Gateway) -> N
     async with open_dashboard(gateway, gateway.admin_token) as dash:
         await dash.subscribe()
         async with open_device(gateway, token) as device:
-            await device.send([reading(0, "systolic_bp", BP_LOW)])
+            await device.send([reading("systolic_bp", BP_LOW, at(0))])
         alert_id = (await dash.alert()).alert["id"]
         await dash.ack(alert_id)
         assert (await dash.alert()).alert["acked_by"] == "root"
@@ -294,12 +294,12 @@ async def test_value_updates_at_most_once_a_second_then_clear_and_ack_close(
         second = 12
         while time.monotonic() < pump_until:
             value = 80.0 + second % 10  # differs from the previous batch's value
-            await device.send([reading(second, "spo2", value)])
+            await device.send([reading("spo2", value, at(second))])
             sent.append(value)
             second += 1
             await asyncio.sleep(0.05)
         # A value never sent before, so the update carrying it is surely the last.
-        await device.send([reading(second, "spo2", 70)])
+        await device.send([reading("spo2", 70, at(second))])
         sent.append(70)
         second += 1
 
@@ -318,9 +318,9 @@ async def test_value_updates_at_most_once_a_second_then_clear_and_ack_close(
         assert updates[-1].alert["first_value"] == SPO2_EPISODE[0]
 
         # 92 is no longer a violation but short of the clear level (93): nothing.
-        await device.send([reading(second, "spo2", 92)])
+        await device.send([reading("spo2", 92, at(second))])
         await dash.assert_silent(0.3)
-        await device.send([reading(second + 1, "spo2", 93)])
+        await device.send([reading("spo2", 93, at(second + 1))])
         cleared = await dash.alert()
         assert cleared.event_id == updates[-1].event_id + 1
         assert (cleared.alert["id"], cleared.alert["status"]) == (alert_id, "cleared_unack")
@@ -505,7 +505,7 @@ async def test_dashboard_that_falls_behind_is_closed_4008_while_others_carry_on(
                 break
             bp = BP_LOW if second % 2 == 0 else BP_NORMAL
             for device in devices:
-                await device.send([reading(second, "systolic_bp", bp)])
+                await device.send([reading("systolic_bp", bp, at(second))])
                 sent += 1
         assert len(hub) == 1, "the stalled dashboard was never closed"
 
@@ -534,7 +534,7 @@ async def test_vitals_never_make_a_dashboard_too_slow(gateway: Gateway) -> None:
         devices = [await stack.enter_async_context(open_device(gateway, t)) for t in tokens]
         for second in range(3):
             for device in devices:
-                await device.send([reading(second, "spo2", 97)])
+                await device.send([reading("spo2", 97, at(second))])
         await asyncio.sleep(1.2)  # at least one vitals flush of eight patients
         assert len(hub) == 1
         message = await viewer.receive()
@@ -559,15 +559,15 @@ async def test_vitals_carry_the_latest_reading_of_each_metric_since_the_last_mes
         await plain.subscribe()
         await device.send(
             [
-                reading(0, "spo2", 95),
-                reading(2, "spo2", 94),
-                reading(1, "spo2", 99),  # sent later, but older
-                reading(1, "heart_rate", 72),
-                reading(0, "heart_rate", 70),
+                reading("spo2", 95, at(0)),
+                reading("spo2", 94, at(2)),
+                reading("spo2", 99, at(1)),  # sent later, but older
+                reading("heart_rate", 72, at(1)),
+                reading("heart_rate", 70, at(0)),
             ]
         )
         first = await viewer.receive(within=3)
-        await device.send([reading(3, "heart_rate", 75)])
+        await device.send([reading("heart_rate", 75, at(3))])
         second = await viewer.receive(within=3)
         await plain.assert_silent(0.1)
 
@@ -603,8 +603,8 @@ async def test_vitals_come_at_most_once_a_second_per_patient(gateway: Gateway) -
                 for device in devices:
                     await device.send(
                         [
-                            reading(step / 10, "spo2", 94 + step % 5),
-                            reading(step / 10, "heart_rate", 60 + step % 20),
+                            reading("spo2", 94 + step % 5, at(step / 10)),
+                            reading("heart_rate", 60 + step % 20, at(step / 10)),
                         ]
                     )
                 step += 1
@@ -680,7 +680,7 @@ async def test_restarted_gateway_replays_the_same_open_alerts_and_continues_even
         assert (acked.alert["id"], acked.alert["status"]) == (a_id, "active_ack")
         # The restored episode goes on: the same violation raises nothing new.
         await device.send(series("spo2", [85.0] * 3, start=14))
-        await device.send([reading(18, "systolic_bp", BP_LOW)])
+        await device.send([reading("systolic_bp", BP_LOW, at(18))])
         new = await dash.alert()
     assert new.event_id == 6
     assert (new.alert["id"], new.alert["rule"]) == (3, "systolic_bp-low")
@@ -716,9 +716,9 @@ async def test_device_offline_is_raised_for_a_silent_device_and_cleared_by_readi
     async with open_dashboard(gateway) as dash:
         await dash.subscribe()
         async with open_device(gateway, gone_token) as gone:
-            await gone.send([reading(0, "spo2", 97)])
+            await gone.send([reading("spo2", 97, at(0))])
         async with open_device(gateway, quiet_token) as quiet:
-            last_sent = await quiet.send([reading(0, "spo2", 97)])
+            last_sent = await quiet.send([reading("spo2", 97, at(0))])
             raised = {m.alert["device_id"]: m for m in await dash.alerts(2, within=3)}
             assert time.monotonic() - last_sent < 3
             for device, patient in (("dev-1", "p-1"), ("dev-2", "p-2")):
@@ -746,7 +746,7 @@ async def test_device_offline_is_raised_for_a_silent_device_and_cleared_by_readi
                     "closed_reason": None,
                 }
 
-            await quiet.send([reading(5, "spo2", 97)])
+            await quiet.send([reading("spo2", 97, at(5))])
             cleared = await dash.alert()
         offline_id = raised["dev-1"].alert["id"]
         assert (cleared.alert["id"], cleared.alert["status"]) == (offline_id, "cleared_unack")

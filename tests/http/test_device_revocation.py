@@ -21,12 +21,13 @@ from tests.conftest import AiohttpClient, Gateway
 from tests.support.alert_helpers import (
     Dashboard,
     Message,
+    at,
     get_alerts,
     open_dashboard,
     open_device,
-    reading,
     restart,
 )
+from tests.support.frames import reading
 
 ROOT = Path(__file__).resolve().parents[2]
 OFFLINE_AFTER_S = 1.0
@@ -51,7 +52,7 @@ async def vitals_cli(*args: str) -> tuple[int, str, str]:
 async def raise_bp_alert(gateway: Gateway, token: str, dashboards: list[Dashboard]) -> Message:
     """The device raises systolic_bp-low and disconnects; every dashboard sees it."""
     async with open_device(gateway, token) as device:
-        await device.send([reading(0, "systolic_bp", BP_LOW)])
+        await device.send([reading("systolic_bp", BP_LOW, at(0))])
     raised = [await d.alert() for d in dashboards]
     assert {m.alert["status"] for m in raised} == {"active_unack"}
     return raised[0]
@@ -147,7 +148,7 @@ async def test_a_revoked_streaming_device_raises_no_offline_alarm(gateway: Gatew
     async with open_dashboard(gateway) as dash:
         await dash.subscribe()
         async with open_device(gateway, token) as device:
-            await device.send([reading(0, "systolic_bp", 120.0)])
+            await device.send([reading("systolic_bp", 120.0, at(0))])
             async with gateway.client.delete(
                 "/v1/devices/dev-1", headers=gateway.auth(gateway.admin_token)
             ) as resp:

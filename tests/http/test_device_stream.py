@@ -21,6 +21,7 @@ from sqlalchemy.engine import make_url
 
 from gateway.http.keys import ACCOUNTS, DEVICES, SETTINGS
 from gateway.settings import Settings, load_settings
+from tests.support.frames import batch, batch_bytes, reading
 
 if TYPE_CHECKING:
     # For annotations only, which stay unevaluated: pytest loads tests/conftest.py as
@@ -30,22 +31,8 @@ if TYPE_CHECKING:
 STREAM = "/v1/devices/stream"
 # Every receive is bounded, so a gateway that never answers fails the test, not the run.
 TIMEOUT = 5.0
-TS = "2026-11-26T13:00:00.250Z"
 
 DeviceWS = ClientWebSocketResponse[Literal[True]]
-
-
-def reading(**fields: Any) -> dict[str, Any]:
-    """A valid heart-rate reading; `fields` override or add keys."""
-    return {"ts": TS, "metric": "heart_rate", "value": 72, **fields}
-
-
-def batch(seq: int, readings: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    return {
-        "type": "readings",
-        "seq": seq,
-        "readings": [reading()] if readings is None else readings,
-    }
 
 
 async def connect(gateway: Gateway, token: str, *, autoping: bool = True) -> DeviceWS:
@@ -393,13 +380,13 @@ class TestEncodings:
     ) -> None:
         """MessagePack frames are answered in MessagePack, JSON frames in JSON, on one stream."""
         ws, _ = await open_stream(gateway, token)
-        await ws.send_bytes(msgpack.packb(batch(1)))
+        await ws.send_bytes(batch_bytes(1))
         assert await receive_packed(ws) == {"type": "ack", "seq": 1}
         await ws.send_json(batch(2))
         assert await receive_json(ws) == {"type": "ack", "seq": 2}
-        await ws.send_bytes(msgpack.packb(batch(2)))
+        await ws.send_bytes(batch_bytes(2))
         assert await receive_packed(ws) == {"type": "ack", "seq": 2}
-        await ws.send_bytes(msgpack.packb(batch(3, [reading(value=1000)])))
+        await ws.send_bytes(batch_bytes(3, [reading(value=1000)]))
         error = await receive_packed(ws)
         assert (error["code"], error["seq"]) == ("invalid_batch", 3)
         assert error["errors"][0]["loc"] == ["readings", 0, "value"]
@@ -414,7 +401,7 @@ class TestEncodings:
         ws, _ = await open_stream(gateway, token)
         for seq in range(1, 11):
             if seq % 2:
-                await ws.send_bytes(msgpack.packb(batch(seq)))
+                await ws.send_bytes(batch_bytes(seq))
             else:
                 await ws.send_json(batch(seq))
         for seq in range(1, 11):

@@ -12,6 +12,7 @@ import pytest
 from aiohttp import WSMsgType
 
 from gateway.core.limits import AuthThrottle, ConnectionGate, TokenBucket
+from tests.support.frames import batch_text, reading
 
 if TYPE_CHECKING:
     from tests.conftest import Gateway
@@ -20,9 +21,7 @@ STREAM = "/v1/devices/stream"
 TIMEOUT = 5.0
 
 
-def batch(seq: int, n: int) -> str:
-    readings = [{"ts": "2026-11-26T13:00:00Z", "metric": "spo2", "value": 97}] * n
-    return json.dumps({"type": "readings", "seq": seq, "readings": readings})
+SPO2 = reading("spo2", 97, "2026-11-26T13:00:00Z")
 
 
 async def next_json(ws: aiohttp.ClientWebSocketResponse) -> dict[str, Any]:
@@ -76,9 +75,9 @@ async def test_frame_over_max_frame_bytes_is_closed_1009(gateway: Gateway) -> No
     token = await gateway.add_device("dev-1", "p-1")
     ws = await gateway.client.ws_connect(STREAM, headers=gateway.auth(token))
     await next_json(ws)
-    await ws.send_str(batch(1, 2))
+    await ws.send_str(batch_text(1, [SPO2] * 2))
     assert await next_json(ws) == {"type": "ack", "seq": 1}
-    await ws.send_str(batch(2, 100))  # ~6 KiB
+    await ws.send_str(batch_text(2, [SPO2] * 100))  # ~6 KiB
     msg = await ws.receive(timeout=TIMEOUT)
     assert msg.type is WSMsgType.CLOSE
     assert msg.data == 1009
@@ -98,15 +97,15 @@ async def test_device_over_its_rate_gets_rate_limited_then_1008(gateway: Gateway
     token = await gateway.add_device("dev-1", "p-1")
     ws = await gateway.client.ws_connect(STREAM, headers=gateway.auth(token))
     await next_json(ws)
-    await ws.send_str(batch(1, 20))  # the whole burst
+    await ws.send_str(batch_text(1, [SPO2] * 20))  # the whole burst
     assert await next_json(ws) == {"type": "ack", "seq": 1}
-    await ws.send_str(batch(2, 5))
+    await ws.send_str(batch_text(2, [SPO2] * 5))
     refused = await next_json(ws)
     assert (refused["type"], refused["code"], refused["seq"]) == ("error", "rate_limited", 2)
     assert "readings/s" in refused["detail"]
-    await ws.send_str(batch(2, 5))  # the same seq again: it was not used up
+    await ws.send_str(batch_text(2, [SPO2] * 5))  # the same seq again: it was not used up
     assert (await next_json(ws))["code"] == "rate_limited"
-    await ws.send_str(batch(3, 5))
+    await ws.send_str(batch_text(3, [SPO2] * 5))
     msg = await ws.receive(timeout=TIMEOUT)
     assert msg.type is WSMsgType.CLOSE
     assert (msg.data, msg.extra) == (1008, "rate limit exceeded")

@@ -29,6 +29,7 @@ from sqlalchemy.engine import make_url
 
 from gateway.http.keys import ALERTS, HUB, SETTINGS
 from gateway.settings import Settings, load_settings
+from tests.support.frames import batch_text, recent
 
 if TYPE_CHECKING:
     # For annotations only: pytest loads tests/conftest.py as the module `conftest`.
@@ -48,12 +49,6 @@ def settings(tmp_path: Path) -> Settings:
         commit_delay_ms=1.0,
         max_readings_per_s=1e9,
     )
-
-
-def _batch(seq: int) -> str:
-    ts = (datetime.now(UTC) - timedelta(seconds=1)).isoformat().replace("+00:00", "Z")
-    reading = {"ts": ts, "metric": "heart_rate", "value": 72}
-    return json.dumps({"type": "readings", "seq": seq, "readings": [reading]})
 
 
 def _stored_batches(gateway: Gateway, device_id: str) -> int:
@@ -77,7 +72,7 @@ async def _ack_latencies(gateway: Gateway, token: str, batches: int) -> list[flo
         for _ in range(batches):
             seq += 1
             sent = time.perf_counter()
-            await ws.send_str(_batch(seq))
+            await ws.send_str(batch_text(seq, recent()))
             reply = json.loads(await ws.receive_str(timeout=10))
             latencies.append(time.perf_counter() - sent)
             assert reply == {"type": "ack", "seq": seq}

@@ -12,7 +12,8 @@ import pytest
 from gateway.http.params import MAX_BUCKETS
 from gateway.settings import Settings
 from tests.conftest import Gateway
-from tests.support.ingest_helpers import batched, micros, reading, send_batches, ts_text
+from tests.support.frames import reading
+from tests.support.ingest_helpers import batched, micros, send_batches, ts_text
 
 # 2026-11-01T00:00:00Z: a whole hour (and day) since the epoch, in the past.
 T0 = 1_793_491_200_000_000
@@ -73,7 +74,7 @@ async def test_pages_return_every_reading_exactly_once(gateway: Gateway) -> None
     """3000 readings in groups of 10 equal timestamps, paged 333 at a time, come back once each,
     in (ts, arrival) order."""
     token = await gateway.add_device("dev-a", "p-1")
-    sent = [reading(T0 + (i // 10) * 1000, "heart_rate", i / 10) for i in range(3000)]
+    sent = [reading("heart_rate", i / 10, ts_text(T0 + (i // 10) * 1000)) for i in range(3000)]
     await send_batches(gateway.client, token, batched(sent))
 
     items, pages = await all_pages(gateway, patient_id="p-1", limit="333")
@@ -87,16 +88,16 @@ async def test_paging_sees_the_snapshot_it_began_with(gateway: Gateway) -> None:
     not yet fetched) never appear in or duplicate within that paging run."""
     token = await gateway.add_device("dev-a", "p-1")
     other = await gateway.add_device("dev-b", "p-1")
-    first = [reading(T0 + i * SECOND, "spo2", 90 + i % 10) for i in range(100)]
+    first = [reading("spo2", 90 + i % 10, ts_text(T0 + i * SECOND)) for i in range(100)]
     await send_batches(gateway.client, token, [first])
 
     page = await get(gateway, "/v1/readings", patient_id="p-1", limit="30")
     later = [
-        reading(T0 - 5 * SECOND, "spo2", 50),  # before everything
-        reading(T0 + 10 * SECOND, "spo2", 51),  # equal ts, in a page already fetched
-        reading(T0 + 60 * SECOND, "spo2", 52),  # equal ts, in a page still to come
-        reading(T0 + 60 * SECOND + 1, "spo2", 53),
-        reading(T0 + 500 * SECOND, "spo2", 54),  # after everything
+        reading("spo2", 50, ts_text(T0 - 5 * SECOND)),  # before everything
+        reading("spo2", 51, ts_text(T0 + 10 * SECOND)),  # equal ts, in a page already fetched
+        reading("spo2", 52, ts_text(T0 + 60 * SECOND)),  # equal ts, in a page still to come
+        reading("spo2", 53, ts_text(T0 + 60 * SECOND + 1)),
+        reading("spo2", 54, ts_text(T0 + 500 * SECOND)),  # after everything
     ]
     await send_batches(gateway.client, other, [later])
     items = page["items"]
@@ -114,7 +115,9 @@ async def test_paging_sees_the_snapshot_it_began_with(gateway: Gateway) -> None:
 async def test_last_page_has_no_cursor_and_empty_result_is_one_page(gateway: Gateway) -> None:
     """A page that ends the data has next_cursor null, also when nothing matches."""
     token = await gateway.add_device("dev-a", "p-1")
-    await send_batches(gateway.client, token, [[reading(T0 + i, "spo2", 97) for i in range(4)]])
+    await send_batches(
+        gateway.client, token, [[reading("spo2", 97, ts_text(T0 + i)) for i in range(4)]]
+    )
 
     assert (await get(gateway, "/v1/readings", patient_id="p-1", limit="4"))["next_cursor"] is None
     assert (await get(gateway, "/v1/readings", patient_id="p-1", limit="3"))["next_cursor"]
@@ -126,7 +129,9 @@ async def test_last_page_has_no_cursor_and_empty_result_is_one_page(gateway: Gat
 async def test_cursor_with_changed_filters_is_refused(gateway: Gateway) -> None:
     """A cursor from one query used with other filters gets a 400 naming `cursor`."""
     token = await gateway.add_device("dev-a", "p-1")
-    await send_batches(gateway.client, token, [[reading(T0 + i, "spo2", 97) for i in range(4)]])
+    await send_batches(
+        gateway.client, token, [[reading("spo2", 97, ts_text(T0 + i)) for i in range(4)]]
+    )
     page = await get(gateway, "/v1/readings", patient_id="p-1", limit="2")
 
     response = await gateway.client.get(
@@ -147,7 +152,7 @@ async def test_since_inclusive_until_exclusive(gateway: Gateway) -> None:
     whatever offset the bound is written in."""
     token = await gateway.add_device("dev-a", "p-1")
     ts = [T0, T0 + 1, T0 + SECOND - 1, T0 + SECOND, T0 + 2 * SECOND]
-    await send_batches(gateway.client, token, [[reading(t, "spo2", 90) for t in ts]])
+    await send_batches(gateway.client, token, [[reading("spo2", 90, ts_text(t)) for t in ts]])
 
     def stamps(page: dict[str, Any]) -> list[str]:
         return [r["ts"] for r in page["items"]]
@@ -177,10 +182,12 @@ async def test_device_and_metric_filters(gateway: Gateway) -> None:
     b = await gateway.add_device("dev-b", "p-1")
     c = await gateway.add_device("dev-c", "p-2")
     await send_batches(
-        gateway.client, a, [[reading(T0, "spo2", 95), reading(T0 + 2, "heart_rate", 70)]]
+        gateway.client,
+        a,
+        [[reading("spo2", 95, ts_text(T0)), reading("heart_rate", 70, ts_text(T0 + 2))]],
     )
-    await send_batches(gateway.client, b, [[reading(T0 + 1, "spo2", 96)]])
-    await send_batches(gateway.client, c, [[reading(T0, "spo2", 99)]])
+    await send_batches(gateway.client, b, [[reading("spo2", 96, ts_text(T0 + 1))]])
+    await send_batches(gateway.client, c, [[reading("spo2", 99, ts_text(T0))]])
 
     by_device = await get(gateway, "/v1/readings", device_id="dev-b")
     by_patient = await get(gateway, "/v1/readings", patient_id="p-1")
@@ -211,7 +218,9 @@ async def test_csv_streams_every_reading_with_exact_times(gateway: Gateway) -> N
     """CSV has the header and every matching reading (beyond one DB page), no limit, and
     its times are exactly the JSON API's times."""
     token = await gateway.add_device("dev-a", "p-1")
-    sent = [reading(T0 + i * 250_001, "temperature", 36 + (i % 20) / 10) for i in range(5200)]
+    sent = [
+        reading("temperature", 36 + (i % 20) / 10, ts_text(T0 + i * 250_001)) for i in range(5200)
+    ]
     await send_batches(gateway.client, token, batched(sent))
 
     rows = await csv_rows(gateway, patient_id="p-1")
@@ -259,8 +268,8 @@ async def test_summary_buckets_exact_and_empty_ones_left_out(gateway: Gateway) -
         gateway.client,
         token,
         [
-            [reading(T0 + t, "heart_rate", v) for t, v in data]
-            + [reading(T0 + 5 * SECOND, "spo2", 99.0)]
+            [reading("heart_rate", v, ts_text(T0 + t)) for t, v in data]
+            + [reading("spo2", 99.0, ts_text(T0 + 5 * SECOND))]
         ],
     )
 
@@ -295,8 +304,8 @@ async def test_summary_buckets_align_to_the_epoch_not_the_data(gateway: Gateway)
     await send_batches(
         gateway.client,
         token,
-        [[reading(T0, "resp_rate", 12), reading(T0 + 2 * SECOND, "resp_rate", 13),
-          reading(T0 + 3 * SECOND, "resp_rate", 17)]],
+        [[reading("resp_rate", 12, ts_text(T0)), reading("resp_rate", 13, ts_text(T0 + 2 * SECOND)),
+          reading("resp_rate", 17, ts_text(T0 + 3 * SECOND))]],
     )  # fmt: skip
 
     summary = await get(
@@ -312,7 +321,7 @@ async def test_summary_buckets_align_to_the_epoch_not_the_data(gateway: Gateway)
 async def test_summary_with_too_many_buckets_is_refused(gateway: Gateway) -> None:
     """More than the bucket cap is a 400 on `bucket`; a bigger bucket then answers."""
     token = await gateway.add_device("dev-a", "p-1")
-    sent = [reading(T0 + i * SECOND, "spo2", 95) for i in range(MAX_BUCKETS + 1)]
+    sent = [reading("spo2", 95, ts_text(T0 + i * SECOND)) for i in range(MAX_BUCKETS + 1)]
     await send_batches(gateway.client, token, batched(sent))
 
     response = await gateway.client.get(
@@ -338,10 +347,14 @@ async def test_latest_by_timestamp_then_highest_id(gateway: Gateway) -> None:
     a = await gateway.add_device("dev-a", "p-1")
     b = await gateway.add_device("dev-b", "p-1")
     await send_batches(
-        gateway.client, a, [[reading(T0 + 10, "spo2", 97), reading(T0 + 5, "heart_rate", 70)]]
+        gateway.client,
+        a,
+        [[reading("spo2", 97, ts_text(T0 + 10)), reading("heart_rate", 70, ts_text(T0 + 5))]],
     )
     await send_batches(
-        gateway.client, b, [[reading(T0 + 1, "spo2", 91), reading(T0 + 5, "heart_rate", 71)]]
+        gateway.client,
+        b,
+        [[reading("spo2", 91, ts_text(T0 + 1)), reading("heart_rate", 71, ts_text(T0 + 5))]],
     )
 
     latest = await get(gateway, "/v1/patients/p-1/latest")

@@ -23,18 +23,9 @@ from schemas.device import (
     future_timestamps,
 )
 from schemas.metrics import METRICS, Metric
+from tests.support.frames import batch, reading
 
-TS = "2026-11-26T13:00:00.250Z"
 NOW = datetime(2026, 11, 26, 13, 0, tzinfo=UTC)
-
-
-def reading(**fields: Any) -> dict[str, Any]:
-    """A valid heart-rate reading; `fields` override or add keys."""
-    return {"ts": TS, "metric": "heart_rate", "value": 72, **fields}
-
-
-def message(readings: list[dict[str, Any]], seq: int = 1) -> dict[str, Any]:
-    return {"type": "readings", "seq": seq, "readings": readings}
 
 
 class Invalid(Exception):
@@ -59,7 +50,7 @@ def _check(validate: Any, data: Any, now: datetime | None) -> ReadingsMessage:
 
 def parse(readings: list[dict[str, Any]], now: datetime | None = None) -> ReadingsMessage:
     """Validate a batch from JSON text, as the gateway does for text frames."""
-    return _check(READINGS_ADAPTER.validate_json, json.dumps(message(readings)), now)
+    return _check(READINGS_ADAPTER.validate_json, json.dumps(batch(1, readings)), now)
 
 
 def locs(details: list[ErrorDetail]) -> list[tuple[Any, ...]]:
@@ -78,7 +69,7 @@ def error_locs(
 def python_error_locs(readings: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
     """As `error_locs`, through the Python path the MessagePack frames take."""
     with pytest.raises(Invalid) as info:
-        _check(READINGS_PYTHON_ADAPTER.validate_python, message(readings), None)
+        _check(READINGS_PYTHON_ADAPTER.validate_python, batch(1, readings), None)
     return locs(info.value.details)
 
 
@@ -164,7 +155,7 @@ class TestValues:
     @pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity", "1e400"])
     def test_non_finite_json_values_fail(self, literal: str) -> None:
         """NaN/Infinity literals and overflowing numbers in JSON text fail at value."""
-        raw = json.dumps(message([reading(), reading(value=0)])).replace(
+        raw = json.dumps(batch(1, [reading(), reading(value=0)])).replace(
             '"value": 0}', f'"value": {literal}}}'
         )
         with pytest.raises(Invalid) as info:

@@ -18,7 +18,6 @@ import subprocess
 from collections.abc import Iterator
 from contextlib import closing
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +28,7 @@ from sqlalchemy.engine import make_url
 from gateway.http.keys import SETTINGS
 from gateway.settings import Settings, load_settings
 from tests.support.alert_helpers import open_dashboard
+from tests.support.frames import batch, batch_text, recent
 
 if TYPE_CHECKING:
     # For annotations only: pytest loads tests/conftest.py as the module `conftest`.
@@ -77,19 +77,6 @@ def disk_full(directory: Path) -> Iterator[None]:
         yield
     finally:
         filler.unlink()
-
-
-def _batch(seq: int) -> str:
-    start = datetime.now(UTC) - timedelta(seconds=2)
-    readings = [
-        {
-            "ts": (start + timedelta(milliseconds=i)).isoformat().replace("+00:00", "Z"),
-            "metric": "heart_rate",
-            "value": 60 + i % 40,
-        }
-        for i in range(READINGS_PER_BATCH)
-    ]
-    return json.dumps({"type": "readings", "seq": seq, "readings": readings})
 
 
 @dataclass
@@ -149,7 +136,9 @@ class ResendingDevice:
                     self.new_batch.clear()
                     while sent_through < self.produced:
                         sent_through += 1
-                        await ws.send_str(_batch(sent_through))
+                        await ws.send_str(
+                            batch_text(sent_through, recent(READINGS_PER_BATCH, ago_s=2))
+                        )
                     await self.new_batch.wait()
 
             writer = asyncio.create_task(write())
@@ -274,15 +263,6 @@ def write_lock(db: Path) -> Iterator[sqlite3.Connection]:
             conn.execute("ROLLBACK")
 
 
-def _json_batch(seq: int, value: int = 72) -> dict[str, Any]:
-    ts = (datetime.now(UTC) - timedelta(seconds=1)).isoformat().replace("+00:00", "Z")
-    return {
-        "type": "readings",
-        "seq": seq,
-        "readings": [{"ts": ts, "metric": "heart_rate", "value": value}],
-    }
-
-
 class TestLockedDatabase:
     async def test_lock_shorter_than_busy_timeout_only_delays_acks(self, gateway: Gateway) -> None:
         """A write lock held for 1 s: batches sent meanwhile are acked only once the lock
@@ -303,7 +283,7 @@ class TestLockedDatabase:
         with write_lock(db):
             reader = asyncio.create_task(acks())
             for seq in range(1, 6):
-                await ws.send_json(_json_batch(seq))
+                await ws.send_json(batch(seq, recent()))
             await asyncio.sleep(1.0)
             released_at = loop.time()
         async with asyncio.timeout(5):
@@ -325,13 +305,13 @@ class TestLockedDatabase:
         ws = await gateway.client.ws_connect(STREAM, headers=gateway.auth(token))
         await ws.receive_str(timeout=5)
         for seq in (1, 2, 3):
-            await ws.send_json(_json_batch(seq))
+            await ws.send_json(batch(seq, recent()))
             assert json.loads(await ws.receive_str(timeout=5)) == {"type": "ack", "seq": seq}
 
         with write_lock(db):
-            await ws.send_json(_json_batch(4))  # its commit waits 1 s for the lock, fails
+            await ws.send_json(batch(4, recent()))  # its commit waits 1 s for the lock, fails
             await asyncio.sleep(0.3)
-            await ws.send_json(_json_batch(5))  # queued behind it; its commit waits too
+            await ws.send_json(batch(5, recent()))  # queued behind it; its commit waits too
             error = json.loads(await ws.receive_str(timeout=5))
             await asyncio.sleep(0.3)
         # The lock is gone while seq 5's commit still waits for it.
@@ -343,7 +323,7 @@ class TestLockedDatabase:
         ws = await gateway.client.ws_connect(STREAM, headers=gateway.auth(token))
         welcome = json.loads(await ws.receive_str(timeout=5))
         for seq in range(welcome["last_seq"] + 1, 6):
-            await ws.send_json(_json_batch(seq))
+            await ws.send_json(batch(seq, recent()))
             assert json.loads(await ws.receive_str(timeout=5)) == {"type": "ack", "seq": seq}
         await ws.close()
         assert _stored_per_seq(db, "watch-001") == dict.fromkeys(range(1, 6), 1)
@@ -358,12 +338,7 @@ class TestLockedDatabase:
         and the device's resend of that batch stores it without raising it twice."""
         token = await gateway.add_device("watch-001", "p-001")
         db = db_file(gateway)
-        ts = (datetime.now(UTC) - timedelta(seconds=1)).isoformat().replace("+00:00", "Z")
-        low_bp = {
-            "type": "readings",
-            "seq": 1,
-            "readings": [{"ts": ts, "metric": "systolic_bp", "value": 80}],  # raises at once
-        }
+        low_bp = batch(1, recent(metric="systolic_bp", value=80))  # raises at once
         async with open_dashboard(gateway) as dash:
             await dash.subscribe()
             ws = await gateway.client.ws_connect(STREAM, headers=gateway.auth(token))

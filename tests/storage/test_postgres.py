@@ -31,7 +31,8 @@ from gateway.storage.schema import Base, Device, Reading, table_of
 from tests.conftest import Gateway
 from tests.http.test_query_api import T0, get, instants
 from tests.support.alert_helpers import open_dashboard, open_device
-from tests.support.ingest_helpers import reading, send_batches
+from tests.support.frames import reading
+from tests.support.ingest_helpers import send_batches, ts_text
 from tests.support.storage_helpers import alert_row, event, provision_devices, rows
 
 pytest.importorskip("asyncpg", reason="asyncpg (the `postgres` extra) is not installed")
@@ -319,7 +320,10 @@ async def test_a_batch_sent_over_the_device_socket_reads_back(gateway: Gateway) 
         assert response.status == 200, await response.text()
     token = await gateway.add_device("dev-a", "p-1")
     # 72 is a JSON integer: the driver must take it for a FLOAT column.
-    sent = [reading(T0 + i * 1_000_000, "heart_rate", v) for i, v in enumerate([71.5, 72, 80.25])]
+    sent = [
+        reading("heart_rate", v, ts_text(T0 + i * 1_000_000))
+        for i, v in enumerate([71.5, 72, 80.25])
+    ]
 
     await send_batches(gateway.client, token, [sent])
 
@@ -361,7 +365,7 @@ async def test_a_revoked_devices_alert_closes_on_postgres(gateway: Gateway) -> N
     async with open_dashboard(gateway) as dash:
         await dash.subscribe()
         async with open_device(gateway, token) as device:
-            await device.send([reading(T0, "systolic_bp", 80.0)])
+            await device.send([reading("systolic_bp", 80.0, ts_text(T0))])
         raised = await dash.alert()
         async with gateway.client.delete(
             "/v1/devices/dev-a", headers=gateway.auth(gateway.admin_token)

@@ -20,6 +20,7 @@ from gateway.app import create_app
 from gateway.http.keys import SETTINGS
 from gateway.settings import Settings, load_settings
 from tests.conftest import AiohttpClient, Gateway
+from tests.support.frames import batch_text, reading, rfc3339
 
 __all__ = [
     "BASE",
@@ -32,7 +33,6 @@ __all__ = [
     "get_alerts",
     "open_dashboard",
     "open_device",
-    "reading",
     "restart",
     "series",
     "wait_for",
@@ -47,18 +47,14 @@ TIMEOUT_S = 5.0
 
 def at(second: float) -> str:
     """RFC 3339 text of `second` seconds after BASE."""
-    return (BASE + timedelta(seconds=second)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def reading(second: float, metric: str, value: float) -> dict[str, Any]:
-    return {"ts": at(second), "metric": metric, "value": value}
+    return rfc3339(BASE + timedelta(seconds=second))
 
 
 def series(
     metric: str, values: Iterable[float], *, start: float = 0, step: float = 1
 ) -> list[dict[str, Any]]:
     """One reading per value, `step` seconds apart in reading time from `start`."""
-    return [reading(start + i * step, metric, v) for i, v in enumerate(values)]
+    return [reading(metric, v, at(start + i * step)) for i, v in enumerate(values)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,9 +101,7 @@ class Device:
     async def send(self, readings: list[dict[str, Any]]) -> float:
         """Send one batch and wait for its ack; returns when the ack arrived (monotonic)."""
         self.seq += 1
-        await self.ws.send_str(
-            json.dumps({"type": "readings", "seq": self.seq, "readings": readings})
-        )
+        await self.ws.send_str(batch_text(self.seq, readings))
         reply = json.loads(await self.ws.receive_str(timeout=TIMEOUT_S))
         assert reply == {"type": "ack", "seq": self.seq}, reply
         return time.monotonic()

@@ -10,7 +10,9 @@ from typing import Any
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-__all__ = ["EPOCH", "batched", "micros", "reading", "send_batches", "ts_text"]
+from tests.support.frames import batch_text, rfc3339
+
+__all__ = ["EPOCH", "batched", "micros", "send_batches", "ts_text"]
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 BATCH = 500
@@ -20,17 +22,12 @@ Client = TestClient[web.Request, web.Application]
 
 def ts_text(ts_us: int) -> str:
     """RFC 3339 with 'Z' and exactly six fraction digits, from epoch microseconds."""
-    t = EPOCH + timedelta(microseconds=ts_us)
-    return t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return rfc3339(EPOCH + timedelta(microseconds=ts_us))
 
 
 def micros(text: str) -> int:
     """Epoch microseconds of an RFC 3339 time, however its fraction is written."""
     return (datetime.fromisoformat(text) - EPOCH) // timedelta(microseconds=1)
-
-
-def reading(ts_us: int, metric: str, value: float) -> dict[str, Any]:
-    return {"ts": ts_text(ts_us), "metric": metric, "value": value}
 
 
 def batched(readings: Sequence[dict[str, Any]], size: int = BATCH) -> list[list[dict[str, Any]]]:
@@ -49,8 +46,8 @@ async def send_batches(
         welcome = json.loads(await ws.receive_str(timeout=5))
         assert welcome["type"] == "welcome", welcome
         seq = int(welcome["last_seq"])
-        for batch in batches:
+        for readings in batches:
             seq += 1
-            await ws.send_str(json.dumps({"type": "readings", "seq": seq, "readings": batch}))
+            await ws.send_str(batch_text(seq, readings))
             reply = json.loads(await ws.receive_str(timeout=5))
             assert reply == {"type": "ack", "seq": seq}, reply

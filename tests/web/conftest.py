@@ -7,6 +7,7 @@ skip, saying how to install it.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 from collections.abc import AsyncIterator
@@ -16,16 +17,10 @@ from typing import TYPE_CHECKING
 import pytest
 import pytest_asyncio
 
+from tests.support.processes import GatewayProcess
+
 from .browsing import CHROMIUM, CHROMIUM_ARGS, DESKTOP, RESULTS_DIR, OpenPage, PageProblems
-from .harness import (
-    CLINICIANS,
-    DEVICES,
-    GatewayProcess,
-    Provisioned,
-    free_port,
-    provision,
-    quick_rules,
-)
+from .harness import CLINICIANS, DEVICES, Provisioned, provision, quick_rules
 
 if TYPE_CHECKING:
     from playwright.async_api import Browser, BrowserContext, Page, ViewportSize
@@ -73,16 +68,13 @@ async def live_gateway(database: Path, tmp_path: Path) -> AsyncIterator[GatewayP
     """A running `vitals serve` process on a free port, with the shipped alert limits
     but short `for_s` (see `quick_rules`); stopped (or killed) at the end."""
     gw = GatewayProcess(
-        port=free_port(),
-        database_url=f"sqlite+aiosqlite:///{database}",
-        log_dir=tmp_path,
-        rules=quick_rules(tmp_path),
+        db=database, log_dir=tmp_path, extra=("--rules", str(quick_rules(tmp_path)))
     )
     try:
-        await gw.start()
+        await asyncio.to_thread(gw.start)
         yield gw
     finally:
-        await gw.stop()
+        await asyncio.to_thread(gw.stop)
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")

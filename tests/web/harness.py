@@ -1,51 +1,41 @@
-"""Real processes for the browser tests: provisioning through the CLI, a `serve` process
-that can be stopped and started again on the same port and database, the simulator,
-and a minimal device client speaking the device stream protocol.
-
-Every process started here is ended by its owner's `stop()`/`close()`, which the
-fixtures call in `finally`.
+"""What the browser tests need besides the browser: clinicians and devices provisioned
+through the CLI, the rules they run with, readings sent as a device, and a calm history.
+The `serve` process is `tests.support.processes.GatewayProcess`, the simulator a
+`gateway.client.process.ChildProcess`; each is ended by its fixture or test in `finally`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import math
-import signal
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import aiohttp
 
+from gateway.client.process import vitals_command
 from gateway.core.rules import load_rules
 from gateway.settings import shipped_config_dir
+from tests.support.frames import batch_text
+from tests.support.processes import GatewayProcess, add_device, add_user
 
 __all__ = [
     "CLINICIANS",
     "DEVICES",
     "Device",
-    "GatewayProcess",
-    "ManagedProcess",
     "Provisioned",
     "User",
     "calm_history",
-    "free_port",
     "provision",
     "quick_rules",
     "send_readings",
     "ts_text",
 ]
 
-STOP_TIMEOUT_S = 10.0
-START_TIMEOUT_S = 20.0
 
 # (clinician, wards they may see): dr-ben sees one ward of the two.
 CLINICIANS = (("dr-ana", ("icu", "ward-4b")), ("dr-ben", ("icu",)))
@@ -107,17 +97,6 @@ def quick_rules(directory: Path) -> Path:
     return path
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "gateway", *args]
-
-
 def provision(
     database_url: str,
     users: Sequence[tuple[str, Sequence[str]]],
@@ -125,22 +104,9 @@ def provision(
 ) -> tuple[dict[str, User], dict[str, Device]]:
     """Clinicians and devices created by `vitals users add` / `vitals devices add --json`."""
     commands = [
-        _cli("users", "add", name, "--role", "clinician", "--json", "--database-url", database_url)
-        + [arg for ward in wards for arg in ("--ward", ward)]
-        for name, wards in users
+        vitals_command(*add_user(database_url, name, "clinician", wards)) for name, wards in users
     ] + [
-        _cli(
-            "devices",
-            "add",
-            dev,
-            "--patient",
-            patient,
-            "--ward",
-            ward,
-            "--json",
-            "--database-url",
-            database_url,
-        )
+        vitals_command(*add_device(database_url, dev, patient, ward))
         for dev, patient, ward in devices
     ]
     # The first command creates the schema alone, so the others never race to it; they
@@ -181,106 +147,6 @@ def _run(command: list[str]) -> str:
     return _finish(_spawn(command))
 
 
-def _open_log(path: Path) -> IO[bytes]:
-    return path.open("ab")
-
-
-@dataclass
-class ManagedProcess:
-    """One child process whose output goes to a log file; `stop()` always reaps it."""
-
-    name: str
-    log_path: Path
-    proc: asyncio.subprocess.Process | None = None
-
-    async def spawn(self, args: Sequence[str]) -> None:
-        log = _open_log(self.log_path)
-        try:
-            self.proc = await asyncio.create_subprocess_exec(
-                *args,
-                stdout=log,
-                stderr=asyncio.subprocess.STDOUT,
-                stdin=asyncio.subprocess.DEVNULL,
-            )
-        finally:
-            log.close()  # the child holds its own copy
-
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.returncode is None
-
-    async def stop(self, sig: int = signal.SIGTERM) -> int | None:
-        """Signal, wait (then kill if it hangs); returns the exit code."""
-        proc, self.proc = self.proc, None
-        if proc is None:
-            return None
-        if proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(sig)
-            try:
-                await asyncio.wait_for(proc.wait(), STOP_TIMEOUT_S)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                await proc.wait()
-        return proc.returncode
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
-
-
-@dataclass
-class GatewayProcess:
-    """`vitals serve` on a fixed port and database, restartable."""
-
-    port: int
-    database_url: str
-    log_dir: Path
-    rules: Path | None = None
-    starts: int = 0
-    process: ManagedProcess = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.process = ManagedProcess("gateway", self.log_dir / "gateway.log")
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
-
-    async def start(self) -> None:
-        args = _cli("serve", "--database-url", self.database_url)
-        args += ["--port", str(self.port), "--host", "127.0.0.1"]
-        if self.rules is not None:
-            args += ["--rules", str(self.rules)]
-        self.starts += 1
-        await self.process.spawn(args)
-        await self._wait_ready()
-
-    async def _wait_ready(self) -> None:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        async with aiohttp.ClientSession() as http:
-            while time.monotonic() < deadline:
-                if not self.process.running:
-                    raise RuntimeError(f"gateway exited at start:\n{self.process.log_tail()}")
-                with contextlib.suppress(aiohttp.ClientError):
-                    async with http.get(f"{self.url}/healthz") as r:
-                        if r.status == 200:
-                            return
-                await asyncio.sleep(0.05)
-        raise TimeoutError(f"gateway not ready in {START_TIMEOUT_S} s:\n{self.process.log_tail()}")
-
-    async def stop(self) -> int | None:
-        return await self.process.stop(signal.SIGTERM)
-
-
 def ts_text(t: datetime) -> str:
     return t.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
@@ -299,8 +165,7 @@ async def send_readings(
         seq = int(welcome["last_seq"])
         for start in range(0, len(readings), 500):
             seq += 1
-            batch = {"type": "readings", "seq": seq, "readings": readings[start : start + 500]}
-            await ws.send_str(json.dumps(batch))
+            await ws.send_str(batch_text(seq, readings[start : start + 500]))
             reply = await ws.receive_json(timeout=5)
             assert reply == {"type": "ack", "seq": seq}, reply
 

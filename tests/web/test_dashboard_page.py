@@ -16,12 +16,13 @@ from typing import Any
 import aiohttp
 import pytest
 
+from gateway.client.process import ChildProcess, vitals_command
+from tests.support.processes import GatewayProcess
+
 from .browsing import TABLET, OpenPage
 from .harness import (
     DEVICES,
     Device,
-    GatewayProcess,
-    ManagedProcess,
     Provisioned,
     calm_history,
     send_readings,
@@ -135,26 +136,25 @@ async def test_simulated_deterioration_reaches_panel_and_tile_within_3_s(
     tokens.write_text("".join(d.as_json() + "\n" for d in devices))
     scenario = tmp_path / "desaturation.toml"
     scenario.write_text(DESATURATION)
-    simulator = ManagedProcess("simulator", tmp_path / "simulator.log")
+    simulator = ChildProcess(
+        vitals_command(
+            "simulate",
+            "--url",
+            live_gateway.url,
+            "--tokens",
+            str(tokens),
+            "--scenario",
+            str(scenario),
+            "--duration",
+            "60",
+            "--seed",
+            "7",
+        ),
+        name="simulator",
+        log_dir=tmp_path,
+    )
     try:
-        await simulator.spawn(
-            [
-                sys.executable,
-                "-m",
-                "gateway",
-                "simulate",
-                "--url",
-                live_gateway.url,
-                "--tokens",
-                str(tokens),
-                "--scenario",
-                str(scenario),
-                "--duration",
-                "60",
-                "--seed",
-                "7",
-            ]
-        )
+        simulator.spawn()
         card = alert_card(page, "spo2-low", "bed-101")
         await card.wait_for(timeout=25_000)
         seen = time.time()
@@ -208,7 +208,7 @@ async def test_simulated_deterioration_reaches_panel_and_tile_within_3_s(
         await page.screenshot(path=results_dir / "ward-view-tablet.png")
         assert await no_horizontal_scroll(page)
     finally:
-        await simulator.stop()
+        await asyncio.to_thread(simulator.stop)
 
 
 async def test_patient_view_charts_vitals_with_rule_thresholds_and_alert_history(
@@ -352,12 +352,12 @@ async def test_pages_recover_from_gateway_restart_resuming_or_signing_in(
     await ben.context.request.post(f"{live_gateway.url}/v1/session/logout")  # elsewhere
     conn = ana.locator("#connection")
 
-    await live_gateway.stop()  # SIGTERM: the streams are closed with 1001
+    await asyncio.to_thread(live_gateway.stop)  # SIGTERM: the streams are closed with 1001
     await expect(conn).to_have_attribute("data-state", re.compile("reconnecting|offline"))
     await expect(ana.locator("#banner")).to_contain_text("data may be stale since")
     # Keep ana's page away until the alert exists, so it can only arrive by resuming.
     await ana.context.set_offline(True)
-    await live_gateway.start()
+    await asyncio.to_thread(live_gateway.start)
     await raise_hypotension(live_gateway, provisioned.devices["watch-103"])
     alerts = await alerts_of(live_gateway, provisioned.users["dr-ana"].token)
     assert [a["rule"] for a in alerts] == ["systolic_bp-low"]
