@@ -9,7 +9,7 @@ from aiohttp import web
 from gateway.core.rules import RulesError
 from gateway.errors import InvalidParameter
 from gateway.http.auth import require_admin, require_user
-from gateway.http.keys import ALERT_STORE, ALERTS, AUDIT
+from gateway.http.keys import ALERT_STORE, ALERTS, AUDIT, HUB
 from gateway.http.problems import json_error
 from gateway.storage.accounts import Role
 from schemas.api import AlertsQuery, RulesReloaded
@@ -50,7 +50,7 @@ async def list_alerts(request: web.Request) -> web.Response:
     limit = _int(request, "limit", 1000, 1, 10_000)
     # Taken before the query: every event up to it is stored, so a client resuming from
     # it misses nothing that changed while the query ran.
-    last_event_id = request.app[ALERTS].last_event_id
+    last_event_id = request.app[HUB].last_event_id
     rows = await request.app[ALERT_STORE].list_alerts(
         status=status,
         patient_id=request.query.get("patient_id"),

@@ -95,7 +95,6 @@ class AlertService:
         self._store = store
         self._hub = hub
         self._rules_path = rules_path
-        self._last_event_id = 0
         self._wards: dict[str, str] = {}  # device id -> ward, for offline alarms
         # Transitions not stored yet, in engine order; bounded by the engine (one per
         # change of an open alert), and it only grows while the database is down.
@@ -151,7 +150,7 @@ class AlertService:
             service._fail_waiting(StorageError("the gateway stopped before storing this"))
 
     async def _restore(self, state: StoredState) -> None:
-        self._last_event_id = self._hub.last_event_id = state.max_event_id
+        self._hub.resume_after(state.max_event_id)
         alerts = [Alert.from_mapping(r) for r in state.open_alerts]
         for row in state.open_alerts:
             self._wards[row["device_id"]] = row["ward"]
@@ -163,10 +162,6 @@ class AlertService:
     def rules(self) -> RuleSet:
         """The rules in force (a refused reload leaves the previous ones)."""
         return self._engine.rules
-
-    @property
-    def last_event_id(self) -> int:
-        return self._last_event_id
 
     def attach(self, wake: Callable[[], None]) -> None:
         """CommitPartner: the committer runs, and from now on stores the events; `wake`
@@ -322,9 +317,10 @@ class AlertService:
                     waiter.set_exception(error)
 
     def _events(self, transitions: list[Transition]) -> list[RecordedEvent]:
-        """The events of `transitions`, numbered on from the last one stored."""
+        """The events of `transitions`, numbered on from the last one stored (the hub
+        holds it: every event stored is published before the next are numbered)."""
         events = []
-        next_id = self._last_event_id
+        next_id = self._hub.last_event_id
         for t in transitions:
             next_id += 1
             ward = self._wards.get(t.alert.device_id, "")
@@ -345,7 +341,6 @@ class AlertService:
     def _published(self, done: list[Transition], events: Sequence[RecordedEvent]) -> None:
         """`done`, stored as `events`: no longer pending; push them, answer waiters."""
         del self._pending[: len(done)]
-        self._last_event_id = events[-1].event_id
         # One write per dashboard for the whole burst.
         self._hub.publish_alerts([(e.event_id, e.row["ward"], e.payload) for e in events])
         pushed = time.perf_counter()

@@ -74,28 +74,28 @@ async def test_events_stay_in_order_when_a_dashboard_falls_behind_and_catches_up
         web.WebSocketResponse(), peer, Principal("dr-lee", Role.ADMIN), vitals=False, queue_max=10
     )
     hub.add(dashboard)
-    hub.publish_alert(1, "icu", '{"event_id":1}')  # replayed already: skipped
-    hub.publish_alert(2, "icu", '{"event_id":2}')
+    hub.publish_alerts([event(1)])  # replayed already: skipped
+    hub.publish_alerts([event(2)])
     writer = asyncio.create_task(dashboard.send_queued(replayed_upto=1))
     await asyncio.sleep(0)
     assert peer.writes == [frames(2)]
 
-    hub.publish_alert(3, "icu", '{"event_id":3}')  # live: written by the publisher
+    hub.publish_alerts([event(3)])  # live: written by the publisher
     assert peer.writes == [frames(2), frames(3)]
 
     peer.behind = True
-    hub.publish_alert(4, "icu", '{"event_id":4}')
+    hub.publish_alerts([event(4)])
     await asyncio.sleep(0)  # the writer writes it and waits for the peer
-    hub.publish_alert(5, "icu", '{"event_id":5}')
-    hub.publish_alert(6, "icu", '{"event_id":6}')
+    hub.publish_alerts([event(5)])
+    hub.publish_alerts([event(6)])
     assert peer.writes == [frames(2), frames(3), frames(4)]
 
     peer.behind = False
-    hub.publish_alert(7, "icu", '{"event_id":7}')  # 5 and 6 are still queued: 7 queues
+    hub.publish_alerts([event(7)])  # 5 and 6 are still queued: 7 queues
     peer.caught_up.set()
     await asyncio.sleep(0)
     await asyncio.sleep(0)
-    hub.publish_alert(8, "icu", '{"event_id":8}')  # nothing queued: written at once
+    hub.publish_alerts([event(8)])  # nothing queued: written at once
     writer.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await writer
