@@ -34,20 +34,17 @@ from gateway.errors import ForbiddenError, StorageError
 from gateway.services.committer import PendingBatch
 from gateway.services.hub import Hub
 from gateway.services.metrics import Metrics
-from gateway.services.vitals import VitalsThrottle
 from gateway.storage.accounts import Principal
 from gateway.storage.alerts import AlertStore, StoredState
 from gateway.storage.events import RecordedEvent
-from schemas.dashboard import AlertEvent, AlertOut, VitalReading, Vitals
-from schemas.metrics import METRICS, Metric
+from schemas.dashboard import AlertEvent, AlertOut
 
 __all__ = ["AlertService", "alert_out"]
 
 log = logging.getLogger(__name__)
 
-# How often the timer runs offline checks and throttled value updates, and flushes vitals.
+# How often the timer runs offline checks and throttled value updates.
 TICK_S = 0.5
-VITALS_EVERY_S = 1.0
 # At shutdown, how long storing the alert events still pending may take.
 _DRAIN_S = 5.0
 
@@ -104,7 +101,6 @@ class AlertService:
         # The committer's `wake`, while it runs: pending transitions want a commit.
         self._wake: Callable[[], None] | None = None
         self._failing = False  # the last commit of events failed (logged once)
-        self._vitals = VitalsThrottle()
         # Alert id -> perf_counter() arrival of the batch that raised it, until the
         # raise is pushed (vitals_alert_push_seconds); bounded like `_pending`.
         self._raised_by: dict[int, float] = {}
@@ -163,7 +159,7 @@ class AlertService:
         """The rules in force (a refused reload leaves the previous ones)."""
         return self._engine.rules
 
-    def attach(self, wake: Callable[[], None]) -> None:
+    def committer_started(self, wake: Callable[[], None]) -> None:
         """CommitPartner: the committer runs, and from now on stores the events; `wake`
         asks it for a commit of their own."""
         self._wake = wake
@@ -177,14 +173,14 @@ class AlertService:
             with contextlib.suppress(StorageError):
                 await self._enqueue_and_wait([])
 
-    def take(self, fresh: list[PendingBatch]) -> Sequence[RecordedEvent]:
+    def events_to_commit(self, fresh: list[PendingBatch]) -> Sequence[RecordedEvent]:
         """CommitPartner: evaluate the batches going into this commit; every pending
         transition, as an event to store in it."""
         if fresh:
             self._evaluate(fresh)
         return self._events(self._pending) if self._pending else ()
 
-    def settle(self, events: Sequence[RecordedEvent], error: Exception | None) -> None:
+    def events_committed(self, events: Sequence[RecordedEvent], error: Exception | None) -> None:
         """CommitPartner: push what the commit stored; what it did not stays pending."""
         if not events:
             return
@@ -202,13 +198,9 @@ class AlertService:
 
     def _evaluate(self, batches: list[PendingBatch]) -> None:
         now = time.time()
-        # Vitals are collected only while some dashboard asked for them.
-        vitals_wanted = self._hub.wants_vitals()
         transitions: list[Transition] = []
         for b in batches:
             self._wards[b.device_id] = b.ward
-            if vitals_wanted:
-                self._vitals.add(b.patient_id, b.device_id, b.ward, b.rows)
             readings = [(r[METRIC], r[TS_US] / 1e6, r[VALUE]) for r in b.rows]
             caused = self._engine.process(b.patient_id, b.device_id, readings, now)
             if self._metrics is not None:
@@ -268,30 +260,12 @@ class AlertService:
         return len(rules.rules)
 
     async def _tick_forever(self) -> None:
-        next_vitals = time.monotonic()
         while True:
             await asyncio.sleep(TICK_S)
             try:
                 self._enqueue(self._engine.check(time.time()))  # also retries a failure
-                if time.monotonic() >= next_vitals:
-                    next_vitals = time.monotonic() + VITALS_EVERY_S
-                    self._publish_vitals()
             except Exception:
                 log.exception("alert timer failed")
-
-    def _publish_vitals(self) -> None:
-        for p in self._vitals.flush():
-            readings = [
-                VitalReading(
-                    ts=datetime.fromtimestamp(ts / 1e6, UTC),
-                    metric=Metric(m),
-                    value=v,
-                    unit=METRICS[Metric(m)].unit,
-                )
-                for m, (ts, v) in p.latest.items()
-            ]
-            msg = Vitals(patient_id=p.patient_id, device_id=p.device_id, readings=readings)
-            self._hub.publish_vitals(p.ward, msg.model_dump_json())
 
     def _enqueue(self, transitions: list[Transition]) -> None:
         """Queue `transitions` for the next commit, waking the committer for it."""
