@@ -138,7 +138,7 @@ class AlertService:
             ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await ticker
-            # The committer has stopped: store what it left (the writer is still open),
+            # The committer has stopped: store what it left (the database is still open),
             # but a database that takes no writes must not hold shutdown for long.
             service._wake = None
             with contextlib.suppress(TimeoutError, StorageError):

@@ -103,7 +103,7 @@ _WAKE = None
 class GroupCommitter:
     def __init__(
         self,
-        writer: ReadingsWriter,
+        readings: ReadingsWriter,
         *,
         max_rows: int,
         delay_s: float,
@@ -119,7 +119,7 @@ class GroupCommitter:
         self._max_pending_rows = max_pending_rows
         self._pending_rows = 0
         self._room = asyncio.Condition()
-        self._writer = writer
+        self._readings = readings
         self._max_rows = max_rows
         self._delay_s = delay_s
         # Unbounded by type, bounded in practice: each connection has at most
@@ -192,7 +192,7 @@ class GroupCommitter:
     async def last_seq(self, device_id: str) -> int:
         """The device's committed last_seq, as the committer sees it."""
         if device_id not in self._last_seq:
-            self._last_seq.update(await self._writer.last_seqs([device_id]))
+            self._last_seq.update(await self._readings.last_seqs([device_id]))
         return self._last_seq.get(device_id, 0)
 
     def start(self) -> None:
@@ -260,10 +260,10 @@ class GroupCommitter:
                 return
         events: Sequence[RecordedEvent] = ()
         try:
-            # Not `set - dict.keys()`: that walks every device the writer has seen.
+            # Not `set - dict.keys()`: that walks every device the committer has seen.
             unknown = {b.device_id for b in group if b.device_id not in self._last_seq}
             if unknown:
-                self._last_seq.update(await self._writer.last_seqs(unknown))
+                self._last_seq.update(await self._readings.last_seqs(unknown))
             fresh, advanced = plan_commit(group, self._last_seq)
             rows = [row for b in fresh for row in b.rows]
             if partner is not None:
@@ -272,7 +272,7 @@ class GroupCommitter:
                 self._resolve(group, fresh)
                 return
             started = time.perf_counter()
-            await self._writer.commit(rows, advanced, events)
+            await self._readings.commit(rows, advanced, events)
             if self._metrics is not None:
                 self._metrics.commit_seconds.observe(time.perf_counter() - started)
                 self._metrics.batches_committed.inc(len(fresh))
