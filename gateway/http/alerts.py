@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from aiohttp import web
 
 from gateway.core.rules import RulesError
@@ -59,20 +57,11 @@ async def list_alerts(request: web.Request) -> web.Response:
         wards=None if principal.role is Role.ADMIN else principal.wards,
     )
     body = AlertList(
-        items=[AlertOut.model_validate(_as_out(r)) for r in rows],
+        # A stored row has the wire model's fields by name (and its last_event_id).
+        items=[AlertOut.model_validate(r) for r in rows],
         last_event_id=last_event_id,
     )
     return web.json_response(text=body.model_dump_json())
-
-
-def _as_out(row: dict[str, object]) -> dict[str, object]:
-    """A stored alert row as the API shows it (epoch seconds become RFC 3339 UTC)."""
-    out = dict(row)
-    for key in ("raised_at", "updated_at", "cleared_at", "acked_at"):
-        value = out[key]
-        if isinstance(value, float):
-            out[key] = datetime.fromtimestamp(value, UTC)
-    return out
 
 
 @routes.post("/v1/alerts/{alert_id}/ack")

@@ -24,7 +24,6 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 
 from gateway.core.alert_engine import Alert, AlertEngine, AlertError, Transition, UnknownAlertError
@@ -36,10 +35,10 @@ from gateway.services.hub import Hub
 from gateway.services.metrics import Metrics
 from gateway.storage.accounts import Principal
 from gateway.storage.alerts import AlertStore, StoredState
-from gateway.storage.events import RecordedEvent
+from gateway.storage.events import RecordedEvent, stored_row
 from schemas.dashboard import AlertEvent, AlertOut
 
-__all__ = ["AlertService", "alert_out"]
+__all__ = ["AlertService"]
 
 log = logging.getLogger(__name__)
 
@@ -47,35 +46,6 @@ log = logging.getLogger(__name__)
 TICK_S = 0.5
 # At shutdown, how long storing the alert events still pending may take.
 _DRAIN_S = 5.0
-
-
-def _utc(t: float | None) -> datetime | None:
-    return None if t is None else datetime.fromtimestamp(t, UTC)
-
-
-def alert_out(alert: Alert, ward: str) -> AlertOut:
-    return AlertOut(
-        id=alert.id,
-        rule=alert.rule,
-        metric=alert.metric,
-        priority=alert.priority.value,
-        status=alert.status.value,
-        patient_id=alert.patient_id,
-        device_id=alert.device_id,
-        ward=ward,
-        threshold=alert.threshold,
-        direction=alert.direction,
-        first_value=alert.first_value,
-        last_value=alert.last_value,
-        worst_value=alert.worst_value,
-        raised_at=datetime.fromtimestamp(alert.raised_at, UTC),
-        updated_at=datetime.fromtimestamp(alert.updated_at, UTC),
-        cleared_at=_utc(alert.cleared_at),
-        acked_at=_utc(alert.acked_at),
-        acked_by=alert.acked_by,
-        closed_by=alert.closed_by,
-        closed_reason=alert.closed_reason,
-    )
 
 
 class AlertService:
@@ -298,15 +268,10 @@ class AlertService:
         for t in transitions:
             next_id += 1
             ward = self._wards.get(t.alert.device_id, "")
-            payload = AlertEvent(event_id=next_id, alert=alert_out(t.alert, ward))
-            row = {
-                **{k: getattr(t.alert, k) for k in Alert.__dataclass_fields__},
-                "metric": None if t.alert.metric is None else str(t.alert.metric),
-                "priority": str(t.alert.priority),
-                "status": str(t.alert.status),
-                "ward": ward,
-                "last_event_id": next_id,
-            }
+            row = stored_row(t.alert, ward=ward, last_event_id=next_id)
+            # The wire model from the stored row, as GET /v1/alerts builds it: the same
+            # fields by name, so what is pushed and what is listed cannot differ.
+            payload = AlertEvent(event_id=next_id, alert=AlertOut.model_validate(row))
             events.append(
                 RecordedEvent(next_id, t.kind, t.kind == "raised", row, payload.model_dump_json())
             )
