@@ -1,5 +1,8 @@
 """The I/O edge of alerting: feeds readings and clock ticks to the pure engine, has
-every transition stored as an event, then pushes it to dashboards.
+every transition stored as an event, then pushes it to dashboards through the hub. It
+owns the alert state (the engine, pending transitions, each device's ward); the hub
+owns `last_event_id`, from which the next events are numbered. Vitals are not its
+job: see services/vitals.py.
 
 The engine runs at once, synchronously, so transitions come out in the engine's order
 and queue in `_pending`. The group committer is the one writer of events (this service
