@@ -225,7 +225,7 @@ class GroupCommitter:
             first = await self._queue.get()
             if first is not None and self._delay_s > 0 and self._queue.empty():
                 await asyncio.sleep(self._delay_s)
-            taken = self._take_ready([first])
+            taken = self._gather_ready([first])
             self._wake_queued = False  # the partner's events go into this commit
             group = [b for b in taken if b is not None]
             try:
@@ -237,7 +237,7 @@ class GroupCommitter:
                 async with self._room:
                     self._room.notify_all()
 
-    def _take_ready(self, taken: list[PendingBatch | None]) -> list[PendingBatch | None]:
+    def _gather_ready(self, taken: list[PendingBatch | None]) -> list[PendingBatch | None]:
         rows = sum(len(b.rows) for b in taken if b is not None)
         while rows < self._max_rows and not self._queue.empty():
             batch = self._queue.get_nowait()
