@@ -95,7 +95,7 @@ class Alert:
     `last_event_id`), because schemas import nothing of ours and a table needs column
     types: tests/storage/test_alert_fields.py fails until all three agree. Everything
     else goes over this list by name: `to_mapping`/`from_mapping` (the stored row),
-    `alert_out` (the wire model), the engine's working copy (`_Episode`).
+    `AlertOut` (validated from the stored row), the engine's working copy (`_Episode`).
 
     `status` is redundant with `cleared_at`/`acked_at` (the two flags) and checked
     against them. Values cover the whole violating run: `first_value` is its first
