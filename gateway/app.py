@@ -1,7 +1,8 @@
 """The application factory: `create_app(settings)` wires resources, routes and tasks.
 
-Every long-lived resource (the storage, the alert service, the group committer,
-background checks) is opened and closed in `cleanup_ctx`, in dependency order.
+Every long-lived resource (the storage, the alert service, the group committer and
+vitals publisher, background checks) is opened and closed in `cleanup_ctx`, in
+dependency order.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from gateway.services.committer import GroupCommitter
 from gateway.services.hub import Hub
 from gateway.services.metrics import Metrics, metrics_handler
 from gateway.services.registry import DeviceRegistry
+from gateway.services.vitals import VitalsPublisher
 from gateway.settings import Settings
 from gateway.storage.database import open_storage
 from schemas.codes import CloseCode
@@ -91,20 +93,24 @@ async def _storage(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _committer(app: web.Application) -> AsyncIterator[None]:
+    """The group committer, with the alert service as its partner (alert events go into
+    the commits) and the vitals publisher told of each commit's batches."""
     settings = app[SETTINGS]
-    committer = GroupCommitter(
-        app[STORAGE].readings,
-        max_rows=settings.commit_max_rows,
-        delay_s=settings.commit_delay_ms / 1000,
-        max_pending_rows=settings.max_pending_rows,
-        metrics=app[METRICS],
-    )
-    committer.set_partner(app[ALERTS])  # alert events go into the commits
-    committer.start()
-    app[COMMITTER] = committer
-    yield
-    # Streams had the first half of the grace period to settle (see _close_streams).
-    await committer.stop(within=settings.shutdown_grace_s / 2)
+    async with VitalsPublisher.running(app[HUB]) as vitals:
+        committer = GroupCommitter(
+            app[STORAGE].readings,
+            max_rows=settings.commit_max_rows,
+            delay_s=settings.commit_delay_ms / 1000,
+            max_pending_rows=settings.max_pending_rows,
+            partner=app[ALERTS],
+            observers=[vitals],
+            metrics=app[METRICS],
+        )
+        committer.start()
+        app[COMMITTER] = committer
+        yield
+        # Streams had the first half of the grace period to settle (see _close_streams).
+        await committer.stop(within=settings.shutdown_grace_s / 2)
 
 
 async def _alerts(app: web.Application) -> AsyncIterator[None]:

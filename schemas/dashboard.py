@@ -7,9 +7,19 @@ statuses: `schemas.codes`).
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictBool, StrictInt, TypeAdapter
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    TypeAdapter,
+)
 
 from schemas.codes import AlertStatus, DashboardErrorCode
 from schemas.metrics import Metric
@@ -56,6 +66,24 @@ DashboardMessage = Annotated[Subscribe | AckRequest, Field(discriminator="type")
 DASHBOARD_ADAPTER: TypeAdapter[Subscribe | AckRequest] = TypeAdapter(DashboardMessage)
 
 
+def _from_epoch(value: object) -> object:
+    """Epoch seconds, the gateway's own form of a time, as that UTC time (exactly as
+    `datetime.fromtimestamp`); anything else is validated as a datetime."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return datetime.fromtimestamp(value, UTC)
+    return value
+
+
+# RFC 3339 UTC on the wire; epoch seconds are taken as such when the gateway builds one.
+UtcTime = Annotated[AwareDatetime, BeforeValidator(_from_epoch)]
+
+
+# An alert as dashboards and the API show it: the fields of the gateway's `Alert`
+# (gateway/core/alert_engine.py, the one list of an alert's fields) and its `ward`, with
+# times as UTC. Schemas import nothing of ours, so the list is repeated here, and
+# tests/storage/test_alert_fields.py checks that it matches `Alert` and the stored row.
+# The gateway builds it from an `Alert` or a stored row by validation, field by name.
+# (A comment, not a docstring: a docstring would become the OpenAPI description.)
 class AlertOut(BaseModel):
     id: int
     rule: str
@@ -70,10 +98,10 @@ class AlertOut(BaseModel):
     first_value: float | None
     last_value: float | None
     worst_value: float | None
-    raised_at: AwareDatetime
-    updated_at: AwareDatetime
-    cleared_at: AwareDatetime | None
-    acked_at: AwareDatetime | None
+    raised_at: UtcTime
+    updated_at: UtcTime
+    cleared_at: UtcTime | None
+    acked_at: UtcTime | None
     acked_by: str | None
     # Added after v1 with defaults, so older payloads still parse: set only on an alert
     # closed other than by acknowledgement (status cleared_ack, acked_by null unless a

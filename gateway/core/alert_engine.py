@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any, Literal
 
 from gateway.core.offline import DEFAULT_OFFLINE_AFTER_S, OfflineTracker
@@ -88,6 +89,14 @@ class AlreadyAcknowledgedError(AlertError, ConflictError):
 class Alert:
     """A snapshot of one alert, as stored and pushed; also what `restore` takes back.
 
+    The one list of an alert's fields. To add one, add it here (and set it where the
+    engine raises or changes an alert); the wire model `schemas.dashboard.AlertOut` and
+    the table `storage.schema.AlertRow` repeat the list with `ward` (and the row its
+    `last_event_id`), because schemas import nothing of ours and a table needs column
+    types: tests/storage/test_alert_fields.py fails until all three agree. Everything
+    else goes over this list by name: `to_mapping`/`from_mapping` (the stored row),
+    `AlertOut` (validated from the stored row), the engine's working copy (`_Episode`).
+
     `status` is redundant with `cleared_at`/`acked_at` (the two flags) and checked
     against them. Values cover the whole violating run: `first_value` is its first
     reading, `worst_value` its most extreme. Metric-less fields are None for the
@@ -138,6 +147,15 @@ class Alert:
         fields["status"] = AlertStatus(fields["status"])
         return cls(**fields)
 
+    def to_mapping(self) -> dict[str, Any]:
+        """Every field by name, as plain values (enums as their strings): what
+        `from_mapping` takes back, and what the stored row and the wire model hold."""
+        out = {}
+        for name in _ALERT_FIELDS:
+            value = getattr(self, name)
+            out[name] = value.value if isinstance(value, Enum) else value
+        return out
+
     @property
     def active(self) -> bool:
         return self.cleared_at is None
@@ -169,43 +187,28 @@ class Transition:
 
 
 class _Episode:
-    """The engine's mutable copy of one open alert; snapshotted only when emitted."""
+    """The engine's working copy of one open alert. `alert` is its last snapshot, and
+    holds what does not change while it is open; what does (values, times, who
+    acknowledged or closed it) is kept here, mutable, and goes into a new snapshot
+    only when one is emitted."""
 
     __slots__ = (
         "acked_at",
         "acked_by",
+        "alert",
         "cleared_at",
         "closed_by",
         "closed_reason",
-        "device_id",
-        "direction",
         "dirty",
-        "first_value",
-        "id",
         "last_value",
-        "metric",
-        "patient_id",
-        "priority",
-        "raised_at",
-        "rule",
-        "threshold",
         "updated_at",
         "worst_value",
     )
 
     def __init__(self, alert: Alert) -> None:
-        self.id = alert.id
-        self.rule = alert.rule
-        self.metric = alert.metric
-        self.priority = alert.priority
-        self.patient_id = alert.patient_id
-        self.device_id = alert.device_id
-        self.threshold = alert.threshold
-        self.direction = alert.direction
-        self.first_value = alert.first_value
+        self.alert = alert
         self.last_value = alert.last_value
         self.worst_value = alert.worst_value
-        self.raised_at = alert.raised_at
         self.updated_at = alert.updated_at
         self.cleared_at = alert.cleared_at
         self.acked_at = alert.acked_at
@@ -216,22 +219,13 @@ class _Episode:
         self.dirty = False
 
     def snapshot(self) -> Alert:
-        return Alert(
-            id=self.id,
-            rule=self.rule,
-            metric=self.metric,
-            priority=self.priority,
+        self.alert = dataclasses.replace(
+            self.alert,
             status=AlertStatus.of(
                 self.cleared_at is not None, self.acked_at is not None, self.closed_by is not None
             ),
-            patient_id=self.patient_id,
-            device_id=self.device_id,
-            threshold=self.threshold,
-            direction=self.direction,
-            first_value=self.first_value,
             last_value=self.last_value,
             worst_value=self.worst_value,
-            raised_at=self.raised_at,
             updated_at=self.updated_at,
             cleared_at=self.cleared_at,
             acked_at=self.acked_at,
@@ -239,6 +233,7 @@ class _Episode:
             closed_by=self.closed_by,
             closed_reason=self.closed_reason,
         )
+        return self.alert
 
 
 class _Track:
@@ -285,7 +280,7 @@ class _Track:
         )
 
 
-def _describes(rule: Rule, alert: Alert | _Episode) -> bool:
+def _describes(rule: Rule, alert: Alert) -> bool:
     """True if `alert` is still a truthful record of `rule` (all that it records agrees)."""
     return (rule.metric, rule.direction, rule.threshold, rule.priority) == (
         alert.metric,
@@ -364,7 +359,7 @@ class AlertEngine:
     def watched_devices(self) -> set[str]:
         """Devices that could still raise or hold an alert: those watched for silence
         and those with an open alert (the ones whose revocation matters here)."""
-        return self._offline.devices() | {ep.device_id for ep in self._open.values()}
+        return self._offline.devices() | {ep.alert.device_id for ep in self._open.values()}
 
     def get(self, alert_id: int) -> Alert:
         """A snapshot of an open alert; raises like `acknowledge` for any other id."""
@@ -486,9 +481,11 @@ class AlertEngine:
         self._offline.forget(device_id)
         self._offline_alerts.pop(device_id, None)
         out: list[Transition] = []
-        for alert_id in sorted(i for i, ep in self._open.items() if ep.device_id == device_id):
+        for alert_id in sorted(
+            i for i, ep in self._open.items() if ep.alert.device_id == device_id
+        ):
             ep = self._open.pop(alert_id)
-            patient = self._patients.get(ep.patient_id)
+            patient = self._patients.get(ep.alert.patient_id)
             for track in () if patient is None else patient.tracks.values():
                 if track.episode is ep:
                     track.episode = None
@@ -525,7 +522,7 @@ class AlertEngine:
                     track.last_ts = old.last_ts
                     track.run_start = old.run_start
                     track.run_first, track.run_worst = old.run_first, old.run_worst
-                if old.episode is not None and _describes(rule, old.episode):
+                if old.episode is not None and _describes(rule, old.episode.alert):
                     track.episode, old.episode = old.episode, None
             for name, old in patient.tracks.items():
                 # Carried-over alerts were taken off their old track above.
@@ -616,7 +613,7 @@ class AlertEngine:
         )
         self._next_id += 1
         ep = _Episode(alert)
-        self._open[ep.id] = ep
+        self._open[ep.alert.id] = ep
         return ep
 
     def _raise(
@@ -632,7 +629,7 @@ class AlertEngine:
     def _clear(self, ep: _Episode, now: float) -> Transition:
         ep.cleared_at = now
         if ep.acked_at is not None:
-            del self._open[ep.id]
+            del self._open[ep.alert.id]
         return self._emit("cleared", ep, now)
 
     def _emit(self, kind: TransitionKind, ep: _Episode, now: float) -> Transition:

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from aiohttp import web
 
 from gateway.core.rules import RulesError
 from gateway.errors import InvalidParameter
 from gateway.http.auth import require_admin, require_user
-from gateway.http.keys import ALERT_STORE, ALERTS, AUDIT
+from gateway.http.keys import ALERT_STORE, ALERTS, AUDIT, HUB
 from gateway.http.problems import json_error
 from gateway.storage.accounts import Role
 from schemas.api import AlertsQuery, RulesReloaded
@@ -50,7 +48,7 @@ async def list_alerts(request: web.Request) -> web.Response:
     limit = _int(request, "limit", 1000, 1, 10_000)
     # Taken before the query: every event up to it is stored, so a client resuming from
     # it misses nothing that changed while the query ran.
-    last_event_id = request.app[ALERTS].last_event_id
+    last_event_id = request.app[HUB].last_event_id
     rows = await request.app[ALERT_STORE].list_alerts(
         status=status,
         patient_id=request.query.get("patient_id"),
@@ -59,20 +57,11 @@ async def list_alerts(request: web.Request) -> web.Response:
         wards=None if principal.role is Role.ADMIN else principal.wards,
     )
     body = AlertList(
-        items=[AlertOut.model_validate(_as_out(r)) for r in rows],
+        # A stored row has the wire model's fields by name (and its last_event_id).
+        items=[AlertOut.model_validate(r) for r in rows],
         last_event_id=last_event_id,
     )
     return web.json_response(text=body.model_dump_json())
-
-
-def _as_out(row: dict[str, object]) -> dict[str, object]:
-    """A stored alert row as the API shows it (epoch seconds become RFC 3339 UTC)."""
-    out = dict(row)
-    for key in ("raised_at", "updated_at", "cleared_at", "acked_at"):
-        value = out[key]
-        if isinstance(value, float):
-            out[key] = datetime.fromtimestamp(value, UTC)
-    return out
 
 
 @routes.post("/v1/alerts/{alert_id}/ack")

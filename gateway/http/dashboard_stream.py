@@ -21,8 +21,8 @@ from gateway.http.auth import check_origin, require_user
 from gateway.http.device_stream import CLOSE_TIMEOUT_S
 from gateway.http.keys import ALERT_STORE, ALERTS, AUDIT, CONNECTIONS, HUB, SETTINGS
 from gateway.http.wsguard import closes_on_error
-from gateway.services.frames import FrameWriter
-from gateway.services.hub import Dashboard
+from gateway.services.frames import FrameSender
+from gateway.services.hub import DashboardOutbox
 from gateway.storage.accounts import Principal, Role
 from schemas.codes import CloseCode, DashboardErrorCode, close_reason
 from schemas.dashboard import DASHBOARD_ADAPTER, AckRequest, DashboardError, Subscribe, Subscribed
@@ -66,9 +66,9 @@ async def _stream(request: web.Request, principal: Principal) -> web.WebSocketRe
     if subscribe is None:
         return ws
     hub = request.app[HUB]
-    dashboard = Dashboard(
+    dashboard = DashboardOutbox(
         ws,
-        FrameWriter(ws, request),
+        FrameSender(ws, request),
         principal,
         vitals=subscribe.vitals,
         queue_max=settings.dashboard_queue_max,
@@ -76,7 +76,7 @@ async def _stream(request: web.Request, principal: Principal) -> web.WebSocketRe
         abort=_aborter(request),
     )
     upto = hub.add(dashboard)
-    writer: asyncio.Task[None] | None = None
+    sending: asyncio.Task[None] | None = None
     try:
         async with closes_on_error(request, ws, what):
             store = request.app[ALERT_STORE]
@@ -88,7 +88,7 @@ async def _stream(request: web.Request, principal: Principal) -> web.WebSocketRe
             for text in replay:
                 await ws.send_str(text)
             await ws.send_str(Subscribed(last_event_id=upto).model_dump_json())
-            writer = asyncio.create_task(dashboard.send_queued(upto), name="dashboard-writer")
+            sending = asyncio.create_task(dashboard.send_queued(upto), name="dashboard-outbox")
             log.info("dashboard of %s subscribed (replayed %d events)", principal.name, len(replay))
             async for msg in ws:
                 if msg.type is WSMsgType.TEXT:
@@ -101,10 +101,10 @@ async def _stream(request: web.Request, principal: Principal) -> web.WebSocketRe
                     )
     finally:
         hub.remove(dashboard)
-        if writer is not None:
-            writer.cancel()
+        if sending is not None:
+            sending.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await writer
+                await sending
         # A dashboard too slow to take its close frame is cut instead, without a code.
         reason = close_reason(CloseCode.TOO_SLOW if dashboard.too_slow else ws.close_code)
         log.info(
@@ -150,7 +150,7 @@ async def _await_subscribe(ws: web.WebSocketResponse) -> Subscribe | None:
     return None
 
 
-async def _handle(request: web.Request, dashboard: Dashboard, data: str) -> None:
+async def _handle(request: web.Request, dashboard: DashboardOutbox, data: str) -> None:
     hub = request.app[HUB]
     try:
         message = DASHBOARD_ADAPTER.validate_json(data)

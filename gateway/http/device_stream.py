@@ -29,7 +29,7 @@ from gateway.errors import StorageError, answer_for
 from gateway.http.auth import require_device
 from gateway.http.keys import COMMITTER, CONNECTIONS, DEVICES, METRICS, SETTINGS
 from gateway.http.wsguard import closes_on_error
-from gateway.services.frames import FrameWriter, binary_frame, pong_frame, text_frame
+from gateway.services.frames import FrameSender, binary_frame, pong_frame, text_frame
 from gateway.services.registry import DeviceConnection
 from gateway.services.replies import Replies
 from gateway.storage.accounts import Principal
@@ -73,7 +73,7 @@ async def _stream(request: web.Request, principal: Principal) -> web.WebSocketRe
         compress=False,
     )
     await ws.prepare(request)
-    out = FrameWriter(ws, request)
+    out = FrameSender(ws, request)
     closing: list[asyncio.Task[bool]] = []
 
     def storage_down() -> None:
@@ -94,9 +94,9 @@ async def _stream(request: web.Request, principal: Principal) -> web.WebSocketRe
     conn = DeviceConnection(principal.name, ws, out, replies)
     opened = time.monotonic()
     try:
-        # Inside the try: the stream leaves the registry however attach ends.
+        # Inside the try: the stream leaves the registry however register ends.
         async with closes_on_error(request, ws, f"stream of device {principal.name}"):
-            await registry.attach(conn)
+            await registry.register(conn)
             session = DeviceSession(
                 principal.name,
                 principal.patient_id,
@@ -161,16 +161,16 @@ async def _stream(request: web.Request, principal: Principal) -> web.WebSocketRe
     finally:
         try:
             if not ws.closed:
-                # Let acks of batches already handed to the writer go out.
+                # Let acks of batches already handed to the committer go out.
                 await replies.join()
             # Closed: no ack can be sent any more, so nothing is worth waiting for (the
-            # writer still stores what it has, and a reconnect waits for it: `track`).
+            # committer still stores what it has, and a reconnect waits for it: `track`).
             for task in closing:
                 await task
         finally:
             # Even when aiohttp cancels the handler (peer gone), the stream must leave
             # the registry, or replacement and shutdown would wait on it.
-            registry.detach(conn)
+            registry.unregister(conn)
             duration = time.monotonic() - opened
             reason = close_reason(ws.close_code)
             log.info(

@@ -1,5 +1,8 @@
 """The I/O edge of alerting: feeds readings and clock ticks to the pure engine, has
-every transition stored as an event, then pushes it to dashboards.
+every transition stored as an event, then pushes it to dashboards through the hub. It
+owns the alert state (the engine, pending transitions, each device's ward); the hub
+owns `last_event_id`, from which the next events are numbered. Vitals are not its
+job: see services/vitals.py.
 
 The engine runs at once, synchronously, so transitions come out in the engine's order
 and queue in `_pending`. The group committer is the one writer of events (this service
@@ -24,7 +27,6 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 
 from gateway.core.alert_engine import Alert, AlertEngine, AlertError, Transition, UnknownAlertError
@@ -34,51 +36,19 @@ from gateway.errors import ForbiddenError, StorageError
 from gateway.services.committer import PendingBatch
 from gateway.services.hub import Hub
 from gateway.services.metrics import Metrics
-from gateway.services.vitals import VitalsThrottle
 from gateway.storage.accounts import Principal
 from gateway.storage.alerts import AlertStore, StoredState
-from gateway.storage.events import RecordedEvent
-from schemas.dashboard import AlertEvent, AlertOut, VitalReading, Vitals
-from schemas.metrics import METRICS, Metric
+from gateway.storage.events import RecordedEvent, stored_row
+from schemas.dashboard import AlertEvent, AlertOut
 
-__all__ = ["AlertService", "alert_out"]
+__all__ = ["AlertService"]
 
 log = logging.getLogger(__name__)
 
-# How often the timer runs offline checks and throttled value updates, and flushes vitals.
+# How often the timer runs offline checks and throttled value updates.
 TICK_S = 0.5
-VITALS_EVERY_S = 1.0
 # At shutdown, how long storing the alert events still pending may take.
 _DRAIN_S = 5.0
-
-
-def _utc(t: float | None) -> datetime | None:
-    return None if t is None else datetime.fromtimestamp(t, UTC)
-
-
-def alert_out(alert: Alert, ward: str) -> AlertOut:
-    return AlertOut(
-        id=alert.id,
-        rule=alert.rule,
-        metric=alert.metric,
-        priority=alert.priority.value,
-        status=alert.status.value,
-        patient_id=alert.patient_id,
-        device_id=alert.device_id,
-        ward=ward,
-        threshold=alert.threshold,
-        direction=alert.direction,
-        first_value=alert.first_value,
-        last_value=alert.last_value,
-        worst_value=alert.worst_value,
-        raised_at=datetime.fromtimestamp(alert.raised_at, UTC),
-        updated_at=datetime.fromtimestamp(alert.updated_at, UTC),
-        cleared_at=_utc(alert.cleared_at),
-        acked_at=_utc(alert.acked_at),
-        acked_by=alert.acked_by,
-        closed_by=alert.closed_by,
-        closed_reason=alert.closed_reason,
-    )
 
 
 class AlertService:
@@ -95,7 +65,6 @@ class AlertService:
         self._store = store
         self._hub = hub
         self._rules_path = rules_path
-        self._last_event_id = 0
         self._wards: dict[str, str] = {}  # device id -> ward, for offline alarms
         # Transitions not stored yet, in engine order; bounded by the engine (one per
         # change of an open alert), and it only grows while the database is down.
@@ -105,7 +74,6 @@ class AlertService:
         # The committer's `wake`, while it runs: pending transitions want a commit.
         self._wake: Callable[[], None] | None = None
         self._failing = False  # the last commit of events failed (logged once)
-        self._vitals = VitalsThrottle()
         # Alert id -> perf_counter() arrival of the batch that raised it, until the
         # raise is pushed (vitals_alert_push_seconds); bounded like `_pending`.
         self._raised_by: dict[int, float] = {}
@@ -143,7 +111,7 @@ class AlertService:
             ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await ticker
-            # The committer has stopped: store what it left (the writer is still open),
+            # The committer has stopped: store what it left (the database is still open),
             # but a database that takes no writes must not hold shutdown for long.
             service._wake = None
             with contextlib.suppress(TimeoutError, StorageError):
@@ -151,7 +119,7 @@ class AlertService:
             service._fail_waiting(StorageError("the gateway stopped before storing this"))
 
     async def _restore(self, state: StoredState) -> None:
-        self._last_event_id = self._hub.last_event_id = state.max_event_id
+        self._hub.resume_after(state.max_event_id)
         alerts = [Alert.from_mapping(r) for r in state.open_alerts]
         for row in state.open_alerts:
             self._wards[row["device_id"]] = row["ward"]
@@ -164,11 +132,7 @@ class AlertService:
         """The rules in force (a refused reload leaves the previous ones)."""
         return self._engine.rules
 
-    @property
-    def last_event_id(self) -> int:
-        return self._last_event_id
-
-    def attach(self, wake: Callable[[], None]) -> None:
+    def committer_started(self, wake: Callable[[], None]) -> None:
         """CommitPartner: the committer runs, and from now on stores the events; `wake`
         asks it for a commit of their own."""
         self._wake = wake
@@ -182,14 +146,14 @@ class AlertService:
             with contextlib.suppress(StorageError):
                 await self._enqueue_and_wait([])
 
-    def take(self, fresh: list[PendingBatch]) -> Sequence[RecordedEvent]:
+    def events_to_commit(self, fresh: list[PendingBatch]) -> Sequence[RecordedEvent]:
         """CommitPartner: evaluate the batches going into this commit; every pending
         transition, as an event to store in it."""
         if fresh:
             self._evaluate(fresh)
         return self._events(self._pending) if self._pending else ()
 
-    def settle(self, events: Sequence[RecordedEvent], error: Exception | None) -> None:
+    def events_committed(self, events: Sequence[RecordedEvent], error: Exception | None) -> None:
         """CommitPartner: push what the commit stored; what it did not stays pending."""
         if not events:
             return
@@ -207,13 +171,9 @@ class AlertService:
 
     def _evaluate(self, batches: list[PendingBatch]) -> None:
         now = time.time()
-        # Vitals are collected only while some dashboard asked for them.
-        vitals_wanted = self._hub.wants_vitals()
         transitions: list[Transition] = []
         for b in batches:
             self._wards[b.device_id] = b.ward
-            if vitals_wanted:
-                self._vitals.add(b.patient_id, b.device_id, b.ward, b.rows)
             readings = [(r[METRIC], r[TS_US] / 1e6, r[VALUE]) for r in b.rows]
             caused = self._engine.process(b.patient_id, b.device_id, readings, now)
             if self._metrics is not None:
@@ -273,30 +233,12 @@ class AlertService:
         return len(rules.rules)
 
     async def _tick_forever(self) -> None:
-        next_vitals = time.monotonic()
         while True:
             await asyncio.sleep(TICK_S)
             try:
                 self._enqueue(self._engine.check(time.time()))  # also retries a failure
-                if time.monotonic() >= next_vitals:
-                    next_vitals = time.monotonic() + VITALS_EVERY_S
-                    self._publish_vitals()
             except Exception:
                 log.exception("alert timer failed")
-
-    def _publish_vitals(self) -> None:
-        for p in self._vitals.flush():
-            readings = [
-                VitalReading(
-                    ts=datetime.fromtimestamp(ts / 1e6, UTC),
-                    metric=Metric(m),
-                    value=v,
-                    unit=METRICS[Metric(m)].unit,
-                )
-                for m, (ts, v) in p.latest.items()
-            ]
-            msg = Vitals(patient_id=p.patient_id, device_id=p.device_id, readings=readings)
-            self._hub.publish_vitals(p.ward, msg.model_dump_json())
 
     def _enqueue(self, transitions: list[Transition]) -> None:
         """Queue `transitions` for the next commit, waking the committer for it."""
@@ -322,21 +264,17 @@ class AlertService:
                     waiter.set_exception(error)
 
     def _events(self, transitions: list[Transition]) -> list[RecordedEvent]:
-        """The events of `transitions`, numbered on from the last one stored."""
+        """The events of `transitions`, numbered on from the last one stored (the hub
+        holds it: every event stored is published before the next are numbered)."""
         events = []
-        next_id = self._last_event_id
+        next_id = self._hub.last_event_id
         for t in transitions:
             next_id += 1
             ward = self._wards.get(t.alert.device_id, "")
-            payload = AlertEvent(event_id=next_id, alert=alert_out(t.alert, ward))
-            row = {
-                **{k: getattr(t.alert, k) for k in Alert.__dataclass_fields__},
-                "metric": None if t.alert.metric is None else str(t.alert.metric),
-                "priority": str(t.alert.priority),
-                "status": str(t.alert.status),
-                "ward": ward,
-                "last_event_id": next_id,
-            }
+            row = stored_row(t.alert, ward=ward, last_event_id=next_id)
+            # The wire model from the stored row, as GET /v1/alerts builds it: the same
+            # fields by name, so what is pushed and what is listed cannot differ.
+            payload = AlertEvent(event_id=next_id, alert=AlertOut.model_validate(row))
             events.append(
                 RecordedEvent(next_id, t.kind, t.kind == "raised", row, payload.model_dump_json())
             )
@@ -345,7 +283,6 @@ class AlertService:
     def _published(self, done: list[Transition], events: Sequence[RecordedEvent]) -> None:
         """`done`, stored as `events`: no longer pending; push them, answer waiters."""
         del self._pending[: len(done)]
-        self._last_event_id = events[-1].event_id
         # One write per dashboard for the whole burst.
         self._hub.publish_alerts([(e.event_id, e.row["ward"], e.payload) for e in events])
         pushed = time.perf_counter()

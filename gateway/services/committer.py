@@ -1,20 +1,26 @@
 """Group commit: batches from every device share transactions.
 
-One writer task owns all writes of readings. It takes whatever is waiting (up to
-`max_rows` readings, lingering at most `delay_s` for more), commits it in one
+The group committer's task owns all writes of readings. It takes whatever is waiting
+(up to `max_rows` readings, lingering at most `delay_s` for more), commits it in one
 transaction, then resolves each batch's future: only then may the device be acked.
 Idle, a commit holds one batch and latency stays low; busy, commits grow and the
-per-commit cost (fsync) is shared.
+per-commit cost (fsync) is shared. Which batches a commit stores is decided by the
+pure `plan_commit` (gateway/core/commit_plan.py).
 
-The writer is also the last word on duplicates: it knows the committed `last_seq` of
+The committer is also the last word on duplicates: it knows the committed `last_seq` of
 every device it has seen, so a batch resent on a new connection while the old
 connection's copy is still queued is stored once.
 
-A `CommitPartner` (the alert service) adds to each commit what its batches caused: the
-alert events go into the same transaction as the readings that raised them, so an
-alarm reaches dashboards one transaction after its readings arrive, not two. It can
-also `wake` the committer to store events of its own (timer, acknowledgements) in a
-commit without readings: one writer, so event ids are stored and pushed in order.
+Two roles take part in each commit:
+
+- one `CommitPartner` (the alert service) adds to it what its batches caused: the alert
+  events go into the same transaction as the readings that raised them, so an alarm
+  reaches dashboards one transaction after its readings arrive, not two. It can also
+  `wake` the committer to store events of its own (timer, acknowledgements) in a commit
+  without readings. One partner, one writer of events: event ids are stored and pushed
+  in order, without gaps.
+- any number of `CommitObserver`s (the vitals publisher) are told of the batches each
+  commit stored, once it is stored.
 """
 
 from __future__ import annotations
@@ -27,19 +33,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from gateway.core.commit_plan import plan_commit
 from gateway.core.rows import ReadingRow
 from gateway.errors import StorageError, StorageUnavailable
 from gateway.services.metrics import Metrics
 from gateway.storage.events import RecordedEvent
 from gateway.storage.readings import ReadingsWriter
 
-__all__ = ["CommitPartner", "GroupCommitter", "PendingBatch", "plan_commit"]
+__all__ = ["CommitObserver", "CommitPartner", "GroupCommitter", "PendingBatch"]
 
 log = logging.getLogger(__name__)
-
-
-def _new_future() -> asyncio.Future[bool]:
-    return asyncio.get_running_loop().create_future()
 
 
 @dataclass(slots=True)
@@ -49,12 +52,18 @@ class PendingBatch:
     ward: str
     seq: int
     rows: list[ReadingRow]
-    # Resolves True when stored, False when it was a duplicate; StorageError on failure.
-    done: asyncio.Future[bool] = field(
-        default_factory=lambda: asyncio.get_running_loop().create_future()
-    )
     # time.perf_counter() when its frame arrived: alerts it raises are timed from it.
     arrived: float = field(default_factory=time.perf_counter)
+    _done: asyncio.Future[bool] | None = field(default=None, init=False, repr=False)
+
+    @property
+    def done(self) -> asyncio.Future[bool]:
+        """Resolves True when stored, False when it was a duplicate; StorageError on
+        failure. Created on first use, so a batch can be built and planned (tests,
+        `plan_commit`) without an event loop."""
+        if self._done is None:
+            self._done = asyncio.get_running_loop().create_future()
+        return self._done
 
 
 def _consume_exception(future: asyncio.Future[bool]) -> None:
@@ -63,19 +72,27 @@ def _consume_exception(future: asyncio.Future[bool]) -> None:
 
 
 class CommitPartner(Protocol):
-    """What a commit stores besides readings (the alert service's events)."""
+    """The one source of events stored with the commits (the alert service)."""
 
-    def attach(self, wake: Callable[[], None]) -> None:
+    def committer_started(self, wake: Callable[[], None]) -> None:
         """The committer runs: `wake()` asks it for a commit even with no batch."""
         ...
 
-    def take(self, fresh: list[PendingBatch]) -> Sequence[RecordedEvent]:
+    def events_to_commit(self, fresh: list[PendingBatch]) -> Sequence[RecordedEvent]:
         """Called before each commit with its new batches: the events to store with
         them (every one still unstored, in event-id order)."""
         ...
 
-    def settle(self, events: Sequence[RecordedEvent], error: Exception | None) -> None:
+    def events_committed(self, events: Sequence[RecordedEvent], error: Exception | None) -> None:
         """After that commit: `events` are stored (error None) or were not."""
+        ...
+
+
+class CommitObserver(Protocol):
+    """Told of what each commit stored (the vitals publisher); adds nothing to it."""
+
+    def batches_committed(self, fresh: list[PendingBatch]) -> None:
+        """After a commit, in the committer's task: `fresh` are stored."""
         ...
 
 
@@ -83,31 +100,16 @@ class CommitPartner(Protocol):
 _WAKE = None
 
 
-def plan_commit(
-    group: list[PendingBatch], last_seq: dict[str, int]
-) -> tuple[list[PendingBatch], dict[str, int]]:
-    """Which batches of `group` are new, and each device's last_seq after storing them.
-
-    Pure: the decision of what a commit holds, separate from doing it.
-    """
-    fresh: list[PendingBatch] = []
-    advanced: dict[str, int] = {}
-    for batch in group:
-        current = advanced.get(batch.device_id, last_seq.get(batch.device_id, 0))
-        if batch.seq > current:
-            fresh.append(batch)
-            advanced[batch.device_id] = batch.seq
-    return fresh, advanced
-
-
 class GroupCommitter:
     def __init__(
         self,
-        writer: ReadingsWriter,
+        readings: ReadingsWriter,
         *,
         max_rows: int,
         delay_s: float,
         max_pending_rows: int = 100_000,
+        partner: CommitPartner | None = None,
+        observers: Sequence[CommitObserver] = (),
         metrics: Metrics | None = None,
     ) -> None:
         self._metrics = metrics
@@ -117,7 +119,7 @@ class GroupCommitter:
         self._max_pending_rows = max_pending_rows
         self._pending_rows = 0
         self._room = asyncio.Condition()
-        self._writer = writer
+        self._readings = readings
         self._max_rows = max_rows
         self._delay_s = delay_s
         # Unbounded by type, bounded in practice: each connection has at most
@@ -126,7 +128,8 @@ class GroupCommitter:
         self._queue: asyncio.Queue[PendingBatch | None] = asyncio.Queue()
         self._wake_queued = False
         self._last_seq: dict[str, int] = {}
-        self._partner: CommitPartner | None = None
+        self._partner = partner
+        self._observers = tuple(observers)
         self._task: asyncio.Task[None] | None = None
         self._failing = False
         # device id -> lowest seq whose commit failed and has not been stored since.
@@ -147,9 +150,6 @@ class GroupCommitter:
             else:
                 keep.append(b)
         return keep
-
-    def set_partner(self, partner: CommitPartner) -> None:
-        self._partner = partner
 
     def wake(self) -> None:
         """Commit soon even if no batch comes: the partner has events to store."""
@@ -190,15 +190,15 @@ class GroupCommitter:
         return batch
 
     async def last_seq(self, device_id: str) -> int:
-        """The device's committed last_seq, as the writer sees it."""
+        """The device's committed last_seq, as the committer sees it."""
         if device_id not in self._last_seq:
-            self._last_seq.update(await self._writer.last_seqs([device_id]))
+            self._last_seq.update(await self._readings.last_seqs([device_id]))
         return self._last_seq.get(device_id, 0)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="group-commit")
         if self._partner is not None:
-            self._partner.attach(self.wake)
+            self._partner.committer_started(self.wake)
 
     async def stop(self, within: float | None = None) -> None:
         """Commit everything submitted so far, then stop.
@@ -225,11 +225,11 @@ class GroupCommitter:
             first = await self._queue.get()
             if first is not None and self._delay_s > 0 and self._queue.empty():
                 await asyncio.sleep(self._delay_s)
-            taken = self._take_ready([first])
+            taken = self._gather_ready([first])
             self._wake_queued = False  # the partner's events go into this commit
             group = [b for b in taken if b is not None]
             try:
-                await self._commit(group, self._partner)
+                await self._commit(group, with_events=True)
             finally:
                 for _ in taken:
                     self._queue.task_done()
@@ -237,7 +237,7 @@ class GroupCommitter:
                 async with self._room:
                     self._room.notify_all()
 
-    def _take_ready(self, taken: list[PendingBatch | None]) -> list[PendingBatch | None]:
+    def _gather_ready(self, taken: list[PendingBatch | None]) -> list[PendingBatch | None]:
         rows = sum(len(b.rows) for b in taken if b is not None)
         while rows < self._max_rows and not self._queue.empty():
             batch = self._queue.get_nowait()
@@ -246,9 +246,11 @@ class GroupCommitter:
                 rows += len(batch.rows)
         return taken
 
-    async def _commit(self, group: list[PendingBatch], partner: CommitPartner | None) -> None:
-        """Commit `group`, with what `partner` adds to it (none on the retries after a
-        refused commit: a bad batch must not hold the alert events up, nor they it)."""
+    async def _commit(self, group: list[PendingBatch], *, with_events: bool) -> None:
+        """Commit `group`, with what the partner adds to it if `with_events` (not on the
+        retries after a refused commit: a bad batch must not hold the alert events up,
+        nor they it)."""
+        partner = self._partner if with_events else None
         # A device whose batch failed to commit must resend it before anything newer of
         # it is stored: otherwise `last_seq` would jump past the hole, and the device,
         # welcomed with that last_seq, would never resend the lost batch.
@@ -258,35 +260,35 @@ class GroupCommitter:
                 return
         events: Sequence[RecordedEvent] = ()
         try:
-            # Not `set - dict.keys()`: that walks every device the writer has seen.
+            # Not `set - dict.keys()`: that walks every device the committer has seen.
             unknown = {b.device_id for b in group if b.device_id not in self._last_seq}
             if unknown:
-                self._last_seq.update(await self._writer.last_seqs(unknown))
+                self._last_seq.update(await self._readings.last_seqs(unknown))
             fresh, advanced = plan_commit(group, self._last_seq)
             rows = [row for b in fresh for row in b.rows]
             if partner is not None:
-                events = self._take(partner, fresh)
+                events = self._events_to_commit(partner, fresh)
             if not rows and not advanced and not events:
                 self._resolve(group, fresh)
                 return
             started = time.perf_counter()
-            await self._writer.commit(rows, advanced, events)
+            await self._readings.commit(rows, advanced, events)
             if self._metrics is not None:
                 self._metrics.commit_seconds.observe(time.perf_counter() - started)
                 self._metrics.batches_committed.inc(len(fresh))
                 self._metrics.readings_accepted.inc(len(rows))
         except Exception as e:
             if partner is not None:
-                partner.settle(events, e)  # they stay the partner's, to store later
+                partner.events_committed(events, e)  # they stay the partner's, for later
             if not isinstance(e, StorageUnavailable) and (events or len(group) > 1):
                 # Not the database being down: one batch the database refuses must not
                 # take the other devices' batches down with it, nor a refused event
                 # the readings. Retry without the events, then batch by batch.
                 if events:
-                    await self._commit(group, None)
+                    await self._commit(group, with_events=False)
                 else:
                     for batch in group:
-                        await self._commit([batch], None)
+                        await self._commit([batch], with_events=False)
                 return
             if not self._failing:
                 log.error("database write failed, acknowledging nothing: %s", e)
@@ -307,15 +309,23 @@ class GroupCommitter:
                 del self._holes[device_id]  # the lost batch is in now
         if partner is not None:
             try:
-                partner.settle(events, None)  # pushed now, ahead of the acks
+                partner.events_committed(events, None)  # pushed now, ahead of the acks
             except Exception:
                 log.exception("commit partner failed")
+        if fresh:
+            for observer in self._observers:
+                try:
+                    observer.batches_committed(fresh)
+                except Exception:
+                    log.exception("commit observer failed")
         self._resolve(group, fresh)
 
     @staticmethod
-    def _take(partner: CommitPartner, fresh: list[PendingBatch]) -> Sequence[RecordedEvent]:
+    def _events_to_commit(
+        partner: CommitPartner, fresh: list[PendingBatch]
+    ) -> Sequence[RecordedEvent]:
         try:
-            return partner.take(fresh)
+            return partner.events_to_commit(fresh)
         except Exception:  # a bug in alerting must not stop readings being stored
             log.exception("commit partner failed; committing the readings alone")
             return ()

@@ -3,7 +3,7 @@
 A server's frames are unmasked (RFC 6455 §5.1), so one message's frame is the same
 bytes on every socket: an alert event is framed once for all dashboards, and several
 queued frames go out in one write. aiohttp's `send_str` would frame and write each
-message on each socket again; `FrameWriter` writes on the same transport, between
+message on each socket again; `FrameSender` writes on the same transport, between
 whole frames, so aiohttp's own pings and close frame interleave safely (the event loop
 runs one write at a time). Streams that use it decline permessage-deflate.
 """
@@ -18,8 +18,8 @@ from aiohttp import web
 
 __all__ = [
     "BUFFER_HIGH",
+    "FrameSender",
     "FrameSink",
-    "FrameWriter",
     "binary_frame",
     "ping_frame",
     "pong_frame",
@@ -33,9 +33,9 @@ _OP_PONG = 0xA
 _FIN = 0x80
 
 # A peer that leaves this much unread in the transport's buffer (beyond what the kernel
-# holds) is reading slowly: writers wait until it drains (see `FrameWriter.drained`).
+# holds) is reading slowly: senders wait until it drains (see `FrameSender.drained`).
 BUFFER_HIGH = 64 * 1024
-# How often a writer waiting on a slow peer looks again: such waits are rare.
+# How often a sender waiting on a slow peer looks again: such waits are rare.
 _DRAIN_POLL_S = 0.01
 
 
@@ -70,7 +70,7 @@ def pong_frame(data: bytes) -> bytes:
 
 
 class FrameSink(Protocol):
-    """Where a stream's frames go: `FrameWriter` on a live socket."""
+    """Where a stream's frames go: `FrameSender` on a live socket."""
 
     def write(self, frames: bytes) -> bool: ...
 
@@ -80,7 +80,7 @@ class FrameSink(Protocol):
     async def drained(self) -> None: ...
 
 
-class FrameWriter:
+class FrameSender:
     """Writes ready-made frames to one prepared WebSocket's transport, synchronously."""
 
     __slots__ = ("_transport", "_ws")  # one per connection

@@ -1,11 +1,12 @@
-"""Fan-out to dashboard sockets.
+"""Fan-out to dashboard sockets: the `Hub` holds one `DashboardOutbox` per subscribed
+dashboard, and the newest event id published (`last_event_id`, owned here).
 
 Each event is encoded once by the caller and framed once here, and the same frame goes
 to every dashboard allowed to see it: written at once to a dashboard that keeps up
 (no task switch between the event being stored and it going out), queued otherwise.
 A burst of events stored together goes to a dashboard that keeps up in one write.
-Each dashboard's bounded queue is drained by its own writer task, which writes
-everything queued in one go. A dashboard that falls `dashboard_queue_max` messages
+Each outbox's bounded queue is drained by its own sending task (`send_queued`), which
+writes everything queued in one go. A dashboard that falls `dashboard_queue_max` messages
 behind is closed with 4008 and resumes from its last event id, so it never slows
 ingest or others.
 """
@@ -22,7 +23,7 @@ from gateway.services.frames import FrameSink, text_frame
 from gateway.storage.accounts import Principal
 from schemas.codes import CloseCode
 
-__all__ = ["Dashboard", "Hub"]
+__all__ = ["DashboardOutbox", "Hub"]
 
 log = logging.getLogger(__name__)
 
@@ -30,11 +31,12 @@ log = logging.getLogger(__name__)
 CLOSE_TOO_SLOW_WAIT_S = 5.0
 
 
-class Dashboard:
-    """One subscribed dashboard socket and its outgoing queue.
+class DashboardOutbox:
+    """One subscribed dashboard: its socket, who it is for, its bounded outgoing queue
+    and the task that sends it (`send_queued`).
 
-    Queue items are (event_id or 0, frame): 0 marks messages that are not alert events
-    (vitals, errors), which are never skipped as already replayed.
+        Queue items are (event_id or 0, frame): 0 marks messages that are not alert events
+        (vitals, errors), which are never skipped as already replayed.
     """
 
     def __init__(
@@ -58,7 +60,7 @@ class Dashboard:
         self.queue: asyncio.Queue[tuple[int, bytes]] = asyncio.Queue(maxsize=queue_max)
         self.too_slow = False
         self._closer: asyncio.Task[None] | None = None
-        # Set once the replay is sent and the writer task runs: from then on, with
+        # Set once the replay is sent and the sending task runs: from then on, with
         # nothing queued and the peer reading, messages are written at once.
         self._live = False
 
@@ -107,7 +109,7 @@ class Dashboard:
             self.offer(0, frame)
 
     async def send_queued(self, replayed_upto: int) -> None:
-        """The writer task: send queued messages in order, skipping replayed events.
+        """The sending task: send queued messages in order, skipping replayed events.
 
         Whatever is queued when it wakes goes out in one write; while the peer has not
         read what was written before, the queue fills (see `offer`)."""
@@ -124,16 +126,27 @@ class Dashboard:
 
 class Hub:
     def __init__(self, on_drop: Callable[[], None] = lambda: None) -> None:
-        self._dashboards: set[Dashboard] = set()
+        self._dashboards: set[DashboardOutbox] = set()
         self._with_vitals = 0  # how many of them asked for vitals (asked every commit)
         self.on_drop = on_drop  # called once per dashboard closed as too slow
-        # The newest event id handed to dashboards; every event up to it is stored.
-        self.last_event_id = 0
+        # The newest event id handed to dashboards; every event up to it is stored. The
+        # one owner of this fact: replay bounds, `GET /v1/alerts` and the numbering of
+        # the next event (the alert service) all read it here.
+        self._last_event_id = 0
+
+    @property
+    def last_event_id(self) -> int:
+        """The newest event id published; every event up to it is stored."""
+        return self._last_event_id
+
+    def resume_after(self, event_id: int) -> None:
+        """At start-up, before any event is published: `event_id` is the newest stored."""
+        self._last_event_id = event_id
 
     def __len__(self) -> int:
         return len(self._dashboards)
 
-    def add(self, dashboard: Dashboard) -> int:
+    def add(self, dashboard: DashboardOutbox) -> int:
         """Start queueing live events for `dashboard`; returns the replay bound N.
 
         Synchronous on purpose: no event can slip between the bound and the queue.
@@ -143,24 +156,21 @@ class Hub:
             self._with_vitals += dashboard.vitals
         return self.last_event_id
 
-    def remove(self, dashboard: Dashboard) -> None:
+    def remove(self, dashboard: DashboardOutbox) -> None:
         if dashboard in self._dashboards:
             self._dashboards.remove(dashboard)
             self._with_vitals -= dashboard.vitals
 
-    def publish_alert(self, event_id: int, ward: str, text: str) -> None:
-        self.publish_alerts(((event_id, ward, text),))
-
     def publish_alerts(self, events: Sequence[tuple[int, str, str]]) -> None:
-        """Publish (event_id, ward, text) events, stored together, in event-id order.
+        """Publish (event_id, ward, text) events, just stored together, in event-id order.
 
-        The same as `publish_alert` for each in turn, except that a dashboard that
-        keeps up gets every frame of the burst it may see in one write: a burst of
-        ~36 events to 50 dashboards was 1,800 send() calls, 5.6 % of the event loop.
+        Each is framed once for every dashboard, and a dashboard that keeps up gets
+        every frame of the burst it may see in one write: a burst of ~36 events to 50
+        dashboards was 1,800 send() calls, 5.6 % of the event loop.
         """
         if not events:
             return
-        self.last_event_id = events[-1][0]
+        self._last_event_id = events[-1][0]
         burst = [(event_id, ward, text_frame(text)) for event_id, ward, text in events]
         everything = [(event_id, frame) for event_id, _, frame in burst]
         wards = {ward for _, ward, _ in burst}
@@ -200,7 +210,7 @@ class Hub:
             if d.vitals and d.may_see(ward):
                 d.offer_vitals(frame)
 
-    def send_to(self, dashboard: Dashboard, text: str) -> None:
+    def send_to(self, dashboard: DashboardOutbox, text: str) -> None:
         dashboard.offer(0, text_frame(text))
 
     async def close_all(self, code: int, reason: str) -> None:

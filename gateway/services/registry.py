@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from aiohttp import web
 
 from gateway.core.liveness import Verdict, check
-from gateway.services.frames import FrameWriter, ping_frame
+from gateway.services.frames import FrameSender, ping_frame
 from gateway.services.replies import Replies
 from schemas.codes import CloseCode
 
@@ -19,14 +19,14 @@ __all__ = ["DeviceConnection", "DeviceRegistry"]
 
 log = logging.getLogger(__name__)
 
-# How long a replacing connection waits for the old one's batches in flight to settle,
+# How long a replacing connection waits for the old one's batches in flight to finish,
 # so that its `welcome.last_seq` counts them.
 _REPLACE_WAIT_S = 5.0
 
 
 class DeviceConnection:
     def __init__(
-        self, device_id: str, ws: web.WebSocketResponse, out: FrameWriter, replies: Replies
+        self, device_id: str, ws: web.WebSocketResponse, out: FrameSender, replies: Replies
     ) -> None:
         self.device_id = device_id
         self.ws = ws
@@ -50,7 +50,7 @@ class DeviceConnection:
         self.inflight.add(commit)
         commit.add_done_callback(self.inflight.discard)
 
-    async def settle(self) -> None:
+    async def drain(self) -> None:
         """Wait until every batch received so far is committed and answered."""
         await self.replies.join()
 
@@ -58,7 +58,7 @@ class DeviceConnection:
 class DeviceRegistry:
     def __init__(self) -> None:
         self._open: dict[str, DeviceConnection] = {}
-        self._settling: set[asyncio.Task[None]] = set()
+        self._finishing: set[asyncio.Task[None]] = set()
 
     def __len__(self) -> int:
         return len(self._open)
@@ -66,7 +66,7 @@ class DeviceRegistry:
     def device_ids(self) -> list[str]:
         return list(self._open)
 
-    async def attach(self, conn: DeviceConnection) -> None:
+    async def register(self, conn: DeviceConnection) -> None:
         """Make `conn` the device's stream; an older one is closed 4001 and drained first."""
         old = self._open.get(conn.device_id)
         self._open[conn.device_id] = conn
@@ -76,20 +76,21 @@ class DeviceRegistry:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(old.finished.wait(), _REPLACE_WAIT_S)
 
-    def detach(self, conn: DeviceConnection) -> None:
+    def unregister(self, conn: DeviceConnection) -> None:
+        """The stream ended: `conn.finished` is set once its batches in flight are done."""
         if self._open.get(conn.device_id) is conn:
             del self._open[conn.device_id]
         if not conn.inflight:
             conn.finished.set()
             return
 
-        async def settle() -> None:
+        async def finish() -> None:
             await asyncio.gather(*conn.inflight, return_exceptions=True)
             conn.finished.set()
 
-        task = asyncio.create_task(settle(), name=f"settle:{conn.device_id}")
-        self._settling.add(task)
-        task.add_done_callback(self._settling.discard)
+        task = asyncio.create_task(finish(), name=f"finish:{conn.device_id}")
+        self._finishing.add(task)
+        task.add_done_callback(self._finishing.discard)
 
     async def watch_liveness(self, heartbeat_s: float) -> None:
         """Ping silent streams and drop dead ones, every half heartbeat, until cancelled."""
@@ -120,11 +121,11 @@ class DeviceRegistry:
         """Graceful close: let each stream's received batches commit and be acked
         (within `grace_s`), then close it with `code`."""
 
-        async def settle_and_close(conn: DeviceConnection) -> None:
+        async def drain_and_close(conn: DeviceConnection) -> None:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(conn.settle(), grace_s)
+                await asyncio.wait_for(conn.drain(), grace_s)
             await conn.ws.close(code=code, message=reason.encode())
             if self._open.get(conn.device_id) is conn and conn.handler is not None:
                 conn.handler.cancel()
 
-        await asyncio.gather(*(settle_and_close(c) for c in list(self._open.values())))
+        await asyncio.gather(*(drain_and_close(c) for c in list(self._open.values())))

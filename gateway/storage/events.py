@@ -1,4 +1,5 @@
-"""Alert events as stored: `RecordedEvent`, and the events writer through SQLAlchemy.
+"""Alert events as stored: `RecordedEvent` (and `stored_row`, the alert row it carries),
+and the events writer through SQLAlchemy.
 
 Each recorded change writes the alert's current row and one event row (the message as
 pushed) in one transaction, so what a dashboard was shown survives a restart. Events
@@ -18,6 +19,7 @@ from typing import Any, Protocol
 from sqlalchemy import insert, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from gateway.core.alert_engine import Alert
 from gateway.storage.schema import AlertEventRow, AlertRow, table_of
 
 __all__ = [
@@ -27,12 +29,19 @@ __all__ = [
     "EventsWriter",
     "RecordedEvent",
     "event_row",
+    "stored_row",
 ]
 
 _alerts = table_of(AlertRow)
 _events = table_of(AlertEventRow)
 ALERT_COLUMNS = [c.name for c in _alerts.columns]
 EVENT_COLUMNS = [c.name for c in _events.columns]
+
+
+def stored_row(alert: Alert, *, ward: str, last_event_id: int) -> dict[str, Any]:
+    """`alert`'s row in the alerts table: its fields (`Alert.to_mapping`; read back with
+    `Alert.from_mapping`), its ward, and the id of its latest event."""
+    return {**alert.to_mapping(), "ward": ward, "last_event_id": last_event_id}
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,4 @@
-"""DeviceSession without a socket: frames in, Store/Duplicate/Reject out; and plan_commit."""
+"""DeviceSession without a socket: frames in, Store/Duplicate/Reject out."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import pytest
 from hypothesis import given, settings
 
 from gateway.core.session import DeviceSession, Duplicate, Reject, Store, encode, encode_ack
-from gateway.services.committer import PendingBatch, plan_commit
 from schemas.codes import DeviceErrorCode
 from schemas.device import Ack, BadMessage, BatchError
 from tests.support.frame_strategies import Frame, device_frames
@@ -270,54 +269,6 @@ class TestMessagePack:
         assert isinstance(session().receive(batch_text(1, [reading(ts=limit)]), NOW), Store)
         error = batch_error(session().receive(batch_text(1, [reading(), reading(ts=late)]), NOW))
         assert [e.loc for e in error.errors] == [["readings", 1, "ts"]]
-
-
-def pending(device_id: str, seq: int) -> PendingBatch:
-    return PendingBatch(
-        device_id=device_id,
-        patient_id="p-017",
-        ward="icu",
-        seq=seq,
-        rows=[(device_id, "p-017", "spo2", 0, 97.0, 0, seq)],
-    )
-
-
-class TestPlanCommit:
-    # PendingBatch creates its future on the running loop, hence async tests.
-
-    async def test_new_batches_are_fresh_and_advance_last_seq(self) -> None:
-        """Increasing seqs of one device are all stored; last_seq becomes the highest."""
-        group = [pending("a", 1), pending("a", 2), pending("a", 5)]
-        fresh, advanced = plan_commit(group, {})
-        assert fresh == group
-        assert advanced == {"a": 5}
-
-    async def test_duplicates_within_one_group_are_stored_once(self) -> None:
-        """The same seq queued twice in one group (old and new connection) is stored once."""
-        first, again, lower = pending("a", 3), pending("a", 3), pending("a", 2)
-        fresh, advanced = plan_commit([first, again, lower], {"a": 1})
-        assert fresh == [first]
-        assert fresh[0] is first
-        assert advanced == {"a": 3}
-
-    async def test_batches_at_or_below_committed_last_seq_are_dropped(self) -> None:
-        """Batches at or below the committed last_seq are not stored and advance nothing."""
-        fresh, advanced = plan_commit([pending("a", 4), pending("a", 2)], {"a": 4})
-        assert fresh == []
-        assert advanced == {}
-
-    async def test_devices_are_tracked_independently(self) -> None:
-        """One device's last_seq does not make another device's batch a duplicate."""
-        a, b, a_old = pending("a", 2), pending("b", 1), pending("a", 1)
-        fresh, advanced = plan_commit([a, b, a_old], {"a": 1, "b": 0})
-        assert fresh == [a, b]
-        assert advanced == {"a": 2, "b": 1}
-
-    async def test_plan_commit_does_not_mutate_last_seq(self) -> None:
-        """plan_commit is pure: the committed map is left to the caller to update."""
-        committed = {"a": 1}
-        plan_commit([pending("a", 2)], committed)
-        assert committed == {"a": 1}
 
 
 class TestAnyShape:

@@ -6,7 +6,7 @@ import asyncio
 
 from aiohttp import WSMsgType, web
 
-from gateway.services.frames import FrameWriter, binary_frame, text_frame
+from gateway.services.frames import FrameSender, binary_frame, text_frame
 from tests.conftest import AiohttpClient
 
 
@@ -29,7 +29,7 @@ async def test_frames_written_in_one_go_arrive_as_separate_messages(
     async def handler(request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(compress=False)
         await ws.prepare(request)
-        out = FrameWriter(ws, request)
+        out = FrameSender(ws, request)
         assert out.write(b"".join(text_frame(t) for t in texts) + binary_frame(b"\x01\x02"))
         await ws.receive()  # the client's close
         late_write.append(out.write(text_frame("after close")))

@@ -1,6 +1,7 @@
-"""The group committer with a commit partner, on a real SQLite file through the writer
-thread: alert events ride in the commit of the readings that raised them, a refused
-event never costs readings, and a wake-up commits events without readings."""
+"""The group committer with a commit partner and an observer, on a real SQLite file
+through the writer thread: alert events ride in the commit of the readings that raised
+them, a refused event never costs readings, a wake-up commits events without readings,
+and observers hear of stored batches only."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from gateway.core.commit_plan import plan_commit
 from gateway.errors import StorageError
 from gateway.services.committer import GroupCommitter, PendingBatch
 from gateway.storage.events import RecordedEvent
@@ -36,14 +38,14 @@ class Partner:
         self.errors: list[Exception] = []
         self.wake: Callable[[], None] = lambda: None
 
-    def attach(self, wake: Callable[[], None]) -> None:
+    def committer_started(self, wake: Callable[[], None]) -> None:
         self.wake = wake
 
-    def take(self, fresh: list[PendingBatch]) -> Sequence[RecordedEvent]:
+    def events_to_commit(self, fresh: list[PendingBatch]) -> Sequence[RecordedEvent]:
         self.fresh.append([b.device_id for b in fresh])
         return self.events
 
-    def settle(self, events: Sequence[RecordedEvent], error: Exception | None) -> None:
+    def events_committed(self, events: Sequence[RecordedEvent], error: Exception | None) -> None:
         if error is not None:
             self.errors.append(error)
         elif events:
@@ -67,9 +69,8 @@ async def committer_with(
     engine: AsyncEngine, thread: SqliteWriterThread, partner: Partner
 ) -> GroupCommitter:
     committer = GroupCommitter(
-        SqliteReadingsWriter(thread, engine.dialect), max_rows=1000, delay_s=0.001
+        SqliteReadingsWriter(thread, engine.dialect), max_rows=1000, delay_s=0.001, partner=partner
     )
-    committer.set_partner(partner)
     committer.start()
     return committer
 
@@ -121,7 +122,7 @@ async def test_a_wake_up_commits_events_without_readings(
     committer = await committer_with(engine, thread, partner)
     try:
         partner.events = [event(1, "raised", alert_row(7, "active_unack", 1))]
-        partner.wake()  # as attached by start()
+        partner.wake()  # as given by start()
         await committer.stop()  # commits everything queued, the wake-up included
         assert table(engine, "SELECT event_id, kind FROM alert_events") == [(1, "raised")]
         assert stored(engine) == []
@@ -149,3 +150,48 @@ async def test_after_a_failed_commit_the_events_wait_with_the_partner(
         assert table(engine, "SELECT event_id FROM alert_events") == [(1,)]
     finally:
         await committer.stop()
+
+
+class Observer:
+    """A CommitObserver that keeps the (device, seq) of each commit's stored batches."""
+
+    def __init__(self) -> None:
+        self.seen: list[list[tuple[str, int]]] = []
+
+    def batches_committed(self, fresh: list[PendingBatch]) -> None:
+        self.seen.append([(b.device_id, b.seq) for b in fresh])
+
+
+async def test_observers_hear_of_stored_batches_only(
+    engine: AsyncEngine, thread: SqliteWriterThread
+) -> None:
+    """An observer is told of each batch once it is stored: not of a duplicate, nor of
+    a batch whose commit failed."""
+    observer = Observer()
+    committer = GroupCommitter(
+        SqliteReadingsWriter(thread, engine.dialect),
+        max_rows=1000,
+        delay_s=0.001,
+        observers=[observer],
+    )
+    committer.start()
+    try:
+        first = await committer.submit("watch-1", "p-1", "icu", 1, rows("watch-1", 1, 2))
+        assert await first.done is True
+        again = await committer.submit("watch-1", "p-1", "icu", 1, rows("watch-1", 1, 2))
+        assert await again.done is False
+        bad: list[Any] = [("watch-2", "p-2", None, 1, 1.0, 1, 1)]  # no metric
+        with pytest.raises(StorageError):
+            await (await committer.submit("watch-2", "p-2", "icu", 1, bad)).done
+        assert observer.seen == [[("watch-1", 1)]]
+    finally:
+        await committer.stop()
+
+
+def test_a_pending_batch_is_planned_without_an_event_loop() -> None:
+    """A PendingBatch creates its future only when first asked for it, so building one
+    and planning a commit of it needs no running loop."""
+    batch = PendingBatch("watch-1", "p-1", "icu", 2, rows("watch-1", 2, 1))
+    assert plan_commit([batch], {"watch-1": 1}) == ([batch], {"watch-1": 2})
+    with pytest.raises(RuntimeError):
+        batch.done  # noqa: B018 - asking for the future is what needs a loop

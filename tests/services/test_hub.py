@@ -9,14 +9,14 @@ import contextlib
 from aiohttp import web
 
 from gateway.services.frames import text_frame
-from gateway.services.hub import Dashboard, Hub
+from gateway.services.hub import DashboardOutbox, Hub
 from gateway.storage.accounts import Principal, Role
 from schemas.codes import CloseCode
 
 
 class Peer:
     """A dashboard socket whose reading can be held up: `behind` is what
-    FrameWriter.backed_up would say; each write is kept."""
+    FrameSender.backed_up would say; each write is kept."""
 
     def __init__(self) -> None:
         self.writes: list[bytes] = []
@@ -58,47 +58,47 @@ def event(event_id: int, ward: str = "icu") -> tuple[int, str, str]:
     return event_id, ward, f'{{"event_id":{event_id}}}'
 
 
-async def stop(writer: asyncio.Task[None]) -> None:
-    writer.cancel()
+async def stop(sending: asyncio.Task[None]) -> None:
+    sending.cancel()
     with contextlib.suppress(asyncio.CancelledError):
-        await writer
+        await sending
 
 
 async def test_events_stay_in_order_when_a_dashboard_falls_behind_and_catches_up() -> None:
-    """Before the writer runs everything queues (replayed ids are skipped); live, an
+    """Before the sending task runs everything queues (replayed ids are skipped); live, an
     event is written at once; behind, events queue and go out in one write; caught up,
     events are written at once again, after the queued ones."""
     peer = Peer()
     hub = Hub()
-    dashboard = Dashboard(
+    dashboard = DashboardOutbox(
         web.WebSocketResponse(), peer, Principal("dr-lee", Role.ADMIN), vitals=False, queue_max=10
     )
     hub.add(dashboard)
-    hub.publish_alert(1, "icu", '{"event_id":1}')  # replayed already: skipped
-    hub.publish_alert(2, "icu", '{"event_id":2}')
-    writer = asyncio.create_task(dashboard.send_queued(replayed_upto=1))
+    hub.publish_alerts([event(1)])  # replayed already: skipped
+    hub.publish_alerts([event(2)])
+    sending = asyncio.create_task(dashboard.send_queued(replayed_upto=1))
     await asyncio.sleep(0)
     assert peer.writes == [frames(2)]
 
-    hub.publish_alert(3, "icu", '{"event_id":3}')  # live: written by the publisher
+    hub.publish_alerts([event(3)])  # live: written by the publisher
     assert peer.writes == [frames(2), frames(3)]
 
     peer.behind = True
-    hub.publish_alert(4, "icu", '{"event_id":4}')
-    await asyncio.sleep(0)  # the writer writes it and waits for the peer
-    hub.publish_alert(5, "icu", '{"event_id":5}')
-    hub.publish_alert(6, "icu", '{"event_id":6}')
+    hub.publish_alerts([event(4)])
+    await asyncio.sleep(0)  # the sending task writes it and waits for the peer
+    hub.publish_alerts([event(5)])
+    hub.publish_alerts([event(6)])
     assert peer.writes == [frames(2), frames(3), frames(4)]
 
     peer.behind = False
-    hub.publish_alert(7, "icu", '{"event_id":7}')  # 5 and 6 are still queued: 7 queues
+    hub.publish_alerts([event(7)])  # 5 and 6 are still queued: 7 queues
     peer.caught_up.set()
     await asyncio.sleep(0)
     await asyncio.sleep(0)
-    hub.publish_alert(8, "icu", '{"event_id":8}')  # nothing queued: written at once
-    writer.cancel()
+    hub.publish_alerts([event(8)])  # nothing queued: written at once
+    sending.cancel()
     with contextlib.suppress(asyncio.CancelledError):
-        await writer
+        await sending
     assert b"".join(peer.writes) == frames(*range(2, 9))
     assert peer.writes[-2:] == [frames(5, 6, 7), frames(8)]
 
@@ -115,12 +115,14 @@ async def test_a_burst_reaches_a_dashboard_that_keeps_up_in_one_write() -> None:
         },
     }
     dashboards = [
-        Dashboard(web.WebSocketResponse(), peers[who], principals[who], vitals=False, queue_max=10)
+        DashboardOutbox(
+            web.WebSocketResponse(), peers[who], principals[who], vitals=False, queue_max=10
+        )
         for who in peers
     ]
     for d in dashboards:
         hub.add(d)
-    writers = [asyncio.create_task(d.send_queued(replayed_upto=0)) for d in dashboards]
+    senders = [asyncio.create_task(d.send_queued(replayed_upto=0)) for d in dashboards]
     await asyncio.sleep(0)  # live, nothing queued
 
     hub.publish_alerts([event(1, "icu"), event(2, "er"), event(3, "icu")])
@@ -129,8 +131,8 @@ async def test_a_burst_reaches_a_dashboard_that_keeps_up_in_one_write() -> None:
     assert peers["er"].writes == [frames(2)]
     assert peers["ortho"].writes == []
     assert hub.last_event_id == 3
-    for writer in writers:
-        await stop(writer)
+    for sending in senders:
+        await stop(sending)
 
 
 async def test_a_burst_to_a_dashboard_behind_queues_event_by_event_up_to_the_bound() -> None:
@@ -139,7 +141,7 @@ async def test_a_burst_to_a_dashboard_behind_queues_event_by_event_up_to_the_bou
     peer = Peer()
     ws = ClosingSocket()
     hub = Hub()
-    dashboard = Dashboard(
+    dashboard = DashboardOutbox(
         ws,
         peer,
         Principal("dr-lee", Role.ADMIN),
@@ -150,13 +152,13 @@ async def test_a_burst_to_a_dashboard_behind_queues_event_by_event_up_to_the_bou
     hub.add(dashboard)
     hub.publish_alerts([event(1), event(2), event(3)])  # before the replay: all queue
     assert dashboard.queue.qsize() == 3
-    writer = asyncio.create_task(dashboard.send_queued(replayed_upto=2))
+    sending = asyncio.create_task(dashboard.send_queued(replayed_upto=2))
     await asyncio.sleep(0)
     assert peer.writes == [frames(3)]  # 1 and 2 were replayed: skipped
 
     peer.behind = True
     hub.publish_alerts([event(4)])
-    await asyncio.sleep(0)  # the writer writes it and waits for the peer
+    await asyncio.sleep(0)  # the sending task writes it and waits for the peer
     hub.publish_alerts([event(5), event(6), event(7)])
     assert dashboard.queue.qsize() == 3
     peer.behind = False
@@ -168,7 +170,7 @@ async def test_a_burst_to_a_dashboard_behind_queues_event_by_event_up_to_the_bou
     peer.behind = True
     peer.caught_up.clear()
     hub.publish_alerts([event(8)])
-    await asyncio.sleep(0)  # written; the writer waits for the peer again
+    await asyncio.sleep(0)  # written; the sending task waits for the peer again
     hub.publish_alerts([event(i) for i in range(9, 15)])  # 13 overflows the 4 queued
     assert dashboard.too_slow
     assert len(drops) == 1
@@ -176,7 +178,7 @@ async def test_a_burst_to_a_dashboard_behind_queues_event_by_event_up_to_the_bou
     assert hub.last_event_id == 14
     await asyncio.wait_for(ws.asked_to_close.wait(), 1.0)  # by the closer task
     assert ws.close_codes == [CloseCode.TOO_SLOW]
-    await stop(writer)
+    await stop(sending)
     queued = [dashboard.queue.get_nowait() for _ in range(dashboard.queue.qsize())]
     assert queued == [(i, frames(i)) for i in range(9, 13)]
     assert peer.writes == [frames(3), frames(4), frames(5, 6, 7), frames(8)]
