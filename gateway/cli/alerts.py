@@ -14,11 +14,9 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
-from gateway.cli.common import add_config_options, run
+from gateway.cli.common import add_rest_client_options, run
 from gateway.client.output import add_json_option, show
 from gateway.client.rest import (
-    DEFAULT_URL,
-    TOKEN_ENV,
     Failed,
     base_url,
     checked,
@@ -42,10 +40,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         help="list the alerts stored by a running gateway",
         description="List alerts (open and closed) from a running gateway over HTTP.",
     )
-    p.add_argument("--url", help=f"gateway base URL (default: from --config, else {DEFAULT_URL})")
-    p.add_argument("--token", help=f"clinician or admin token (default: ${TOKEN_ENV})")
-    add_config_options(p, database=False)
-    p.add_argument("--cafile", metavar="PEM", help="CA certificate(s) to trust for https")
+    add_rest_client_options(p)
     p.add_argument("--status", choices=[s.value for s in AlertStatus], help="only this status")
     p.add_argument("--patient", metavar="ID", help="only this patient's alerts")
     p.add_argument(

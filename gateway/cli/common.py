@@ -8,9 +8,10 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
+from gateway.client.rest import DEFAULT_URL, TOKEN_ENV
 from gateway.settings import Settings, load_settings
 
-__all__ = ["add_config_options", "run", "settings_from"]
+__all__ = ["add_config_options", "add_rest_client_options", "run", "settings_from"]
 
 T = TypeVar("T")
 
@@ -23,6 +24,16 @@ def add_config_options(parser: argparse.ArgumentParser, *, database: bool = True
         parser.add_argument(
             "--database-url", metavar="URL", help="SQLAlchemy URL (setting database_url)"
         )
+
+
+def add_rest_client_options(parser: argparse.ArgumentParser) -> None:
+    """Where the gateway is and who asks: the options of every REST client command."""
+    parser.add_argument(
+        "--url", help=f"gateway base URL (default: from --config, else {DEFAULT_URL})"
+    )
+    parser.add_argument("--token", help=f"clinician or admin token (default: ${TOKEN_ENV})")
+    add_config_options(parser, database=False)
+    parser.add_argument("--cafile", metavar="PEM", help="CA certificate(s) to trust for https")
 
 
 def settings_from(args: argparse.Namespace, **flags: Any) -> Settings:

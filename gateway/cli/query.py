@@ -17,12 +17,11 @@ import aiohttp
 from pydantic import TypeAdapter
 from rich.table import Table
 
-from gateway.cli.common import add_config_options, run
+from gateway.cli.common import add_rest_client_options, run
 from gateway.client.output import print_json_lines, print_table
 from gateway.client.rest import (
     DEFAULT_URL,
     EXIT_BAD_REQUEST,
-    TOKEN_ENV,
     Failed,
     base_url,
     checked,
@@ -45,10 +44,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         help="query stored readings from a running gateway",
         description="Query readings (or per-bucket summaries) from a running gateway over HTTP.",
     )
-    p.add_argument("--url", help=f"gateway base URL (default: from --config, else {DEFAULT_URL})")
-    p.add_argument("--token", help=f"clinician or admin token (default: ${TOKEN_ENV})")
-    add_config_options(p, database=False)
-    p.add_argument("--cafile", metavar="PEM", help="CA certificate(s) to trust for https")
+    add_rest_client_options(p)
     who = p.add_mutually_exclusive_group(required=True)
     who.add_argument("--patient", metavar="ID", help="readings of this patient")
     who.add_argument("--device", metavar="ID", help="readings from this device")
