@@ -81,8 +81,9 @@ def create_app(settings: Settings) -> web.Application:
 
 
 async def _storage(app: web.Application) -> AsyncIterator[None]:
-    """The database (schema made or brought up to date) and every store on it; closed
-    last, after the committer and the alert service stored what they had."""
+    """The database (pending migrations applied under its lock, or refused when
+    auto_migrate is off) and every store on it; closed last, after the committer and
+    the alert service stored what they had."""
     app[STORAGE] = storage = await open_storage(app[SETTINGS])
     app[ACCOUNTS] = storage.accounts
     app[AUDIT] = storage.audit

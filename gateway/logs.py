@@ -88,3 +88,5 @@ def configure_logging(level: str = "INFO", fmt: Literal["text", "json"] = "text"
     root.setLevel(level)
     # SQL and socket internals are noise at INFO; the gateway logs what matters.
     logging.getLogger("aiosqlite").setLevel(logging.WARNING)
+    # Alembic names its context on every connection; storage/migrate.py logs upgrades.
+    logging.getLogger("alembic").setLevel(logging.WARNING)

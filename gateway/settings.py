@@ -50,6 +50,7 @@ class Settings(BaseSettings):
     database_url: str = "sqlite+aiosqlite:///./var/vitals.db"
     sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
     sqlite_busy_timeout_s: float = Field(30.0, gt=0)
+    auto_migrate: bool = True
     rules_file: str = ""
     offline_after_s: float = Field(30.0, gt=0)
     heartbeat_s: float = Field(30.0, gt=0)

@@ -25,7 +25,7 @@ from bench.loadgen import WorkerResult, WorkerSpec
 from bench.processes import BenchError, CpuSample, Worker, sample_cpu
 from gateway.client.process import ServerFailed, ServerProcess, free_port, vitals_serve
 from gateway.storage.accounts import AccountStore, Role, hash_token, new_token
-from gateway.storage.database import create_schema, open_engine
+from gateway.storage.database import open_engine, upgrade_schema
 from gateway.storage.schema import Device
 
 __all__ = [
@@ -110,7 +110,7 @@ async def _provision(db_path: Path, devices: int) -> Provisioned:
     setup, not measured."""
     engine = open_engine(f"sqlite+aiosqlite:///{db_path}")
     try:
-        await create_schema(engine)
+        await upgrade_schema(engine)
         now = datetime.now(UTC)
         creds, rows = [], []
         for i in range(devices):

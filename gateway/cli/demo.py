@@ -46,11 +46,11 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
 
 async def _provision(url: str) -> dict[str, str]:
     from gateway.storage.accounts import AccountStore, Role
-    from gateway.storage.database import create_schema, open_engine
+    from gateway.storage.database import open_engine, upgrade_schema
 
     engine = open_engine(url)
     try:
-        await create_schema(engine)
+        await upgrade_schema(engine)
         store = AccountStore(engine)
         return {
             "admin": await store.add_user("demo-admin", Role.ADMIN),

@@ -1,10 +1,10 @@
 """Opening the database: the one place that tells SQLite from PostgreSQL.
 
 `open_storage(settings)` picks the backend from the database URL (`backend_of`),
-makes or checks the schema, and returns a `Storage`: every store and writer the
-gateway uses, on that one database. What differs between backends lives in
-`sqlite.py` and `postgres.py`, behind `backend.Backend`. Also here: the schema's
-creation and upgrade on start (`create_schema`).
+brings the schema to the newest revision (`migrate.py`) or checks it, and returns a
+`Storage`: every store and writer the gateway uses, on that one database. What differs
+between backends lives in `sqlite.py` and `postgres.py`, behind `backend.Backend`. Also
+here: `upgrade_database` and `database_revisions`, for `vitals db`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from sqlalchemy import Connection, delete, insert, inspect, text
+from sqlalchemy import delete, insert, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -24,22 +24,24 @@ from gateway.storage.alerts import AlertStore
 from gateway.storage.audit import AuditLog
 from gateway.storage.backend import Backend
 from gateway.storage.events import EventsWriter
+from gateway.storage.migrate import Revisions, schema_revisions, upgrade_schema
 from gateway.storage.postgres import PostgresBackend
 from gateway.storage.queries import ReadingQueries
 from gateway.storage.readings import ReadingsWriter
-from gateway.storage.schema import Base, Probe, table_of
+from gateway.storage.schema import Probe, table_of
 from gateway.storage.sqlite import SqliteBackend
 
 __all__ = [
-    "ADDED_COLUMNS",
-    "RETIRED_INDEXES",
     "DatabaseMissing",
+    "SchemaBehind",
     "Storage",
     "backend_of",
-    "create_schema",
+    "database_revisions",
     "has_schema",
     "open_engine",
     "open_storage",
+    "upgrade_database",
+    "upgrade_schema",
 ]
 
 
@@ -65,12 +67,39 @@ def open_engine(
     ).open_engine()
 
 
+def _backend(settings: Settings) -> Backend:
+    return backend_of(
+        settings.database_url,
+        sqlite_synchronous=settings.sqlite_synchronous,
+        sqlite_busy_timeout_s=settings.sqlite_busy_timeout_s,
+    )
+
+
 class DatabaseMissing(ConfigError):
     """`open_storage(create=False)` found no gateway database where the settings point."""
 
     def __init__(self, url: str, where: str) -> None:
         shown = make_url(url).render_as_string(hide_password=True)
         super().__init__(f"no database at {where} (database_url {shown})")
+
+
+class SchemaBehind(ConfigError):
+    """`auto_migrate` is off and the database is not at this gateway's schema revision."""
+
+    def __init__(self, settings: Settings, where: str, revisions: Revisions) -> None:
+        super().__init__(
+            f"the database at {where} is at schema revision {revisions.describe()}, this"
+            f" gateway needs {revisions.head} and auto_migrate is off: run"
+            f" `{upgrade_command(settings)}` first"
+        )
+
+
+def upgrade_command(settings: Settings) -> str:
+    """The `vitals db upgrade` that reaches the database of `settings`."""
+    if len(settings.toml_files) > 1:  # the shipped defaults, then the --config file
+        return f"vitals db upgrade --config {settings.toml_files[-1]}"
+    shown = make_url(settings.database_url).render_as_string(hide_password=True)
+    return f"vitals db upgrade --database-url {shown}"
 
 
 _probe = table_of(Probe)
@@ -110,22 +139,24 @@ class Storage:
 async def open_storage(settings: Settings, *, create: bool = True) -> Storage:
     """The storage on `settings.database_url`.
 
-    With `create`, missing tables (and an SQLite file) are made and the schema brought
-    up to date; without, a database that is not there or holds no gateway tables
-    raises DatabaseMissing, and nothing is created.
+    With `create`, the database (an SQLite file) is made if missing and pending
+    migrations are applied (`migrate.upgrade_schema`); with `auto_migrate` off a
+    database not at the head raises SchemaBehind instead. Without `create`, a database
+    that is not there or holds no gateway tables raises DatabaseMissing, and nothing
+    is created or changed.
     """
     url = settings.database_url
-    backend = backend_of(
-        url,
-        sqlite_synchronous=settings.sqlite_synchronous,
-        sqlite_busy_timeout_s=settings.sqlite_busy_timeout_s,
-    )
+    backend = _backend(settings)
     if not create and not backend.exists():
         raise DatabaseMissing(url, backend.where)  # before connecting creates it
     engine = backend.open_engine()
     try:
-        if create:
-            await create_schema(engine)
+        if create and settings.auto_migrate:
+            await upgrade_schema(engine)
+        elif create:
+            revisions = await schema_revisions(engine)
+            if not revisions.at_head:
+                raise SchemaBehind(settings, backend.where, revisions)
         elif not await has_schema(engine):
             raise DatabaseMissing(url, backend.where)
         writers = backend.open_writers(engine)
@@ -152,34 +183,27 @@ async def has_schema(engine: AsyncEngine) -> bool:
     return present
 
 
-# Indexes earlier versions created and this one no longer uses: each costs every insert
-# a random page write (see the readings table in schema.py).
-RETIRED_INDEXES = ("ix_readings_device_ts",)
+async def upgrade_database(settings: Settings) -> tuple[Revisions, Revisions]:
+    """`vitals db upgrade`: the database (made if missing) brought to the head whatever
+    `auto_migrate` says; its revisions (before, after)."""
+    engine = _backend(settings).open_engine()
+    try:
+        return await upgrade_schema(engine)
+    finally:
+        await engine.dispose()
 
 
-# Nullable columns later versions added to existing tables, as (table, column): a
-# database made by an earlier version gets them on start (`create_all` adds tables only).
-ADDED_COLUMNS = (
-    ("alerts", "closed_by"),
-    ("alerts", "closed_reason"),
-    ("devices", "revoked_by"),
-)
-
-
-async def create_schema(engine: AsyncEngine) -> None:
-    """Create missing tables and indexes (first start), add columns that are new since
-    the database was made, and drop retired indexes; existing data is left alone."""
-    async with engine.begin() as conn:
-        await conn.run_sync(Base.metadata.create_all)
-        await conn.run_sync(_add_columns)
-        for name in RETIRED_INDEXES:
-            await conn.execute(text(f"DROP INDEX IF EXISTS {name}"))
-
-
-def _add_columns(conn: Connection) -> None:
-    inspector = inspect(conn)
-    for table, column in ADDED_COLUMNS:
-        if column in {c["name"] for c in inspector.get_columns(table)}:
-            continue
-        kind = Base.metadata.tables[table].c[column].type.compile(dialect=conn.dialect)
-        conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {kind}"))
+async def database_revisions(settings: Settings) -> Revisions:
+    """`vitals db current`: the database's revision; DatabaseMissing, creating nothing,
+    when it is not there or holds no gateway tables."""
+    backend = _backend(settings)
+    if not backend.exists():
+        raise DatabaseMissing(settings.database_url, backend.where)
+    engine = backend.open_engine()
+    try:
+        revisions = await schema_revisions(engine)
+    finally:
+        await engine.dispose()
+    if revisions.current is None and not revisions.has_tables:
+        raise DatabaseMissing(settings.database_url, backend.where)
+    return revisions

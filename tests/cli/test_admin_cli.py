@@ -14,7 +14,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 from gateway.storage.accounts import AccountStore
-from gateway.storage.database import create_schema, open_engine
+from gateway.storage.database import open_engine, upgrade_schema
 
 ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT_S = 30
@@ -77,7 +77,7 @@ def test_devices_list_json_is_one_object_per_device(tmp_path: Path) -> None:
 async def _provision_many(path: Path, n: int) -> None:
     engine = open_engine(db_url(path), sqlite_synchronous="OFF")
     try:
-        await create_schema(engine)
+        await upgrade_schema(engine)
         store = AccountStore(engine)
         for i in range(n):
             await store.add_device(f"{DEVICE_ID}-{i:05d}", PATIENT_ID, "icu")

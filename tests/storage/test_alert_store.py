@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.storage.alerts import AlertStore
-from gateway.storage.database import create_schema, open_engine
+from gateway.storage.database import open_engine, upgrade_schema
 from gateway.storage.events import EngineEventsWriter, EventsWriter
 from gateway.storage.sqlite import SqliteEventsWriter
 from gateway.storage.sqlite_thread import SqliteWriterThread
@@ -26,7 +26,7 @@ PATHS = ["sqlite-thread", "engine"]
 @pytest.fixture(params=PATHS)
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AlertStore]:
     engine = open_engine(f"sqlite+aiosqlite:///{tmp_path / 'vitals.db'}")
-    await create_schema(engine)
+    await upgrade_schema(engine)
     writer = None
     events: EventsWriter = EngineEventsWriter(engine)
     if request.param == "sqlite-thread":
@@ -92,7 +92,7 @@ async def test_both_paths_store_identical_rows(tmp_path: Path) -> None:
     tables = []
     for path in PATHS:
         engine = open_engine(f"sqlite+aiosqlite:///{tmp_path / path}.db")
-        await create_schema(engine)
+        await upgrade_schema(engine)
         assert engine.url.database is not None
         writer = SqliteWriterThread(engine.url.database) if path == "sqlite-thread" else None
         through = SqliteEventsWriter(writer) if writer is not None else EngineEventsWriter(engine)

@@ -24,8 +24,9 @@ from gateway.http.keys import STORAGE
 from gateway.settings import load_settings
 from gateway.storage.accounts import AccountStore, Role
 from gateway.storage.alerts import AlertStore
-from gateway.storage.database import ADDED_COLUMNS, create_schema, open_engine, open_storage
+from gateway.storage.database import open_engine, open_storage, upgrade_schema
 from gateway.storage.events import EngineEventsWriter
+from gateway.storage.migrations.versions.v0001_first_schema import ADDED_COLUMNS
 from gateway.storage.readings import CHUNK, EngineReadingsWriter
 from gateway.storage.schema import Base, Device, Reading, table_of
 from tests.conftest import Gateway
@@ -115,16 +116,16 @@ def _schema(conn: Any) -> dict[str, set[str]]:
     return {t: {i["name"] or "" for i in found.get_indexes(t)} for t in found.get_table_names()}
 
 
-async def test_create_schema_creates_every_table_and_a_second_call_is_harmless(
+async def test_upgrade_schema_creates_every_table_and_a_second_call_is_harmless(
     database_url: str,
 ) -> None:
-    """create_schema makes every table and index; run again, it keeps the schema and data."""
+    """upgrade_schema makes every table and index; run again, it keeps the schema and data."""
     engine = open_engine(database_url)
     try:
-        await create_schema(engine)
+        await upgrade_schema(engine)
         async with engine.connect() as conn:
             first = await conn.run_sync(_schema)
-        assert set(first) == set(Base.metadata.tables)
+        assert set(first) == {*Base.metadata.tables, "alembic_version"}
         assert {"ix_readings_patient_metric_ts", "ix_readings_patient_ts"} <= first["readings"]
         async with engine.begin() as conn:
             await conn.execute(
@@ -133,7 +134,7 @@ async def test_create_schema_creates_every_table_and_a_second_call_is_harmless(
                  "created_at": datetime.now(UTC)},
             )  # fmt: skip
 
-        await create_schema(engine)
+        await upgrade_schema(engine)
 
         async with engine.connect() as conn:
             assert await conn.run_sync(_schema) == first
@@ -290,8 +291,8 @@ async def test_added_columns_appear_on_an_old_database(database_url: str) -> Non
             await conn.run_sync(Base.metadata.create_all)
             for table, column in ADDED_COLUMNS:
                 await conn.execute(text(f"ALTER TABLE {table} DROP COLUMN {column}"))
-        await create_schema(engine)
-        await create_schema(engine)
+        await upgrade_schema(engine)
+        await upgrade_schema(engine)
         async with engine.connect() as conn:
             found = await conn.run_sync(
                 lambda c: {t: {col["name"] for col in inspect(c).get_columns(t)} for t in

@@ -21,8 +21,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from gateway.errors import StorageUnavailable
 from gateway.settings import load_settings
 from gateway.storage import queries
-from gateway.storage.database import RETIRED_INDEXES, create_schema, open_engine, open_storage
+from gateway.storage.database import open_engine, open_storage, upgrade_schema
 from gateway.storage.events import EngineEventsWriter
+from gateway.storage.migrations.versions.v0001_first_schema import RETIRED_INDEXES
 from gateway.storage.readings import EngineReadingsWriter, InsertSql, ReadingsWriter
 from gateway.storage.schema import Base
 from gateway.storage.sqlite import SqliteEventsWriter, SqliteReadingsWriter
@@ -152,7 +153,7 @@ async def test_both_writers_store_the_same_rows(tmp_path: Path) -> None:
     results = []
     for variant in WRITERS:
         engine = open_engine(f"sqlite+aiosqlite:///{tmp_path / variant}.db")
-        await create_schema(engine)
+        await upgrade_schema(engine)
         w = Writer(variant, engine)
         try:
             await w.readings.commit(rows("watch-1", 1, 401) + rows("watch-2", 1, 2), {})
@@ -358,8 +359,8 @@ async def test_a_database_of_an_earlier_version_loses_its_retired_index(tmp_path
         conn.commit()
     engine = open_engine(f"sqlite+aiosqlite:///{path}")
     try:
-        await create_schema(engine)
-        await create_schema(engine)  # and again: nothing left to drop
+        await upgrade_schema(engine)
+        await upgrade_schema(engine)  # and again: nothing left to drop
     finally:
         await engine.dispose()
     with closing(sqlite3.connect(path)) as conn:

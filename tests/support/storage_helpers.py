@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.core.rows import ReadingRow
-from gateway.storage.database import create_schema, open_engine
+from gateway.storage.database import open_engine, upgrade_schema
 from gateway.storage.events import RecordedEvent
 from gateway.storage.schema import Device, table_of
 
@@ -31,7 +31,7 @@ __all__ = [
 
 async def provision_devices(engine: AsyncEngine) -> None:
     """Create the schema, and devices watch-1 and watch-2 of patients p-1 and p-2."""
-    await create_schema(engine)
+    await upgrade_schema(engine)
     async with engine.begin() as conn:
         await conn.execute(
             table_of(Device).insert(),

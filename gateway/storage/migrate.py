@@ -1,0 +1,113 @@
+"""Schema migrations, run in code: the one way the gateway's schema comes into being.
+
+`upgrade_schema(engine)` brings a database to the newest revision (head) in one
+transaction that first takes the database's lock, so gateways starting together on
+one database migrate one after the other and the later ones find nothing to do:
+on PostgreSQL a transaction-scoped advisory lock with a fixed key (DDL is transactional
+there: a failed migration leaves nothing), on SQLite the write lock (`BEGIN IMMEDIATE`).
+`schema_revisions(engine)` says where a database is without changing it. The
+revisions are in `migrations/versions/`; the first one also adopts databases made
+before migrations (tables, no `alembic_version`).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, inspect, text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+__all__ = [
+    "LOCK_KEY",
+    "MIGRATIONS",
+    "Revisions",
+    "head_revision",
+    "schema_revisions",
+    "upgrade_schema",
+]
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+
+# The key of the PostgreSQL advisory lock held while migrating: a fixed 64-bit number
+# no other user of the database takes ("vitals" in ASCII).
+LOCK_KEY = 0x766974616C73
+
+
+@dataclass(frozen=True, slots=True)
+class Revisions:
+    """Where a database's schema is, and where this gateway's migrations end."""
+
+    current: str | None  # None: no `alembic_version` (an empty database, or an old one)
+    head: str
+    has_tables: bool  # the gateway's tables are there (with or without a revision)
+
+    @property
+    def at_head(self) -> bool:
+        return self.current == self.head
+
+    def describe(self) -> str:
+        """The current revision for people: `0001`, or why there is none."""
+        if self.current is not None:
+            return self.current
+        return "none (made before migrations)" if self.has_tables else "none (empty)"
+
+
+def _config(connection: Connection | None = None) -> Config:
+    """Alembic's configuration, built here: no alembic.ini at run time."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config
+
+
+def head_revision() -> str:
+    """The newest revision of the shipped migrations."""
+    head = ScriptDirectory.from_config(_config()).get_current_head()
+    if head is None:
+        raise RuntimeError(f"no migrations in {MIGRATIONS}")
+    return head
+
+
+def _revisions(conn: Connection) -> Revisions:
+    current = MigrationContext.configure(conn).get_current_revision()
+    return Revisions(current, head_revision(), inspect(conn).has_table("devices"))
+
+
+async def schema_revisions(engine: AsyncEngine) -> Revisions:
+    """The database's revision and the head, read without changing anything."""
+    async with engine.connect() as conn:
+        return await conn.run_sync(_revisions)
+
+
+async def upgrade_schema(engine: AsyncEngine) -> tuple[Revisions, Revisions]:
+    """Apply every pending migration, under the database's lock; (before, after)."""
+    async with engine.begin() as conn:
+        match conn.dialect.name:
+            case "postgresql":
+                # Released by the commit or rollback: a crashed migrator holds nothing.
+                await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": LOCK_KEY})
+            case "sqlite":
+                # The driver opens no transaction before DDL: this one makes the whole
+                # migration one write transaction, and a second process waits for it
+                # (busy timeout) and then sees the head.
+                await conn.exec_driver_sql("BEGIN IMMEDIATE")
+        before, after = await conn.run_sync(_upgrade)
+    if before.current != after.current:
+        log.info("database schema upgraded from %s to %s", before.describe(), after.current)
+    return before, after
+
+
+def _upgrade(conn: Connection) -> tuple[Revisions, Revisions]:
+    before = _revisions(conn)
+    if not before.at_head:
+        command.upgrade(_config(conn), "head")
+    return before, _revisions(conn)
