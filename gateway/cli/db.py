@@ -56,5 +56,8 @@ def _current(args: argparse.Namespace) -> int:
     if revisions.at_head:
         print(f"{revisions.current} (head)")
         return 0
-    print(f"{revisions.describe()}: behind the head {revisions.head}; run vitals db upgrade")
+    if not revisions.known:
+        print(f"{revisions.current}: unknown to this version, whose head is {revisions.head}")
+    else:
+        print(f"{revisions.describe()}: behind the head {revisions.head}; run vitals db upgrade")
     return 1

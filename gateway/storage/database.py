@@ -24,7 +24,7 @@ from gateway.storage.alerts import AlertStore
 from gateway.storage.audit import AuditLog
 from gateway.storage.backend import Backend
 from gateway.storage.events import EventsWriter
-from gateway.storage.migrate import Revisions, schema_revisions, upgrade_schema
+from gateway.storage.migrate import Revisions, SchemaAhead, schema_revisions, upgrade_schema
 from gateway.storage.postgres import PostgresBackend
 from gateway.storage.queries import ReadingQueries
 from gateway.storage.readings import ReadingsWriter
@@ -33,6 +33,7 @@ from gateway.storage.sqlite import SqliteBackend
 
 __all__ = [
     "DatabaseMissing",
+    "SchemaAhead",
     "SchemaBehind",
     "Storage",
     "backend_of",
@@ -155,6 +156,8 @@ async def open_storage(settings: Settings, *, create: bool = True) -> Storage:
             await upgrade_schema(engine)
         elif create:
             revisions = await schema_revisions(engine)
+            if not revisions.known:
+                raise SchemaAhead(backend.where, revisions)
             if not revisions.at_head:
                 raise SchemaBehind(settings, backend.where, revisions)
         elif not await has_schema(engine):

@@ -20,13 +20,17 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.util import CommandError
 from sqlalchemy import Connection, inspect, text
 from sqlalchemy.ext.asyncio import AsyncEngine
+
+from gateway.errors import ConfigError
 
 __all__ = [
     "LOCK_KEY",
     "MIGRATIONS",
     "Revisions",
+    "SchemaAhead",
     "head_revision",
     "schema_revisions",
     "upgrade_schema",
@@ -48,6 +52,8 @@ class Revisions:
     current: str | None  # None: no `alembic_version` (an empty database, or an old one)
     head: str
     has_tables: bool  # the gateway's tables are there (with or without a revision)
+    # False when `current` is no revision of ours: a newer gateway migrated the database.
+    known: bool = True
 
     @property
     def at_head(self) -> bool:
@@ -58,6 +64,25 @@ class Revisions:
         if self.current is not None:
             return self.current
         return "none (made before migrations)" if self.has_tables else "none (empty)"
+
+
+class SchemaAhead(ConfigError):
+    """The database is at a revision this gateway does not know: a newer version of it
+    migrated the database (a rollback, or an old replica restarted mid-rollout)."""
+
+    def __init__(self, where: str, revisions: Revisions) -> None:
+        super().__init__(
+            f"the database at {where} is at schema revision {revisions.current}, which this"
+            f" gateway does not know (its newest is {revisions.head}): it was upgraded by a"
+            " newer version of the gateway; run that version"
+        )
+
+
+def where_of(engine: AsyncEngine) -> str:
+    """The engine's database as an operator names it: a file, or a URL without password."""
+    if engine.dialect.name == "sqlite" and engine.url.database:
+        return engine.url.database
+    return engine.url.render_as_string(hide_password=True)
 
 
 def _config(connection: Connection | None = None) -> Config:
@@ -79,7 +104,12 @@ def head_revision() -> str:
 
 def _revisions(conn: Connection) -> Revisions:
     current = MigrationContext.configure(conn).get_current_revision()
-    return Revisions(current, head_revision(), inspect(conn).has_table("devices"))
+    scripts = ScriptDirectory.from_config(_config())
+    try:
+        known = current is None or scripts.get_revision(current) is not None
+    except CommandError:  # alembic's answer to a revision id it has no script for
+        known = False
+    return Revisions(current, head_revision(), inspect(conn).has_table("devices"), known)
 
 
 async def schema_revisions(engine: AsyncEngine) -> Revisions:
@@ -89,7 +119,8 @@ async def schema_revisions(engine: AsyncEngine) -> Revisions:
 
 
 async def upgrade_schema(engine: AsyncEngine) -> tuple[Revisions, Revisions]:
-    """Apply every pending migration, under the database's lock; (before, after)."""
+    """Apply every pending migration, under the database's lock; (before, after).
+    SchemaAhead, changing nothing, when a newer gateway migrated the database."""
     async with engine.begin() as conn:
         match conn.dialect.name:
             case "postgresql":
@@ -100,14 +131,16 @@ async def upgrade_schema(engine: AsyncEngine) -> tuple[Revisions, Revisions]:
                 # migration one write transaction, and a second process waits for it
                 # (busy timeout) and then sees the head.
                 await conn.exec_driver_sql("BEGIN IMMEDIATE")
-        before, after = await conn.run_sync(_upgrade)
+        before, after = await conn.run_sync(_upgrade, where_of(engine))
     if before.current != after.current:
         log.info("database schema upgraded from %s to %s", before.describe(), after.current)
     return before, after
 
 
-def _upgrade(conn: Connection) -> tuple[Revisions, Revisions]:
+def _upgrade(conn: Connection, where: str) -> tuple[Revisions, Revisions]:
     before = _revisions(conn)
+    if not before.known:
+        raise SchemaAhead(where, before)
     if not before.at_head:
         command.upgrade(_config(conn), "head")
     return before, _revisions(conn)

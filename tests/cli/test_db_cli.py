@@ -111,3 +111,29 @@ def test_serve_with_auto_migrate_off_refuses_an_old_database_in_one_line(tmp_pat
     with closing(sqlite3.connect(path)) as conn:
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
     assert "alembic_version" not in tables
+
+
+def test_a_database_of_a_newer_version_is_named_and_left_alone(tmp_path: Path) -> None:
+    """At a revision this version has no migration for, `db current` says so and exits
+    1, and `db upgrade` refuses in one line naming the database and exits 2."""
+    path = tmp_path / "new.db"
+    made_before_migrations(path)
+    with closing(sqlite3.connect(path)) as conn:
+        conn.execute("CREATE TABLE alembic_version (version_num VARCHAR(32) PRIMARY KEY)")
+        conn.execute("INSERT INTO alembic_version VALUES ('9999')")
+        conn.commit()
+    head = head_revision()
+
+    current = vitals("db", "current", "--database-url", db_url(path))
+    upgraded = vitals("db", "upgrade", "--database-url", db_url(path))
+
+    assert (current.returncode, current.stdout) == (
+        1,
+        f"9999: unknown to this version, whose head is {head}\n",
+    )
+    assert (upgraded.returncode, upgraded.stdout) == (2, "")
+    assert upgraded.stderr == (
+        f"vitals db upgrade: the database at {path} is at schema revision 9999, which this"
+        f" gateway does not know (its newest is {head}): it was upgraded by a newer version"
+        " of the gateway; run that version\n"
+    )

@@ -27,7 +27,12 @@ from gateway.storage.accounts import AccountStore
 from gateway.storage.alerts import AlertStore
 from gateway.storage.database import SchemaBehind, open_engine, open_storage
 from gateway.storage.events import EngineEventsWriter
-from gateway.storage.migrate import head_revision, schema_revisions, upgrade_schema
+from gateway.storage.migrate import (
+    SchemaAhead,
+    head_revision,
+    schema_revisions,
+    upgrade_schema,
+)
 from gateway.storage.migrations.versions.v0001_first_schema import (
     ADDED_COLUMNS,
     RETIRED_INDEXES,
@@ -184,6 +189,33 @@ async def test_with_auto_migrate_off_an_old_database_is_refused_untouched(
         await engine.dispose()
     storage = await open_storage(settings)
     await storage.close()
+
+
+async def test_a_database_migrated_by_a_newer_gateway_is_refused_untouched(
+    tmp_path: Path,
+) -> None:
+    """A revision this gateway has no migration for (a newer version's) is SchemaAhead,
+    a ConfigError naming the database and the revision, whether it would migrate or
+    only check; the database keeps its revision."""
+    path = tmp_path / "vitals.db"
+    engine = open_engine(sqlite_url(path))
+    try:
+        await upgrade_schema(engine)
+        async with engine.begin() as conn:
+            await conn.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+        with pytest.raises(SchemaAhead) as refused:
+            await upgrade_schema(engine)
+        assert (await schema_revisions(engine)).current == "9999"
+    finally:
+        await engine.dispose()
+    assert isinstance(refused.value, ConfigError)
+    assert str(refused.value) == (
+        f"the database at {path} is at schema revision 9999, which this gateway does not"
+        f" know (its newest is {head_revision()}): it was upgraded by a newer version of"
+        " the gateway; run that version"
+    )
+    with pytest.raises(SchemaAhead):
+        await open_storage(load_settings(database_url=sqlite_url(path), auto_migrate=False))
 
 
 # --- gateways migrating at once ---------------------------------------------------------
