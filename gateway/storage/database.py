@@ -9,6 +9,7 @@ here: `upgrade_database` and `database_revisions`, for `vitals db`.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -103,6 +104,8 @@ def upgrade_command(settings: Settings) -> str:
     return f"vitals db upgrade --database-url {shown}"
 
 
+log = logging.getLogger(__name__)
+
 _probe = table_of(Probe)
 
 
@@ -153,7 +156,9 @@ async def open_storage(settings: Settings, *, create: bool = True) -> Storage:
     engine = backend.open_engine()
     try:
         if create and settings.auto_migrate:
-            await upgrade_schema(engine)
+            before, after = await upgrade_schema(engine)
+            if before.current != after.current:
+                log.info("database schema upgraded from %s to %s", before.describe(), after.current)
         elif create:
             revisions = await schema_revisions(engine)
             if not revisions.known:

@@ -12,7 +12,6 @@ before migrations (tables, no `alembic_version`).
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,8 +34,6 @@ __all__ = [
     "schema_revisions",
     "upgrade_schema",
 ]
-
-log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -94,12 +91,16 @@ def _config(connection: Connection | None = None) -> Config:
     return config
 
 
-def head_revision() -> str:
-    """The newest revision of the shipped migrations."""
-    head = ScriptDirectory.from_config(_config()).get_current_head()
+def _head(scripts: ScriptDirectory) -> str:
+    head = scripts.get_current_head()
     if head is None:
         raise RuntimeError(f"no migrations in {MIGRATIONS}")
     return head
+
+
+def head_revision() -> str:
+    """The newest revision of the shipped migrations."""
+    return _head(ScriptDirectory.from_config(_config()))
 
 
 def _revisions(conn: Connection) -> Revisions:
@@ -109,7 +110,7 @@ def _revisions(conn: Connection) -> Revisions:
         known = current is None or scripts.get_revision(current) is not None
     except CommandError:  # alembic's answer to a revision id it has no script for
         known = False
-    return Revisions(current, head_revision(), inspect(conn).has_table("devices"), known)
+    return Revisions(current, _head(scripts), inspect(conn).has_table("devices"), known)
 
 
 async def schema_revisions(engine: AsyncEngine) -> Revisions:
@@ -132,8 +133,6 @@ async def upgrade_schema(engine: AsyncEngine) -> tuple[Revisions, Revisions]:
                 # (busy timeout) and then sees the head.
                 await conn.exec_driver_sql("BEGIN IMMEDIATE")
         before, after = await conn.run_sync(_upgrade, where_of(engine))
-    if before.current != after.current:
-        log.info("database schema upgraded from %s to %s", before.describe(), after.current)
     return before, after
 
 
