@@ -13,7 +13,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from sqlalchemy import Connection, delete, insert, inspect, text
+from sqlalchemy import Connection, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -27,7 +27,7 @@ from gateway.storage.events import EventsWriter
 from gateway.storage.postgres import PostgresBackend
 from gateway.storage.queries import ReadingQueries
 from gateway.storage.readings import ReadingsWriter
-from gateway.storage.schema import Base, Probe, table_of
+from gateway.storage.schema import Base, Probe
 from gateway.storage.sqlite import SqliteBackend
 
 __all__ = [
@@ -73,7 +73,11 @@ class DatabaseMissing(ConfigError):
         super().__init__(f"no database at {where} (database_url {shown})")
 
 
-_probe = table_of(Probe)
+# SQLite (3.24+) and PostgreSQL (9.5+) spell the upsert alike, so neither needs its own.
+_UPSERT_PROBE = text(
+    f"INSERT INTO {Probe.__tablename__} (id, at) VALUES (1, :at) "
+    "ON CONFLICT (id) DO UPDATE SET at = excluded.at"
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -96,10 +100,14 @@ class Storage:
             await conn.execute(text("SELECT 1"))
 
     async def probe_write(self) -> None:
-        """Raises unless the database takes a write now (one row, rewritten)."""
+        """Raises unless the database takes a write now (one row, rewritten).
+
+        One upsert, atomic on its own: any number of probes may run at once, from this
+        process or other replicas. (A DELETE then INSERT of row 1 failed on PostgreSQL
+        when two overlapped: both deleted, the later insert hit the primary key.)
+        """
         async with self.engine.begin() as conn:
-            await conn.execute(delete(_probe))
-            await conn.execute(insert(_probe).values(id=1, at=time.time()))
+            await conn.execute(_UPSERT_PROBE, {"at": time.time()})
 
     async def close(self) -> None:
         """Finish queued writes, then close every connection."""
