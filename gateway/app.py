@@ -64,7 +64,7 @@ def create_app(settings: Settings) -> web.Application:
     app.on_response_prepare.append(add_request_id_header)
     app[SETTINGS] = settings
     app[DEVICES] = DeviceRegistry()
-    app[METRICS] = metrics = Metrics()
+    app[METRICS] = metrics = Metrics(replica=settings.replica)
     app[CONNECTIONS] = ConnectionGate(settings.max_connections)
     app[AUTH_THROTTLE] = AuthThrottle()
     app[HUB] = Hub(on_drop=metrics.dashboard_drops.inc)
