@@ -13,6 +13,7 @@ import logging
 from collections.abc import AsyncIterator
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from gateway.core.limits import AuthThrottle, ConnectionGate
 from gateway.http import accounts, alerts, audit, health, openapi, readings, session
@@ -36,6 +37,7 @@ from gateway.http.keys import (
 )
 from gateway.http.observe import add_request_id_header, observe_middleware
 from gateway.http.problems import error_middleware
+from gateway.http.proxy import forwarded_middleware
 from gateway.http.web import routes as web_routes
 from gateway.services.alerting import AlertService
 from gateway.services.committer import GroupCommitter
@@ -54,11 +56,15 @@ log = logging.getLogger(__name__)
 
 def create_app(settings: Settings) -> web.Application:
     # Outermost first: the access line and histogram see the error middleware's answer.
-    app = web.Application(middlewares=[observe_middleware, error_middleware])
+    middlewares: list[Middleware] = [observe_middleware, error_middleware]
+    if settings.trusted_proxies:
+        # Before all: every later step sees the client behind the proxy, not the proxy.
+        middlewares.insert(0, forwarded_middleware(settings.trusted_proxies))
+    app = web.Application(middlewares=middlewares)
     app.on_response_prepare.append(add_request_id_header)
     app[SETTINGS] = settings
     app[DEVICES] = DeviceRegistry()
-    app[METRICS] = metrics = Metrics()
+    app[METRICS] = metrics = Metrics(replica=settings.replica)
     app[CONNECTIONS] = ConnectionGate(settings.max_connections)
     app[AUTH_THROTTLE] = AuthThrottle()
     app[HUB] = Hub(on_drop=metrics.dashboard_drops.inc)

@@ -7,14 +7,18 @@ as the environment variable. Precedence: command-line flag > environment >
 
 from __future__ import annotations
 
+import ipaddress
+import json
 import os
+import socket
 import tomllib
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -22,9 +26,11 @@ from pydantic_settings import (
 
 from gateway.errors import ConfigError
 
-__all__ = ["ENV_PREFIX", "Settings", "load_settings", "shipped_config_dir"]
+__all__ = ["ENV_PREFIX", "Network", "Settings", "load_settings", "shipped_config_dir"]
 
 ENV_PREFIX = "VITALS_"
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 def shipped_config_dir() -> Path:
@@ -70,6 +76,10 @@ class Settings(BaseSettings):
     auth_timeout_s: float = Field(10.0, gt=0)
     session_ttl_s: float = Field(12 * 3600, gt=0)
     allowed_origins: list[str] = []
+    # Behind a reverse proxy (gateway/http/proxy.py). NoDecode: the environment variable
+    # may be a JSON list or comma-separated; `_networks` reads both.
+    trusted_proxies: Annotated[tuple[Network, ...], NoDecode] = ()
+    replica_id: str = Field("", max_length=128)  # empty: "<hostname>:<port>" (`replica`)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
 
@@ -90,11 +100,53 @@ class Settings(BaseSettings):
         tomls = tuple(TomlConfigSettingsSource(settings_cls, toml_file=f) for f in files)
         return (init_settings, env_settings, *tomls)
 
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _networks(cls, value: Any) -> tuple[Network, ...]:
+        return _parse_networks(value)
+
+    @property
+    def replica(self) -> str:
+        """This process's name among replicas: `replica_id`, else `<hostname>:<port>`."""
+        return self.replica_id or f"{socket.gethostname()}:{self.port}"
+
     @property
     def rules_path(self) -> Path:
         return (
             Path(self.rules_file) if self.rules_file else shipped_config_dir() / "alert-rules.toml"
         )
+
+
+def _parse_networks(value: Any) -> tuple[Network, ...]:
+    """CIDRs from a list (TOML, a flag) or a string: a JSON list or comma-separated (the
+    environment). A lone address is its own /32 or /128; host bits set are an error, as
+    `10.0.0.1/8` is more likely a typo than a wish to trust 10.0.0.0/8."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                value = json.loads(text)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"not a JSON list: {e}") from None
+        else:
+            value = [part for part in (p.strip() for p in text.split(",")) if part]
+    if not isinstance(value, list | tuple):
+        raise ValueError("expected a list of networks (CIDR), e.g. ['10.0.0.0/8']")
+    networks = []
+    for item in value:
+        if isinstance(item, ipaddress.IPv4Network | ipaddress.IPv6Network):
+            networks.append(item)
+            continue
+        text = str(item).strip()
+        try:
+            networks.append(ipaddress.ip_network(text))
+        except ValueError:
+            try:
+                loose = ipaddress.ip_network(text, strict=False)
+            except ValueError:
+                raise ValueError(f"{text!r} is not a network in CIDR form (10.0.0.0/8)") from None
+            raise ValueError(f"{text!r} has host bits set (the network is {loose})") from None
+    return tuple(networks)
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

@@ -134,7 +134,13 @@ async def serve(settings: Settings) -> None:
         await runner.cleanup()
         raise CannotListen(settings.host, settings.port, e) from None
     scheme = "https" if tls else "http"
-    log.info("vitals gateway listening on %s://%s:%d", scheme, settings.host, settings.port)
+    log.info(
+        "vitals gateway listening on %s://%s:%d as replica %s",
+        scheme,
+        settings.host,
+        settings.port,
+        settings.replica,
+    )
     log.info("database %s", _redact(settings.database_url))
 
     stop = asyncio.Event()

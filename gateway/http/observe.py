@@ -1,7 +1,8 @@
 """Per-request observability: the request id, one access log line, the duration histogram.
 
-`observe_middleware` is the outermost middleware, so it sees the answer the error
-middleware made of an exception. A request id is taken from `X-Request-ID` when it is
+`observe_middleware` is outside the error middleware, so it sees the answer that made
+of an exception; only the proxy's (proxy.py) runs before it, so it sees the client's
+address and scheme, not the proxy's. A request id is taken from `X-Request-ID` when it is
 a short token of safe characters (anything else could forge or break log lines) and
 generated otherwise; it is echoed in the response's `X-Request-ID` (set as headers go
 out, so WebSocket upgrades carry it too) and added to every log record emitted while

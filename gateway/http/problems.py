@@ -25,7 +25,7 @@ from gateway.errors import ErrorAnswer, GatewayError, InvalidParameter, Overload
 from gateway.http.keys import AUTH_THROTTLE, METRICS
 from schemas.codes import PROBLEM_TITLES, ProblemCode, problem_type
 
-__all__ = ["PROBLEM_CONTENT_TYPE", "error_middleware", "json_error"]
+__all__ = ["PROBLEM_CONTENT_TYPE", "error_middleware", "json_error", "problem_response"]
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +71,12 @@ def _problem(e: Exception, answer: ErrorAnswer) -> web.Response:
     elif isinstance(e, OverloadedError):
         headers["Retry-After"] = str(e.retry_after_s)
     return json_error(answer.status, answer.problem, detail, headers=headers, **extra)
+
+
+def problem_response(e: GatewayError) -> web.Response:
+    """The answer to `e` from the one table, for a middleware that runs before this
+    module's (the proxy's, gateway/http/proxy.py)."""
+    return _problem(e, answer_for(e))
 
 
 def _from_http(e: web.HTTPException) -> web.Response:

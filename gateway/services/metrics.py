@@ -92,7 +92,9 @@ class _OpenAlertsCollector(Collector):
 
 
 class Metrics:
-    def __init__(self) -> None:
+    def __init__(self, *, replica: str) -> None:
+        """`replica`: this process's name among the gateway's replicas (setting
+        `replica_id`), a label of `vitals_build_info`: each replica is scraped directly."""
         # Process-global, and idempotent: without it every counter and histogram has a
         # `_created` twin that Prometheus does not use and that doubles the exposition.
         disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped upstream
@@ -100,8 +102,8 @@ class Metrics:
         ProcessCollector(registry=r)
         PlatformCollector(registry=r)
         GCCollector(registry=r)  # registers nothing off CPython
-        Info("vitals_build", "The running gateway's version", registry=r).info(
-            {"version": gateway_version()}
+        Info("vitals_build", "The running gateway's version and replica", registry=r).info(
+            {"version": gateway_version(), "replica": replica}
         )
         self.http_seconds = Histogram(
             "vitals_http_request_duration_seconds",

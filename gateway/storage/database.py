@@ -14,7 +14,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from sqlalchemy import delete, insert, inspect, text
+from sqlalchemy import inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -29,7 +29,7 @@ from gateway.storage.migrate import Revisions, SchemaAhead, schema_revisions, up
 from gateway.storage.postgres import PostgresBackend
 from gateway.storage.queries import ReadingQueries
 from gateway.storage.readings import ReadingsWriter
-from gateway.storage.schema import Probe, table_of
+from gateway.storage.schema import Probe
 from gateway.storage.sqlite import SqliteBackend
 
 __all__ = [
@@ -106,7 +106,11 @@ def upgrade_command(settings: Settings) -> str:
 
 log = logging.getLogger(__name__)
 
-_probe = table_of(Probe)
+# SQLite (3.24+) and PostgreSQL (9.5+) spell the upsert alike, so neither needs its own.
+_UPSERT_PROBE = text(
+    f"INSERT INTO {Probe.__tablename__} (id, at) VALUES (1, :at) "
+    "ON CONFLICT (id) DO UPDATE SET at = excluded.at"
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -129,10 +133,14 @@ class Storage:
             await conn.execute(text("SELECT 1"))
 
     async def probe_write(self) -> None:
-        """Raises unless the database takes a write now (one row, rewritten)."""
+        """Raises unless the database takes a write now (one row, rewritten).
+
+        One upsert, atomic on its own: any number of probes may run at once, from this
+        process or other replicas. (A DELETE then INSERT of row 1 failed on PostgreSQL
+        when two overlapped: both deleted, the later insert hit the primary key.)
+        """
         async with self.engine.begin() as conn:
-            await conn.execute(delete(_probe))
-            await conn.execute(insert(_probe).values(id=1, at=time.time()))
+            await conn.execute(_UPSERT_PROBE, {"at": time.time()})
 
     async def close(self) -> None:
         """Finish queued writes, then close every connection."""

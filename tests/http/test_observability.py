@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from gateway.http.keys import SETTINGS
 from gateway.logs import current_request_id, log_handler
 from gateway.services.metrics import gateway_version
 from tests.support.alert_helpers import get_alerts, open_device, series
@@ -254,12 +255,15 @@ async def scrape(
 async def test_standard_and_labelled_series_are_there_before_any_traffic(
     gateway: Gateway,
 ) -> None:
-    """A fresh gateway exports the process and platform collectors, its build version,
-    every rejection reason and every open-alert series at 0, and no `_created` series."""
+    """A fresh gateway exports the process and platform collectors, its build version
+    and replica, every rejection reason and every open-alert series at 0, and no
+    `_created` series."""
     text, got = await scrape(gateway)
     names = {name for name, _ in got}
     assert {"process_cpu_seconds_total", "process_resident_memory_bytes", "python_info"} <= names
-    assert got[("vitals_build_info", (("version", gateway_version()),))] == 1
+    replica = gateway.app[SETTINGS].replica
+    build = (("replica", replica), ("version", gateway_version()))
+    assert got[("vitals_build_info", build)] == 1
     for reason in ("invalid_batch", "bad_message", "rate_limited", "duplicate_batch"):
         assert got[("vitals_readings_rejected_total", (("reason", reason),))] == 0
     for kind in ("unauthorized", "forbidden"):

@@ -1,6 +1,8 @@
-"""A fresh PostgreSQL database per test, on the server at 127.0.0.1:5432 (trust auth,
-through asyncpg). Without a reachable server the test skips, saying why; under
-`CI=true` it fails instead, because CI runs PostgreSQL."""
+"""A fresh PostgreSQL database per test, on the local server (127.0.0.1:5432, trust auth).
+
+Without a reachable server (or asyncpg) the test skips with the reason; under
+`CI=true` it fails instead, since CI machines run the server on loopback.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import os
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import NoReturn
 
 import pytest
 from sqlalchemy import text
@@ -21,19 +24,19 @@ SERVER = "127.0.0.1:5432"
 ROLES = ("postgres", "root")  # the first role the server knows is used
 
 
-def _url(role: str, database: str) -> str:
-    return f"postgresql+asyncpg://{role}@{SERVER}/{database}"
-
-
-def _unavailable(reason: str) -> None:
+def _unavailable(reason: str) -> NoReturn:
     if os.environ.get("CI") == "true":
         pytest.fail(f"{reason} (CI=true: the PostgreSQL tests must run)", pytrace=False)
     pytest.skip(reason)
 
 
+def _url(role: str, database: str) -> str:
+    return f"postgresql+asyncpg://{role}@{SERVER}/{database}"
+
+
 async def _admin() -> tuple[AsyncEngine, str]:
     """An autocommit engine on the `postgres` database, and its role."""
-    if importlib.util.find_spec("asyncpg") is None:
+    if importlib.util.find_spec("asyncpg") is None:  # the driver of every URL here
         _unavailable("asyncpg (the `postgres` extra) is not installed")
     refused: list[str] = []
     for role in ROLES:
@@ -52,12 +55,12 @@ async def _admin() -> tuple[AsyncEngine, str]:
             continue
         return admin, role
     _unavailable(f"PostgreSQL at {SERVER} refuses every role tried: {'; '.join(refused)}")
-    raise AssertionError("unreachable")
 
 
 @asynccontextmanager
 async def fresh_database() -> AsyncIterator[str]:
-    """The URL of a new, empty database, dropped (connections and all) afterwards."""
+    """The URL of a new, empty database under a random name, dropped on exit (even with
+    connections still open)."""
     admin, role = await _admin()
     name = f"vitals_test_{secrets.token_hex(6)}"
     try:
