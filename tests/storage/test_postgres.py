@@ -2,21 +2,21 @@
 schema creation, the engine readings writer, the alert store, and one batch end to end.
 
 Each test gets a database of its own, created under a random name and dropped after it,
-so runs never collide. Without a reachable server (or without asyncpg) every test skips.
+so runs never collide (tests/support/postgres.py). Without a reachable server (or without
+asyncpg) every test skips, saying why; under `CI=true` it fails instead.
 """
 
 from __future__ import annotations
 
 import asyncio
-import secrets
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from sqlalchemy import inspect, select, text
-from sqlalchemy.exc import DBAPIError, IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.core.rows import READING_COLUMNS, ReadingRow
 from gateway.errors import ConflictError, StorageUnavailable
@@ -34,58 +34,18 @@ from tests.http.test_query_api import T0, get, instants
 from tests.support.alert_helpers import open_dashboard, open_device
 from tests.support.frames import reading
 from tests.support.ingest_helpers import send_batches, ts_text
+from tests.support.postgres import fresh_database
 from tests.support.storage_helpers import alert_row, event, provision_devices, rows
 
-pytest.importorskip("asyncpg", reason="asyncpg (the `postgres` extra) is not installed")
-
-SERVER = "127.0.0.1:5432"
-ROLES = ("postgres", "root")  # the first role the server knows is used
-
 _readings = table_of(Reading)
-
-
-def _url(role: str, database: str) -> str:
-    return f"postgresql+asyncpg://{role}@{SERVER}/{database}"
-
-
-async def _admin() -> tuple[AsyncEngine, str]:
-    """An autocommit engine on the `postgres` database and its role; skips the test when
-    no server answers or it knows none of ROLES."""
-    refused: list[str] = []
-    for role in ROLES:
-        admin = create_async_engine(
-            _url(role, "postgres"), isolation_level="AUTOCOMMIT", connect_args={"timeout": 5}
-        )
-        try:
-            async with admin.connect() as conn:
-                await conn.execute(text("SELECT 1"))
-        except (OSError, TimeoutError) as e:
-            await admin.dispose()
-            pytest.skip(f"no PostgreSQL server reachable at {SERVER}: {e}")
-        except DBAPIError as e:
-            await admin.dispose()
-            refused.append(f"{role}: {e.orig}")
-            continue
-        return admin, role
-    pytest.skip(f"PostgreSQL at {SERVER} refuses every role tried: {'; '.join(refused)}")
 
 
 @pytest.fixture(autouse=True)
 async def database_url() -> AsyncIterator[str]:
     """A fresh, empty database for this test (set up before any other fixture, so it is
     dropped only after the app and engines using it are gone)."""
-    admin, role = await _admin()
-    name = f"vitals_test_{secrets.token_hex(6)}"
-    try:
-        async with admin.connect() as conn:
-            await conn.execute(text(f'CREATE DATABASE "{name}"'))
-        try:
-            yield _url(role, name)
-        finally:
-            async with admin.connect() as conn:
-                await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    finally:
-        await admin.dispose()
+    async with fresh_database() as url:
+        yield url
 
 
 @pytest.fixture
