@@ -17,7 +17,6 @@ from aiohttp.typedefs import Middleware
 
 from gateway.core.limits import AuthThrottle, ConnectionGate
 from gateway.http import accounts, alerts, audit, health, openapi, readings, session
-from gateway.http.accounts import audit_alerts_closed
 from gateway.http.dashboard_stream import dashboard_stream
 from gateway.http.device_stream import device_stream
 from gateway.http.keys import (
@@ -44,6 +43,7 @@ from gateway.services.committer import GroupCommitter
 from gateway.services.hub import Hub
 from gateway.services.metrics import Metrics, metrics_handler
 from gateway.services.registry import DeviceRegistry
+from gateway.services.revocation import apply_stored_revocations
 from gateway.services.vitals import VitalsPublisher
 from gateway.settings import Settings
 from gateway.storage.database import open_storage
@@ -143,7 +143,9 @@ async def _stream_watchers(app: web.Application) -> AsyncIterator[None]:
         while True:
             await asyncio.sleep(app[SETTINGS].revocation_check_s)
             try:
-                await _apply_revocations(app)
+                await apply_stored_revocations(
+                    app[ACCOUNTS], app[DEVICES], app[ALERTS], app[HUB], app[AUDIT]
+                )
             except Exception:
                 log.exception("revocation check failed")
 
@@ -158,21 +160,6 @@ async def _stream_watchers(app: web.Application) -> AsyncIterator[None]:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-
-
-async def _apply_revocations(app: web.Application) -> None:
-    """A revoked device's stream closes and its alerts close in its revoker's name (once:
-    the alert service forgets it); a dashboard whose token was revoked or rotated, or
-    whose session ended, closes with 4003."""
-    accounts_, registry, service = app[ACCOUNTS], app[DEVICES], app[ALERTS]
-    revoked = await accounts_.revoked_among({*registry.device_ids(), *service.watched_devices()})
-    await registry.close(revoked, CloseCode.REVOKED, "revoked")
-    for device_id, by in revoked.items():
-        closed = await service.revoke_device(device_id, by)
-        await audit_alerts_closed(app[AUDIT], closed, by, "cli")
-    stale = await accounts_.stale_credentials(app[HUB].credentials())
-    if stale:
-        await app[HUB].close_where(lambda p: p.credential in stale, CloseCode.REVOKED, "revoked")
 
 
 async def _close_streams(app: web.Application) -> None:

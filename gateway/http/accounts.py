@@ -7,17 +7,14 @@ app.py does the same for changes the CLI makes on the database.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 from aiohttp import web
 from pydantic import ValidationError
 
-from gateway.core.alert_engine import Alert
 from gateway.errors import InvalidParameter
 from gateway.http.auth import require_admin, require_user
 from gateway.http.keys import ACCOUNTS, ALERTS, AUDIT, DEVICES, HUB
+from gateway.services.revocation import retire_device
 from gateway.storage.accounts import DeviceInfo, Role, UserInfo
-from gateway.storage.audit import AuditLog
 from schemas.api import (
     DeviceCreate,
     DeviceCreated,
@@ -31,7 +28,7 @@ from schemas.api import (
 )
 from schemas.codes import CloseCode
 
-__all__ = ["audit_alerts_closed", "routes"]
+__all__ = ["routes"]
 
 routes = web.RouteTableDef()
 
@@ -83,27 +80,22 @@ async def list_devices(request: web.Request) -> web.Response:
     return web.json_response(text=body.model_dump_json())
 
 
-async def audit_alerts_closed(
-    audit: AuditLog, alerts: Iterable[Alert], by: str, address: str
-) -> None:
-    """One `alert.close` entry per alert a device's revocation closed, in `by`'s name."""
-    for alert in alerts:
-        await audit.record(
-            by, "alert.close", f"alert {alert.id}", address, f"device {alert.device_id} revoked"
-        )
-
-
 @routes.delete("/v1/devices/{device_id}")
 async def revoke_device(request: web.Request) -> web.Response:
     admin = await require_admin(request)
     device_id = request.match_info["device_id"]
     await request.app[ACCOUNTS].revoke_device(device_id, admin.name)
     await request.app[AUDIT].record(admin.name, "device.revoke", device_id, _address(request))
-    await request.app[DEVICES].close([device_id], CloseCode.REVOKED, "revoked")
     # Answered once the closing events are stored and pushed: the caller's own
     # dashboard already shows the alerts gone.
-    closed = await request.app[ALERTS].revoke_device(device_id, admin.name)
-    await audit_alerts_closed(request.app[AUDIT], closed, admin.name, _address(request))
+    await retire_device(
+        device_id,
+        admin.name,
+        _address(request),
+        registry=request.app[DEVICES],
+        alerts=request.app[ALERTS],
+        audit=request.app[AUDIT],
+    )
     return web.Response(status=204)
 
 
