@@ -30,9 +30,12 @@ __all__ = [
     "AlertRow",
     "AuditEntry",
     "Base",
+    "Counter",
     "Device",
+    "PatientOwner",
     "Probe",
     "Reading",
+    "Replica",
     "Session",
     "User",
     "table_of",
@@ -79,6 +82,13 @@ class Device(Base):
     # Highest batch seq durably stored: updated in the same transaction as the readings,
     # so `welcome.last_seq` and duplicate detection never disagree with the data.
     last_seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Bumped by each new stream of the device, on any replica: a commit carries the
+    # epoch of the stream its batch came on and stores nothing if it is not this one
+    # (an older stream, fenced off by a newer one elsewhere).
+    conn_epoch: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # Wall clock (µs) of the last commit of its readings: a replica taking over the
+    # patient knows when the device went silent (the device-offline deadline).
+    last_seen_us: Mapped[int | None] = mapped_column(BigInteger, default=None)
 
 
 class User(Base):
@@ -164,6 +174,46 @@ class AlertEventRow(Base):
     ward: Mapped[str] = mapped_column(String(64))  # replays show clinicians their wards only
     # The `alert` message as sent (JSON text): a replay sends the very same bytes.
     payload: Mapped[str] = mapped_column(Text)
+
+
+class Counter(Base):
+    """Numbers every replica draws from: `event_id` (taken inside the transaction that
+    stores the events, so ids are gap-free and in commit order) and `alert_id` (taken in
+    blocks)."""
+
+    __tablename__ = "counters"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger)
+
+
+class Replica(Base):
+    """A running gateway process (one row per `replica_id`), kept alive by heartbeats.
+
+    `epoch` grows each time the replica (re)starts or loses its lease, so a process
+    that froze and woke up cannot pass for the one that holds the lease now.
+    `heartbeat_at` is the database's clock, never a replica's.
+    """
+
+    __tablename__ = "replicas"
+
+    replica_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    epoch: Mapped[int] = mapped_column(BigInteger)
+    started_at: Mapped[float] = mapped_column(Float)
+    heartbeat_at: Mapped[float] = mapped_column(Float)
+    rules_version: Mapped[str] = mapped_column(String(64), default="", server_default="")
+
+
+class PatientOwner(Base):
+    """Which replica evaluates a patient's alerts, at which of its epochs. Every write
+    of a patient's alert events checks this row in its transaction."""
+
+    __tablename__ = "patient_owners"
+
+    patient_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    replica_id: Mapped[str] = mapped_column(String(128), index=True)
+    epoch: Mapped[int] = mapped_column(BigInteger)
+    claimed_at: Mapped[float] = mapped_column(Float)
 
 
 class Session(Base):

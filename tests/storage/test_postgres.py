@@ -26,7 +26,7 @@ from gateway.storage.accounts import AccountStore, Role
 from gateway.storage.alerts import AlertStore
 from gateway.storage.database import open_engine, open_storage, upgrade_schema
 from gateway.storage.events import EngineEventsWriter
-from gateway.storage.migrations.versions.v0001_first_schema import ADDED_COLUMNS
+from gateway.storage.migrations.versions.v0001_first_schema import ADDED_COLUMNS, SCHEMA
 from gateway.storage.readings import CHUNK, EngineReadingsWriter
 from gateway.storage.schema import Base, Device, Reading, table_of
 from tests.conftest import Gateway
@@ -248,7 +248,7 @@ async def test_added_columns_appear_on_an_old_database(database_url: str) -> Non
     engine = open_engine(database_url)
     try:
         async with engine.begin() as conn:
-            await conn.run_sync(Base.metadata.create_all)
+            await conn.run_sync(SCHEMA.create_all)  # as the first migration made it
             for table, column in ADDED_COLUMNS:
                 await conn.execute(text(f"ALTER TABLE {table} DROP COLUMN {column}"))
         await upgrade_schema(engine)

@@ -23,7 +23,7 @@ from gateway.settings import load_settings
 from gateway.storage import queries
 from gateway.storage.database import open_engine, open_storage, upgrade_schema
 from gateway.storage.events import EngineEventsWriter
-from gateway.storage.migrations.versions.v0001_first_schema import RETIRED_INDEXES
+from gateway.storage.migrations.versions.v0001_first_schema import RETIRED_INDEXES, SCHEMA
 from gateway.storage.readings import EngineReadingsWriter, InsertSql, ReadingsWriter
 from gateway.storage.schema import Base
 from gateway.storage.sqlite import SqliteEventsWriter, SqliteReadingsWriter
@@ -350,7 +350,8 @@ async def test_a_database_of_an_earlier_version_loses_its_retired_index(tmp_path
     had (its readings stay), so old deployments stop paying for it on every insert."""
     path = tmp_path / "old.db"
     with closing(sqlite3.connect(path)) as conn:
-        Base.metadata.create_all(create_engine("sqlite://", creator=lambda: conn))
+        # The tables as that version made them: the first migration's frozen copy.
+        SCHEMA.create_all(create_engine("sqlite://", creator=lambda: conn))
         conn.execute("CREATE INDEX ix_readings_device_ts ON readings (device_id, ts_us, id)")
         conn.execute(
             "INSERT INTO readings (device_id, patient_id, metric, ts_us, value, received_us, seq)"
