@@ -9,7 +9,9 @@ GatewayError
 ├── ConflictError      already exists (HTTP 409)
 ├── InvalidParameter   a request parameter is unusable (HTTP 400)
 ├── StorageError       the database refused a write; nothing was acknowledged
-│   └── StorageUnavailable  it takes no writes at all (locked, full, unreachable)
+│   ├── StorageUnavailable  it takes no writes at all (locked, full, unreachable)
+│   ├── SeqConflict         a guarded seq advance found the database moved on
+│   └── StreamFenced        a newer stream of the device replaced this one
 └── OverloadedError    connection limit reached (HTTP 503, Retry-After)
 """
 
@@ -32,8 +34,10 @@ __all__ = [
     "InvalidParameter",
     "NotFoundError",
     "OverloadedError",
+    "SeqConflict",
     "StorageError",
     "StorageUnavailable",
+    "StreamFenced",
     "answer_for",
 ]
 
@@ -84,6 +88,25 @@ class InvalidParameter(GatewayError):
 class StorageUnavailable(StorageError):
     """The database takes no writes at all (locked, full, unreachable), as opposed to
     refusing one batch: retrying the batches one by one would not help."""
+
+
+class SeqConflict(StorageError):
+    """A commit's guarded seq advance found the database moved on (another replica, or
+    a newer stream of the device): nothing of the commit was stored.
+
+    `stale`: device -> its stored last_seq, where the commit expected another one;
+    `fenced`: devices whose stored connection epoch is newer than the batch's stream.
+    """
+
+    def __init__(self, stale: dict[str, int], fenced: set[str]) -> None:
+        super().__init__(f"seq conflict: stale {sorted(stale)}, fenced {sorted(fenced)}")
+        self.stale = stale
+        self.fenced = fenced
+
+
+class StreamFenced(StorageError):
+    """A newer stream of the device, on this replica or another, replaced this one:
+    its batches are not stored, and it is closed (4001)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,8 +38,7 @@ from gateway.services.hub import Hub
 from gateway.services.metrics import Metrics
 from gateway.storage.accounts import Principal
 from gateway.storage.alerts import AlertStore, StoredState
-from gateway.storage.events import RecordedEvent, stored_row
-from schemas.dashboard import AlertEvent, AlertOut
+from gateway.storage.events import EventDraft, RecordedEvent
 
 __all__ = ["AlertService"]
 
@@ -146,18 +145,23 @@ class AlertService:
             with contextlib.suppress(StorageError):
                 await self._enqueue_and_wait([])
 
-    def events_to_commit(self, fresh: list[PendingBatch]) -> Sequence[RecordedEvent]:
+    async def events_to_commit(self, fresh: list[PendingBatch]) -> Sequence[EventDraft]:
         """CommitPartner: evaluate the batches going into this commit; every pending
         transition, as an event to store in it."""
         if fresh:
             self._evaluate(fresh)
-        return self._events(self._pending) if self._pending else ()
+        return self._drafts(self._pending) if self._pending else ()
 
-    def events_committed(self, events: Sequence[RecordedEvent], error: Exception | None) -> None:
+    def events_committed(
+        self,
+        drafts: Sequence[EventDraft],
+        events: Sequence[RecordedEvent],
+        error: Exception | None,
+    ) -> None:
         """CommitPartner: push what the commit stored; what it did not stays pending."""
-        if not events:
+        if not drafts:
             return
-        done = self._pending[: len(events)]
+        done = self._pending[: len(drafts)]
         if error is not None:
             if not self._failing:
                 log.error("could not store %d alert events, will retry: %s", len(events), error)
@@ -263,22 +267,11 @@ class AlertService:
                 if not waiter.done():
                     waiter.set_exception(error)
 
-    def _events(self, transitions: list[Transition]) -> list[RecordedEvent]:
-        """The events of `transitions`, numbered on from the last one stored (the hub
-        holds it: every event stored is published before the next are numbered)."""
-        events = []
-        next_id = self._hub.last_event_id
-        for t in transitions:
-            next_id += 1
-            ward = self._wards.get(t.alert.device_id, "")
-            row = stored_row(t.alert, ward=ward, last_event_id=next_id)
-            # The wire model from the stored row, as GET /v1/alerts builds it: the same
-            # fields by name, so what is pushed and what is listed cannot differ.
-            payload = AlertEvent(event_id=next_id, alert=AlertOut.model_validate(row))
-            events.append(
-                RecordedEvent(next_id, t.kind, t.kind == "raised", row, payload.model_dump_json())
-            )
-        return events
+    def _drafts(self, transitions: list[Transition]) -> list[EventDraft]:
+        """The events of `transitions`, to be numbered by the transaction storing them."""
+        return [
+            EventDraft(t.kind, t.alert, self._wards.get(t.alert.device_id, "")) for t in transitions
+        ]
 
     def _published(self, done: list[Transition], events: Sequence[RecordedEvent]) -> None:
         """`done`, stored as `events`: no longer pending; push them, answer waiters."""
@@ -302,9 +295,8 @@ class AlertService:
         done = list(self._pending)
         if not done:
             return
-        events = self._events(done)
         try:
-            await self._store.append(events)
+            events = await self._store.append(self._drafts(done))
         except Exception as e:
             log.error("could not store %d alert events: %s", len(done), e)
             error = StorageError("the database refused the alert events")

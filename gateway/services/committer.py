@@ -7,9 +7,13 @@ Idle, a commit holds one batch and latency stays low; busy, commits grow and the
 per-commit cost (fsync) is shared. Which batches a commit stores is decided by the
 pure `plan_commit` (gateway/core/commit_plan.py).
 
-The committer is also the last word on duplicates: it knows the committed `last_seq` of
-every device it has seen, so a batch resent on a new connection while the old
-connection's copy is still queued is stored once.
+The committer plans against the committed `last_seq` of every device it has seen, so a
+batch resent on a new connection while the old connection's copy is still queued is
+stored once. The database has the last word (see storage/readings.py): each commit's
+seq advances are guarded, and when another replica or a newer stream moved a device on,
+the commit stores nothing and says which devices: stale ones are planned again from
+the stored seq, batches of a fenced stream fail with StreamFenced (the stream is closed
+4001).
 
 Two roles take part in each commit:
 
@@ -35,10 +39,10 @@ from typing import Protocol
 
 from gateway.core.commit_plan import plan_commit
 from gateway.core.rows import ReadingRow
-from gateway.errors import StorageError, StorageUnavailable
+from gateway.errors import SeqConflict, StorageError, StorageUnavailable, StreamFenced
 from gateway.services.metrics import Metrics
-from gateway.storage.events import RecordedEvent
-from gateway.storage.readings import ReadingsWriter
+from gateway.storage.events import EventDraft, RecordedEvent
+from gateway.storage.readings import ReadingsWriter, SeqAdvance
 
 __all__ = ["CommitObserver", "CommitPartner", "GroupCommitter", "PendingBatch"]
 
@@ -54,6 +58,8 @@ class PendingBatch:
     rows: list[ReadingRow]
     # time.perf_counter() when its frame arrived: alerts it raises are timed from it.
     arrived: float = field(default_factory=time.perf_counter)
+    # The connection epoch of the stream it came on (None: not fenced).
+    epoch: int | None = None
     _done: asyncio.Future[bool] | None = field(default=None, init=False, repr=False)
 
     @property
@@ -78,13 +84,18 @@ class CommitPartner(Protocol):
         """The committer runs: `wake()` asks it for a commit even with no batch."""
         ...
 
-    def events_to_commit(self, fresh: list[PendingBatch]) -> Sequence[RecordedEvent]:
-        """Called before each commit with its new batches: the events to store with
-        them (every one still unstored, in event-id order)."""
+    async def events_to_commit(self, fresh: list[PendingBatch]) -> Sequence[EventDraft]:
+        """Called before each commit with its new batches: the changes to store with
+        them (every one still unstored, in order), numbered by the transaction."""
         ...
 
-    def events_committed(self, events: Sequence[RecordedEvent], error: Exception | None) -> None:
-        """After that commit: `events` are stored (error None) or were not."""
+    def events_committed(
+        self,
+        drafts: Sequence[EventDraft],
+        events: Sequence[RecordedEvent],
+        error: Exception | None,
+    ) -> None:
+        """After that commit: `drafts` are stored as `events` (error None) or were not."""
         ...
 
 
@@ -166,11 +177,13 @@ class GroupCommitter:
         rows: list[ReadingRow],
         *,
         arrived: float | None = None,
+        epoch: int | None = None,
     ) -> PendingBatch:
         """Queue a batch for the next commit, once there is room for it.
 
         `arrived`: time.perf_counter() when its frame arrived (default: now), so that
-        the wait for room counts in the alert latency it may add to.
+        the wait for room counts in the alert latency it may add to. `epoch`: the
+        connection epoch of its stream, checked by the commit.
         """
         if self._pending_rows + len(rows) > self._max_pending_rows:
             async with self._room:
@@ -183,16 +196,20 @@ class GroupCommitter:
         self._pending_rows += len(rows)
         if arrived is None:
             arrived = time.perf_counter()
-        batch = PendingBatch(device_id, patient_id, ward, seq, rows, arrived=arrived)
+        batch = PendingBatch(device_id, patient_id, ward, seq, rows, arrived=arrived, epoch=epoch)
         # A connection that closes early never awaits its batch; mark a failure as seen.
         batch.done.add_done_callback(_consume_exception)
         self._queue.put_nowait(batch)
         return batch
 
     async def last_seq(self, device_id: str) -> int:
-        """The device's committed last_seq, as the committer sees it."""
-        if device_id not in self._last_seq:
-            self._last_seq.update(await self._readings.last_seqs([device_id]))
+        """The device's committed last_seq, read from the database (another replica
+        may have stored its batches since this one last did)."""
+        stored = await self._readings.last_seqs([device_id])
+        if device_id in stored:
+            # Never behind what this committer planned from: a commit of it may be
+            # under way, and the database is read outside that transaction.
+            self._last_seq[device_id] = max(self._last_seq.get(device_id, 0), stored[device_id])
         return self._last_seq.get(device_id, 0)
 
     def start(self) -> None:
@@ -258,6 +275,7 @@ class GroupCommitter:
             group = self._refuse_past_holes(group)
             if not group and partner is None:
                 return
+        drafts: Sequence[EventDraft] = ()
         events: Sequence[RecordedEvent] = ()
         try:
             # Not `set - dict.keys()`: that walks every device the committer has seen.
@@ -267,24 +285,33 @@ class GroupCommitter:
             fresh, advanced = plan_commit(group, self._last_seq)
             rows = [row for b in fresh for row in b.rows]
             if partner is not None:
-                events = self._events_to_commit(partner, fresh)
-            if not rows and not advanced and not events:
+                drafts = await self._events_to_commit(partner, fresh)
+            if not rows and not advanced and not drafts:
                 self._resolve(group, fresh)
                 return
+            advances = self._advances(fresh, advanced)
             started = time.perf_counter()
-            await self._readings.commit(rows, advanced, events)
+            events = await self._readings.commit(
+                rows, advances, drafts, now_us=time.time_ns() // 1000
+            )
             if self._metrics is not None:
                 self._metrics.commit_seconds.observe(time.perf_counter() - started)
                 self._metrics.batches_committed.inc(len(fresh))
                 self._metrics.readings_accepted.inc(len(rows))
+        except SeqConflict as e:
+            if partner is not None:
+                partner.events_committed(drafts, (), e)  # they stay the partner's
+                self.wake()  # for the next commit, not after the next tick
+            await self._commit(self._replanned(group, e), with_events=False)
+            return
         except Exception as e:
             if partner is not None:
-                partner.events_committed(events, e)  # they stay the partner's, for later
-            if not isinstance(e, StorageUnavailable) and (events or len(group) > 1):
+                partner.events_committed(drafts, (), e)  # they stay the partner's, for later
+            if not isinstance(e, StorageUnavailable) and (drafts or len(group) > 1):
                 # Not the database being down: one batch the database refuses must not
                 # take the other devices' batches down with it, nor a refused event
                 # the readings. Retry without the events, then batch by batch.
-                if events:
+                if drafts:
                     await self._commit(group, with_events=False)
                 else:
                     for batch in group:
@@ -309,7 +336,7 @@ class GroupCommitter:
                 del self._holes[device_id]  # the lost batch is in now
         if partner is not None:
             try:
-                partner.events_committed(events, None)  # pushed now, ahead of the acks
+                partner.events_committed(drafts, events, None)  # pushed now, before acks
             except Exception:
                 log.exception("commit partner failed")
         if fresh:
@@ -320,12 +347,45 @@ class GroupCommitter:
                     log.exception("commit observer failed")
         self._resolve(group, fresh)
 
+    def _advances(self, fresh: list[PendingBatch], advanced: dict[str, int]) -> list[SeqAdvance]:
+        """Each device's guarded advance: from the seq planned from, on the epoch of the
+        newest stream its fresh batches came on."""
+        epochs: dict[str, int | None] = {}
+        for b in fresh:
+            if b.epoch is not None or b.device_id not in epochs:
+                epochs[b.device_id] = b.epoch
+        return [
+            SeqAdvance(device_id, self._last_seq.get(device_id, 0), seq, epochs.get(device_id))
+            for device_id, seq in advanced.items()
+        ]
+
+    def _replanned(self, group: list[PendingBatch], conflict: SeqConflict) -> list[PendingBatch]:
+        """After a conflict: learn the stored seqs of stale devices, fail the batches of
+        fenced streams; the rest of `group`, to commit again."""
+        log.info("commit planned on seqs the database has moved past: %s", conflict)
+        for device_id, last_seq in conflict.stale.items():
+            self._last_seq[device_id] = last_seq
+        if not conflict.fenced:
+            return group
+        error = StreamFenced("a newer stream of this device replaced this one")
+        keep = []
+        for b in group:
+            if b.device_id in conflict.fenced:
+                if not b.done.done():
+                    b.done.set_exception(error)
+            else:
+                keep.append(b)
+        # Its newest stream may have stored since: plan from the database again.
+        for device_id in conflict.fenced:
+            self._last_seq.pop(device_id, None)
+        return keep
+
     @staticmethod
-    def _events_to_commit(
+    async def _events_to_commit(
         partner: CommitPartner, fresh: list[PendingBatch]
-    ) -> Sequence[RecordedEvent]:
+    ) -> Sequence[EventDraft]:
         try:
-            return partner.events_to_commit(fresh)
+            return await partner.events_to_commit(fresh)
         except Exception:  # a bug in alerting must not stop readings being stored
             log.exception("commit partner failed; committing the readings alone")
             return ()

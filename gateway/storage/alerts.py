@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.storage.events import EventsWriter, RecordedEvent
+from gateway.storage.events import EventDraft, EventsWriter, RecordedEvent
 from gateway.storage.schema import AlertEventRow, AlertRow, table_of
 from schemas.codes import AlertStatus
 
@@ -47,9 +47,9 @@ class AlertStore:
             max_event = await conn.scalar(select(func.max(_events.c.event_id)))
         return StoredState(open_alerts, max_alert or 0, max_event or 0)
 
-    async def append(self, events: Sequence[RecordedEvent]) -> None:
-        """Store `events` in a transaction of their own."""
-        await self._events.append(events)
+    async def append(self, drafts: Sequence[EventDraft]) -> list[RecordedEvent]:
+        """Number and store `drafts` in a transaction of their own; the events stored."""
+        return await self._events.append(drafts)
 
     async def events_between(
         self, after: int, upto: int, wards: frozenset[str] | None = None

@@ -1,5 +1,12 @@
-"""Alert events as stored: `RecordedEvent` (and `stored_row`, the alert row it carries),
-and the events writer through SQLAlchemy.
+"""Alert events as stored: `EventDraft` (a change not yet numbered), `RecordedEvent`
+(numbered: the alert row it carries and the message as pushed), and the events writer
+through SQLAlchemy.
+
+Event ids are taken from the `counters` row inside the transaction that stores the
+events (`take_event_ids`): on PostgreSQL the row lock orders every replica's event
+commits, so ids are gap-free (a rolled-back transaction gives its ids back) and a
+replica that sees event N committed knows every id below N is committed too. The
+drafts are numbered there (`number_events`) because the id is part of the payload.
 
 Each recorded change writes the alert's current row and one event row (the message as
 pushed) in one transaction, so what a dashboard was shown survives a restart. Events
@@ -16,19 +23,24 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from sqlalchemy import insert, update
+from sqlalchemy import insert, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.core.alert_engine import Alert
-from gateway.storage.schema import AlertEventRow, AlertRow, table_of
+from gateway.storage.notify import CHANNEL_EVENTS, notify_sql
+from gateway.storage.schema import AlertEventRow, AlertRow, Counter, table_of
+from schemas.dashboard import AlertEvent, AlertOut
 
 __all__ = [
     "ALERT_COLUMNS",
     "EVENT_COLUMNS",
+    "TAKE_EVENT_IDS_SQL",
     "EngineEventsWriter",
+    "EventDraft",
     "EventsWriter",
     "RecordedEvent",
     "event_row",
+    "number_events",
     "stored_row",
 ]
 
@@ -67,9 +79,44 @@ def event_row(e: RecordedEvent) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True, slots=True)
+class EventDraft:
+    """One change of an alert, to be numbered by the transaction that stores it."""
+
+    kind: str  # a TransitionKind
+    alert: Alert
+    ward: str
+
+
+def number_events(drafts: Sequence[EventDraft], first_id: int) -> list[RecordedEvent]:
+    """`drafts` as events `first_id`, `first_id + 1`, …: rows and payloads."""
+    events = []
+    for event_id, d in enumerate(drafts, first_id):
+        row = stored_row(d.alert, ward=d.ward, last_event_id=event_id)
+        # The wire model from the stored row, as GET /v1/alerts builds it: the same
+        # fields by name, so what is pushed and what is listed cannot differ.
+        payload = AlertEvent(event_id=event_id, alert=AlertOut.model_validate(row))
+        events.append(
+            RecordedEvent(event_id, d.kind, d.kind == "raised", row, payload.model_dump_json())
+        )
+    return events
+
+
+# Takes `n` ids; the new value is the last of them. SQLite (3.35+) and PostgreSQL alike.
+# A database whose tables were made without the migrations has no counter row yet: it
+# starts after the highest stored event (`WHERE true` lets SQLite parse the upsert).
+TAKE_EVENT_IDS_SQL = (
+    f"INSERT INTO {Counter.__tablename__} (name, value) "
+    f"SELECT 'event_id', COALESCE(MAX(event_id), 0) + :n FROM {AlertEventRow.__tablename__} "
+    f"WHERE true ON CONFLICT (name) DO UPDATE SET value = {Counter.__tablename__}.value + :n "
+    "RETURNING value"
+)
+_take_event_ids = text(TAKE_EVENT_IDS_SQL)
+
+
 class EventsWriter(Protocol):
-    async def append(self, events: Sequence[RecordedEvent]) -> None:
-        """Store `events` (alert rows and event rows) in a transaction of their own."""
+    async def append(self, drafts: Sequence[EventDraft]) -> list[RecordedEvent]:
+        """Number and store `drafts` in a transaction of their own; the events stored."""
         ...
 
 
@@ -79,17 +126,29 @@ class EngineEventsWriter:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
 
-    async def write(self, conn: AsyncConnection, events: Sequence[RecordedEvent]) -> None:
-        """Store `events` inside the caller's transaction on `conn`."""
-        if not events:
-            return
+    async def write(
+        self, conn: AsyncConnection, drafts: Sequence[EventDraft]
+    ) -> list[RecordedEvent]:
+        """Number and store `drafts` inside the caller's transaction on `conn`; call it
+        last in the transaction: the counter's row lock is held until the commit."""
+        if not drafts:
+            return []
+        last = await conn.scalar(_take_event_ids, {"n": len(drafts)})
+        if last is None:
+            raise RuntimeError("the counters table has no event_id row")
+        events = number_events(drafts, last - len(drafts) + 1)
         for e in events:
             if e.is_new:
                 await conn.execute(insert(_alerts), e.row)
             else:
                 await conn.execute(update(_alerts).where(_alerts.c.id == e.row["id"]).values(e.row))
         await conn.execute(insert(_events), [event_row(e) for e in events])
+        if conn.dialect.name == "postgresql":  # wakes the other replicas' feeds on commit
+            await conn.execute(
+                notify_sql, {"channel": CHANNEL_EVENTS, "payload": str(events[-1].event_id)}
+            )
+        return events
 
-    async def append(self, events: Sequence[RecordedEvent]) -> None:
+    async def append(self, drafts: Sequence[EventDraft]) -> list[RecordedEvent]:
         async with self._engine.begin() as conn:
-            await self.write(conn, events)
+            return await self.write(conn, drafts)

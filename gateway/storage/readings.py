@@ -11,6 +11,14 @@ hands its transaction to its events writer (`events.py`), so readings and the al
 they caused are stored together or not at all, at the cost of one transaction
 instead of two.
 
+Exactly once is the database's to enforce, not only the committer's memory: each
+commit first moves every device's `last_seq` from the value it planned from to the new
+one, and only on the stream epoch it came on (`SeqAdvance`), in one guarded UPDATE.
+Should any device's row say otherwise (another replica stored that batch, or a newer
+stream of the device fenced this one off), the commit stores nothing and raises
+`SeqConflict` naming which: the committer re-plans the stale devices and refuses the
+fenced ones' batches.
+
 Every readings writer raises `StorageUnavailable` when the database takes no writes
 at all (locked, full, gone), so the group committer can tell that from a batch the
 database refuses.
@@ -19,20 +27,69 @@ database refuses.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Mapping, Sequence
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
-from sqlalchemy import bindparam, insert, select
+from sqlalchemy import bindparam, insert, select, text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.core.rows import READING_COLUMNS, ReadingRow
-from gateway.errors import StorageUnavailable
-from gateway.storage.events import EngineEventsWriter, RecordedEvent
+from gateway.errors import SeqConflict, StorageUnavailable
+from gateway.storage.events import EngineEventsWriter, EventDraft, RecordedEvent
 from gateway.storage.schema import Device, Reading, table_of
 
-__all__ = ["CHUNK", "DEVICES", "EngineReadingsWriter", "InsertSql", "ReadingsWriter", "chunks"]
+__all__ = [
+    "CHUNK",
+    "DEVICES",
+    "EngineReadingsWriter",
+    "InsertSql",
+    "ReadingsWriter",
+    "SeqAdvance",
+    "advances_json",
+    "chunks",
+    "conflict_of",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class SeqAdvance:
+    """A commit moves `device_id`'s last_seq from `expected` to `seq`, for the stream
+    of connection epoch `epoch` (None: not fenced, e.g. a tool writing directly)."""
+
+    device_id: str
+    expected: int
+    seq: int
+    epoch: int | None = None
+
+
+def advances_json(advances: Sequence[SeqAdvance]) -> str:
+    """The one parameter of the guarded UPDATE: a JSON array of the advances, in device
+    order (so concurrent commits of the same devices take their row locks in order)."""
+    ordered = sorted(advances, key=lambda a: a.device_id)
+    return json.dumps([asdict(a) for a in ordered], separators=(",", ":"))
+
+
+def conflict_of(
+    advances: Sequence[SeqAdvance], advanced: set[str], stored: dict[str, tuple[int, int]]
+) -> SeqConflict | None:
+    """Why the advances not in `advanced` did not apply, from the devices' stored
+    (last_seq, conn_epoch); None when every one of them is a device with no row (a
+    batch of an unprovisioned device is stored unguarded, as it always was)."""
+    stale: dict[str, int] = {}
+    fenced: set[str] = set()
+    for a in advances:
+        if a.device_id in advanced or a.device_id not in stored:
+            continue
+        last_seq, epoch = stored[a.device_id]
+        if a.epoch is not None and epoch != a.epoch:
+            fenced.add(a.device_id)
+        else:
+            stale[a.device_id] = last_seq
+    return SeqConflict(stale, fenced) if stale or fenced else None
 
 
 class ReadingsWriter(Protocol):
@@ -43,13 +100,18 @@ class ReadingsWriter(Protocol):
     async def commit(
         self,
         rows: list[ReadingRow],
-        last_seqs: Mapping[str, int],
-        events: Sequence[RecordedEvent] = (),
-    ) -> None:
-        """Insert `rows`, advance each device's `last_seq` and store `events`, atomically.
+        advances: Sequence[SeqAdvance],
+        drafts: Sequence[EventDraft] = (),
+        *,
+        now_us: int = 0,
+    ) -> list[RecordedEvent]:
+        """Advance each device's `last_seq` (guarded: see the module doc), insert
+        `rows`, number and store `drafts`, atomically; returns the events stored.
+        `now_us` is stamped as the devices' `last_seen_us`.
 
-        Raises StorageUnavailable when the database takes no writes; any other
-        exception means it refused these rows."""
+        Raises SeqConflict when a guard did not hold (nothing stored),
+        StorageUnavailable when the database takes no writes; any other exception
+        means it refused these rows."""
         ...
 
 
@@ -58,10 +120,38 @@ class ReadingsWriter(Protocol):
 CHUNK = 400
 
 DEVICES = table_of(Device)
-_advance_seq = (
-    DEVICES.update()
-    .where(DEVICES.c.id == bindparam("dev"), DEVICES.c.last_seq < bindparam("seq"))
-    .values(last_seq=bindparam("seq"))
+
+# The guarded advance, one statement for every device of a commit whatever their
+# number; the parameter is `advances_json`. Rows it does not return did not advance.
+_ADVANCE_SQL = {
+    "postgresql": (
+        f"UPDATE {DEVICES.name} AS d SET last_seq = v.seq, last_seen_us = :now "
+        "FROM jsonb_to_recordset(CAST(:advances AS jsonb)) "
+        "AS v(device_id text, expected bigint, seq bigint, epoch bigint) "
+        "WHERE d.id = v.device_id AND d.last_seq = v.expected "
+        "AND (v.epoch IS NULL OR d.conn_epoch = v.epoch) RETURNING d.id"
+    ),
+    "sqlite": (
+        f"UPDATE {DEVICES.name} SET last_seq = v.value ->> 'seq', last_seen_us = :now "
+        "FROM json_each(:advances) AS v "
+        f"WHERE {DEVICES.name}.id = v.value ->> 'device_id' "
+        f"AND {DEVICES.name}.last_seq = v.value ->> 'expected' "
+        f"AND (v.value ->> 'epoch' IS NULL OR {DEVICES.name}.conn_epoch = v.value ->> 'epoch') "
+        f"RETURNING {DEVICES.name}.id"
+    ),
+}
+
+
+def advance_sql(dialect_name: str) -> str:
+    """The guarded advance in `dialect_name`'s SQL (named `:now`, `:advances`)."""
+    try:
+        return _ADVANCE_SQL[dialect_name]
+    except KeyError:
+        raise RuntimeError(f"no guarded seq advance for {dialect_name}") from None
+
+
+_stored_seqs = select(DEVICES.c.id, DEVICES.c.last_seq, DEVICES.c.conn_epoch).where(
+    DEVICES.c.id.in_(bindparam("ids", expanding=True))
 )
 
 
@@ -122,6 +212,7 @@ class EngineReadingsWriter:
         self._engine = engine
         self._events = events if events is not None else EngineEventsWriter(engine)
         self._insert_sql = InsertSql(engine.dialect)
+        self._advance = text(advance_sql(engine.dialect.name))
 
     async def last_seqs(self, device_ids: Iterable[str]) -> dict[str, int]:
         ids = list(device_ids)
@@ -131,21 +222,38 @@ class EngineReadingsWriter:
             )
             return {r.id: r.last_seq for r in rows}
 
+    async def _advance_seqs(
+        self, conn: AsyncConnection, advances: Sequence[SeqAdvance], now_us: int
+    ) -> None:
+        result = await conn.execute(
+            self._advance, {"advances": advances_json(advances), "now": now_us}
+        )
+        advanced = set(result.scalars())
+        if len(advanced) == len(advances):
+            return
+        ids = [a.device_id for a in advances if a.device_id not in advanced]
+        stored = {
+            r.id: (r.last_seq, r.conn_epoch) for r in await conn.execute(_stored_seqs, {"ids": ids})
+        }
+        conflict = conflict_of(advances, advanced, stored)
+        if conflict is not None:
+            raise conflict
+
     async def commit(
         self,
         rows: list[ReadingRow],
-        last_seqs: Mapping[str, int],
-        events: Sequence[RecordedEvent] = (),
-    ) -> None:
+        advances: Sequence[SeqAdvance],
+        drafts: Sequence[EventDraft] = (),
+        *,
+        now_us: int = 0,
+    ) -> list[RecordedEvent]:
         try:
             async with self._engine.begin() as conn:
+                if advances:
+                    await self._advance_seqs(conn, advances, now_us)
                 for n, params in chunks(rows):
                     await conn.exec_driver_sql(self._insert_sql(n), tuple(params))
-                if last_seqs:
-                    await conn.execute(
-                        _advance_seq, [{"dev": d, "seq": s} for d, s in last_seqs.items()]
-                    )
-                await self._events.write(conn, events)
+                return await self._events.write(conn, drafts)
         except OperationalError as e:
             raise StorageUnavailable(str(e.orig)) from e
         except DBAPIError as e:

@@ -12,9 +12,8 @@
 
 from __future__ import annotations
 
-import json
 import sqlite3
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +26,23 @@ from gateway.storage.backend import Writers, nothing_to_close
 from gateway.storage.events import (
     ALERT_COLUMNS,
     EVENT_COLUMNS,
+    TAKE_EVENT_IDS_SQL,
     EngineEventsWriter,
+    EventDraft,
     RecordedEvent,
     event_row,
+    number_events,
 )
-from gateway.storage.readings import DEVICES, EngineReadingsWriter, InsertSql, chunks
+from gateway.storage.readings import (
+    DEVICES,
+    EngineReadingsWriter,
+    InsertSql,
+    SeqAdvance,
+    advance_sql,
+    advances_json,
+    chunks,
+    conflict_of,
+)
 from gateway.storage.schema import AlertEventRow, AlertRow
 from gateway.storage.sqlite_thread import SqliteWriterThread, values_rows
 
@@ -145,28 +156,33 @@ class SqliteEventsWriter:
         self._thread = thread
 
     @staticmethod
-    def write(conn: sqlite3.Connection, events: Sequence[RecordedEvent]) -> None:
-        """Store `events` inside the caller's transaction (in the writer thread)."""
-        if events:
-            for statement, params in _APPEND_SQL.statements(events):
-                conn.execute(statement, params)
+    def write(conn: sqlite3.Connection, drafts: Sequence[EventDraft]) -> list[RecordedEvent]:
+        """Number and store `drafts` inside the caller's transaction (in the writer
+        thread); the events stored."""
+        if not drafts:
+            return []
+        (last,) = conn.execute(_TAKE_EVENT_IDS, {"n": len(drafts)}).fetchone()
+        events = number_events(drafts, last - len(drafts) + 1)
+        for statement, params in _APPEND_SQL.statements(events):
+            conn.execute(statement, params)
+        return events
 
-    async def append(self, events: Sequence[RecordedEvent]) -> None:
+    async def append(self, drafts: Sequence[EventDraft]) -> list[RecordedEvent]:
         thread = self._thread
 
-        def job(conn: sqlite3.Connection) -> None:
-            with thread.transaction(conn, rows=len(events)):
-                self.write(conn, events)
+        def job(conn: sqlite3.Connection) -> list[RecordedEvent]:
+            with thread.transaction(conn, rows=len(drafts)):
+                return self.write(conn, drafts)
 
-        await thread.run(job)
+        return await thread.run(job)
 
 
-# Every device's seq in one statement, whatever their number: one JSON object
-# {device id: seq} as the only parameter (see sqlite_thread.py on statement counts).
-_ADVANCE_SEQS_SQL = (
-    f"UPDATE {DEVICES.name} SET last_seq = seqs.value FROM json_each(?) AS seqs "
-    f"WHERE {DEVICES.name}.id = seqs.key AND {DEVICES.name}.last_seq < seqs.value"
-)
+_TAKE_EVENT_IDS = TAKE_EVENT_IDS_SQL
+
+
+# Every device's seq in one guarded statement, whatever their number (see
+# sqlite_thread.py on statement counts, readings.py on the guard).
+_ADVANCE_SEQS_SQL = advance_sql("sqlite")
 
 
 class SqliteReadingsWriter:
@@ -182,6 +198,7 @@ class SqliteReadingsWriter:
         self._events = events if events is not None else SqliteEventsWriter(thread)
         self._insert_sql = InsertSql(dialect)
         self._last_seq_sql = f"SELECT id, last_seq FROM {DEVICES.name} WHERE id = ?"
+        self._stored_sql = f"SELECT last_seq, conn_epoch FROM {DEVICES.name} WHERE id = ?"
 
     async def last_seqs(self, device_ids: Iterable[str]) -> dict[str, int]:
         ids = list(device_ids)
@@ -199,18 +216,37 @@ class SqliteReadingsWriter:
     async def commit(
         self,
         rows: list[ReadingRow],
-        last_seqs: Mapping[str, int],
-        events: Sequence[RecordedEvent] = (),
-    ) -> None:
-        seqs = json.dumps(last_seqs) if last_seqs else None
+        advances: Sequence[SeqAdvance],
+        drafts: Sequence[EventDraft] = (),
+        *,
+        now_us: int = 0,
+    ) -> list[RecordedEvent]:
+        seqs = advances_json(advances) if advances else None
         write_events = self._events.write
 
-        def write(conn: sqlite3.Connection) -> None:
-            with self._thread.transaction(conn, rows=len(rows) + len(events)):
+        def write(conn: sqlite3.Connection) -> list[RecordedEvent]:
+            with self._thread.transaction(conn, rows=len(rows) + len(drafts)):
+                if seqs is not None:
+                    guard = {"advances": seqs, "now": now_us}
+                    advanced = {r[0] for r in conn.execute(_ADVANCE_SEQS_SQL, guard)}
+                    if len(advanced) != len(advances):
+                        self._refuse(conn, advances, advanced)
                 for n, params in chunks(rows):
                     conn.execute(self._insert_sql(n), params)
-                if seqs is not None:
-                    conn.execute(_ADVANCE_SEQS_SQL, (seqs,))
-                write_events(conn, events)
+                return write_events(conn, drafts)
 
-        await self._thread.run(write)
+        return await self._thread.run(write)
+
+    def _refuse(
+        self, conn: sqlite3.Connection, advances: Sequence[SeqAdvance], advanced: set[str]
+    ) -> None:
+        """Raise the conflict of advances that did not apply (rolls the job back)."""
+        stored: dict[str, tuple[int, int]] = {}
+        for a in advances:
+            if a.device_id not in advanced:
+                row = conn.execute(self._stored_sql, (a.device_id,)).fetchone()
+                if row is not None:
+                    stored[a.device_id] = (row[0], row[1])
+        conflict = conflict_of(advances, advanced, stored)
+        if conflict is not None:
+            raise conflict
