@@ -33,6 +33,7 @@ from gateway.http.keys import (
     QUERIES,
     SETTINGS,
     STORAGE,
+    WAKEUPS,
 )
 from gateway.http.observe import add_request_id_header, observe_middleware
 from gateway.http.problems import error_middleware
@@ -47,6 +48,7 @@ from gateway.services.revocation import apply_stored_revocations
 from gateway.services.vitals import VitalsPublisher
 from gateway.settings import Settings
 from gateway.storage.database import open_storage
+from gateway.storage.notify import CHANNEL_DEVICES
 from schemas.codes import CloseCode
 
 __all__ = ["create_app"]
@@ -70,7 +72,7 @@ def create_app(settings: Settings) -> web.Application:
     app[HUB] = Hub(on_drop=metrics.dashboard_drops.inc)
     metrics.track_connections(lambda: len(app[DEVICES]), lambda: len(app[HUB]))
     # The committer stops before the alert service, which then stores what it left.
-    app.cleanup_ctx.extend([_storage, _alerts, _committer, _stream_watchers])
+    app.cleanup_ctx.extend([_storage, _alerts, _committer, _stream_watchers, _listen])
     app.on_shutdown.append(_close_streams)
     app.router.add_get("/v1/devices/stream", device_stream)
     app.router.add_get("/v1/dashboard/stream", dashboard_stream)
@@ -95,8 +97,20 @@ async def _storage(app: web.Application) -> AsyncIterator[None]:
     app[AUDIT] = storage.audit
     app[ALERT_STORE] = storage.alerts
     app[QUERIES] = storage.queries
+    app[WAKEUPS] = storage.notifications()
+    app[DEVICES].fence_with(storage.epochs)
     yield
     await storage.close()
+
+
+async def _listen(app: web.Application) -> AsyncIterator[None]:
+    """Listen for the other replicas' wake-ups, once every listener is registered (in
+    the contexts before this one); stop first at shutdown."""
+    registry = app[DEVICES]
+    app[WAKEUPS].listen(CHANNEL_DEVICES, registry.newer_epoch, registry.catch_up)
+    await app[WAKEUPS].start()
+    yield
+    await app[WAKEUPS].stop()
 
 
 async def _committer(app: web.Application) -> AsyncIterator[None]:

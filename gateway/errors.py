@@ -145,6 +145,13 @@ _ANSWERS: Final[Mapping[type[BaseException], ErrorAnswer]] = {
         close_message="storage unavailable",
         expected_close=True,
     ),
+    StreamFenced: ErrorAnswer(
+        409,
+        ProblemCode.CONFLICT,
+        close=CloseCode.REPLACED,
+        close_message="replaced",
+        expected_close=True,
+    ),
     OverloadedError: ErrorAnswer(503, ProblemCode.OVERLOADED),  # plus Retry-After
 }
 

@@ -25,7 +25,7 @@ from gateway.core.session import (
     encode,
     encode_ack,
 )
-from gateway.errors import StorageError, answer_for
+from gateway.errors import StorageError, StreamFenced, answer_for
 from gateway.http.auth import require_device
 from gateway.http.keys import COMMITTER, CONNECTIONS, DEVICES, METRICS, SETTINGS
 from gateway.http.wsguard import closes_on_error
@@ -76,14 +76,15 @@ async def _stream(request: web.Request, principal: Principal) -> web.WebSocketRe
     out = FrameSender(ws, request)
     closing: list[asyncio.Task[bool]] = []
 
-    def storage_down() -> None:
+    def storage_down(error: BaseException) -> None:
         # Nothing more can be promised on this connection: the device will reconnect
-        # and resend from `welcome.last_seq`.
-        out.write(_frame(encode(_STORAGE_DOWN, binary)))
+        # and resend from `welcome.last_seq`. A stream fenced off by a newer one (on
+        # another replica, maybe) is simply closed as replaced.
+        answer = answer_for(error) if isinstance(error, StreamFenced) else _STORAGE_CLOSE
+        if answer is _STORAGE_CLOSE:
+            out.write(_frame(encode(_STORAGE_DOWN, binary)))
         closing.append(
-            asyncio.create_task(
-                ws.close(code=_STORAGE_CLOSE.close, message=_STORAGE_CLOSE.close_message.encode())
-            )
+            asyncio.create_task(ws.close(code=answer.close, message=answer.close_message.encode()))
         )
 
     def acked(arrived: float) -> None:
@@ -97,6 +98,9 @@ async def _stream(request: web.Request, principal: Principal) -> web.WebSocketRe
         # Inside the try: the stream leaves the registry however register ends.
         async with closes_on_error(request, ws, f"stream of device {principal.name}"):
             await registry.register(conn)
+            # This stream's epoch fences every older one, here or on another replica;
+            # read after the older streams here are drained, so last_seq counts them.
+            conn.epoch = await registry.fence(principal.name)
             session = DeviceSession(
                 principal.name,
                 principal.patient_id,
@@ -132,6 +136,7 @@ async def _stream(request: web.Request, principal: Principal) -> web.WebSocketRe
                                 seq,
                                 rows,
                                 arrived=arrived,
+                                epoch=conn.epoch,
                             )
                             conn.track(pending.done)
                             replies.add(pending.done, _frame(encode_ack(seq, binary)), arrived)

@@ -15,6 +15,7 @@ from gateway.storage.accounts import AccountStore
 from gateway.storage.alerts import AlertStore
 from gateway.storage.audit import AuditLog
 from gateway.storage.database import Storage
+from gateway.storage.notify import Notifications
 from gateway.storage.queries import ReadingQueries
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "QUERIES",
     "SETTINGS",
     "STORAGE",
+    "WAKEUPS",
 ]
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -48,3 +50,6 @@ AUDIT = web.AppKey("audit", AuditLog)
 AUTH_THROTTLE = web.AppKey("auth_throttle", AuthThrottle)
 ALERT_STORE = web.AppKey("alert_store", AlertStore)
 ALERTS = web.AppKey("alerts", AlertService)
+# Wake-ups from the other replicas: listeners register in their cleanup_ctx, and the
+# last one (`_listen` in app.py) starts listening once all are registered.
+WAKEUPS = web.AppKey("wakeups", Notifications)

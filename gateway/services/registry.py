@@ -1,4 +1,9 @@
-"""Open device streams, one per device: replacement and revocation act through it."""
+"""Open device streams, one per device: replacement and revocation act through it.
+
+Across replicas (PostgreSQL) a new stream takes the device's next connection epoch
+(`fence`): a replica that hears of a newer epoch than its stream's closes that stream
+(4001), and catches up from the devices table when its listener reconnects.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +12,14 @@ import contextlib
 import logging
 import time
 from collections.abc import Iterable
+from typing import Any
 
 from aiohttp import web
 
 from gateway.core.liveness import Verdict, check
 from gateway.services.frames import FrameSender, ping_frame
 from gateway.services.replies import Replies
+from gateway.storage.streams import StreamEpochs, parse_epoch_payload
 from schemas.codes import CloseCode
 
 __all__ = ["DeviceConnection", "DeviceRegistry"]
@@ -45,6 +52,8 @@ class DeviceConnection:
         # Commits of its batches not yet done: a replacing connection's welcome must
         # count them, even when this one ended abruptly.
         self.inflight: set[asyncio.Future[bool]] = set()
+        # Its connection epoch across replicas (None: one process, no fencing).
+        self.epoch: int | None = None
 
     def track(self, commit: asyncio.Future[bool]) -> None:
         self.inflight.add(commit)
@@ -59,6 +68,49 @@ class DeviceRegistry:
     def __init__(self) -> None:
         self._open: dict[str, DeviceConnection] = {}
         self._finishing: set[asyncio.Task[None]] = set()
+        self._epochs: StreamEpochs | None = None
+        self._closing: set[asyncio.Task[Any]] = set()
+
+    def fence_with(self, epochs: StreamEpochs | None) -> None:
+        """Take stream epochs from `epochs` (replicas share the database) from now on."""
+        self._epochs = epochs
+
+    async def fence(self, device_id: str) -> int | None:
+        """The epoch of a new stream of `device_id`, fencing off any older one on every
+        replica; None on one process (the registry replaces streams itself)."""
+        return None if self._epochs is None else await self._epochs.next_epoch(device_id)
+
+    def newer_epoch(self, payload: str) -> None:
+        """A `CHANNEL_DEVICES` notification: a stream of a newer epoch opened somewhere."""
+        parsed = parse_epoch_payload(payload)
+        if parsed is not None:
+            self._fence_older(*parsed)
+
+    def catch_up(self) -> None:
+        """After a (re)connect of the listener: compare every open stream's epoch with
+        the stored one, since notifications sent meanwhile are lost."""
+        if self._epochs is not None and self._open:
+            task = asyncio.create_task(self._catch_up(self._epochs), name="epochs-catch-up")
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+
+    async def _catch_up(self, epochs: StreamEpochs) -> None:
+        try:
+            for device_id, epoch in (await epochs.current(list(self._open))).items():
+                self._fence_older(device_id, epoch)
+        except Exception as e:  # the next commit of a stale stream is refused anyway
+            log.warning("could not check stream epochs: %s", e)
+
+    def _fence_older(self, device_id: str, epoch: int) -> None:
+        conn = self._open.get(device_id)
+        if conn is None or conn.epoch is None or conn.epoch >= epoch:
+            return
+        log.info("device %s connected to another replica: closing its stream here", device_id)
+        task = asyncio.create_task(
+            conn.ws.close(code=CloseCode.REPLACED, message=b"replaced"), name=f"fence:{device_id}"
+        )
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     def __len__(self) -> int:
         return len(self._open)

@@ -26,8 +26,8 @@ class Replies:
     """At most `limit` answers outstanding: the reader waits in `room()` at the limit,
     so a device whose batches are not stored yet is not read any further (TCP slows it).
 
-    A failed commit ends the stream's answers: `on_failure` is called once (it sends
-    the error and closes the socket), and nothing is written after it.
+    A failed commit ends the stream's answers: `on_failure(error)` is called once (it
+    sends the error and closes the socket), and nothing is written after it.
     """
 
     # One per connection, idle ones included: slots keep it small.
@@ -39,7 +39,7 @@ class Replies:
         limit: int,
         *,
         on_acked: Callable[[float], None],
-        on_failure: Callable[[], None],
+        on_failure: Callable[[BaseException], None],
     ) -> None:
         self._out = out
         self._limit = limit
@@ -66,14 +66,18 @@ class Replies:
         items = self._items
         frames: list[bytes] = []
         acked: list[float] = []
-        failed = False
+        failed: BaseException | None = None
         while items:
             commit, frame, arrived = items[0]
             if commit is not None:
                 if not commit.done():
                     break
-                if commit.cancelled() or commit.exception() is not None:
-                    failed = True
+                if commit.cancelled():
+                    failed = asyncio.CancelledError()
+                    break
+                error = commit.exception()
+                if error is not None:
+                    failed = error
                     break
                 acked.append(arrived)
             frames.append(frame)
@@ -82,10 +86,10 @@ class Replies:
             self._out.write(b"".join(frames))
             for arrived in acked:
                 self._on_acked(arrived)
-        if failed:
+        if failed is not None:
             self.failed = True
             items.clear()
-            self._on_failure()
+            self._on_failure(failed)
         self._wake()
 
     def _wake(self) -> None:

@@ -43,6 +43,11 @@ class Backend(Protocol):
         there); True when it is there or only the server can tell."""
         ...
 
+    @property
+    def shared(self) -> bool:
+        """Whether several gateway processes (replicas) may share the database."""
+        ...
+
     def open_engine(self) -> AsyncEngine: ...
 
     def open_writers(self, engine: AsyncEngine) -> Writers:

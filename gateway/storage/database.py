@@ -26,11 +26,13 @@ from gateway.storage.audit import AuditLog
 from gateway.storage.backend import Backend
 from gateway.storage.events import EventsWriter
 from gateway.storage.migrate import Revisions, SchemaAhead, schema_revisions, upgrade_schema
+from gateway.storage.notify import LocalNotifications, Notifications, PgNotifications
 from gateway.storage.postgres import PostgresBackend
 from gateway.storage.queries import ReadingQueries
 from gateway.storage.readings import ReadingsWriter
 from gateway.storage.schema import Probe
 from gateway.storage.sqlite import SqliteBackend
+from gateway.storage.streams import StreamEpochs
 
 __all__ = [
     "DatabaseMissing",
@@ -124,8 +126,19 @@ class Storage:
     queries: ReadingQueries
     accounts: AccountStore
     audit: AuditLog
+    # Connection epochs of device streams, when replicas may share the database.
+    epochs: StreamEpochs | None
+    # Whether replicas may share the database (PostgreSQL): they coordinate through it.
+    shared: bool
     # The backend's `Writers.close`: `close` calls it before disposing of the engine.
     close_writers: Callable[[], Awaitable[None]] = field(repr=False)
+
+    def notifications(self) -> Notifications:
+        """Wake-ups between the replicas sharing the database (LISTEN/NOTIFY), or within
+        this one process."""
+        if self.shared:
+            return PgNotifications(self.engine.url.render_as_string(hide_password=False))
+        return LocalNotifications()
 
     async def ping(self) -> None:
         """Raises unless the database answers a read."""
@@ -187,6 +200,8 @@ async def open_storage(settings: Settings, *, create: bool = True) -> Storage:
         queries=ReadingQueries(engine),
         accounts=AccountStore(engine),
         audit=AuditLog(engine),
+        epochs=StreamEpochs(engine) if backend.shared else None,
+        shared=backend.shared,
         close_writers=writers.close,
     )
 

@@ -23,6 +23,10 @@ class PostgresBackend:
     def where(self) -> str:
         return make_url(self._url).render_as_string(hide_password=True)
 
+    @property
+    def shared(self) -> bool:
+        return True  # replicas coordinate through it
+
     def exists(self) -> bool:
         return True  # only the server can tell: see `database.has_schema`
 

@@ -63,6 +63,10 @@ class SqliteBackend:
         parsed = make_url(self._url)
         return parsed.database or parsed.render_as_string(hide_password=True)
 
+    @property
+    def shared(self) -> bool:
+        return False  # one process writes it (its writer thread)
+
     def exists(self) -> bool:
         return self._file is None or Path(self._file).is_file()
 
