@@ -43,12 +43,14 @@ from gateway.services.alerting import AlertService
 from gateway.services.committer import GroupCommitter
 from gateway.services.hub import Hub
 from gateway.services.metrics import Metrics, metrics_handler
+from gateway.services.ownership import Ownership
 from gateway.services.registry import DeviceRegistry
 from gateway.services.revocation import apply_stored_revocations
 from gateway.services.vitals import VitalsPublisher
 from gateway.settings import Settings
 from gateway.storage.database import open_storage
 from gateway.storage.notify import CHANNEL_DEVICES
+from gateway.storage.owners import OwnerStore
 from schemas.codes import CloseCode
 
 __all__ = ["create_app"]
@@ -138,12 +140,17 @@ async def _alerts(app: web.Application) -> AsyncIterator[None]:
     """The alert service: rules, restored open alerts, the timer; its events are stored
     in the commits of the committer, set up next."""
     settings = app[SETTINGS]
+    storage = app[STORAGE]
+    # Replicas sharing the database each evaluate the patients they own (leases).
+    ownership = Ownership(OwnerStore(storage.engine), settings.replica) if storage.shared else None
     async with AlertService.running(
         app[ALERT_STORE],
         app[HUB],
         settings.rules_path,
         offline_after_s=settings.offline_after_s,
         metrics=app[METRICS],
+        ownership=ownership,
+        wakeups=app[WAKEUPS],
     ) as service:
         app[ALERTS] = service
         yield

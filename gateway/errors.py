@@ -11,7 +11,8 @@ GatewayError
 ├── StorageError       the database refused a write; nothing was acknowledged
 │   ├── StorageUnavailable  it takes no writes at all (locked, full, unreachable)
 │   ├── SeqConflict         a guarded seq advance found the database moved on
-│   └── StreamFenced        a newer stream of the device replaced this one
+│   ├── StreamFenced        a newer stream of the device replaced this one
+│   └── OwnershipLost       another replica took over these patients' alerts
 └── OverloadedError    connection limit reached (HTTP 503, Retry-After)
 """
 
@@ -34,6 +35,7 @@ __all__ = [
     "InvalidParameter",
     "NotFoundError",
     "OverloadedError",
+    "OwnershipLost",
     "SeqConflict",
     "StorageError",
     "StorageUnavailable",
@@ -107,6 +109,15 @@ class SeqConflict(StorageError):
 class StreamFenced(StorageError):
     """A newer stream of the device, on this replica or another, replaced this one:
     its batches are not stored, and it is closed (4001)."""
+
+
+class OwnershipLost(StorageError):
+    """Alert events of patients this replica no longer owns (another replica took them
+    over while this one was frozen or cut off): nothing of them was stored."""
+
+    def __init__(self, patients: set[str]) -> None:
+        super().__init__(f"no longer the owner of patients {sorted(patients)}")
+        self.patients = patients
 
 
 @dataclass(frozen=True, slots=True)

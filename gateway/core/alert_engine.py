@@ -24,7 +24,7 @@ AlertError (a GatewayError)
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Literal
@@ -328,11 +328,15 @@ class AlertEngine:
         first_alert_id: int = 1,
         offline_after_s: float = DEFAULT_OFFLINE_AFTER_S,
         value_interval_s: float = VALUE_UPDATE_INTERVAL_S,
+        alert_ids: Callable[[], int] | None = None,
     ) -> None:
         if first_alert_id < 1:
             raise ValueError(f"first_alert_id must be >= 1, not {first_alert_id}")
         self._rules = rules
         self._next_id = first_alert_id
+        # Replicas draw alert ids from a shared counter (reserved ahead by the caller);
+        # alone, the engine counts on from `first_alert_id`.
+        self._alert_ids = alert_ids
         self._value_interval_s = value_interval_s
         self._offline = OfflineTracker(offline_after_s)
         self._patients: dict[str, _Patient] = {}
@@ -495,6 +499,32 @@ class AlertEngine:
             out.append(self._emit("closed", ep, now))
         return out
 
+    def raise_bound(self, patients: int) -> int:
+        """The most alerts one `process` of `patients` patients' batches, or one
+        `check`, can raise: what a caller drawing ids from a shared counter reserves."""
+        return patients * len(self._rules.rules) + len(self._offline.devices())
+
+    def release_patients(self, patient_ids: Iterable[str]) -> None:
+        """Forget everything of these patients (another replica evaluates them now):
+        their rule state, open alerts and their devices' offline watch. Nothing is
+        emitted: the new owner goes on from what is stored."""
+        gone = set(patient_ids)
+        for patient_id in gone:
+            self._patients.pop(patient_id, None)
+        for alert_id in [i for i, ep in self._open.items() if ep.alert.patient_id in gone]:
+            del self._open[alert_id]
+        for device_id, ep in list(self._offline_alerts.items()):
+            if ep.alert.patient_id in gone:
+                del self._offline_alerts[device_id]
+        self._offline.forget_patients(gone)
+
+    def watch_device(self, device_id: str, patient_id: str, last_seen: float) -> None:
+        """Watch `device_id` for silence from `last_seen` (a patient taken over from
+        another replica: when its device last delivered, as stored), unless revoked
+        or already alarmed as offline."""
+        if device_id not in self._revoked and device_id not in self._offline_alerts:
+            self._offline.on_readings(device_id, patient_id, last_seen)
+
     def replace_rules(self, rules: RuleSet, now: float) -> list[Transition]:
         """Switch to reloaded rules; returns the alerts cleared by the switch.
 
@@ -592,8 +622,9 @@ class AlertEngine:
     ) -> _Episode:
         """A newly raised alert of `rule`, or of `device-offline` if None."""
         first, last, worst = values
+        alert_id = self._next_id if self._alert_ids is None else self._alert_ids()
         alert = Alert(
-            id=self._next_id,
+            id=alert_id,
             rule=OFFLINE_RULE_NAME if rule is None else rule.name,
             metric=None if rule is None else rule.metric,
             priority=OFFLINE_PRIORITY if rule is None else rule.priority,
@@ -611,7 +642,7 @@ class AlertEngine:
             acked_at=None,
             acked_by=None,
         )
-        self._next_id += 1
+        self._next_id = max(self._next_id, alert_id + 1)
         ep = _Episode(alert)
         self._open[ep.alert.id] = ep
         return ep

@@ -70,6 +70,11 @@ class OfflineTracker:
         """Stop watching `device_id` (unassigned or revoked): it will not be reported."""
         self._watched.pop(device_id, None)
 
+    def forget_patients(self, patient_ids: set[str]) -> None:
+        """Stop watching the devices of these patients (evaluated elsewhere now)."""
+        for device_id in [d for d, (p, _) in self._watched.items() if p in patient_ids]:
+            del self._watched[device_id]
+
     def devices(self) -> set[str]:
         """The devices watched for silence."""
         return set(self._watched)

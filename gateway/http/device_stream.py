@@ -27,7 +27,7 @@ from gateway.core.session import (
 )
 from gateway.errors import StorageError, StreamFenced, answer_for
 from gateway.http.auth import require_device
-from gateway.http.keys import COMMITTER, CONNECTIONS, DEVICES, METRICS, SETTINGS
+from gateway.http.keys import ALERTS, COMMITTER, CONNECTIONS, DEVICES, METRICS, SETTINGS
 from gateway.http.wsguard import closes_on_error
 from gateway.services.frames import FrameSender, binary_frame, pong_frame, text_frame
 from gateway.services.registry import DeviceConnection
@@ -101,6 +101,8 @@ async def _stream(request: web.Request, principal: Principal) -> web.WebSocketRe
             # This stream's epoch fences every older one, here or on another replica;
             # read after the older streams here are drained, so last_seq counts them.
             conn.epoch = await registry.fence(principal.name)
+            # Its patient's alerts are evaluated here, unless a live replica does already.
+            await request.app[ALERTS].claim(principal.patient_id)
             session = DeviceSession(
                 principal.name,
                 principal.patient_id,

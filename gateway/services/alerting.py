@@ -18,27 +18,45 @@ The engine sees a batch as it goes into the database: should that commit fail, t
 alarm it raised is still stored and pushed with the next commit, and the device
 resends the readings (which the engine then takes as already seen). Before the
 committer runs (restore) and after it stopped (shutdown), events are stored directly.
+
+With replicas (`Ownership`, services/ownership.py) the engine evaluates only the
+patients this replica owns; it adopts patients it claims from the database, lets go
+of those another replica took over, draws alert ids from the shared counter in
+blocks, and hands acknowledgements of other replicas' alerts to their owner.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
-from gateway.core.alert_engine import Alert, AlertEngine, AlertError, Transition, UnknownAlertError
+from gateway.core.alert_engine import (
+    Alert,
+    AlertClosedError,
+    AlertEngine,
+    AlertError,
+    AlreadyAcknowledgedError,
+    Transition,
+    UnknownAlertError,
+)
 from gateway.core.rows import METRIC, TS_US, VALUE
 from gateway.core.rules import RuleSet, load_rules
-from gateway.errors import ForbiddenError, StorageError
+from gateway.errors import ForbiddenError, OwnershipLost, StorageError
 from gateway.services.committer import PendingBatch
 from gateway.services.hub import Hub
 from gateway.services.metrics import Metrics
+from gateway.services.ownership import Ownership
 from gateway.storage.accounts import Principal
 from gateway.storage.alerts import AlertStore, StoredState
 from gateway.storage.events import EventDraft, RecordedEvent
+from gateway.storage.notify import CHANNEL_COMMANDS, Notifications
+from schemas.codes import AlertStatus
 
 __all__ = ["AlertService"]
 
@@ -48,6 +66,10 @@ log = logging.getLogger(__name__)
 TICK_S = 0.5
 # At shutdown, how long storing the alert events still pending may take.
 _DRAIN_S = 5.0
+# Alert ids reserved from the shared counter at a time (replicas).
+_ID_BLOCK = 256
+# How long an acknowledgement handed to another replica is waited for.
+_FORWARDED_ACK_S = 5.0
 
 
 class AlertService:
@@ -58,8 +80,15 @@ class AlertService:
         hub: Hub,
         rules_path: Path,
         metrics: Metrics | None = None,
+        ownership: Ownership | None = None,
     ) -> None:
         self._engine = engine
+        self._ownership = ownership
+        # Alert ids reserved from the shared counter, not used yet (replicas only).
+        self._ids: collections.deque[int] = collections.deque()
+        self._wakeups: Notifications | None = None
+        # Patients being adopted: their batches wait here until the adoption is done.
+        self._adopting: dict[str, list[PendingBatch]] = {}
         self._metrics = metrics
         self._store = store
         self._hub = hub
@@ -91,31 +120,55 @@ class AlertService:
         *,
         offline_after_s: float,
         metrics: Metrics | None = None,
+        ownership: Ownership | None = None,
+        wakeups: Notifications | None = None,
     ) -> AsyncIterator[AlertService]:
         """Load the rules, restore stored open alerts, run the timer until exit.
 
-        Raises RulesError for an unusable rules file (start-up stops).
+        With `ownership` (replicas), restore nothing: start a lease and adopt patients
+        as they are claimed. Raises RulesError for an unusable rules file.
         """
         rules = load_rules(rules_path)
         state = await store.load()
+        ids: collections.deque[int] = collections.deque()
         engine = AlertEngine(
-            rules, first_alert_id=state.max_alert_id + 1, offline_after_s=offline_after_s
+            rules,
+            first_alert_id=state.max_alert_id + 1,
+            offline_after_s=offline_after_s,
+            alert_ids=None if ownership is None else ids.popleft,
         )
-        service = cls(engine, store, hub, rules_path, metrics)
-        await service._restore(state)
-        ticker = asyncio.create_task(service._tick_forever(), name="alert-timer")
+        service = cls(engine, store, hub, rules_path, metrics, ownership)
+        service._ids = ids
+        service._wakeups = wakeups
+        tasks = [asyncio.create_task(service._tick_forever(), name="alert-timer")]
+        if ownership is None:
+            await service._restore(state)
+        else:
+            hub.resume_after(state.max_event_id)
+            store.fence(ownership.replica_id, await ownership.join())
+            tasks.append(
+                asyncio.create_task(
+                    ownership.run(service._adopt, service._rejoin), name="ownership"
+                )
+            )
+            if wakeups is not None:
+                wakeups.listen(CHANNEL_COMMANDS, service._command, lambda: None)
         try:
             yield service
         finally:
-            ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await ticker
+            for task in tasks:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             # The committer has stopped: store what it left (the database is still open),
             # but a database that takes no writes must not hold shutdown for long.
             service._wake = None
             with contextlib.suppress(TimeoutError, StorageError):
                 await asyncio.wait_for(service._store_directly(), _DRAIN_S)
             service._fail_waiting(StorageError("the gateway stopped before storing this"))
+            if ownership is not None:
+                with contextlib.suppress(Exception):
+                    await ownership.leave()  # survivors adopt its patients at once
 
     async def _restore(self, state: StoredState) -> None:
         self._hub.resume_after(state.max_event_id)
@@ -149,6 +202,7 @@ class AlertService:
         """CommitPartner: evaluate the batches going into this commit; every pending
         transition, as an event to store in it."""
         if fresh:
+            await self._reserve_ids(len({b.patient_id for b in fresh}))
             self._evaluate(fresh)
         return self._drafts(self._pending) if self._pending else ()
 
@@ -162,6 +216,10 @@ class AlertService:
         if not drafts:
             return
         done = self._pending[: len(drafts)]
+        if isinstance(error, OwnershipLost):
+            self._let_go(error.patients)
+            self._fail_waiting(StorageError("another replica handles this patient now"), done)
+            return
         if error is not None:
             if not self._failing:
                 log.error("could not store %d alert events, will retry: %s", len(events), error)
@@ -178,6 +236,11 @@ class AlertService:
         transitions: list[Transition] = []
         for b in batches:
             self._wards[b.device_id] = b.ward
+            if self._ownership is not None and b.patient_id not in self._ownership.owned:
+                waiting = self._adopting.get(b.patient_id)
+                if waiting is not None:
+                    waiting.append(b)  # evaluated once the adoption is done
+                continue  # another replica evaluates this patient
             readings = [(r[METRIC], r[TS_US] / 1e6, r[VALUE]) for r in b.rows]
             caused = self._engine.process(b.patient_id, b.device_id, readings, now)
             if self._metrics is not None:
@@ -198,6 +261,8 @@ class AlertService:
             raise UnknownAlertError(f"no alert {alert_id}")
         if not user.sees(ward):
             raise ForbiddenError(f"alert {alert_id} is not in your wards")
+        if self._ownership is not None and alert_id not in self._engine_alert_ids():
+            return await self._forward_ack(alert_id, user.name)
         transition = self._engine.acknowledge(alert_id, user.name, time.time())
         return await self._enqueue_and_wait([transition])
 
@@ -240,6 +305,7 @@ class AlertService:
         while True:
             await asyncio.sleep(TICK_S)
             try:
+                await self._reserve_ids(0)
                 self._enqueue(self._engine.check(time.time()))  # also retries a failure
             except Exception:
                 log.exception("alert timer failed")
@@ -266,6 +332,124 @@ class AlertService:
             for waiter in self._waiting.pop(key, ()):
                 if not waiter.done():
                     waiter.set_exception(error)
+
+    # Replicas: ownership, adoption, alert ids, forwarded acknowledgements.
+
+    async def claim(self, patient_id: str) -> None:
+        """A device of `patient_id` connected here: evaluate the patient here unless a
+        live replica already does (one device per patient per replica is the norm)."""
+        if self._ownership is not None and await self._ownership.claim(patient_id):
+            await self._adopt([patient_id])
+
+    async def _adopt(self, patients: list[str]) -> None:
+        """Go on with `patients` where their previous owner stopped, from the database:
+        open alerts, devices' last-seen times, and the recent readings replayed to
+        rebuild pending `for_s` runs. Batches of theirs committed meanwhile wait."""
+        assert self._ownership is not None
+        for p in patients:
+            self._adopting.setdefault(p, [])
+        try:
+            now = time.time()
+            replay_s = max((r.for_s for r in self._engine.rules), default=0.0) + 2 * TICK_S
+            state = await self._store.patient_state(patients, int((now - replay_s) * 1e6))
+            for device_id, _patient, ward, _seen, _revoked in state.devices:
+                self._wards[device_id] = ward
+            held = {a.id for a in self._engine.open_alerts()}
+            alerts = [Alert.from_mapping(r) for r in state.open_alerts if r["id"] not in held]
+            transitions = self._engine.restore(alerts, now)
+            by_device: dict[tuple[str, str], list[tuple[str, float, float]]] = {}
+            for patient_id, device_id, metric, ts_us, value in state.readings:
+                by_device.setdefault((patient_id, device_id), []).append(
+                    (metric, ts_us / 1e6, value)
+                )
+            await self._reserve_ids(len(by_device) + len(patients))
+            for (patient_id, device_id), readings in by_device.items():
+                transitions += self._engine.process(patient_id, device_id, readings, now)
+            for device_id, patient_id, _ward, seen_us, revoked in state.devices:
+                if revoked or seen_us is None:
+                    continue
+                seen = seen_us / 1e6
+                if state.offline_raised.get(device_id, float("-inf")) >= seen:
+                    continue  # this silence was alarmed already
+                self._engine.watch_device(device_id, patient_id, seen)
+            self._ownership.owned.update(patients)
+            waiting = [b for p in patients for b in self._adopting.pop(p, [])]
+            if waiting:
+                await self._reserve_ids(len(waiting))
+                self._evaluate(waiting)
+            self._enqueue(transitions)
+            log.info("alerts: adopted %d patients (%d open alerts)", len(patients), len(alerts))
+        finally:
+            for p in patients:
+                self._adopting.pop(p, None)
+
+    async def _rejoin(self) -> None:
+        """The lease lapsed (a freeze): let every patient go, start a new epoch."""
+        assert self._ownership is not None
+        self._let_go(set(self._ownership.owned))
+        self._store.fence(self._ownership.replica_id, await self._ownership.join())
+
+    def _let_go(self, patients: set[str]) -> None:
+        """Another replica evaluates `patients` now: forget them, and their pending
+        transitions (the new owner goes on from what is stored)."""
+        if self._ownership is not None:
+            self._ownership.lost(patients)
+        self._engine.release_patients(patients)
+        self._pending = [t for t in self._pending if t.alert.patient_id not in patients]
+        log.warning("alerts: %d patients are evaluated by another replica now", len(patients))
+
+    async def _reserve_ids(self, patients: int) -> None:
+        """Enough alert ids for whatever `patients` patients' batches (and the timer)
+        can raise, drawn from the shared counter in blocks."""
+        if self._ownership is None:
+            return
+        needed = self._engine.raise_bound(patients)
+        if len(self._ids) < needed:
+            self._ids.extend(await self._store.reserve_alert_ids(max(needed, _ID_BLOCK)))
+
+    def _engine_alert_ids(self) -> set[int]:
+        return {a.id for a in self._engine.open_alerts()}
+
+    async def _forward_ack(self, alert_id: int, user: str) -> str:
+        """Acknowledge an alert another replica evaluates: ask it (CHANNEL_COMMANDS),
+        and answer with the event it stores. Conflicts are answered from the stored
+        row; one racing with the owner loses there and is logged."""
+        status = await self._store.alert_status(alert_id)
+        if status is None:
+            raise UnknownAlertError(f"no alert {alert_id}")
+        if status[0] == AlertStatus.CLEARED_ACK.value:
+            raise AlertClosedError(f"alert {alert_id} is closed (cleared and acknowledged)")
+        if status[1] is not None:
+            raise AlreadyAcknowledgedError(
+                f"alert {alert_id} was already acknowledged by {status[1]}"
+            )
+        payload = json.dumps({"op": "ack", "alert_id": alert_id, "user": user})
+        assert self._wakeups is not None
+        await self._wakeups.notify(CHANNEL_COMMANDS, payload)
+        deadline = time.monotonic() + _FORWARDED_ACK_S
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+            status = await self._store.alert_status(alert_id)
+            if status is not None and status[1] is not None:
+                event = await self._store.event_payload(status[2])
+                if event is not None:
+                    return event
+        raise StorageError(f"the replica evaluating alert {alert_id} did not answer")
+
+    def _command(self, payload: str) -> None:
+        """Another replica hands over an acknowledgement: done here if ours."""
+        try:
+            command = json.loads(payload)
+            alert_id, user = int(command["alert_id"]), str(command["user"])
+        except (ValueError, KeyError, TypeError):
+            log.warning("unreadable command from another replica: %.200s", payload)
+            return
+        if alert_id not in self._engine_alert_ids():
+            return  # another replica's
+        try:
+            self._enqueue([self._engine.acknowledge(alert_id, user, time.time())])
+        except AlertError as e:
+            log.info("acknowledgement of alert %d by %s handed over: %s", alert_id, user, e)
 
     def _drafts(self, transitions: list[Transition]) -> list[EventDraft]:
         """The events of `transitions`, to be numbered by the transaction storing them."""

@@ -12,17 +12,41 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from gateway.core.rules import OFFLINE_RULE_NAME
 from gateway.storage.events import EventDraft, EventsWriter, RecordedEvent
-from gateway.storage.schema import AlertEventRow, AlertRow, table_of
+from gateway.storage.schema import AlertEventRow, AlertRow, Counter, Device, Reading, table_of
 from schemas.codes import AlertStatus
 
-__all__ = ["AlertStore", "StoredState"]
+__all__ = ["AlertStore", "PatientState", "StoredState"]
 
 _alerts = table_of(AlertRow)
 _events = table_of(AlertEventRow)
+_devices = table_of(Device)
+_readings = table_of(Reading)
+
+# Reserves `n` alert ids; the new value is the last. As `events.TAKE_EVENT_IDS_SQL`.
+_reserve_alert_ids = text(
+    f"INSERT INTO {Counter.__tablename__} (name, value) "
+    f"SELECT 'alert_id', COALESCE(MAX(id), 0) + :n FROM {AlertRow.__tablename__} "
+    f"WHERE true ON CONFLICT (name) DO UPDATE SET value = {Counter.__tablename__}.value + :n "
+    "RETURNING value"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PatientState:
+    """What a replica taking patients over needs to go on where their owner stopped."""
+
+    open_alerts: list[dict[str, Any]]
+    # (device id, patient id, ward, last_seen_us or None, revoked)
+    devices: list[tuple[str, str, str, int | None, bool]]
+    # device id -> raised_at of its newest device-offline alert
+    offline_raised: dict[str, float]
+    # (patient id, device id, metric, ts_us, value), oldest first, since the replay bound
+    readings: list[tuple[str, str, str, int, float]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +70,87 @@ class AlertStore:
             max_alert = await conn.scalar(select(func.max(_alerts.c.id)))
             max_event = await conn.scalar(select(func.max(_events.c.event_id)))
         return StoredState(open_alerts, max_alert or 0, max_event or 0)
+
+    def fence(self, replica_id: str, epoch: int) -> None:
+        """Store events only of patients `replica_id` owns at `epoch` (owners.py)."""
+        self._events.fence(replica_id, epoch)
+
+    async def reserve_alert_ids(self, n: int) -> range:
+        """`n` alert ids no other replica will use."""
+        async with self._engine.begin() as conn:
+            last = await conn.scalar(_reserve_alert_ids, {"n": n})
+        assert last is not None
+        return range(last - n + 1, last + 1)
+
+    async def patient_state(self, patients: Sequence[str], replay_since_us: int) -> PatientState:
+        """The stored state of `patients`: open alerts, devices, offline alarms, and
+        their readings since `replay_since_us` (to rebuild pending `for_s` runs)."""
+        ps = list(patients)
+        async with self._engine.connect() as conn:
+            open_alerts = [
+                dict(r._mapping)
+                for r in await conn.execute(
+                    select(_alerts).where(
+                        _alerts.c.patient_id.in_(ps),
+                        _alerts.c.status != AlertStatus.CLEARED_ACK.value,
+                    )
+                )
+            ]
+            devices = [
+                (r.id, r.patient_id, r.ward, r.last_seen_us, r.revoked_at is not None)
+                for r in await conn.execute(
+                    select(
+                        _devices.c.id,
+                        _devices.c.patient_id,
+                        _devices.c.ward,
+                        _devices.c.last_seen_us,
+                        _devices.c.revoked_at,
+                    ).where(_devices.c.patient_id.in_(ps))
+                )
+            ]
+            offline = await conn.execute(
+                select(_alerts.c.device_id, func.max(_alerts.c.raised_at))
+                .where(_alerts.c.patient_id.in_(ps), _alerts.c.rule == OFFLINE_RULE_NAME)
+                .group_by(_alerts.c.device_id)
+            )
+            offline_raised = {r[0]: r[1] for r in offline}
+            readings = [
+                (r.patient_id, r.device_id, r.metric, r.ts_us, r.value)
+                for r in await conn.execute(
+                    select(
+                        _readings.c.patient_id,
+                        _readings.c.device_id,
+                        _readings.c.metric,
+                        _readings.c.ts_us,
+                        _readings.c.value,
+                    )
+                    .where(
+                        _readings.c.patient_id.in_(bindparam("ps", ps, expanding=True)),
+                        _readings.c.ts_us >= replay_since_us,
+                    )
+                    .order_by(_readings.c.ts_us, _readings.c.id)
+                )
+            ]
+        return PatientState(open_alerts, devices, offline_raised, readings)
+
+    async def alert_status(self, alert_id: int) -> tuple[str, str | None, int] | None:
+        """(status, acked_by, last_event_id) of a stored alert; None if unknown."""
+        async with self._engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(_alerts.c.status, _alerts.c.acked_by, _alerts.c.last_event_id).where(
+                        _alerts.c.id == alert_id
+                    )
+                )
+            ).first()
+        return None if row is None else (row[0], row[1], row[2])
+
+    async def event_payload(self, event_id: int) -> str | None:
+        async with self._engine.connect() as conn:
+            payload: str | None = await conn.scalar(
+                select(_events.c.payload).where(_events.c.event_id == event_id)
+            )
+            return payload
 
     async def append(self, drafts: Sequence[EventDraft]) -> list[RecordedEvent]:
         """Number and store `drafts` in a transaction of their own; the events stored."""

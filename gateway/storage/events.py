@@ -27,7 +27,9 @@ from sqlalchemy import insert, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.core.alert_engine import Alert
+from gateway.errors import OwnershipLost
 from gateway.storage.notify import CHANNEL_EVENTS, notify_sql
+from gateway.storage.owners import owned_of
 from gateway.storage.schema import AlertEventRow, AlertRow, Counter, table_of
 from schemas.dashboard import AlertEvent, AlertOut
 
@@ -119,12 +121,21 @@ class EventsWriter(Protocol):
         """Number and store `drafts` in a transaction of their own; the events stored."""
         ...
 
+    def fence(self, replica_id: str, epoch: int) -> None:
+        """From now on store events only of patients `replica_id` owns at `epoch`
+        (storage/owners.py); others raise OwnershipLost. Replicas share the database."""
+        ...
+
 
 class EngineEventsWriter:
     """Alert events through SQLAlchemy's async engine: any backend it supports."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
+        self._owner: tuple[str, int] | None = None
+
+    def fence(self, replica_id: str, epoch: int) -> None:
+        self._owner = (replica_id, epoch)
 
     async def write(
         self, conn: AsyncConnection, drafts: Sequence[EventDraft]
@@ -133,6 +144,11 @@ class EngineEventsWriter:
         last in the transaction: the counter's row lock is held until the commit."""
         if not drafts:
             return []
+        if self._owner is not None:
+            patients = {d.alert.patient_id for d in drafts}
+            lost = patients - await owned_of(conn, patients, *self._owner)
+            if lost:
+                raise OwnershipLost(lost)
         last = await conn.scalar(_take_event_ids, {"n": len(drafts)})
         if last is None:
             raise RuntimeError("the counters table has no event_id row")

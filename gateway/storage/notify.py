@@ -28,6 +28,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 __all__ = [
+    "CHANNEL_COMMANDS",
     "CHANNEL_DEVICES",
     "CHANNEL_EVENTS",
     "CHANNEL_RULES",
@@ -43,6 +44,7 @@ log = logging.getLogger(__name__)
 CHANNEL_EVENTS = "vitals_events"  # payload: the newest event id of a commit
 CHANNEL_DEVICES = "vitals_devices"  # payload: "<device id> <connection epoch>"
 CHANNEL_RULES = "vitals_rules"  # payload: the rules' version
+CHANNEL_COMMANDS = "vitals_commands"  # payload: JSON, an acknowledgement handed over
 
 # `SELECT pg_notify(...)` inside the sender's transaction: delivered on commit.
 notify_sql = text("SELECT pg_notify(:channel, :payload)")

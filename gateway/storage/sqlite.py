@@ -159,6 +159,9 @@ class SqliteEventsWriter:
     def __init__(self, thread: SqliteWriterThread) -> None:
         self._thread = thread
 
+    def fence(self, replica_id: str, epoch: int) -> None:
+        raise RuntimeError("an SQLite database is not shared between replicas")
+
     @staticmethod
     def write(conn: sqlite3.Connection, drafts: Sequence[EventDraft]) -> list[RecordedEvent]:
         """Number and store `drafts` inside the caller's transaction (in the writer

@@ -1,0 +1,92 @@
+"""Which patients' alerts this replica evaluates, when replicas share PostgreSQL.
+
+One owner per patient at a time, under leases with epochs (storage/owners.py):
+
+- This replica's lease is its `replicas` row, renewed every `BEAT_S`; a replica silent
+  for `LEASE_S` (killed, frozen, cut off) is dead to the others. Each start, and each
+  time it finds its own lease lapsed (it was frozen), it takes a new epoch and lets go
+  of every patient: whatever it held in memory may be stale.
+- A replica claims a patient when one of its devices connects here, and every `BEAT_S`
+  it claims the patients of dead owners (the orphans). A claim succeeds only when the
+  current owner's lease is not live, so a live owner keeps its patients.
+- Every commit of a patient's alert events checks, in its transaction, that this
+  replica owns the patient at its current epoch; a replica that woke up after its
+  patients were taken over stores nothing for them (OwnershipLost) and lets them go.
+
+The alert service adopts what it wins (services/alerting.py): the patients' open
+alerts, their devices' last-seen times (the offline deadline), and their recent
+readings replayed through the engine to rebuild pending `for_s` runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from gateway.storage.owners import OwnerStore
+
+__all__ = ["BEAT_S", "LEASE_S", "Ownership"]
+
+log = logging.getLogger(__name__)
+
+# A replica that has not renewed its lease for this long is dead to the others: its
+# patients are taken over within LEASE_S + BEAT_S (the take-over time).
+LEASE_S = 3.0
+BEAT_S = 0.5
+
+
+class Ownership:
+    def __init__(self, owners: OwnerStore, replica_id: str) -> None:
+        self._owners = owners
+        self.replica_id = replica_id
+        self.epoch = 0
+        self.owned: set[str] = set()
+
+    async def join(self) -> int:
+        """Start a new lease (a new epoch); owns nothing yet."""
+        self.epoch = await self._owners.join(self.replica_id)
+        self.owned.clear()
+        log.info("replica %s joined at epoch %d", self.replica_id, self.epoch)
+        return self.epoch
+
+    async def claim(self, patient_id: str) -> bool:
+        """Claim `patient_id` unless a live replica owns it; True if newly ours."""
+        if patient_id in self.owned:
+            return False
+        return await self._owners.claim(patient_id, self.replica_id, self.epoch, LEASE_S)
+
+    def lost(self, patients: set[str]) -> None:
+        self.owned -= patients
+
+    async def leave(self) -> None:
+        """End the lease at shutdown, so survivors adopt the patients at once."""
+        await self._owners.leave(self.replica_id, self.epoch)
+
+    async def run(
+        self,
+        adopt: Callable[[list[str]], Awaitable[None]],
+        rejoin: Callable[[], Awaitable[None]],
+    ) -> None:
+        """Renew the lease and claim orphans every BEAT_S until cancelled; `adopt` what
+        is won, `rejoin` when the lease lapsed (after a freeze)."""
+        while True:
+            await asyncio.sleep(BEAT_S)
+            try:
+                if not await self._owners.heartbeat(self.replica_id, self.epoch, LEASE_S):
+                    log.warning(
+                        "replica %s: lease of epoch %d lapsed; letting every patient go",
+                        self.replica_id,
+                        self.epoch,
+                    )
+                    await rejoin()
+                    continue
+                won = []
+                for patient_id in await self._owners.orphans(LEASE_S):
+                    if await self.claim(patient_id):
+                        won.append(patient_id)
+                if won:
+                    log.info("taking over %d patients of a replica gone silent", len(won))
+                    await adopt(won)
+            except Exception as e:  # the database is away: others cannot take over either
+                log.warning("lease renewal failed: %s", e)
