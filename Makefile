@@ -1,11 +1,12 @@
 # The two commands of the README: `make demo` and `make test`. Both create .venv if missing.
+# `make cluster`: the demo on replicas behind HAProxy, on the local PostgreSQL.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# `make demo PORT=9090` when 8080 is taken.
+# `make demo PORT=9090` (or `make cluster PORT=9090`) when 8080 is taken.
 PORT ?= 8080
 
-.PHONY: demo test lint bench clean
+.PHONY: demo cluster test lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,8 +22,15 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	-$(BIN)/pip install --quiet -e '.[speed]'  # uvloop, when the platform has it
 	touch $@
 
+$(VENV)/.installed-postgres: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[postgres]'
+	touch $@
+
 demo: $(VENV)/.installed
 	$(BIN)/vitals demo --port $(PORT)
+
+cluster: $(VENV)/.installed $(VENV)/.installed-postgres
+	$(BIN)/vitals cluster --port $(PORT)
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .

@@ -11,17 +11,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
-import os
-import shlex
-import signal
 import sys
 from pathlib import Path
 from typing import Any
 
 from gateway.cli.common import run
 from gateway.cli.serve import CannotListen, probe_listen
-from gateway.client.process import ServerFailed, vitals_command, vitals_serve
+from gateway.cli.showcase import banner, provision_users, run_simulator, write_config
+from gateway.client.process import ServerFailed, vitals_serve
 
 __all__ = ["register"]
 
@@ -44,54 +41,6 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     p.set_defaults(func=_start)
 
 
-async def _provision(url: str) -> dict[str, str]:
-    from gateway.storage.accounts import AccountStore, Role
-    from gateway.storage.database import open_engine, upgrade_schema
-
-    engine = open_engine(url)
-    try:
-        await upgrade_schema(engine)
-        store = AccountStore(engine)
-        return {
-            "admin": await store.add_user("demo-admin", Role.ADMIN),
-            "clinician": await store.add_user("demo-nurse", Role.CLINICIAN, wards=["icu"]),
-        }
-    finally:
-        await engine.dispose()
-
-
-def _banner(base: str, tokens: dict[str, str], config: Path) -> str:
-    vitals = shlex.quote(str(Path(sys.executable).parent / "vitals"))
-    cfg = f"--config {shlex.quote(str(config))}"
-    tok = tokens["clinician"]
-    return f"""
-  vitals-gateway demo: {base}
-  clinician token (demo-nurse, ward icu): {tok}
-
-  Watch the ward in a browser: open {base}/ and paste the token.
-  A few patients deteriorate within the first minute; acknowledge their alerts there.
-
-  From another terminal ({config} holds the demo's database and address):
-    export VITALS_TOKEN={tok}
-    {vitals} watch {cfg}           # live alerts; type an alert id + Enter to ack
-    {vitals} alerts {cfg}
-    {vitals} query {cfg} --patient p-001 --metric heart_rate --since 10m
-    {vitals} query {cfg} --patient p-001 --metric spo2 --summary --bucket 1m --since 1h
-    {vitals} devices list {cfg}
-    curl -H "Authorization: Bearer $VITALS_TOKEN" {base}/v1/patients/p-001/latest
-"""
-
-
-def _write_config(path: Path, db_url: str, port: int) -> None:
-    """The demo's settings for the other `vitals` commands: where its data and gateway are."""
-    # JSON strings are TOML basic strings for everything a path holds.
-    path.write_text(
-        "# Written by `vitals demo` (rewritten each run): pass it with --config to see\n"
-        "# the demo's data, e.g. `vitals devices list --config var/demo.toml`.\n"
-        f'host = "127.0.0.1"\nport = {port}\ndatabase_url = {json.dumps(db_url)}\n'
-    )
-
-
 def _start(args: argparse.Namespace) -> int:
     try:
         probe_listen("127.0.0.1", args.port)  # before resetting the last demo's data
@@ -104,14 +53,12 @@ def _start(args: argparse.Namespace) -> int:
             Path(f"{db}{suffix}").unlink()
     db_url = f"sqlite+aiosqlite:///{db.resolve()}"
     config = db.with_suffix(".toml")
-    config.parent.mkdir(parents=True, exist_ok=True)
-    _write_config(config, db_url, args.port)
+    write_config(config, db_url, args.port, command="demo")
     return run(_demo(args, db_url, config))
 
 
 async def _demo(args: argparse.Namespace, db_url: str, config: Path) -> int:
-    tokens = await _provision(db_url)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    tokens = await provision_users(db_url)
     server = vitals_serve(
         "--database-url",
         db_url,
@@ -129,29 +76,15 @@ async def _demo(args: argparse.Namespace, db_url: str, config: Path) -> int:
             await asyncio.to_thread(server.start)
         except ServerFailed as e:
             raise SystemExit(str(e)) from None
-        print(_banner(base, tokens, config), flush=True)
-        sim = await asyncio.create_subprocess_exec(
-            *vitals_command(
-                "simulate",
-                "--url",
-                base,
-                f"--admin-token={tokens['admin']}",  # one "=": a value is never an option
-                "--devices",
-                str(args.devices),
-                "--scenario",
-                args.scenario,
-                "--duration",
-                str(args.duration),
-            ),
-            env=env,
+        print(banner("demo", base, tokens, config), flush=True)
+        await run_simulator(
+            base,
+            tokens["admin"],
+            devices=args.devices,
+            scenario=args.scenario,
+            duration=args.duration,
         )
-        try:
-            await sim.wait()
-        finally:
-            if sim.returncode is None:
-                sim.send_signal(signal.SIGINT)
-                await sim.wait()
-        print(_banner(base, tokens, config), flush=True)
+        print(banner("demo", base, tokens, config), flush=True)
         return 0
     finally:
         # As long as it takes: the gateway's own shutdown grace (from --config) bounds it.

@@ -238,18 +238,20 @@ def vitals_serve(
     *options: str,
     port: int | None = None,
     host: str = "127.0.0.1",
+    name: str = "gateway",
     log_dir: Path | None = None,
     env: Mapping[str, str] | None = None,
     own_session: bool = False,
     ssl_context: ssl.SSLContext | None = None,
 ) -> ServerProcess:
     """`vitals serve --host HOST --port PORT OPTIONS` (a free port unless given), not
-    started yet."""
+    started yet; `name` names its log file (`log_dir/NAME.log`)."""
     port = free_port(host) if port is None else port
     return ServerProcess(
         vitals_command("serve", "--host", host, "--port", str(port), *options),
         port=port,
         host=host,
+        name=name,
         log_dir=log_dir,
         env=env,
         own_session=own_session,

@@ -1,0 +1,320 @@
+"""Replicas of `vitals serve` on one PostgreSQL database behind HAProxy, as real
+processes (`gateway.client.cluster`): they start together on an empty database, carry
+simulator devices through HAProxy without losing or doubling an acked batch (also
+through a rolling restart), see the client's address rather than HAProxy's, and
+`vitals cluster` starts and stops cleanly.
+
+Each test has a database of its own (`fresh_database`). Without HAProxy or a
+PostgreSQL server they skip, saying which; under `CI=true` they fail instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import WSMsgType
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from gateway.client.cluster import HAPROXY, Cluster, haproxy_config_path, render_haproxy_config
+from tests.support.postgres import fresh_database
+from tests.support.processes import VITALS, add_user, free_port, vitals
+
+pytestmark = pytest.mark.e2e
+
+SEED = 20261205
+# A client address HAProxy is not: the replicas trust 127.0.0.1 (HAProxy) only.
+CLIENT_ADDRESS = "127.0.0.2"
+# No device-offline alarm within a test: a device that moves to another replica would
+# leave one behind on the first, which is the alert-ownership work's to fix, not this.
+REPLICA_ENV = {"VITALS_OFFLINE_AFTER_S": "600"}
+
+
+def _require_haproxy() -> None:
+    if shutil.which(HAPROXY) is None:
+        reason = "haproxy is not installed (apt-get install haproxy)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{reason} (CI=true: the cluster tests must run)", pytrace=False)
+        pytest.skip(reason)
+
+
+@pytest.fixture
+async def database_url() -> AsyncIterator[str]:
+    """A fresh PostgreSQL database (skips or fails as `fresh_database` says)."""
+    _require_haproxy()
+    async with fresh_database() as url:
+        yield url
+
+
+@pytest.fixture
+async def cluster(database_url: str, tmp_path: Path) -> AsyncIterator[Cluster]:
+    """Two replicas on the fresh database behind HAProxy, not started yet; stopped after."""
+    c = Cluster(database_url, tmp_path / "cluster", env=REPLICA_ENV)
+    try:
+        yield c
+    finally:
+        await asyncio.to_thread(c.stop)
+
+
+def _user(database_url: str, name: str, role: str) -> str:
+    out = vitals(*add_user(database_url, name, role, ("icu",) if role == "clinician" else ()))
+    token: str = json.loads(out.stdout)["token"]
+    return token
+
+
+@dataclass(frozen=True)
+class Acked:
+    device_id: str
+    seq: int
+    n: int
+
+
+def _acked(acked_log: Path) -> list[Acked]:
+    """The batches the simulator's devices saw acked (its --acked-log)."""
+    if not acked_log.exists():
+        return []
+    lines = [line for line in acked_log.read_text().splitlines() if line.endswith("}")]
+    return [Acked(r["device_id"], r["seq"], r["n"]) for r in map(json.loads, lines)]
+
+
+async def _stored(database_url: str) -> dict[tuple[str, int], int]:
+    """(device_id, seq) -> readings stored, straight from the database."""
+    engine = create_async_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            rows = await conn.execute(
+                text("SELECT device_id, seq, count(*) FROM readings GROUP BY device_id, seq")
+            )
+            return {(d, s): n for d, s, n in rows}
+    finally:
+        await engine.dispose()
+
+
+async def _simulate(
+    url: str, admin: str, acked_log: Path, log: Path, *, devices: int, duration: float
+) -> asyncio.subprocess.Process:
+    with log.open("wb") as out:
+        return await asyncio.create_subprocess_exec(
+            *VITALS,
+            *("simulate", "--url", url, "--admin-token", admin, "--seed", str(SEED)),
+            *("--devices", str(devices), "--rate", "5", "--msgpack", "--drain", "5"),
+            *("--duration", str(duration), "--acked-log", str(acked_log)),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+async def _until_acked(acked_log: Path, devices: int, more_than: Counter[str], n: int) -> None:
+    """Until each of `devices` devices has `n` more acked batches than `more_than` (30 s)."""
+    now: Counter[str] = Counter()
+    for _ in range(300):
+        now = Counter(a.device_id for a in _acked(acked_log))
+        if len(now) == devices and all(now[d] >= more_than[d] + n for d in now):
+            return
+        await asyncio.sleep(0.1)
+    raise TimeoutError(f"devices not streaming through HAProxy: {now}")
+
+
+def _assert_every_acked_batch_stored(
+    acked: list[Acked], stored: dict[tuple[str, int], int], *, exactly_once: bool
+) -> None:
+    assert acked
+    missing = [a for a in acked if (a.device_id, a.seq) not in stored]
+    assert not missing, f"{len(missing)} acked batches not stored: {missing[:5]}"
+    if exactly_once:
+        doubled = [a for a in acked if stored[(a.device_id, a.seq)] != a.n]
+        assert not doubled, f"acked batches not stored exactly once: {doubled[:5]}"
+
+
+async def test_two_replicas_starting_together_on_an_empty_database_both_come_up(
+    cluster: Cluster, database_url: str
+) -> None:
+    """Two replicas started at the same moment on an empty database both migrate (or
+    wait for the other's migration), become ready behind HAProxy, and leave the schema
+    at the head."""
+    await asyncio.to_thread(cluster.start)
+    async with aiohttp.ClientSession() as http:
+        for replica in cluster.replicas:
+            async with http.get(f"{replica.url}/readyz") as r:
+                assert r.status == 200, await r.text()
+    current = await asyncio.to_thread(vitals, "db", "current", "--database-url", database_url)
+    assert current.stdout.strip().endswith("(head)"), current.stdout
+
+
+async def test_devices_through_haproxy_are_stored_once_and_replicas_see_the_client(
+    cluster: Cluster, database_url: str, tmp_path: Path
+) -> None:
+    """Simulator devices streaming through HAProxy: every acked (device, seq) is stored
+    exactly once; each replica's /metrics names itself in vitals_build_info; a request
+    through HAProxy is logged and audited with the client's address, not HAProxy's."""
+    await asyncio.to_thread(cluster.start)
+    admin = _user(database_url, "root", "admin")
+    acked_log = tmp_path / "acked.jsonl"
+    sim = await _simulate(
+        cluster.url, admin, acked_log, tmp_path / "simulate.log", devices=8, duration=4
+    )
+    async with asyncio.timeout(30):
+        assert await sim.wait() == 0, (tmp_path / "simulate.log").read_text()
+    _assert_every_acked_batch_stored(
+        _acked(acked_log), await _stored(database_url), exactly_once=True
+    )
+
+    async with aiohttp.ClientSession() as http:
+        for i, replica in enumerate(cluster.replicas):
+            async with http.get(f"{replica.url}/metrics") as r:
+                metrics = await r.text()
+            info = re.search(r"^vitals_build_info\{([^}]*)\}", metrics, re.MULTILINE)
+            assert info is not None, metrics
+            assert f'replica="replica-{i + 1}"' in info.group(1)
+
+    headers = {"Authorization": f"Bearer {admin}"}
+    connector = aiohttp.TCPConnector(local_addr=(CLIENT_ADDRESS, 0))
+    async with aiohttp.ClientSession(connector=connector, headers=headers) as http:
+        device = {"id": "probe-001", "patient_id": "p-900", "ward": "icu"}
+        async with http.post(f"{cluster.url}/v1/devices", json=device) as r:
+            assert r.status == 201, await r.text()
+        async with http.get(f"{cluster.url}/v1/audit") as r:
+            audit = (await r.json())["items"]
+    added = [e for e in audit if e["action"] == "device.add" and e["target"] == "probe-001"]
+    assert [e["address"] for e in added] == [CLIENT_ADDRESS], audit
+    access = "".join(replica.log_text() for replica in cluster.replicas)
+    assert re.search(rf"POST /v1/devices 201 .* {re.escape(CLIENT_ADDRESS)}$", access, re.M)
+
+
+@dataclass
+class Dashboard:
+    """A clinician's dashboard through HAProxy that reconnects after every drop,
+    resuming from the last event id it saw; counts its subscriptions."""
+
+    url: str
+    token: str
+    subscriptions: int = 0
+    last_event_id: int = 0
+
+    async def run(self, http: aiohttp.ClientSession) -> None:
+        headers = {"Authorization": f"Bearer {self.token}"}
+        while True:
+            with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
+                async with http.ws_connect(self.url, headers=headers) as ws:
+                    since = self.last_event_id
+                    await ws.send_json(
+                        {"type": "subscribe", "since_event_id": since, "vitals": False}
+                    )
+                    async for msg in ws:
+                        if msg.type is WSMsgType.TEXT:
+                            message = json.loads(msg.data)
+                            if message["type"] == "subscribed":
+                                self.subscriptions += 1
+                            elif message["type"] == "alert":
+                                self.last_event_id = message["event_id"]
+            await asyncio.sleep(0.1)
+
+
+async def test_rolling_restart_loses_no_acked_batch_and_dashboards_resume(
+    cluster: Cluster, database_url: str, tmp_path: Path
+) -> None:
+    """SIGTERM and restart each replica in turn while devices stream and two dashboards
+    watch through HAProxy: every batch a device saw acked is in the database, the
+    devices stream on, and every dashboard subscribed again after its replica went."""
+    devices = 6
+    await asyncio.to_thread(cluster.start)
+    admin = _user(database_url, "root", "admin")
+    clinician = _user(database_url, "dr-lee", "clinician")
+    acked_log = tmp_path / "acked.jsonl"
+    sim_log = tmp_path / "simulate.log"
+    dashboards = [Dashboard(f"{cluster.url}/v1/dashboard/stream", clinician) for _ in range(2)]
+    async with aiohttp.ClientSession() as http:
+        watching = [asyncio.create_task(d.run(http)) for d in dashboards]
+        sim = await _simulate(cluster.url, admin, acked_log, sim_log, devices=devices, duration=0)
+        try:
+            await _until_acked(acked_log, devices, Counter(), 3)
+            assert all(d.subscriptions == 1 for d in dashboards), dashboards
+            for i in range(len(cluster.replicas)):
+                await asyncio.to_thread(cluster.restart, i)
+                before = Counter(a.device_id for a in _acked(acked_log))
+                await _until_acked(acked_log, devices, before, 3)
+            sim.send_signal(signal.SIGTERM)  # then it waits up to --drain s for acks
+            async with asyncio.timeout(20):
+                assert await sim.wait() == 128 + signal.SIGTERM, sim_log.read_text()
+        finally:
+            for task in watching:
+                task.cancel()
+            await asyncio.gather(*watching, return_exceptions=True)
+            if sim.returncode is None:
+                sim.kill()
+                await sim.wait()
+    # Exactly once is the commit path's promise across replicas (issue 14), not yet
+    # this test's: a batch resent to B while A still commits it may be stored twice.
+    _assert_every_acked_batch_stored(
+        _acked(acked_log), await _stored(database_url), exactly_once=False
+    )
+    assert all(d.subscriptions >= 2 for d in dashboards), dashboards
+    # Each device was on a replica that went away at least once.
+    reconnects = re.search(r"reconnects (\d+)", sim_log.read_text())
+    assert reconnects is not None, sim_log.read_text()
+    assert int(reconnects.group(1)) >= devices, sim_log.read_text()
+
+
+async def test_vitals_cluster_starts_prints_the_banner_and_stops_cleanly(
+    database_url: str, tmp_path: Path
+) -> None:
+    """`vitals cluster --duration 5` on a database of its own: HAProxy and two replicas
+    come up, the demo banner is printed, the simulator runs, and everything stops
+    (each replica's graceful shutdown, HAProxy gone) with exit status 0."""
+    port = free_port()
+    run_dir = tmp_path / "cluster"
+    proc = await asyncio.create_subprocess_exec(
+        *VITALS,
+        *("cluster", "--duration", "5", "--devices", "2", "--port", str(port)),
+        *("--database-url", database_url, "--run-dir", str(run_dir)),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(60):
+        out, err = await proc.communicate()
+    stdout, stderr = out.decode(), err.decode()
+    assert proc.returncode == 0, stdout + stderr
+    assert stdout.count(f"vitals-gateway cluster: http://127.0.0.1:{port}") == 2, stdout
+    assert "clinician token (demo-nurse, ward icu): " in stdout
+    assert f"--config {tmp_path / 'cluster.toml'}" in stdout
+    for name in ("replica-1", "replica-2"):
+        assert "INFO gateway: stopped" in (run_dir / f"{name}.log").read_text()
+    with pytest.raises(ConnectionRefusedError):
+        await asyncio.open_connection("127.0.0.1", port)  # HAProxy is gone
+
+
+def test_the_shipped_haproxy_config_renders_for_any_number_of_replicas(tmp_path: Path) -> None:
+    """deploy/haproxy.cfg written for three replicas has three servers in each backend,
+    the second tracking the first's checks, and HAProxy accepts it."""
+    _require_haproxy()
+    rendered = render_haproxy_config(haproxy_config_path().read_text(), 3)
+    servers = re.findall(r"^\s*server (replica\d) \"\$\{LB_REPLICA\d\}\" (.*)$", rendered, re.M)
+    assert servers == [
+        *((f"replica{n}", "check") for n in (1, 2, 3)),
+        *((f"replica{n}", f"track devices/replica{n}") for n in (1, 2, 3)),
+    ]
+    config = tmp_path / "haproxy.cfg"
+    config.write_text(rendered)
+    ports = {f"LB_REPLICA{n}": f"127.0.0.1:{free_port()}" for n in (1, 2, 3)}
+    check = subprocess.run(
+        [HAPROXY, "-c", "-f", str(config)],
+        env={**os.environ, **ports},
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=False,
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
