@@ -26,6 +26,7 @@ from gateway.storage.audit import AuditLog
 from gateway.storage.backend import Backend
 from gateway.storage.events import EventsWriter
 from gateway.storage.migrate import Revisions, SchemaAhead, schema_revisions, upgrade_schema
+from gateway.storage.notify import LocalNotifications, Notifications, PgNotifications
 from gateway.storage.postgres import PostgresBackend
 from gateway.storage.queries import ReadingQueries
 from gateway.storage.readings import ReadingsWriter
@@ -41,6 +42,7 @@ __all__ = [
     "database_revisions",
     "has_schema",
     "open_engine",
+    "open_notifications",
     "open_storage",
     "upgrade_database",
     "upgrade_schema",
@@ -57,6 +59,15 @@ def backend_of(
             url, synchronous=sqlite_synchronous, busy_timeout_s=sqlite_busy_timeout_s
         )
     return PostgresBackend(url)
+
+
+def open_notifications(url: str) -> Notifications:
+    """How replicas on this database wake each other up: PostgreSQL's LISTEN/NOTIFY, or
+    plain calls on SQLite (one process: nobody else to wake). Not connected yet: `listen`
+    on it, then `start`."""
+    if make_url(url).get_backend_name() == "sqlite":
+        return LocalNotifications()
+    return PgNotifications(url)
 
 
 def open_engine(
