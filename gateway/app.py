@@ -30,7 +30,9 @@ from gateway.http.keys import (
     DEVICES,
     HUB,
     METRICS,
+    NOTIFICATIONS,
     QUERIES,
+    RULES,
     SETTINGS,
     STORAGE,
 )
@@ -44,9 +46,11 @@ from gateway.services.hub import Hub
 from gateway.services.metrics import Metrics, metrics_handler
 from gateway.services.registry import DeviceRegistry
 from gateway.services.revocation import apply_stored_revocations
+from gateway.services.rules_sync import RulesSync
 from gateway.services.vitals import VitalsPublisher
 from gateway.settings import Settings
-from gateway.storage.database import open_storage
+from gateway.storage.database import open_notifications, open_storage
+from gateway.storage.rules_store import RulesStore
 from schemas.codes import CloseCode
 
 __all__ = ["create_app"]
@@ -69,8 +73,10 @@ def create_app(settings: Settings) -> web.Application:
     app[AUTH_THROTTLE] = AuthThrottle()
     app[HUB] = Hub(on_drop=metrics.dashboard_drops.inc)
     metrics.track_connections(lambda: len(app[DEVICES]), lambda: len(app[HUB]))
-    # The committer stops before the alert service, which then stores what it left.
-    app.cleanup_ctx.extend([_storage, _alerts, _committer, _stream_watchers])
+    # The committer stops before the alert service, which then stores what it left. The
+    # rules follower applies rules through the committer, so it runs while that does;
+    # listening starts last, once every listener is registered, and stops first.
+    app.cleanup_ctx.extend([_storage, _alerts, _committer, _rules, _stream_watchers, _listening])
     app.on_shutdown.append(_close_streams)
     app.router.add_get("/v1/devices/stream", device_stream)
     app.router.add_get("/v1/dashboard/stream", dashboard_stream)
@@ -95,6 +101,7 @@ async def _storage(app: web.Application) -> AsyncIterator[None]:
     app[AUDIT] = storage.audit
     app[ALERT_STORE] = storage.alerts
     app[QUERIES] = storage.queries
+    app[NOTIFICATIONS] = open_notifications(app[SETTINGS].database_url)
     yield
     await storage.close()
 
@@ -133,6 +140,28 @@ async def _alerts(app: web.Application) -> AsyncIterator[None]:
     ) as service:
         app[ALERTS] = service
         yield
+
+
+async def _rules(app: web.Application) -> AsyncIterator[None]:
+    """This replica's rules file published as every replica's rules, then the cluster's
+    rules followed (services/rules_sync.py)."""
+    settings = app[SETTINGS]
+    async with RulesSync.running(
+        RulesStore(app[STORAGE].engine),
+        app[ALERTS],
+        app[NOTIFICATIONS],
+        settings.rules_path,
+        settings.replica,
+    ) as sync:
+        app[RULES] = sync
+        yield
+
+
+async def _listening(app: web.Application) -> AsyncIterator[None]:
+    """Wake-ups from other replicas, for every service that registered a listener."""
+    await app[NOTIFICATIONS].start()
+    yield
+    await app[NOTIFICATIONS].stop()
 
 
 async def _stream_watchers(app: web.Application) -> AsyncIterator[None]:

@@ -10,11 +10,13 @@ from gateway.services.committer import GroupCommitter
 from gateway.services.hub import Hub
 from gateway.services.metrics import Metrics
 from gateway.services.registry import DeviceRegistry
+from gateway.services.rules_sync import RulesSync
 from gateway.settings import Settings
 from gateway.storage.accounts import AccountStore
 from gateway.storage.alerts import AlertStore
 from gateway.storage.audit import AuditLog
 from gateway.storage.database import Storage
+from gateway.storage.notify import Notifications
 from gateway.storage.queries import ReadingQueries
 
 __all__ = [
@@ -28,7 +30,9 @@ __all__ = [
     "DEVICES",
     "HUB",
     "METRICS",
+    "NOTIFICATIONS",
     "QUERIES",
+    "RULES",
     "SETTINGS",
     "STORAGE",
 ]
@@ -48,3 +52,7 @@ AUDIT = web.AppKey("audit", AuditLog)
 AUTH_THROTTLE = web.AppKey("auth_throttle", AuthThrottle)
 ALERT_STORE = web.AppKey("alert_store", AlertStore)
 ALERTS = web.AppKey("alerts", AlertService)
+RULES = web.AppKey("rules", RulesSync)
+# Wake-ups from other replicas (one listening connection each): services `listen` on it
+# while the app starts; it starts listening once they all have.
+NOTIFICATIONS: web.AppKey[Notifications] = web.AppKey("notifications")
