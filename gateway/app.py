@@ -30,10 +30,11 @@ from gateway.http.keys import (
     DEVICES,
     HUB,
     METRICS,
+    NOTIFICATIONS,
     QUERIES,
+    RULES,
     SETTINGS,
     STORAGE,
-    WAKEUPS,
 )
 from gateway.http.observe import add_request_id_header, observe_middleware
 from gateway.http.problems import error_middleware
@@ -46,11 +47,13 @@ from gateway.services.metrics import Metrics, metrics_handler
 from gateway.services.ownership import Ownership
 from gateway.services.registry import DeviceRegistry
 from gateway.services.revocation import apply_stored_revocations
+from gateway.services.rules_sync import RulesSync
 from gateway.services.vitals import VitalsPublisher
 from gateway.settings import Settings
 from gateway.storage.database import open_storage
 from gateway.storage.notify import CHANNEL_DEVICES
 from gateway.storage.owners import OwnerStore
+from gateway.storage.rules_store import RulesStore
 from schemas.codes import CloseCode
 
 __all__ = ["create_app"]
@@ -73,8 +76,10 @@ def create_app(settings: Settings) -> web.Application:
     app[AUTH_THROTTLE] = AuthThrottle()
     app[HUB] = Hub(on_drop=metrics.dashboard_drops.inc)
     metrics.track_connections(lambda: len(app[DEVICES]), lambda: len(app[HUB]))
-    # The committer stops before the alert service, which then stores what it left.
-    app.cleanup_ctx.extend([_storage, _alerts, _committer, _stream_watchers, _listen])
+    # The committer stops before the alert service, which then stores what it left. The
+    # rules follower applies rules through the committer, so it runs while that does;
+    # listening starts last, once every listener is registered, and stops first.
+    app.cleanup_ctx.extend([_storage, _alerts, _committer, _rules, _stream_watchers, _listening])
     app.on_shutdown.append(_close_streams)
     app.router.add_get("/v1/devices/stream", device_stream)
     app.router.add_get("/v1/dashboard/stream", dashboard_stream)
@@ -99,20 +104,12 @@ async def _storage(app: web.Application) -> AsyncIterator[None]:
     app[AUDIT] = storage.audit
     app[ALERT_STORE] = storage.alerts
     app[QUERIES] = storage.queries
-    app[WAKEUPS] = storage.notifications()
+    app[NOTIFICATIONS] = notifications = storage.notifications()
     app[DEVICES].fence_with(storage.epochs)
+    registry = app[DEVICES]
+    notifications.listen(CHANNEL_DEVICES, registry.newer_epoch, registry.catch_up)
     yield
     await storage.close()
-
-
-async def _listen(app: web.Application) -> AsyncIterator[None]:
-    """Listen for the other replicas' wake-ups, once every listener is registered (in
-    the contexts before this one); stop first at shutdown."""
-    registry = app[DEVICES]
-    app[WAKEUPS].listen(CHANNEL_DEVICES, registry.newer_epoch, registry.catch_up)
-    await app[WAKEUPS].start()
-    yield
-    await app[WAKEUPS].stop()
 
 
 async def _committer(app: web.Application) -> AsyncIterator[None]:
@@ -150,10 +147,32 @@ async def _alerts(app: web.Application) -> AsyncIterator[None]:
         offline_after_s=settings.offline_after_s,
         metrics=app[METRICS],
         ownership=ownership,
-        wakeups=app[WAKEUPS],
+        wakeups=app[NOTIFICATIONS],
     ) as service:
         app[ALERTS] = service
         yield
+
+
+async def _rules(app: web.Application) -> AsyncIterator[None]:
+    """This replica's rules file published as every replica's rules, then the cluster's
+    rules followed (services/rules_sync.py)."""
+    settings = app[SETTINGS]
+    async with RulesSync.running(
+        RulesStore(app[STORAGE].engine),
+        app[ALERTS],
+        app[NOTIFICATIONS],
+        settings.rules_path,
+        settings.replica,
+    ) as sync:
+        app[RULES] = sync
+        yield
+
+
+async def _listening(app: web.Application) -> AsyncIterator[None]:
+    """Wake-ups from other replicas, for every service that registered a listener."""
+    await app[NOTIFICATIONS].start()
+    yield
+    await app[NOTIFICATIONS].stop()
 
 
 async def _stream_watchers(app: web.Application) -> AsyncIterator[None]:

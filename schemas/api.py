@@ -222,8 +222,11 @@ class LoggedOut(BaseModel):
 
 
 class RulesReloaded(BaseModel):
+    """The file was valid: it is now the rules of every replica (each within 2 s)."""
+
     status: Literal["reloaded"]
     rules: int = Field(description="How many rules are now in force.")
+    version: str = Field(description="Content hash of the rules (as in `GET /v1/rules`).")
 
 
 class RulesRejected(ErrorBody):

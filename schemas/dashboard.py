@@ -31,6 +31,7 @@ __all__ = [
     "AlertList",
     "AlertOut",
     "DashboardError",
+    "ReplicaRulesOut",
     "RuleOut",
     "RulesOut",
     "Subscribe",
@@ -169,5 +170,18 @@ class RuleOut(BaseModel):
     priority: Literal["high", "medium", "low"]
 
 
+class ReplicaRulesOut(BaseModel):
+    """A live replica (heartbeat within 10 s, database clock) and the rules it applies."""
+
+    replica_id: str
+    rules_version: str = Field(description="Version of the rules it applies; '' not reported yet.")
+    heartbeat_age_s: float = Field(description="Seconds since its last heartbeat.")
+
+
 class RulesOut(BaseModel):
+    """`GET /v1/rules`: the rules in force on the replica that answers, their version,
+    and every live replica's version (all equal once a reload has spread)."""
+
     rules: list[RuleOut]
+    version: str = Field(description="Content hash of these rules (12 hex digits).")
+    replicas: list[ReplicaRulesOut]

@@ -176,13 +176,15 @@ async def serve(settings: Settings) -> None:
 
 
 async def _reload_rules(app: web.Application) -> None:
-    """SIGHUP: reload the alert rules; a bad file is refused and the old rules stay."""
+    """SIGHUP: reload the alert rules file, for every replica; a bad file (or a database
+    that refuses it) is refused and the old rules stay, everywhere."""
     from gateway.core.rules import RulesError
-    from gateway.http.keys import ALERTS
+    from gateway.errors import StorageError
+    from gateway.http.keys import RULES
 
     try:
-        await app[ALERTS].reload_rules()
-    except RulesError as e:
+        await app[RULES].reload()
+    except (RulesError, StorageError) as e:
         log.error("rules reload refused, previous rules stay in force: %s", e)
 
 

@@ -1,15 +1,22 @@
-"""Alert rules: what a rule is, and loading them from the rules TOML file.
+"""Alert rules: what a rule is, loading them from the rules TOML file, and their version.
 
 A rule names one metric and one limit; the engine (`gateway.core.alert_engine`) decides
 when it fires. Loading is strict: a rules file with any problem stops start-up with
 a message naming the file, the rule and the problem.
+
+`RuleSet.version` names a set of rules across replicas: the first 12 hex digits of the
+SHA-256 of the rules as parsed (each rule's fields, in file order), not of the file's
+bytes, so comments, spacing, key order or `10` for `10.0` do not change it, and any two
+replicas holding the same rules report the same version whatever file they came from.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import tomllib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -30,6 +37,8 @@ __all__ = [
     "RulesError",
     "load_rules",
     "parse_rules",
+    "read_rules",
+    "rules_version",
 ]
 
 # The technical alarm's rule name; reserved, so no rules file can shadow it.
@@ -129,6 +138,38 @@ class RuleSet:
     def __len__(self) -> int:
         return len(self.rules)
 
+    @property
+    def version(self) -> str:
+        """A short content hash of these rules (see `rules_version`)."""
+        return rules_version(self.rules)
+
+
+# Hex digits of the version: 48 bits, no accidental collision among a site's rule files.
+_VERSION_DIGITS = 12
+
+
+def rules_version(rules: Iterable[Rule]) -> str:
+    """The version of `rules`: SHA-256 of their fields in order (numbers as floats,
+    so `below = 92` and `below = 92.0` agree), first 12 hex digits.
+
+    Order counts: the engine evaluates a metric's rules in file order, so a reordered
+    file may raise its alerts in another order and is another version.
+    """
+    canonical = [
+        [
+            r.name,
+            str(r.metric),
+            r.direction,
+            float(r.threshold),
+            str(r.priority),
+            float(r.for_s),
+            float(r.clear_margin),
+        ]
+        for r in rules
+    ]
+    text = json.dumps(canonical, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:_VERSION_DIGITS]
+
 
 # Strict: TOML `below = "92"` or `for_s = true` is a typo, not a number.
 _Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]
@@ -221,12 +262,18 @@ def parse_rules(text: str, source: str = "<rules>") -> RuleSet:
     return RuleSet(tuple(rules))
 
 
-def load_rules(path: Path) -> RuleSet:
-    """Rules from a TOML file; raises RulesError (naming `path`) if it is unusable."""
+def read_rules(path: Path) -> tuple[str, RuleSet]:
+    """The text of a TOML rules file and its rules (the text is what replicas share);
+    raises RulesError (naming `path`) if it is unusable."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise RulesError(str(path), [f"cannot read: {e.strerror or e}"]) from e
     except UnicodeDecodeError as e:
         raise RulesError(str(path), [f"not valid TOML: not UTF-8 ({e.reason})"]) from e
-    return parse_rules(text, str(path))
+    return text, parse_rules(text, str(path))
+
+
+def load_rules(path: Path) -> RuleSet:
+    """Rules from a TOML file; raises RulesError (naming `path`) if it is unusable."""
+    return read_rules(path)[1]

@@ -7,12 +7,12 @@ from aiohttp import web
 from gateway.core.rules import RulesError
 from gateway.errors import InvalidParameter
 from gateway.http.auth import require_admin, require_user
-from gateway.http.keys import ALERT_STORE, ALERTS, AUDIT, HUB
+from gateway.http.keys import ALERT_STORE, ALERTS, AUDIT, HUB, RULES
 from gateway.http.problems import json_error
 from gateway.storage.accounts import Role
 from schemas.api import AlertsQuery, RulesReloaded
 from schemas.codes import AlertStatus, ProblemCode
-from schemas.dashboard import AlertList, AlertOut, RuleOut, RulesOut
+from schemas.dashboard import AlertList, AlertOut, ReplicaRulesOut, RuleOut, RulesOut
 
 __all__ = ["routes"]
 
@@ -81,8 +81,11 @@ async def acknowledge(request: web.Request) -> web.Response:
 
 @routes.get("/v1/rules")
 async def list_rules(request: web.Request) -> web.Response:
-    """The alert rules in force, for drawing thresholds."""
+    """The alert rules in force here, for drawing thresholds; their version, and every
+    live replica's (all equal once a reload has spread)."""
     await require_user(request)
+    rules = request.app[ALERTS].rules
+    replicas = await request.app[RULES].replicas()
     body = RulesOut(
         rules=[
             RuleOut(
@@ -94,17 +97,28 @@ async def list_rules(request: web.Request) -> web.Response:
                 for_s=r.for_s,
                 priority=r.priority.value,
             )
-            for r in request.app[ALERTS].rules
-        ]
+            for r in rules
+        ],
+        version=rules.version,
+        replicas=[
+            ReplicaRulesOut(
+                replica_id=r.replica_id,
+                rules_version=r.rules_version,
+                heartbeat_age_s=round(r.heartbeat_age_s, 3),
+            )
+            for r in replicas
+        ],
     )
     return web.json_response(text=body.model_dump_json())
 
 
 @routes.post("/v1/rules/reload")
 async def reload_rules(request: web.Request) -> web.Response:
+    """This replica's rules file becomes every replica's rules (services/rules_sync.py)."""
     await require_admin(request)
     try:
-        count = await request.app[ALERTS].reload_rules()
+        rules = await request.app[RULES].reload()
     except RulesError as e:
         return json_error(422, ProblemCode.INVALID_RULES, str(e), in_force="previous rules")
-    return web.json_response(text=RulesReloaded(status="reloaded", rules=count).model_dump_json())
+    body = RulesReloaded(status="reloaded", rules=len(rules), version=rules.version)
+    return web.json_response(text=body.model_dump_json())

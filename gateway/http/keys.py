@@ -10,6 +10,7 @@ from gateway.services.committer import GroupCommitter
 from gateway.services.hub import Hub
 from gateway.services.metrics import Metrics
 from gateway.services.registry import DeviceRegistry
+from gateway.services.rules_sync import RulesSync
 from gateway.settings import Settings
 from gateway.storage.accounts import AccountStore
 from gateway.storage.alerts import AlertStore
@@ -29,10 +30,11 @@ __all__ = [
     "DEVICES",
     "HUB",
     "METRICS",
+    "NOTIFICATIONS",
     "QUERIES",
+    "RULES",
     "SETTINGS",
     "STORAGE",
-    "WAKEUPS",
 ]
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -50,6 +52,7 @@ AUDIT = web.AppKey("audit", AuditLog)
 AUTH_THROTTLE = web.AppKey("auth_throttle", AuthThrottle)
 ALERT_STORE = web.AppKey("alert_store", AlertStore)
 ALERTS = web.AppKey("alerts", AlertService)
-# Wake-ups from the other replicas: listeners register in their cleanup_ctx, and the
-# last one (`_listen` in app.py) starts listening once all are registered.
-WAKEUPS = web.AppKey("wakeups", Notifications)
+RULES = web.AppKey("rules", RulesSync)
+# Wake-ups from other replicas (one listening connection each): services `listen` on it
+# while the app starts; it starts listening once they all have.
+NOTIFICATIONS: web.AppKey[Notifications] = web.AppKey("notifications")

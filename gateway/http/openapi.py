@@ -172,20 +172,23 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation(
         "GET",
         "/v1/rules",
-        "The alert rules in force",
+        "The alert rules in force, their version and every live replica's",
         "alerts",
         Auth.USER,
-        {200: Reply("The rules.", RulesOut)},
+        {200: Reply("The rules, their version, and each live replica's version.", RulesOut)},
         operation_id="listRules",
     ),
     Operation(
         "POST",
         "/v1/rules/reload",
-        "Reload the alert rules file",
+        "Reload this replica's alert rules file, for every replica",
         "alerts",
         Auth.ADMIN,
         {
-            200: Reply("The new rules are in force.", RulesReloaded),
+            200: Reply(
+                "The new rules are in force here, and on every replica within 2 s.",
+                RulesReloaded,
+            ),
             422: Reply(
                 "The file is invalid: the previous rules stay in force.",
                 RulesRejected,

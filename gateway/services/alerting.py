@@ -294,11 +294,16 @@ class AlertService:
 
     async def reload_rules(self) -> int:
         """Load the rules file again; a bad file raises RulesError and changes nothing."""
-        rules = load_rules(self._rules_path)
+        return await self.apply_rules(load_rules(self._rules_path), str(self._rules_path))
+
+    async def apply_rules(self, rules: RuleSet, source: str) -> int:
+        """Put `rules` in force (`source` names where they came from, for the log), once
+        the alerts they clear are stored and pushed. StorageError if those events could
+        not be stored: the rules are in force all the same, the events stay pending."""
         transitions = self._engine.replace_rules(rules, time.time())
         if transitions:
             await self._enqueue_and_wait(transitions)
-        log.info("alert rules reloaded from %s: %d rules", self._rules_path, len(rules.rules))
+        log.info("alert rules %s in force (%s): %d rules", rules.version, source, len(rules.rules))
         return len(rules.rules)
 
     async def _tick_forever(self) -> None:

@@ -30,6 +30,7 @@ __all__ = [
     "AlertRow",
     "AuditEntry",
     "Base",
+    "ClusterRules",
     "Counter",
     "Device",
     "PatientOwner",
@@ -202,6 +203,21 @@ class Replica(Base):
     started_at: Mapped[float] = mapped_column(Float)
     heartbeat_at: Mapped[float] = mapped_column(Float)
     rules_version: Mapped[str] = mapped_column(String(64), default="", server_default="")
+
+
+class ClusterRules(Base):
+    """The alert rules every replica applies: one row (id 1), rewritten by each start
+    and reload. `text` is the rules file as read (each replica parses it with its own
+    parser), `version` its `RuleSet.version`; `set_at` is the database's clock (epoch
+    seconds), `set_by` the replica that set them."""
+
+    __tablename__ = "rules"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    version: Mapped[str] = mapped_column(String(64))
+    text: Mapped[str] = mapped_column(Text)
+    set_at: Mapped[float] = mapped_column(Float)
+    set_by: Mapped[str] = mapped_column(String(128))
 
 
 class PatientOwner(Base):

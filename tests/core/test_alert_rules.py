@@ -1,4 +1,5 @@
-"""Rules: the shipped file encodes the NEWS2 bands; bad files fail with useful messages."""
+"""Rules: the shipped file encodes the NEWS2 bands; bad files fail with useful messages;
+the version names the rules, not the file's formatting."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from gateway.core.rules import (
     RuleSet,
     load_rules,
     parse_rules,
+    read_rules,
+    rules_version,
 )
 from gateway.errors import ConfigError
 from schemas.metrics import Metric
@@ -283,3 +286,64 @@ class TestRuleModel:
         assert not high.violated_by(130.0)
         assert not high.cleared_by(125.1)
         assert high.cleared_by(125.0)
+
+
+class TestVersion:
+    """`RuleSet.version`: what replicas compare to know they apply the same rules."""
+
+    def test_the_same_text_gives_the_same_version(self) -> None:
+        """Parsing one text twice gives one version: 12 lower-case hex digits."""
+        version = parse_rules(VALID).version
+        assert version == parse_rules(VALID).version
+        assert len(version) == 12
+        assert set(version) <= set("0123456789abcdef")
+
+    def test_formatting_comments_and_key_order_do_not_change_it(self) -> None:
+        """Comments, spacing, key order and `92` for `92.0` are the same rules."""
+        reformatted = """
+        # the same rule, written otherwise
+        [[rule]]
+        priority = "high"
+        clear_margin   = 1.0
+        for_s = 10.0   # seconds
+        below = 92.0
+        metric = "spo2"
+        name = "spo2-low"
+        """
+        assert parse_rules(reformatted).version == parse_rules(VALID).version
+
+    @pytest.mark.parametrize(
+        "changed",
+        [
+            VALID.replace("below = 92", "below = 90"),
+            VALID.replace("for_s = 10", "for_s = 11"),
+            VALID.replace("clear_margin = 1", "clear_margin = 2"),
+            VALID.replace('priority = "high"', 'priority = "medium"'),
+            VALID.replace('name = "spo2-low"', 'name = "spo2-very-low"'),
+            VALID.replace("below = 92", "above = 92"),
+            VALID + _rule_text(name="hr", metric="heart_rate", below=41),
+        ],
+    )
+    def test_any_change_of_a_rule_changes_it(self, changed: str) -> None:
+        """A changed threshold, delay, margin, priority, name, direction or an added rule
+        is another version."""
+        assert parse_rules(changed).version != parse_rules(VALID).version
+
+    def test_order_counts(self) -> None:
+        """Two rules swapped are another version (the engine evaluates in file order)."""
+        a = _rule_text(name="a", below=92)
+        b = _rule_text(name="b", below=90)
+        assert parse_rules(a + b).version != parse_rules(b + a).version
+
+    def test_rules_built_in_code_have_the_version_of_their_file(self) -> None:
+        """`rules_version` of the same rules built in code agrees with the parsed file."""
+        rule = Rule("spo2-low", Metric.SPO2, "below", 92, Priority.HIGH, for_s=10, clear_margin=1)
+        assert rules_version([rule]) == RuleSet((rule,)).version == parse_rules(VALID).version
+
+    def test_read_rules_returns_the_text_it_parsed(self, tmp_path: Path) -> None:
+        """`read_rules` gives the file's text as read (what replicas share) and its rules."""
+        path = tmp_path / "rules.toml"
+        path.write_text(VALID, encoding="utf-8")
+        text, rules = read_rules(path)
+        assert text == VALID
+        assert rules == parse_rules(VALID)

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from gateway.core.rules import parse_rules
 from gateway.http.keys import ALERT_STORE
 from gateway.settings import Settings, shipped_config_dir
 from tests.conftest import Gateway
@@ -264,7 +265,8 @@ async def test_a_batch_that_raises_an_alarm_is_acked_with_the_alarm_already_stor
 
 
 async def test_reload_puts_a_new_rules_file_in_force(gateway: Gateway, rules_file: Path) -> None:
-    """An admin's reload answers 200 with the rule count, and the new rule then raises."""
+    """An admin's reload answers 200 with the rule count and version, and the new rule
+    then raises."""
     token = await gateway.add_device("dev-1", "p-1")
     async with open_dashboard(gateway) as dash, open_device(gateway, token) as device:
         await dash.subscribe()
@@ -276,7 +278,11 @@ async def test_reload_puts_a_new_rules_file_in_force(gateway: Gateway, rules_fil
             "/v1/rules/reload", headers=gateway.auth(gateway.admin_token)
         ) as resp:
             assert resp.status == 200
-            assert await resp.json() == {"status": "reloaded", "rules": 9}
+            assert await resp.json() == {
+                "status": "reloaded",
+                "rules": 9,
+                "version": parse_rules(SHIPPED_RULES + DIASTOLIC_RULE).version,
+            }
 
         await device.send([reading("diastolic_bp", 130, at(1))])
         alert = (await dash.alert()).alert

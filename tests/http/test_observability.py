@@ -156,7 +156,8 @@ async def test_request_id_is_echoed_and_in_every_line_of_the_request(
         assert resp.status == 200
         assert resp.headers["X-Request-ID"] == "reload-7f3a.2"
     lines = logs.of("reload-7f3a.2")
-    assert any(r["logger"] == "gateway.services.alerting" for r in lines), lines
+    # The reload's own line: publishing the file as every replica's rules.
+    assert any(r["logger"] == "gateway.services.rules_sync" for r in lines), lines
     [access] = [r for r in lines if r["logger"] == "gateway.access"]
     assert (access["method"], access["path"], access["status"]) == ("POST", "/v1/rules/reload", 200)
     assert access["duration_s"] >= 0

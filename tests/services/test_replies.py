@@ -28,7 +28,9 @@ class Socket:
 
 def replies(limit: int = 16) -> tuple[Replies, Socket, list[float], list[str]]:
     sock, acked, failures = Socket(), list[float](), list[str]()
-    r = Replies(sock, limit, on_acked=acked.append, on_failure=lambda: failures.append("failed"))
+    r = Replies(
+        sock, limit, on_acked=acked.append, on_failure=lambda _error: failures.append("failed")
+    )
     return r, sock, acked, failures
 
 
