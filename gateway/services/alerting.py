@@ -51,7 +51,7 @@ from gateway.errors import ForbiddenError, OwnershipLost, StorageError
 from gateway.services.committer import PendingBatch
 from gateway.services.hub import Hub
 from gateway.services.metrics import Metrics
-from gateway.services.ownership import Ownership
+from gateway.services.ownership import BEAT_S, LEASE_S, Ownership
 from gateway.storage.accounts import Principal
 from gateway.storage.alerts import AlertStore, StoredState
 from gateway.storage.events import EventDraft, RecordedEvent
@@ -355,7 +355,10 @@ class AlertService:
             self._adopting.setdefault(p, [])
         try:
             now = time.time()
-            replay_s = max((r.for_s for r in self._engine.rules), default=0.0) + 2 * TICK_S
+            # Far enough back to rebuild every pending `for_s` run, and to cover the
+            # readings stored while the patient had no live owner.
+            longest = max((r.for_s for r in self._engine.rules), default=0.0)
+            replay_s = longest + LEASE_S + 4 * BEAT_S
             state = await self._store.patient_state(patients, int((now - replay_s) * 1e6))
             for device_id, _patient, ward, _seen, _revoked in state.devices:
                 self._wards[device_id] = ward
@@ -364,6 +367,11 @@ class AlertService:
             transitions = self._engine.restore(alerts, now)
             by_device: dict[tuple[str, str], list[tuple[str, float, float]]] = {}
             for patient_id, device_id, metric, ts_us, value in state.readings:
+                # A violation whose alert already cleared must not raise again: replay
+                # only what came after the clear (readings' time is the device's clock,
+                # the clear's the gateway's: close enough for devices in sync).
+                if ts_us / 1e6 <= state.cleared.get((patient_id, metric), float("-inf")):
+                    continue
                 by_device.setdefault((patient_id, device_id), []).append(
                     (metric, ts_us / 1e6, value)
                 )

@@ -47,6 +47,8 @@ class PatientState:
     offline_raised: dict[str, float]
     # (patient id, device id, metric, ts_us, value), oldest first, since the replay bound
     readings: list[tuple[str, str, str, int, float]]
+    # (patient id, metric) -> when its latest alert cleared (wall clock, seconds)
+    cleared: dict[tuple[str, str], float]
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +116,15 @@ class AlertStore:
                 .group_by(_alerts.c.device_id)
             )
             offline_raised = {r[0]: r[1] for r in offline}
+            cleared = {
+                (r[0], r[1]): r[2]
+                for r in await conn.execute(
+                    select(_alerts.c.patient_id, _alerts.c.metric, func.max(_alerts.c.cleared_at))
+                    .where(_alerts.c.patient_id.in_(ps), _alerts.c.metric.is_not(None))
+                    .group_by(_alerts.c.patient_id, _alerts.c.metric)
+                )
+                if r[2] is not None
+            }
             readings = [
                 (r.patient_id, r.device_id, r.metric, r.ts_us, r.value)
                 for r in await conn.execute(
@@ -131,7 +142,7 @@ class AlertStore:
                     .order_by(_readings.c.ts_us, _readings.c.id)
                 )
             ]
-        return PatientState(open_alerts, devices, offline_raised, readings)
+        return PatientState(open_alerts, devices, offline_raised, readings, cleared)
 
     async def alert_status(self, alert_id: int) -> tuple[str, str | None, int] | None:
         """(status, acked_by, last_event_id) of a stored alert; None if unknown."""

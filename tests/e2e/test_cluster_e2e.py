@@ -11,50 +11,40 @@ PostgreSQL server they skip, saying which; under `CI=true` they fail instead.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 from collections import Counter
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
 import pytest
-from aiohttp import WSMsgType
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from gateway.client.cluster import HAPROXY, Cluster, haproxy_config_path, render_haproxy_config
+from tests.support.cluster import (
+    CLIENT_ADDRESS,
+    REPLICA_ENV,
+    Dashboard,
+    acked_batches,
+    assert_every_acked_batch_stored,
+    require_haproxy,
+    simulate,
+    stored_batches,
+    until_acked,
+    user,
+)
 from tests.support.postgres import fresh_database
-from tests.support.processes import VITALS, add_user, free_port, vitals
+from tests.support.processes import VITALS, free_port, vitals
 
 pytestmark = pytest.mark.e2e
-
-SEED = 20261205
-# A client address HAProxy is not: the replicas trust 127.0.0.1 (HAProxy) only.
-CLIENT_ADDRESS = "127.0.0.2"
-# No device-offline alarm within a test: a device that moves to another replica would
-# leave one behind on the first, which is the alert-ownership work's to fix, not this.
-REPLICA_ENV = {"VITALS_OFFLINE_AFTER_S": "600"}
-
-
-def _require_haproxy() -> None:
-    if shutil.which(HAPROXY) is None:
-        reason = "haproxy is not installed (apt-get install haproxy)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{reason} (CI=true: the cluster tests must run)", pytrace=False)
-        pytest.skip(reason)
 
 
 @pytest.fixture
 async def database_url() -> AsyncIterator[str]:
     """A fresh PostgreSQL database (skips or fails as `fresh_database` says)."""
-    _require_haproxy()
+    require_haproxy()
     async with fresh_database() as url:
         yield url
 
@@ -67,76 +57,6 @@ async def cluster(database_url: str, tmp_path: Path) -> AsyncIterator[Cluster]:
         yield c
     finally:
         await asyncio.to_thread(c.stop)
-
-
-def _user(database_url: str, name: str, role: str) -> str:
-    out = vitals(*add_user(database_url, name, role, ("icu",) if role == "clinician" else ()))
-    token: str = json.loads(out.stdout)["token"]
-    return token
-
-
-@dataclass(frozen=True)
-class Acked:
-    device_id: str
-    seq: int
-    n: int
-
-
-def _acked(acked_log: Path) -> list[Acked]:
-    """The batches the simulator's devices saw acked (its --acked-log)."""
-    if not acked_log.exists():
-        return []
-    lines = [line for line in acked_log.read_text().splitlines() if line.endswith("}")]
-    return [Acked(r["device_id"], r["seq"], r["n"]) for r in map(json.loads, lines)]
-
-
-async def _stored(database_url: str) -> dict[tuple[str, int], int]:
-    """(device_id, seq) -> readings stored, straight from the database."""
-    engine = create_async_engine(database_url)
-    try:
-        async with engine.connect() as conn:
-            rows = await conn.execute(
-                text("SELECT device_id, seq, count(*) FROM readings GROUP BY device_id, seq")
-            )
-            return {(d, s): n for d, s, n in rows}
-    finally:
-        await engine.dispose()
-
-
-async def _simulate(
-    url: str, admin: str, acked_log: Path, log: Path, *, devices: int, duration: float
-) -> asyncio.subprocess.Process:
-    with log.open("wb") as out:
-        return await asyncio.create_subprocess_exec(
-            *VITALS,
-            *("simulate", "--url", url, "--admin-token", admin, "--seed", str(SEED)),
-            *("--devices", str(devices), "--rate", "5", "--msgpack", "--drain", "5"),
-            *("--duration", str(duration), "--acked-log", str(acked_log)),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-
-
-async def _until_acked(acked_log: Path, devices: int, more_than: Counter[str], n: int) -> None:
-    """Until each of `devices` devices has `n` more acked batches than `more_than` (30 s)."""
-    now: Counter[str] = Counter()
-    for _ in range(300):
-        now = Counter(a.device_id for a in _acked(acked_log))
-        if len(now) == devices and all(now[d] >= more_than[d] + n for d in now):
-            return
-        await asyncio.sleep(0.1)
-    raise TimeoutError(f"devices not streaming through HAProxy: {now}")
-
-
-def _assert_every_acked_batch_stored(
-    acked: list[Acked], stored: dict[tuple[str, int], int], *, exactly_once: bool
-) -> None:
-    assert acked
-    missing = [a for a in acked if (a.device_id, a.seq) not in stored]
-    assert not missing, f"{len(missing)} acked batches not stored: {missing[:5]}"
-    if exactly_once:
-        doubled = [a for a in acked if stored[(a.device_id, a.seq)] != a.n]
-        assert not doubled, f"acked batches not stored exactly once: {doubled[:5]}"
 
 
 async def test_two_replicas_starting_together_on_an_empty_database_both_come_up(
@@ -161,15 +81,15 @@ async def test_devices_through_haproxy_are_stored_once_and_replicas_see_the_clie
     exactly once; each replica's /metrics names itself in vitals_build_info; a request
     through HAProxy is logged and audited with the client's address, not HAProxy's."""
     await asyncio.to_thread(cluster.start)
-    admin = _user(database_url, "root", "admin")
+    admin = user(database_url, "root", "admin")
     acked_log = tmp_path / "acked.jsonl"
-    sim = await _simulate(
+    sim = await simulate(
         cluster.url, admin, acked_log, tmp_path / "simulate.log", devices=8, duration=4
     )
     async with asyncio.timeout(30):
         assert await sim.wait() == 0, (tmp_path / "simulate.log").read_text()
-    _assert_every_acked_batch_stored(
-        _acked(acked_log), await _stored(database_url), exactly_once=True
+    assert_every_acked_batch_stored(
+        acked_batches(acked_log), await stored_batches(database_url), exactly_once=True
     )
 
     async with aiohttp.ClientSession() as http:
@@ -194,35 +114,6 @@ async def test_devices_through_haproxy_are_stored_once_and_replicas_see_the_clie
     assert re.search(rf"POST /v1/devices 201 .* {re.escape(CLIENT_ADDRESS)}$", access, re.M)
 
 
-@dataclass
-class Dashboard:
-    """A clinician's dashboard through HAProxy that reconnects after every drop,
-    resuming from the last event id it saw; counts its subscriptions."""
-
-    url: str
-    token: str
-    subscriptions: int = 0
-    last_event_id: int = 0
-
-    async def run(self, http: aiohttp.ClientSession) -> None:
-        headers = {"Authorization": f"Bearer {self.token}"}
-        while True:
-            with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
-                async with http.ws_connect(self.url, headers=headers) as ws:
-                    since = self.last_event_id
-                    await ws.send_json(
-                        {"type": "subscribe", "since_event_id": since, "vitals": False}
-                    )
-                    async for msg in ws:
-                        if msg.type is WSMsgType.TEXT:
-                            message = json.loads(msg.data)
-                            if message["type"] == "subscribed":
-                                self.subscriptions += 1
-                            elif message["type"] == "alert":
-                                self.last_event_id = message["event_id"]
-            await asyncio.sleep(0.1)
-
-
 async def test_rolling_restart_loses_no_acked_batch_and_dashboards_resume(
     cluster: Cluster, database_url: str, tmp_path: Path
 ) -> None:
@@ -231,21 +122,21 @@ async def test_rolling_restart_loses_no_acked_batch_and_dashboards_resume(
     devices stream on, and every dashboard subscribed again after its replica went."""
     devices = 6
     await asyncio.to_thread(cluster.start)
-    admin = _user(database_url, "root", "admin")
-    clinician = _user(database_url, "dr-lee", "clinician")
+    admin = user(database_url, "root", "admin")
+    clinician = user(database_url, "dr-lee", "clinician")
     acked_log = tmp_path / "acked.jsonl"
     sim_log = tmp_path / "simulate.log"
     dashboards = [Dashboard(f"{cluster.url}/v1/dashboard/stream", clinician) for _ in range(2)]
     async with aiohttp.ClientSession() as http:
         watching = [asyncio.create_task(d.run(http)) for d in dashboards]
-        sim = await _simulate(cluster.url, admin, acked_log, sim_log, devices=devices, duration=0)
+        sim = await simulate(cluster.url, admin, acked_log, sim_log, devices=devices, duration=0)
         try:
-            await _until_acked(acked_log, devices, Counter(), 3)
+            await until_acked(acked_log, devices, Counter(), 3)
             assert all(d.subscriptions == 1 for d in dashboards), dashboards
             for i in range(len(cluster.replicas)):
                 await asyncio.to_thread(cluster.restart, i)
-                before = Counter(a.device_id for a in _acked(acked_log))
-                await _until_acked(acked_log, devices, before, 3)
+                before = Counter(a.device_id for a in acked_batches(acked_log))
+                await until_acked(acked_log, devices, before, 3)
             sim.send_signal(signal.SIGTERM)  # then it waits up to --drain s for acks
             async with asyncio.timeout(20):
                 assert await sim.wait() == 128 + signal.SIGTERM, sim_log.read_text()
@@ -256,10 +147,10 @@ async def test_rolling_restart_loses_no_acked_batch_and_dashboards_resume(
             if sim.returncode is None:
                 sim.kill()
                 await sim.wait()
-    # Exactly once is the commit path's promise across replicas (issue 14), not yet
-    # this test's: a batch resent to B while A still commits it may be stored twice.
-    _assert_every_acked_batch_stored(
-        _acked(acked_log), await _stored(database_url), exactly_once=False
+    # Exactly once, though a batch may be resent to B while A still commits it: the
+    # guarded seq advance stores it once.
+    assert_every_acked_batch_stored(
+        acked_batches(acked_log), await stored_batches(database_url), exactly_once=True
     )
     assert all(d.subscriptions >= 2 for d in dashboards), dashboards
     # Each device was on a replica that went away at least once.
@@ -299,7 +190,7 @@ async def test_vitals_cluster_starts_prints_the_banner_and_stops_cleanly(
 def test_the_shipped_haproxy_config_renders_for_any_number_of_replicas(tmp_path: Path) -> None:
     """deploy/haproxy.cfg written for three replicas has three servers in each backend,
     the second tracking the first's checks, and HAProxy accepts it."""
-    _require_haproxy()
+    require_haproxy()
     rendered = render_haproxy_config(haproxy_config_path().read_text(), 3)
     servers = re.findall(r"^\s*server (replica\d) \"\$\{LB_REPLICA\d\}\" (.*)$", rendered, re.M)
     assert servers == [
