@@ -94,6 +94,7 @@ async def _stream(request: web.Request, principal: Principal) -> web.WebSocketRe
     replies = Replies(out, settings.device_pipeline, on_acked=acked, on_failure=storage_down)
     conn = DeviceConnection(principal.name, ws, out, replies)
     opened = time.monotonic()
+    claimed = False
     try:
         # Inside the try: the stream leaves the registry however register ends.
         async with closes_on_error(request, ws, f"stream of device {principal.name}"):
@@ -101,7 +102,8 @@ async def _stream(request: web.Request, principal: Principal) -> web.WebSocketRe
             # This stream's epoch fences every older one, here or on another replica;
             # read after the older streams here are drained, so last_seq counts them.
             conn.epoch = await registry.fence(principal.name)
-            # Its patient's alerts are evaluated here, unless a live replica does already.
+            # Its patient's alerts are evaluated here from now on.
+            claimed = True
             await request.app[ALERTS].claim(principal.patient_id)
             session = DeviceSession(
                 principal.name,
@@ -178,6 +180,8 @@ async def _stream(request: web.Request, principal: Principal) -> web.WebSocketRe
             # Even when aiohttp cancels the handler (peer gone), the stream must leave
             # the registry, or replacement and shutdown would wait on it.
             registry.unregister(conn)
+            if claimed:
+                request.app[ALERTS].stream_ended(principal.patient_id)
             duration = time.monotonic() - opened
             reason = close_reason(ws.close_code)
             log.info(

@@ -55,7 +55,7 @@ from gateway.services.ownership import BEAT_S, LEASE_S, Ownership
 from gateway.storage.accounts import Principal
 from gateway.storage.alerts import AlertStore, StoredState
 from gateway.storage.events import EventDraft, RecordedEvent
-from gateway.storage.notify import CHANNEL_COMMANDS, Notifications
+from gateway.storage.notify import CHANNEL_COMMANDS, CHANNEL_OWNERS, Notifications
 from schemas.codes import AlertStatus
 
 __all__ = ["AlertService"]
@@ -87,6 +87,8 @@ class AlertService:
         # Alert ids reserved from the shared counter, not used yet (replicas only).
         self._ids: collections.deque[int] = collections.deque()
         self._wakeups: Notifications | None = None
+        # Patient id -> device streams of theirs open here (replicas).
+        self._streams: collections.Counter[str] = collections.Counter()
         # Patients being adopted: their batches wait here until the adoption is done.
         self._adopting: dict[str, list[PendingBatch]] = {}
         self._metrics = metrics
@@ -153,6 +155,7 @@ class AlertService:
             )
             if wakeups is not None:
                 wakeups.listen(CHANNEL_COMMANDS, service._command, lambda: None)
+                wakeups.listen(CHANNEL_OWNERS, service._taken, lambda: None)
         try:
             yield service
         finally:
@@ -341,10 +344,19 @@ class AlertService:
     # Replicas: ownership, adoption, alert ids, forwarded acknowledgements.
 
     async def claim(self, patient_id: str) -> None:
-        """A device of `patient_id` connected here: evaluate the patient here unless a
-        live replica already does (one device per patient per replica is the norm)."""
-        if self._ownership is not None and await self._ownership.claim(patient_id):
+        """A device of `patient_id` connected here: the patient is evaluated here from
+        now on (its previous owner, told, lets it go). A patient's devices are expected
+        on one replica: HAProxy hashes each device's token, so two devices of one
+        patient may land on two replicas, and then the one that connected last wins."""
+        self._streams[patient_id] += 1
+        if self._ownership is not None and await self._ownership.claim(patient_id, take=True):
             await self._adopt([patient_id])
+
+    def stream_ended(self, patient_id: str) -> None:
+        """A device stream of `patient_id` here ended (the other end of `claim`)."""
+        self._streams[patient_id] -= 1
+        if self._streams[patient_id] <= 0:
+            del self._streams[patient_id]
 
     async def _adopt(self, patients: list[str]) -> None:
         """Go on with `patients` where their previous owner stopped, from the database:
@@ -401,10 +413,17 @@ class AlertService:
         assert self._ownership is not None
         self._let_go(set(self._ownership.owned))
         self._store.fence(self._ownership.replica_id, await self._ownership.join())
+        # Devices still streaming here (they stayed through the freeze) bring their
+        # patients back: their readings arrive here, not where the patients went.
+        for patient_id in list(self._streams):
+            if await self._ownership.claim(patient_id, take=True):
+                await self._adopt([patient_id])
 
     def _let_go(self, patients: set[str]) -> None:
         """Another replica evaluates `patients` now: forget them, and their pending
         transitions (the new owner goes on from what is stored)."""
+        if not patients:
+            return
         if self._ownership is not None:
             self._ownership.lost(patients)
         self._engine.release_patients(patients)
@@ -449,6 +468,13 @@ class AlertService:
                     return event
         raise StorageError(f"the replica evaluating alert {alert_id} did not answer")
 
+    def _taken(self, payload: str) -> None:
+        """Another replica took patients of ours (their device connected there)."""
+        if self._ownership is not None:
+            taken = self._ownership.taken(payload)
+            if taken:
+                self._let_go(taken)
+
     def _command(self, payload: str) -> None:
         """Another replica hands over an acknowledgement: done here if ours."""
         try:
@@ -477,6 +503,15 @@ class AlertService:
         self._hub.publish_alerts([(e.event_id, e.row["ward"], e.payload) for e in events])
         pushed = time.perf_counter()
         for t, event in zip(done, events, strict=True):
+            if event.kind in ("raised", "cleared", "closed"):
+                log.info(
+                    "alert %d %s: %s of patient %s (event %d)",
+                    t.alert.id,
+                    event.kind,
+                    t.alert.rule,
+                    t.alert.patient_id,
+                    event.event_id,
+                )
             if event.kind == "raised" and self._metrics is not None:
                 self._metrics.alerts_raised.labels(event.row["rule"], event.row["priority"]).inc()
                 arrived = self._raised_by.pop(t.alert.id, None)

@@ -6,9 +6,11 @@ One owner per patient at a time, under leases with epochs (storage/owners.py):
   for `LEASE_S` (killed, frozen, cut off) is dead to the others. Each start, and each
   time it finds its own lease lapsed (it was frozen), it takes a new epoch and lets go
   of every patient: whatever it held in memory may be stale.
-- A replica claims a patient when one of its devices connects here, and every `BEAT_S`
-  it claims the patients of dead owners (the orphans). A claim succeeds only when the
-  current owner's lease is not live, so a live owner keeps its patients.
+- A replica takes a patient when one of its devices connects here (the device's stream
+  moved here, its older stream is fenced off), and every `BEAT_S` it claims the
+  patients of dead owners (the orphans), which succeeds only when the owner's lease is
+  not live. Each change of hands is announced, and a live previous owner lets the
+  patient go at once.
 - Every commit of a patient's alert events checks, in its transaction, that this
   replica owns the patient at its current epoch; a replica that woke up after its
   patients were taken over stores nothing for them (OwnershipLost) and lets them go.
@@ -50,11 +52,20 @@ class Ownership:
         log.info("replica %s joined at epoch %d", self.replica_id, self.epoch)
         return self.epoch
 
-    async def claim(self, patient_id: str) -> bool:
-        """Claim `patient_id` unless a live replica owns it; True if newly ours."""
+    async def claim(self, patient_id: str, *, take: bool = False) -> bool:
+        """Claim `patient_id` unless a live replica owns it (whoever does, with `take`:
+        its device is here now); True if newly ours."""
         if patient_id in self.owned:
             return False
-        return await self._owners.claim(patient_id, self.replica_id, self.epoch, LEASE_S)
+        return await self._owners.claim(patient_id, self.replica_id, self.epoch, LEASE_S, take=take)
+
+    def taken(self, payload: str) -> set[str]:
+        """A CHANNEL_OWNERS notification: the patients of ours another owner took."""
+        replica_id, _, rest = payload.partition(" ")
+        epoch, _, patient_id = rest.partition(" ")
+        if (replica_id, epoch) == (self.replica_id, str(self.epoch)):
+            return set()
+        return {patient_id} & self.owned
 
     def lost(self, patients: set[str]) -> None:
         self.owned -= patients

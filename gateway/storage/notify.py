@@ -31,6 +31,7 @@ __all__ = [
     "CHANNEL_COMMANDS",
     "CHANNEL_DEVICES",
     "CHANNEL_EVENTS",
+    "CHANNEL_OWNERS",
     "CHANNEL_RULES",
     "LocalNotifications",
     "Notifications",
@@ -45,6 +46,7 @@ CHANNEL_EVENTS = "vitals_events"  # payload: the newest event id of a commit
 CHANNEL_DEVICES = "vitals_devices"  # payload: "<device id> <connection epoch>"
 CHANNEL_RULES = "vitals_rules"  # payload: the rules' version
 CHANNEL_COMMANDS = "vitals_commands"  # payload: JSON, an acknowledgement handed over
+CHANNEL_OWNERS = "vitals_owners"  # payload: "<replica id> <epoch> <patient id>"
 
 # `SELECT pg_notify(...)` inside the sender's transaction: delivered on commit.
 notify_sql = text("SELECT pg_notify(:channel, :payload)")

@@ -20,6 +20,8 @@ from typing import Any
 from sqlalchemy import bindparam, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from gateway.storage.notify import CHANNEL_OWNERS, notify_sql
+
 __all__ = ["DB_NOW", "OwnerStore", "owned_of"]
 
 # The database's clock, in epoch seconds.
@@ -49,6 +51,15 @@ _claim = text(
     "WHERE (patient_owners.replica_id = excluded.replica_id "
     "AND patient_owners.epoch = excluded.epoch) "
     f"OR NOT {_live_owner} RETURNING patient_id"
+)
+# A device of the patient connected to this replica: it is where the patient is now.
+_take = text(
+    "INSERT INTO patient_owners (patient_id, replica_id, epoch, claimed_at) "
+    f"VALUES (:p, :r, :e, {DB_NOW}) ON CONFLICT (patient_id) DO UPDATE SET "
+    "replica_id = excluded.replica_id, epoch = excluded.epoch, "
+    "claimed_at = excluded.claimed_at "
+    "WHERE patient_owners.replica_id <> excluded.replica_id "
+    "OR patient_owners.epoch <> excluded.epoch RETURNING patient_id"
 )
 _orphans = text(f"SELECT patient_id FROM patient_owners WHERE NOT {_live_owner}")
 _owned = text(
@@ -91,10 +102,21 @@ class OwnerStore:
         async with self._engine.begin() as conn:
             await conn.execute(_leave, {"r": replica_id, "e": epoch})
 
-    async def claim(self, patient_id: str, replica_id: str, epoch: int, ttl_s: float) -> bool:
-        """Own `patient_id` if nobody live does (or we already do); whether we do now."""
-        params = {"p": patient_id, "r": replica_id, "e": epoch, "ttl": ttl_s}
-        return await self._one(_claim, params) is not None
+    async def claim(
+        self, patient_id: str, replica_id: str, epoch: int, ttl_s: float, *, take: bool = False
+    ) -> bool:
+        """Own `patient_id` if nobody live does (or we already do), or whoever does with
+        `take`; True when it changed hands to us. The change is announced on
+        CHANNEL_OWNERS, so a previous owner still alive lets the patient go at once."""
+        params: dict[str, Any] = {"p": patient_id, "r": replica_id, "e": epoch}
+        if not take:
+            params["ttl"] = ttl_s
+        async with self._engine.begin() as conn:
+            won = await conn.scalar(_take if take else _claim, params)
+            if won is not None:
+                payload = f"{replica_id} {epoch} {patient_id}"
+                await conn.execute(notify_sql, {"channel": CHANNEL_OWNERS, "payload": payload})
+        return won is not None
 
     async def orphans(self, ttl_s: float) -> list[str]:
         """Patients whose owner's lease is not live."""

@@ -11,7 +11,7 @@ import os
 import shutil
 import subprocess
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
@@ -74,14 +74,23 @@ async def stored_batches(database_url: str) -> dict[tuple[str, int], int]:
 
 
 async def simulate(
-    url: str, admin: str, acked_log: Path, log: Path, *, devices: int, duration: float
+    url: str,
+    admin: str,
+    acked_log: Path,
+    log: Path,
+    *,
+    devices: int,
+    duration: float,
+    scenario: Path | None = None,
 ) -> asyncio.subprocess.Process:
+    """The simulator through `url`, its acked batches logged to `acked_log`."""
+    chosen = () if scenario is None else ("--scenario", str(scenario))
     with log.open("wb") as out:
         return await asyncio.create_subprocess_exec(
             *VITALS,
             *("simulate", "--url", url, "--admin-token", admin, "--seed", str(SEED)),
             *("--devices", str(devices), "--rate", "5", "--msgpack", "--drain", "5"),
-            *("--duration", str(duration), "--acked-log", str(acked_log)),
+            *("--duration", str(duration), "--acked-log", str(acked_log), *chosen),
             stdout=out,
             stderr=subprocess.STDOUT,
         )
@@ -112,12 +121,14 @@ def assert_every_acked_batch_stored(
 @dataclass
 class Dashboard:
     """A clinician's dashboard through HAProxy that reconnects after every drop,
-    resuming from the last event id it saw; counts its subscriptions."""
+    resuming from the last event id it saw; counts its subscriptions and keeps every
+    event id it received, in order."""
 
     url: str
     token: str
     subscriptions: int = 0
     last_event_id: int = 0
+    received: list[int] = field(default_factory=list)
 
     async def run(self, http: aiohttp.ClientSession) -> None:
         headers = {"Authorization": f"Bearer {self.token}"}
@@ -135,4 +146,5 @@ class Dashboard:
                                 self.subscriptions += 1
                             elif message["type"] == "alert":
                                 self.last_event_id = message["event_id"]
+                                self.received.append(message["event_id"])
             await asyncio.sleep(0.1)
