@@ -26,6 +26,7 @@ from gateway.storage.audit import AuditLog
 from gateway.storage.backend import Backend
 from gateway.storage.events import EventsWriter
 from gateway.storage.migrate import Revisions, SchemaAhead, schema_revisions, upgrade_schema
+from gateway.storage.notify import LocalNotifications, Notifications, PgNotifications
 from gateway.storage.postgres import PostgresBackend
 from gateway.storage.queries import ReadingQueries
 from gateway.storage.readings import ReadingsWriter
@@ -124,6 +125,9 @@ class Storage:
     queries: ReadingQueries
     accounts: AccountStore
     audit: AuditLog
+    # A new, unstarted `Notifications` for this database: PostgreSQL's LISTEN/NOTIFY,
+    # heard by every replica on it, or in-process calls on SQLite (one process).
+    notifications: Callable[[], Notifications] = field(repr=False)
     # The backend's `Writers.close`: `close` calls it before disposing of the engine.
     close_writers: Callable[[], Awaitable[None]] = field(repr=False)
 
@@ -187,8 +191,15 @@ async def open_storage(settings: Settings, *, create: bool = True) -> Storage:
         queries=ReadingQueries(engine),
         accounts=AccountStore(engine),
         audit=AuditLog(engine),
+        notifications=_notifications_of(backend, url),
         close_writers=writers.close,
     )
+
+
+def _notifications_of(backend: Backend, url: str) -> Callable[[], Notifications]:
+    if isinstance(backend, PostgresBackend):
+        return lambda: PgNotifications(url)
+    return LocalNotifications
 
 
 async def has_schema(engine: AsyncEngine) -> bool:
