@@ -7,6 +7,7 @@ from aiohttp import web
 from gateway.core.limits import AuthThrottle, ConnectionGate
 from gateway.services.alerting import AlertService
 from gateway.services.committer import GroupCommitter
+from gateway.services.feed import EventFeed
 from gateway.services.hub import Hub
 from gateway.services.metrics import Metrics
 from gateway.services.registry import DeviceRegistry
@@ -15,6 +16,7 @@ from gateway.storage.accounts import AccountStore
 from gateway.storage.alerts import AlertStore
 from gateway.storage.audit import AuditLog
 from gateway.storage.database import Storage
+from gateway.storage.notify import Notifications
 from gateway.storage.queries import ReadingQueries
 
 __all__ = [
@@ -26,8 +28,10 @@ __all__ = [
     "COMMITTER",
     "CONNECTIONS",
     "DEVICES",
+    "FEED",
     "HUB",
     "METRICS",
+    "NOTIFICATIONS",
     "QUERIES",
     "SETTINGS",
     "STORAGE",
@@ -48,3 +52,8 @@ AUDIT = web.AppKey("audit", AuditLog)
 AUTH_THROTTLE = web.AppKey("auth_throttle", AuthThrottle)
 ALERT_STORE = web.AppKey("alert_store", AlertStore)
 ALERTS = web.AppKey("alerts", AlertService)
+# How this replica hears the others (and they it): one per process, started once every
+# listener is registered.
+NOTIFICATIONS: web.AppKey[Notifications] = web.AppKey("notifications")
+# Every alert event goes to the hub through it, local or from another replica.
+FEED = web.AppKey("feed", EventFeed)

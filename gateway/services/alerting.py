@@ -34,6 +34,7 @@ from gateway.core.rows import METRIC, TS_US, VALUE
 from gateway.core.rules import RuleSet, load_rules
 from gateway.errors import ForbiddenError, StorageError
 from gateway.services.committer import PendingBatch
+from gateway.services.feed import EventFeed
 from gateway.services.hub import Hub
 from gateway.services.metrics import Metrics
 from gateway.storage.accounts import Principal
@@ -59,11 +60,14 @@ class AlertService:
         hub: Hub,
         rules_path: Path,
         metrics: Metrics | None = None,
+        *,
+        feed: EventFeed,
     ) -> None:
         self._engine = engine
         self._metrics = metrics
         self._store = store
         self._hub = hub
+        self._feed = feed  # what is stored goes to the hub through it, in id order
         self._rules_path = rules_path
         self._wards: dict[str, str] = {}  # device id -> ward, for offline alarms
         # Transitions not stored yet, in engine order; bounded by the engine (one per
@@ -90,6 +94,7 @@ class AlertService:
         hub: Hub,
         rules_path: Path,
         *,
+        feed: EventFeed,
         offline_after_s: float,
         metrics: Metrics | None = None,
     ) -> AsyncIterator[AlertService]:
@@ -102,7 +107,7 @@ class AlertService:
         engine = AlertEngine(
             rules, first_alert_id=state.max_alert_id + 1, offline_after_s=offline_after_s
         )
-        service = cls(engine, store, hub, rules_path, metrics)
+        service = cls(engine, store, hub, rules_path, metrics, feed=feed)
         await service._restore(state)
         ticker = asyncio.create_task(service._tick_forever(), name="alert-timer")
         try:
@@ -119,7 +124,6 @@ class AlertService:
             service._fail_waiting(StorageError("the gateway stopped before storing this"))
 
     async def _restore(self, state: StoredState) -> None:
-        self._hub.resume_after(state.max_event_id)
         alerts = [Alert.from_mapping(r) for r in state.open_alerts]
         for row in state.open_alerts:
             self._wards[row["device_id"]] = row["ward"]
@@ -284,7 +288,7 @@ class AlertService:
         """`done`, stored as `events`: no longer pending; push them, answer waiters."""
         del self._pending[: len(done)]
         # One write per dashboard for the whole burst.
-        self._hub.publish_alerts([(e.event_id, e.row["ward"], e.payload) for e in events])
+        self._feed.publish_committed([(e.event_id, e.row["ward"], e.payload) for e in events])
         pushed = time.perf_counter()
         for t, event in zip(done, events, strict=True):
             if event.kind == "raised" and self._metrics is not None:
