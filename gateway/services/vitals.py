@@ -82,8 +82,11 @@ def decode_relayed(payload: str) -> tuple[str, list[WardMessage]]:
     items: list[WardMessage] = []
     for line in lines:
         ward_json, tab, text = line.partition("\t")
-        ward = json.loads(ward_json)
-        if not tab or not isinstance(ward, str):
+        try:
+            ward = json.loads(ward_json) if tab else None
+        except ValueError:
+            ward = None
+        if not isinstance(ward, str):
             raise ValueError(f"not a relayed vitals line: {line[:80]!r}")
         items.append((ward, text))
     return origin, items

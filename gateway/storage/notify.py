@@ -32,6 +32,7 @@ __all__ = [
     "CHANNEL_EVENTS",
     "CHANNEL_RULES",
     "CHANNEL_VITALS",
+    "LISTENER_NAME",
     "NOTIFY_MAX_BYTES",
     "LocalNotifications",
     "Notifications",
@@ -57,6 +58,10 @@ notify_sql = text("SELECT pg_notify(:channel, :payload)")
 
 OnPayload = Callable[[str], None]
 OnConnected = Callable[[], None]
+
+# How the listening connection is named in pg_stat_activity (operators, and the tests
+# that cut it off on purpose).
+LISTENER_NAME = "vitals listen"
 
 # Back-off between reconnection attempts, seconds (doubling up to the last).
 _RETRY_S = (0.1, 0.2, 0.5, 1.0, 2.0)
@@ -186,7 +191,9 @@ class PgNotifications:
         while True:
             lost = asyncio.Event()
             try:
-                conn = await asyncpg.connect(self._dsn)
+                conn = await asyncpg.connect(
+                    self._dsn, server_settings={"application_name": LISTENER_NAME}
+                )
             except (OSError, asyncpg.PostgresError) as e:
                 delay = _RETRY_S[min(attempt, len(_RETRY_S) - 1)]
                 if attempt == 0:
