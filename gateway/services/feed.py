@@ -56,11 +56,14 @@ class EventFeed:
         *,
         safety_net_s: float | None = None,
         page: int = CATCH_UP_PAGE,
+        others: bool = True,
     ) -> None:
         self._hub = hub
         self._store = store
         # SAFETY_NET_S unless told, read when the feed is made (tests lengthen it).
         self._safety_net_s = SAFETY_NET_S if safety_net_s is None else safety_net_s
+        # Whether other processes write events (the timer has nothing to catch alone).
+        self._others = others
         self._page = page
         # Local events committed ahead of a gap, by id (bounded: MAX_HELD).
         self._held: dict[int, Event] = {}
@@ -79,8 +82,9 @@ class EventFeed:
         safety_net_s: float | None = None,
     ) -> AsyncIterator[EventFeed]:
         """Resume the hub after the newest stored event, listen on CHANNEL_EVENTS (call
-        before `notifications.start`) and run the catch-up task until exit."""
-        feed = cls(hub, store, safety_net_s=safety_net_s)
+        before `notifications.start`) and run the catch-up task until exit. Alone on
+        its database (`notifications.shared` false: SQLite) it never reads on a timer."""
+        feed = cls(hub, store, safety_net_s=safety_net_s, others=notifications.shared)
         hub.resume_after(await store.newest_event_id())
         notifications.listen(CHANNEL_EVENTS, feed._notified, feed.wake)
         task = asyncio.create_task(feed._catch_up_forever(), name="event-feed")
@@ -172,7 +176,7 @@ class EventFeed:
         """The one task that reads the table: on a wake-up, or every `safety_net_s`."""
         while True:
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._safety_net_s):
+                async with asyncio.timeout(self._safety_net_s if self._others else None):
                     await self._wanted.wait()
             self._wanted.clear()
             try:
