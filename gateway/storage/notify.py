@@ -134,6 +134,7 @@ class PgNotifications:
         # backend started and ended per call), one statement at a time.
         self._sender: Any = None  # asyncpg.Connection once opened
         self._sending = asyncio.Lock()
+        self._stopped = False  # after `stop`, `notify` drops what it is given
 
     @property
     def shared(self) -> bool:
@@ -156,6 +157,7 @@ class PgNotifications:
                 await self._task
             self._task = None
         async with self._sending:
+            self._stopped = True
             if self._sender is not None:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(self._sender.close(), 1.0)
@@ -163,10 +165,13 @@ class PgNotifications:
 
     async def notify(self, channel: str, payload: str) -> None:
         """Raises OSError or asyncpg's errors when PostgreSQL cannot be reached; the
-        next call connects afresh."""
+        next call connects afresh. After `stop` (shutting down) it sends nothing, so no
+        connection outlives the replica's resources."""
         import asyncpg
 
         async with self._sending:
+            if self._stopped:
+                return
             if self._sender is None or self._sender.is_closed():
                 self._sender = await asyncpg.connect(self._dsn)
             try:
