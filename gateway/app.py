@@ -28,6 +28,7 @@ from gateway.http.keys import (
     COMMITTER,
     CONNECTIONS,
     DEVICES,
+    FEED,
     HUB,
     METRICS,
     NOTIFICATIONS,
@@ -42,6 +43,7 @@ from gateway.http.proxy import forwarded_middleware
 from gateway.http.web import routes as web_routes
 from gateway.services.alerting import AlertService
 from gateway.services.committer import GroupCommitter
+from gateway.services.feed import EventFeed
 from gateway.services.hub import Hub
 from gateway.services.metrics import Metrics, metrics_handler
 from gateway.services.ownership import Ownership
@@ -76,10 +78,14 @@ def create_app(settings: Settings) -> web.Application:
     app[AUTH_THROTTLE] = AuthThrottle()
     app[HUB] = Hub(on_drop=metrics.dashboard_drops.inc)
     metrics.track_connections(lambda: len(app[DEVICES]), lambda: len(app[HUB]))
-    # The committer stops before the alert service, which then stores what it left. The
-    # rules follower applies rules through the committer, so it runs while that does;
-    # listening starts last, once every listener is registered, and stops first.
-    app.cleanup_ctx.extend([_storage, _alerts, _committer, _rules, _stream_watchers, _listening])
+    # The committer stops before the alert service, which then stores what it left (and
+    # publishes it through the feed, still running). The rules follower applies rules
+    # through the committer, so it runs while that does; listening starts last, once
+    # every listener (feed, vitals, rules, registry, alerts) is registered, and stops
+    # first.
+    app.cleanup_ctx.extend(
+        [_storage, _feed, _alerts, _committer, _rules, _stream_watchers, _listening]
+    )
     app.on_shutdown.append(_close_streams)
     app.router.add_get("/v1/devices/stream", device_stream)
     app.router.add_get("/v1/dashboard/stream", dashboard_stream)
@@ -116,7 +122,7 @@ async def _committer(app: web.Application) -> AsyncIterator[None]:
     """The group committer, with the alert service as its partner (alert events go into
     the commits) and the vitals publisher told of each commit's batches."""
     settings = app[SETTINGS]
-    async with VitalsPublisher.running(app[HUB]) as vitals:
+    async with VitalsPublisher.running(app[HUB], app[NOTIFICATIONS]) as vitals:
         committer = GroupCommitter(
             app[STORAGE].readings,
             max_rows=settings.commit_max_rows,
@@ -133,6 +139,24 @@ async def _committer(app: web.Application) -> AsyncIterator[None]:
         await committer.stop(within=settings.shutdown_grace_s / 2)
 
 
+async def _feed(app: web.Application) -> AsyncIterator[None]:
+    """The event feed: the hub resumes after the newest stored event, and every event
+    (this replica's, just committed, or another's, read from the table) reaches it in
+    id order; set up before the alert service, whose restore publishes through it."""
+    async with EventFeed.running(app[HUB], app[ALERT_STORE], app[NOTIFICATIONS]) as feed:
+        app[FEED] = feed
+        yield
+
+
+async def _listening(app: web.Application) -> AsyncIterator[None]:
+    """Hear the other replicas (LISTEN on PostgreSQL; nothing to hear on SQLite): started
+    after every listener registered, stopped before the committer and the feed."""
+    notifications = app[NOTIFICATIONS]
+    await notifications.start()
+    yield
+    await notifications.stop()
+
+
 async def _alerts(app: web.Application) -> AsyncIterator[None]:
     """The alert service: rules, restored open alerts, the timer; its events are stored
     in the commits of the committer, set up next."""
@@ -144,6 +168,7 @@ async def _alerts(app: web.Application) -> AsyncIterator[None]:
         app[ALERT_STORE],
         app[HUB],
         settings.rules_path,
+        feed=app[FEED],
         offline_after_s=settings.offline_after_s,
         metrics=app[METRICS],
         ownership=ownership,
@@ -166,13 +191,6 @@ async def _rules(app: web.Application) -> AsyncIterator[None]:
     ) as sync:
         app[RULES] = sync
         yield
-
-
-async def _listening(app: web.Application) -> AsyncIterator[None]:
-    """Wake-ups from other replicas, for every service that registered a listener."""
-    await app[NOTIFICATIONS].start()
-    yield
-    await app[NOTIFICATIONS].stop()
 
 
 async def _stream_watchers(app: web.Application) -> AsyncIterator[None]:

@@ -7,6 +7,7 @@ from aiohttp import web
 from gateway.core.limits import AuthThrottle, ConnectionGate
 from gateway.services.alerting import AlertService
 from gateway.services.committer import GroupCommitter
+from gateway.services.feed import EventFeed
 from gateway.services.hub import Hub
 from gateway.services.metrics import Metrics
 from gateway.services.registry import DeviceRegistry
@@ -28,6 +29,7 @@ __all__ = [
     "COMMITTER",
     "CONNECTIONS",
     "DEVICES",
+    "FEED",
     "HUB",
     "METRICS",
     "NOTIFICATIONS",
@@ -56,3 +58,5 @@ RULES = web.AppKey("rules", RulesSync)
 # Wake-ups from other replicas (one listening connection each): services `listen` on it
 # while the app starts; it starts listening once they all have.
 NOTIFICATIONS: web.AppKey[Notifications] = web.AppKey("notifications")
+# Every alert event goes to the hub through it, local or from another replica.
+FEED = web.AppKey("feed", EventFeed)

@@ -49,6 +49,7 @@ from gateway.core.rows import METRIC, TS_US, VALUE
 from gateway.core.rules import RuleSet, load_rules
 from gateway.errors import ForbiddenError, OwnershipLost, StorageError
 from gateway.services.committer import PendingBatch
+from gateway.services.feed import EventFeed
 from gateway.services.hub import Hub
 from gateway.services.metrics import Metrics
 from gateway.services.ownership import BEAT_S, LEASE_S, Ownership
@@ -81,6 +82,8 @@ class AlertService:
         rules_path: Path,
         metrics: Metrics | None = None,
         ownership: Ownership | None = None,
+        *,
+        feed: EventFeed,
     ) -> None:
         self._engine = engine
         self._ownership = ownership
@@ -94,6 +97,7 @@ class AlertService:
         self._metrics = metrics
         self._store = store
         self._hub = hub
+        self._feed = feed  # what is stored goes to the hub through it, in id order
         self._rules_path = rules_path
         self._wards: dict[str, str] = {}  # device id -> ward, for offline alarms
         # Transitions not stored yet, in engine order; bounded by the engine (one per
@@ -120,6 +124,7 @@ class AlertService:
         hub: Hub,
         rules_path: Path,
         *,
+        feed: EventFeed,
         offline_after_s: float,
         metrics: Metrics | None = None,
         ownership: Ownership | None = None,
@@ -139,14 +144,13 @@ class AlertService:
             offline_after_s=offline_after_s,
             alert_ids=None if ownership is None else ids.popleft,
         )
-        service = cls(engine, store, hub, rules_path, metrics, ownership)
+        service = cls(engine, store, hub, rules_path, metrics, ownership, feed=feed)
         service._ids = ids
         service._wakeups = wakeups
         tasks = [asyncio.create_task(service._tick_forever(), name="alert-timer")]
         if ownership is None:
             await service._restore(state)
         else:
-            hub.resume_after(state.max_event_id)
             store.fence(ownership.replica_id, await ownership.join())
             tasks.append(
                 asyncio.create_task(
@@ -174,7 +178,6 @@ class AlertService:
                     await ownership.leave()  # survivors adopt its patients at once
 
     async def _restore(self, state: StoredState) -> None:
-        self._hub.resume_after(state.max_event_id)
         alerts = [Alert.from_mapping(r) for r in state.open_alerts]
         for row in state.open_alerts:
             self._wards[row["device_id"]] = row["ward"]
@@ -500,7 +503,7 @@ class AlertService:
         """`done`, stored as `events`: no longer pending; push them, answer waiters."""
         del self._pending[: len(done)]
         # One write per dashboard for the whole burst.
-        self._hub.publish_alerts([(e.event_id, e.row["ward"], e.payload) for e in events])
+        self._feed.publish_committed([(e.event_id, e.row["ward"], e.payload) for e in events])
         pushed = time.perf_counter()
         for t, event in zip(done, events, strict=True):
             if event.kind in ("raised", "cleared", "closed"):

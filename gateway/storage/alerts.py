@@ -167,6 +167,26 @@ class AlertStore:
         """Number and store `drafts` in a transaction of their own; the events stored."""
         return await self._events.append(drafts)
 
+    async def newest_event_id(self) -> int:
+        """The highest stored event id (0 when none): every id up to it is stored."""
+        async with self._engine.connect() as conn:
+            newest: int | None = await conn.scalar(select(func.max(_events.c.event_id)))
+        return newest or 0
+
+    async def events_after(
+        self, after: int, *, upto: int | None = None, limit: int
+    ) -> list[tuple[int, str, str]]:
+        """(event_id, ward, payload) of the first `limit` events with `after` < event_id
+        (<= `upto` when given), in id order: the event feed's catch-up, page by page."""
+        query = select(_events.c.event_id, _events.c.ward, _events.c.payload).where(
+            _events.c.event_id > after
+        )
+        if upto is not None:
+            query = query.where(_events.c.event_id <= upto)
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(query.order_by(_events.c.event_id).limit(limit))
+            return [(r.event_id, r.ward, r.payload) for r in rows]
+
     async def events_between(
         self, after: int, upto: int, wards: frozenset[str] | None = None
     ) -> list[str]:

@@ -33,6 +33,9 @@ __all__ = [
     "CHANNEL_EVENTS",
     "CHANNEL_OWNERS",
     "CHANNEL_RULES",
+    "CHANNEL_VITALS",
+    "LISTENER_NAME",
+    "NOTIFY_MAX_BYTES",
     "LocalNotifications",
     "Notifications",
     "PgNotifications",
@@ -47,6 +50,12 @@ CHANNEL_DEVICES = "vitals_devices"  # payload: "<device id> <connection epoch>"
 CHANNEL_RULES = "vitals_rules"  # payload: the rules' version
 CHANNEL_COMMANDS = "vitals_commands"  # payload: JSON, an acknowledgement handed over
 CHANNEL_OWNERS = "vitals_owners"  # payload: "<replica id> <epoch> <patient id>"
+# The one channel that carries data, not a wake-up: vitals are superseded every second,
+# so one missed costs a second of staleness, and nothing reads them back from a table.
+CHANNEL_VITALS = "vitals_vitals"  # payload: see services/vitals.py (`encode_relayed`)
+
+# PostgreSQL refuses a payload of 8,000 bytes or more (in the default configuration).
+NOTIFY_MAX_BYTES = 7999
 
 # `SELECT pg_notify(...)` inside the sender's transaction: delivered on commit.
 notify_sql = text("SELECT pg_notify(:channel, :payload)")
@@ -54,11 +63,21 @@ notify_sql = text("SELECT pg_notify(:channel, :payload)")
 OnPayload = Callable[[str], None]
 OnConnected = Callable[[], None]
 
+# How the listening connection is named in pg_stat_activity (operators, and the tests
+# that cut it off on purpose).
+LISTENER_NAME = "vitals listen"
+
 # Back-off between reconnection attempts, seconds (doubling up to the last).
 _RETRY_S = (0.1, 0.2, 0.5, 1.0, 2.0)
 
 
 class Notifications(Protocol):
+    @property
+    def shared(self) -> bool:
+        """Whether other processes hear this one's notifications (False: one process,
+        so there is nobody else to tell)."""
+        ...
+
     def listen(self, channel: str, on_payload: OnPayload, on_connected: OnConnected) -> None:
         """Call `on_payload(payload)` for each notification on `channel`, and
         `on_connected()` each time listening (re)starts: catch up from the table then.
@@ -79,6 +98,10 @@ class LocalNotifications:
 
     def __init__(self) -> None:
         self._listeners: dict[str, list[tuple[OnPayload, OnConnected]]] = {}
+
+    @property
+    def shared(self) -> bool:
+        return False
 
     def listen(self, channel: str, on_payload: OnPayload, on_connected: OnConnected) -> None:
         self._listeners.setdefault(channel, []).append((on_payload, on_connected))
@@ -110,6 +133,16 @@ class PgNotifications:
         self._task: asyncio.Task[None] | None = None
         self._conn: Any = None  # asyncpg.Connection while connected
         self._connected = asyncio.Event()
+        # `notify` outside a transaction goes through one connection of its own, kept
+        # open (vitals go out every second: a connection each time was ~5 ms and a
+        # backend started and ended per call), one statement at a time.
+        self._sender: Any = None  # asyncpg.Connection once opened
+        self._sending = asyncio.Lock()
+        self._stopped = False  # after `stop`, `notify` drops what it is given
+
+    @property
+    def shared(self) -> bool:
+        return True
 
     def listen(self, channel: str, on_payload: OnPayload, on_connected: OnConnected) -> None:
         self._listeners.setdefault(channel, []).append((on_payload, on_connected))
@@ -127,15 +160,31 @@ class PgNotifications:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        async with self._sending:
+            self._stopped = True
+            if self._sender is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self._sender.close(), 1.0)
+                self._sender = None
 
     async def notify(self, channel: str, payload: str) -> None:
+        """Raises OSError or asyncpg's errors when PostgreSQL cannot be reached; the
+        next call connects afresh. After `stop` (shutting down) it sends nothing, so no
+        connection outlives the replica's resources."""
         import asyncpg
 
-        conn = await asyncpg.connect(self._dsn)
-        try:
-            await conn.execute("SELECT pg_notify($1, $2)", channel, payload)
-        finally:
-            await conn.close()
+        async with self._sending:
+            if self._stopped:
+                return
+            if self._sender is None or self._sender.is_closed():
+                self._sender = await asyncpg.connect(self._dsn)
+            try:
+                await self._sender.execute("SELECT pg_notify($1, $2)", channel, payload)
+            except BaseException:
+                conn, self._sender = self._sender, None
+                with contextlib.suppress(Exception):
+                    conn.terminate()
+                raise
 
     def _dispatch(self, _conn: Any, _pid: int, channel: str, payload: str) -> None:
         for on_payload, _ in self._listeners.get(channel, ()):
@@ -151,7 +200,9 @@ class PgNotifications:
         while True:
             lost = asyncio.Event()
             try:
-                conn = await asyncpg.connect(self._dsn)
+                conn = await asyncpg.connect(
+                    self._dsn, server_settings={"application_name": LISTENER_NAME}
+                )
             except (OSError, asyncpg.PostgresError) as e:
                 delay = _RETRY_S[min(attempt, len(_RETRY_S) - 1)]
                 if attempt == 0:
