@@ -29,6 +29,7 @@ from gateway.storage.migrate import Revisions, SchemaAhead, schema_revisions, up
 from gateway.storage.postgres import PostgresBackend
 from gateway.storage.queries import ReadingQueries
 from gateway.storage.readings import ReadingsWriter
+from gateway.storage.retention import ReadingsRetention
 from gateway.storage.schema import Probe
 from gateway.storage.sqlite import SqliteBackend
 
@@ -121,7 +122,8 @@ class Storage:
     readings: ReadingsWriter  # the group committer's: readings, seqs and their alert events
     events: EventsWriter  # alert events outside a commit (through `alerts.append`)
     alerts: AlertStore
-    queries: ReadingQueries
+    queries: ReadingQueries  # clamped to the retention horizon
+    retention: ReadingsRetention  # the retention service's: old days removed
     accounts: AccountStore
     audit: AuditLog
     # The backend's `Writers.close`: `close` calls it before disposing of the engine.
@@ -184,7 +186,8 @@ async def open_storage(settings: Settings, *, create: bool = True) -> Storage:
         readings=writers.readings,
         events=writers.events,
         alerts=AlertStore(engine, writers.events),
-        queries=ReadingQueries(engine),
+        queries=ReadingQueries(engine, retention_days=settings.retention_days),
+        retention=writers.retention,
         accounts=AccountStore(engine),
         audit=AuditLog(engine),
         close_writers=writers.close,

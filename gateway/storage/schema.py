@@ -27,12 +27,12 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 __all__ = [
+    "READING_PARTITION",
     "AlertEventRow",
     "AlertRow",
     "AuditEntry",
     "Base",
     "Device",
-    "READING_PARTITION",
     "Probe",
     "Reading",
     "Session",

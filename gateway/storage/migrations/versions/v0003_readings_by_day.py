@@ -52,10 +52,8 @@ def _partition_name(day: int) -> str:
 
 
 def _is_partitioned(bind: sa.Connection) -> bool:
-    kind = bind.scalar(
-        sa.text("SELECT relkind FROM pg_class WHERE oid = to_regclass('readings')")
-    )
-    return kind == "p"
+    kind = bind.scalar(sa.text("SELECT relkind FROM pg_class WHERE oid = to_regclass('readings')"))
+    return bool(kind == "p")
 
 
 def _sequence(table: str) -> str:
