@@ -52,7 +52,9 @@ def _partition_name(day: int) -> str:
 
 
 def _is_partitioned(bind: sa.Connection) -> bool:
-    kind = bind.scalar(sa.text("SELECT relkind FROM pg_class WHERE oid = to_regclass('readings')"))
+    kind = bind.scalar(
+        sa.text("SELECT relkind::text FROM pg_class WHERE oid = to_regclass('readings')")
+    )
     return bool(kind == "p")
 
 
