@@ -1,8 +1,8 @@
 """The application factory: `create_app(settings)` wires resources, routes and tasks.
 
-Every long-lived resource (the storage, the alert service, the group committer and
-vitals publisher, background checks) is opened and closed in `cleanup_ctx`, in
-dependency order.
+Every long-lived resource (the storage, readings' retention, the alert service, the
+group committer and vitals publisher, background checks) is opened and closed in
+`cleanup_ctx`, in dependency order.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ from gateway.services.committer import GroupCommitter
 from gateway.services.hub import Hub
 from gateway.services.metrics import Metrics, metrics_handler
 from gateway.services.registry import DeviceRegistry
+from gateway.services.retention import RetentionService
 from gateway.services.revocation import apply_stored_revocations
 from gateway.services.vitals import VitalsPublisher
 from gateway.settings import Settings
@@ -70,7 +71,7 @@ def create_app(settings: Settings) -> web.Application:
     app[HUB] = Hub(on_drop=metrics.dashboard_drops.inc)
     metrics.track_connections(lambda: len(app[DEVICES]), lambda: len(app[HUB]))
     # The committer stops before the alert service, which then stores what it left.
-    app.cleanup_ctx.extend([_storage, _alerts, _committer, _stream_watchers])
+    app.cleanup_ctx.extend([_storage, _retention, _alerts, _committer, _stream_watchers])
     app.on_shutdown.append(_close_streams)
     app.router.add_get("/v1/devices/stream", device_stream)
     app.router.add_get("/v1/dashboard/stream", dashboard_stream)
@@ -97,6 +98,15 @@ async def _storage(app: web.Application) -> AsyncIterator[None]:
     app[QUERIES] = storage.queries
     yield
     await storage.close()
+
+
+async def _retention(app: web.Application) -> AsyncIterator[None]:
+    """Readings' retention: today's partitions made before the first commit, then old
+    days removed at start and hourly (services/retention.py)."""
+    async with RetentionService.running(
+        app[STORAGE].retention, app[SETTINGS].retention_days, metrics=app[METRICS]
+    ):
+        yield
 
 
 async def _committer(app: web.Application) -> AsyncIterator[None]:
