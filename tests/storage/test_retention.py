@@ -238,6 +238,19 @@ async def test_sqlite_readings_keep_their_rowid_key_through_0003(tmp_path: Path)
         await engine.dispose()
 
 
+async def test_an_in_memory_database_deletes_through_the_engine() -> None:
+    """`:memory:` has no writer thread: old rows are deleted through the engine, alike."""
+    settings = load_settings(database_url="sqlite+aiosqlite:///:memory:", retention_days=2)
+    storage = await open_storage(settings)
+    try:
+        await commit(storage, day_rows(TODAY - 9, 4) + day_rows(TODAY, 4))
+        run = await RetentionService(storage.retention, 2, batch_rows=5).run()
+        assert run.deleted == 12
+        assert await day_counts(storage.engine) == Counter({TODAY: 12})
+    finally:
+        await storage.close()
+
+
 READINGS_SQL = "SELECT sql FROM sqlite_master WHERE name = 'readings'"
 INSERT_ONE = (
     "INSERT INTO readings (device_id, patient_id, metric, ts_us, value, received_us, seq)"
