@@ -1,8 +1,8 @@
 """The application factory: `create_app(settings)` wires resources, routes and tasks.
 
-Every long-lived resource (the storage, the alert service, the group committer and
-vitals publisher, background checks) is opened and closed in `cleanup_ctx`, in
-dependency order.
+Every long-lived resource (the storage, readings' retention, the alert service, the
+group committer and vitals publisher, background checks) is opened and closed in
+`cleanup_ctx`, in dependency order.
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ from gateway.services.hub import Hub
 from gateway.services.metrics import Metrics, metrics_handler
 from gateway.services.ownership import Ownership
 from gateway.services.registry import DeviceRegistry
+from gateway.services.retention import RetentionService
 from gateway.services.revocation import apply_stored_revocations
 from gateway.services.rules_sync import RulesSync
 from gateway.services.vitals import VitalsPublisher
@@ -84,7 +85,7 @@ def create_app(settings: Settings) -> web.Application:
     # every listener (feed, vitals, rules, registry, alerts) is registered, and stops
     # first.
     app.cleanup_ctx.extend(
-        [_storage, _feed, _alerts, _committer, _rules, _stream_watchers, _listening]
+        [_storage, _retention, _feed, _alerts, _committer, _rules, _stream_watchers, _listening]
     )
     app.on_shutdown.append(_close_streams)
     app.router.add_get("/v1/devices/stream", device_stream)
@@ -116,6 +117,15 @@ async def _storage(app: web.Application) -> AsyncIterator[None]:
     notifications.listen(CHANNEL_DEVICES, registry.newer_epoch, registry.catch_up)
     yield
     await storage.close()
+
+
+async def _retention(app: web.Application) -> AsyncIterator[None]:
+    """Readings' retention: today's partitions made before the first commit, then old
+    days removed at start and hourly (services/retention.py)."""
+    async with RetentionService.running(
+        app[STORAGE].retention, app[SETTINGS].retention_days, metrics=app[METRICS]
+    ):
+        yield
 
 
 async def _committer(app: web.Application) -> AsyncIterator[None]:

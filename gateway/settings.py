@@ -57,6 +57,7 @@ class Settings(BaseSettings):
     sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
     sqlite_busy_timeout_s: float = Field(30.0, gt=0)
     auto_migrate: bool = True
+    retention_days: int = Field(0, ge=0)  # 0: readings are kept for ever
     rules_file: str = ""
     offline_after_s: float = Field(30.0, gt=0)
     heartbeat_s: float = Field(30.0, gt=0)

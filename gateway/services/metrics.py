@@ -162,6 +162,16 @@ class Metrics:
             "Dashboards closed because their outgoing queue overflowed",
             registry=r,
         )
+        self.readings_expired = Counter(
+            "vitals_readings_expired",
+            "Readings deleted row by row by retention (SQLite; PostgreSQL's DEFAULT partition)",
+            registry=r,
+        )
+        self.partitions_dropped = Counter(
+            "vitals_reading_partitions_dropped",
+            "Day partitions of readings dropped whole by retention (PostgreSQL)",
+            registry=r,
+        )
         self.auth_failures = Counter(
             "vitals_auth_failures", "Refused credentials", ["kind"], registry=r
         )

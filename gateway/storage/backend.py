@@ -1,5 +1,6 @@
 """What a database backend provides (`sqlite.py`, `postgres.py`): its engine, the
-writers that suit it, and whether a database is there before anything creates one.
+writers that suit it (retention's deletions among them), and whether a database is
+there before anything creates one.
 
 `database.backend_of` picks the backend from the URL; nothing else asks which it is.
 """
@@ -14,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.storage.events import EventsWriter
 from gateway.storage.readings import ReadingsWriter
+from gateway.storage.retention import ReadingsRetention
 
 __all__ = ["Backend", "Writers", "nothing_to_close"]
 
@@ -26,6 +28,8 @@ class Writers:
     events: EventsWriter
     # Finishes queued writes and lets go of what the writers hold (a thread, say).
     close: Callable[[], Awaitable[None]]
+    # Old readings removed: day partitions (PostgreSQL) or batches of rows (SQLite).
+    retention: ReadingsRetention
 
 
 async def nothing_to_close() -> None:
@@ -51,5 +55,5 @@ class Backend(Protocol):
     def open_engine(self) -> AsyncEngine: ...
 
     def open_writers(self, engine: AsyncEngine) -> Writers:
-        """The readings and events writers on `engine`'s database."""
+        """The readings, events and retention writers on `engine`'s database."""
         ...

@@ -30,6 +30,7 @@ from gateway.storage.notify import LocalNotifications, Notifications, PgNotifica
 from gateway.storage.postgres import PostgresBackend
 from gateway.storage.queries import ReadingQueries
 from gateway.storage.readings import ReadingsWriter
+from gateway.storage.retention import ReadingsRetention
 from gateway.storage.schema import Probe
 from gateway.storage.sqlite import SqliteBackend
 from gateway.storage.streams import StreamEpochs
@@ -123,7 +124,8 @@ class Storage:
     readings: ReadingsWriter  # the group committer's: readings, seqs and their alert events
     events: EventsWriter  # alert events outside a commit (through `alerts.append`)
     alerts: AlertStore
-    queries: ReadingQueries
+    queries: ReadingQueries  # clamped to the retention horizon
+    retention: ReadingsRetention  # the retention service's: old days removed
     accounts: AccountStore
     audit: AuditLog
     # Connection epochs of device streams, when replicas may share the database.
@@ -197,7 +199,8 @@ async def open_storage(settings: Settings, *, create: bool = True) -> Storage:
         readings=writers.readings,
         events=writers.events,
         alerts=AlertStore(engine, writers.events),
-        queries=ReadingQueries(engine),
+        queries=ReadingQueries(engine, retention_days=settings.retention_days),
+        retention=writers.retention,
         accounts=AccountStore(engine),
         audit=AuditLog(engine),
         epochs=StreamEpochs(engine) if backend.shared else None,

@@ -1,6 +1,7 @@
 """PostgreSQL (and any other backend SQLAlchemy's async engine drives; only PostgreSQL
 is tested): a pooled engine that checks a connection before lending it, and every
-write through SQLAlchemy Core (`EngineReadingsWriter`, `EngineEventsWriter`).
+write through SQLAlchemy Core (`EngineReadingsWriter`, `EngineEventsWriter`); readings
+partitioned by day (migration 0003), old days dropped whole (`PostgresRetention`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from gateway.storage.backend import Writers, nothing_to_close
 from gateway.storage.events import EngineEventsWriter
 from gateway.storage.readings import EngineReadingsWriter
+from gateway.storage.retention import PostgresRetention
 
 __all__ = ["PostgresBackend"]
 
@@ -35,4 +37,5 @@ class PostgresBackend:
 
     def open_writers(self, engine: AsyncEngine) -> Writers:
         events = EngineEventsWriter(engine)
-        return Writers(EngineReadingsWriter(engine, events), events, nothing_to_close)
+        readings = EngineReadingsWriter(engine, events)
+        return Writers(readings, events, nothing_to_close, PostgresRetention(engine))

@@ -4,11 +4,17 @@ SQLAlchemy Core only and nothing dialect-specific, so PostgreSQL runs the same S
 SQLite. Every query starts with an equality on patient (a device's query on its
 patient's), then a range on `ts_us`, so it is served by one of the indexes declared in
 `schema.py`.
+
+With `retention_days` set, every query starts at the retention horizon, the start of
+the oldest day kept (`core/retention.py`), read from the clock at each query: a day
+that falls out disappears from every answer at once, while its rows are still being
+deleted (SQLite, in batches) or its partition waits for the next run (PostgreSQL).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+import time
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -16,6 +22,7 @@ from sqlalchemy import ColumnElement, Select, and_, func, literal, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.types import BigInteger
 
+from gateway.core.retention import horizon_us
 from gateway.storage.schema import Device, Reading, table_of
 from schemas.metrics import Metric
 
@@ -92,7 +99,7 @@ class LatestReading(NamedTuple):
     device_id: str
 
 
-def _where(filters: ReadingFilter) -> list[ColumnElement[bool]]:
+def _where(filters: ReadingFilter, horizon: int | None) -> list[ColumnElement[bool]]:
     clauses: list[ColumnElement[bool]] = []
     if filters.patient_id is not None:
         clauses.append(_r.patient_id == filters.patient_id)
@@ -108,17 +115,23 @@ def _where(filters: ReadingFilter) -> list[ColumnElement[bool]]:
         clauses.append(_r.ts_us >= filters.since_us)
     if filters.until_us is not None:
         clauses.append(_r.ts_us < filters.until_us)
+    if horizon is not None and (filters.since_us is None or filters.since_us < horizon):
+        clauses.append(_r.ts_us >= horizon)
     return clauses
 
 
 def _page_query(
-    filters: ReadingFilter, after: Position | None, limit: int, snapshot: int
+    filters: ReadingFilter,
+    after: Position | None,
+    limit: int,
+    snapshot: int,
+    horizon: int | None = None,
 ) -> Select[Any]:
     # `id <= snapshot` hides rows committed after paging began, even those whose
     # timestamps land behind the cursor. Sound where ids grow in commit order (SQLite's
     # single writer); on PostgreSQL a transaction that commits late with a lower id can
     # still slip in once (never twice).
-    clauses = [*_where(filters), _r.id <= snapshot]
+    clauses = [*_where(filters, horizon), _r.id <= snapshot]
     if after is not None:
         # `ts_us >= t` is the index range; the OR only trims rows with equal timestamps.
         clauses.append(and_(_r.ts_us >= after.ts_us, or_(_r.ts_us > after.ts_us, _r.id > after.id)))
@@ -130,7 +143,9 @@ def _page_query(
     )
 
 
-def _summary_query(filters: ReadingFilter, bucket_us: int, limit: int) -> Select[Any]:
+def _summary_query(
+    filters: ReadingFilter, bucket_us: int, limit: int, horizon: int | None
+) -> Select[Any]:
     size = literal(bucket_us, BigInteger)
     # Floor to a multiple of the bucket with integer arithmetic only: `%` truncates
     # toward zero on both backends, so `(x % b + b) % b` is the floor remainder
@@ -138,7 +153,7 @@ def _summary_query(filters: ReadingFilter, bucket_us: int, limit: int) -> Select
     start = (_r.ts_us - (_r.ts_us % size + size) % size).label("start_us")
     # Grouping by the inner query's column, not the expression: PostgreSQL does not
     # see two copies of an expression with bound parameters as the same expression.
-    inner = select(start, _r.value).where(*_where(filters)).subquery()
+    inner = select(start, _r.value).where(*_where(filters, horizon)).subquery()
     return (
         select(
             inner.c.start_us,
@@ -154,8 +169,22 @@ def _summary_query(filters: ReadingFilter, bucket_us: int, limit: int) -> Select
 
 
 class ReadingQueries:
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        retention_days: int = 0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """`retention_days` (0: all) and `clock` (seconds since the epoch) place the
+        horizon every query starts at."""
         self._engine = engine
+        self._retention_days = retention_days
+        self._clock = clock
+
+    def horizon_us(self) -> int | None:
+        """The start of the oldest day readings are shown from now (None: all days)."""
+        return horizon_us(int(self._clock() * 1_000_000), self._retention_days)
 
     async def max_id(self) -> int:
         """The snapshot bound: the highest reading id now committed (0 for none)."""
@@ -168,7 +197,8 @@ class ReadingQueries:
     ) -> ReadingPage:
         """Up to `limit` readings after `after`, among those with id <= `snapshot`."""
         async with self._engine.connect() as conn:
-            result = await conn.execute(_page_query(filters, after, limit + 1, snapshot))
+            query = _page_query(filters, after, limit + 1, snapshot, self.horizon_us())
+            result = await conn.execute(query)
             rows = [StoredReading(*r) for r in result]
         return ReadingPage(rows[:limit], more=len(rows) > limit)
 
@@ -199,7 +229,7 @@ class ReadingQueries:
         Returns at most `max_buckets + 1` buckets, so the caller can tell when the
         range needs more than `max_buckets`.
         """
-        query = _summary_query(filters, bucket_us, max_buckets + 1)
+        query = _summary_query(filters, bucket_us, max_buckets + 1, self.horizon_us())
         async with self._engine.connect() as conn:
             result = await conn.execute(query)
             return [
@@ -213,6 +243,8 @@ class ReadingQueries:
         None when the patient has neither readings nor a device (not even a revoked one).
         """
         found: list[LatestReading] = []
+        horizon = self.horizon_us()
+        kept = [] if horizon is None else [_r.ts_us >= horizon]
         async with self._engine.connect() as conn:
             # One index seek per metric on (patient_id, metric, ts_us, id): cheaper than
             # a window function that would scan the patient's whole history.
@@ -220,7 +252,7 @@ class ReadingQueries:
                 row = (
                     await conn.execute(
                         select(_r.value, _r.ts_us, _r.device_id)
-                        .where(_r.patient_id == patient_id, _r.metric == metric.value)
+                        .where(_r.patient_id == patient_id, _r.metric == metric.value, *kept)
                         .order_by(_r.ts_us.desc(), _r.id.desc())
                         .limit(1)
                     )

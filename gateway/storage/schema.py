@@ -7,6 +7,7 @@ timestamps are rare and use DateTime.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import cast
 
@@ -26,6 +27,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 __all__ = [
+    "READING_PARTITION",
     "AlertEventRow",
     "AlertRow",
     "AuditEntry",
@@ -39,6 +41,8 @@ __all__ = [
     "Replica",
     "Session",
     "User",
+    "include_name",
+    "is_reading_partition",
     "table_of",
 ]
 
@@ -105,7 +109,18 @@ class User(Base):
 
 
 class Reading(Base):
-    """One metric value at one timestamp from one device; never updated or overwritten."""
+    """One metric value at one timestamp from one device; never updated or overwritten.
+
+    On PostgreSQL the table is range-partitioned by UTC day on `ts_us` (migration 0004),
+    so retention drops a day as one partition; a partitioned table's primary key must
+    hold the partition key, so there it is (id, ts_us). The model keeps `id` alone: it
+    is SQLite's rowid (an INTEGER PRIMARY KEY alone is), and SQLAlchemy cannot give one
+    model a key per dialect (it refuses an autoincrementing id in a composite key on
+    SQLite, and makes no sequence for one on PostgreSQL). Alembic's comparison of
+    models and database does not look at primary keys or partitioning, and skips the
+    partitions (`is_reading_partition`); `tests/storage/test_retention.py` checks both
+    layouts. Ids come from one sequence on both, so they stay unique and in insert order.
+    """
 
     __tablename__ = "readings"
 
@@ -267,6 +282,23 @@ class AuditEntry(Base):
     target: Mapped[str] = mapped_column(String(128))
     address: Mapped[str] = mapped_column(String(64))  # client address, or "cli"
     detail: Mapped[str] = mapped_column(Text, default="")
+
+
+# The partitions of readings on PostgreSQL (`readings_p20261205`, `readings_default`):
+# tables of the database that are no model of their own.
+READING_PARTITION = re.compile(r"readings_(p\d{8}|default)")
+
+
+def is_reading_partition(name: str | None) -> bool:
+    """Whether a table name is one of the readings partitions (for Alembic's comparison
+    and autogenerate, which would otherwise see them as tables to drop)."""
+    return name is not None and READING_PARTITION.fullmatch(name) is not None
+
+
+def include_name(name: str | None, type_: str, parent_names: object) -> bool:
+    """Alembic's `include_name` hook: everything but the readings partitions."""
+    del parent_names
+    return not (type_ == "table" and is_reading_partition(name))
 
 
 def table_of(model: type[Base]) -> Table:

@@ -5,7 +5,8 @@
 - On a file, every streaming write (readings with their seqs, alert events) is a job
   of the SQLite writer thread (`sqlite_thread.py`, which says why), in statements
   SQLite takes in bulk: one UPDATE of every device's seq through `json_each`, and
-  whole bursts of alert rows as multi-row upserts.
+  whole bursts of alert rows as multi-row upserts. Retention's deletions of old rows
+  are jobs of that thread too, a small batch each (`retention.py`).
 - `:memory:` writes through the engine (`EngineReadingsWriter`): another connection,
   such as the thread's, would see another database.
 """
@@ -43,6 +44,7 @@ from gateway.storage.readings import (
     chunks,
     conflict_of,
 )
+from gateway.storage.retention import SqliteRetention
 from gateway.storage.schema import AlertEventRow, AlertRow
 from gateway.storage.sqlite_thread import SqliteWriterThread, values_rows
 
@@ -90,13 +92,14 @@ class SqliteBackend:
         """On a file, writers on a new writer thread; in memory, through the engine."""
         if self._file is None:
             events = EngineEventsWriter(engine)
-            return Writers(EngineReadingsWriter(engine, events), events, nothing_to_close)
+            in_memory = EngineReadingsWriter(engine, events)
+            return Writers(in_memory, events, nothing_to_close, SqliteRetention(None, engine))
         thread = SqliteWriterThread(
             self._file, synchronous=self._synchronous, busy_timeout_s=self._busy_timeout_s
         )
         sqlite_events = SqliteEventsWriter(thread)
         readings = SqliteReadingsWriter(thread, engine.dialect, sqlite_events)
-        return Writers(readings, sqlite_events, thread.close)
+        return Writers(readings, sqlite_events, thread.close, SqliteRetention(thread, engine))
 
 
 def _file_of(url: str) -> str | None:

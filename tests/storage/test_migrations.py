@@ -38,7 +38,7 @@ from gateway.storage.migrations.versions.v0001_first_schema import (
     RETIRED_INDEXES,
     SCHEMA,
 )
-from gateway.storage.schema import Base
+from gateway.storage.schema import Base, include_name
 from tests.support.postgres import fresh_database
 
 TIMEOUT_S = 60
@@ -90,7 +90,8 @@ def sqlite_schema(path: Path) -> dict[str, set[str]]:
 
 def differences(conn: Connection) -> list[Any]:
     """What autogenerate would add to a migration: the models against the database."""
-    diffs: list[Any] = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    context = MigrationContext.configure(conn, opts={"include_name": include_name})
+    diffs: list[Any] = compare_metadata(context, Base.metadata)
     return diffs
 
 

@@ -325,11 +325,12 @@ def test_a_device_query_is_served_by_its_patients_index() -> None:
     search (through the device's patient), never a table scan."""
     with closing(sqlite3.connect(":memory:")) as conn:
         Base.metadata.create_all(create_engine("sqlite://", creator=lambda: conn))
-        for metric in (None, Metric.HEART_RATE):
+        # With a retention horizon too: a second bound on ts_us, the same index search.
+        for metric, horizon in [(None, None), (Metric.HEART_RATE, None), (None, 10**12)]:
             filters = queries.ReadingFilter(
                 patient_id=None, device_id="watch-1", metric=metric, since_us=0, until_us=10**18
             )
-            sql = queries._page_query(filters, None, 100, 10**15).compile(
+            sql = queries._page_query(filters, None, 100, 10**15, horizon).compile(
                 dialect=sqlite_dialect.dialect(), compile_kwargs={"literal_binds": True}
             )
             plan = " | ".join(r[3] for r in conn.execute(f"EXPLAIN QUERY PLAN {sql}"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from alembic import context
 
-from gateway.storage.schema import Base
+from gateway.storage.schema import Base, include_name
 
 connection = context.config.attributes.get("connection")
 if connection is None:
@@ -17,6 +17,8 @@ context.configure(
     connection=connection,
     # For autogenerate: what the models say the schema is.
     target_metadata=Base.metadata,
+    # Readings' day partitions (PostgreSQL) are no models: never drop them.
+    include_name=include_name,
     # SQLite alters a table by copying it: later revisions' ALTERs work on both backends.
     render_as_batch=True,
 )
