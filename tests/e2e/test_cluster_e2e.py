@@ -11,18 +11,23 @@ PostgreSQL server they skip, saying which; under `CI=true` they fail instead.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
 import re
 import signal
 import subprocess
+import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 import pytest
+from aiohttp import WSMsgType
 
 from gateway.client.cluster import HAPROXY, Cluster, haproxy_config_path, render_haproxy_config
+from schemas.codes import CloseCode
 from tests.support.cluster import (
     CLIENT_ADDRESS,
     REPLICA_ENV,
@@ -35,8 +40,9 @@ from tests.support.cluster import (
     until_acked,
     user,
 )
+from tests.support.frames import batch_text, recent
 from tests.support.postgres import fresh_database
-from tests.support.processes import VITALS, free_port, vitals
+from tests.support.processes import VITALS, add_device, free_port, vitals
 
 pytestmark = pytest.mark.e2e
 
@@ -209,3 +215,42 @@ def test_the_shipped_haproxy_config_renders_for_any_number_of_replicas(tmp_path:
         check=False,
     )
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+async def test_a_device_connected_through_two_replicas_keeps_only_its_newer_stream(
+    cluster: Cluster, database_url: str
+) -> None:
+    """A device's stream on replica 1, then a second stream of it on replica 2 (each
+    straight to its replica, as two HAProxy routes would): the older stream is closed
+    4001 within 2 s, a batch it still sends is not stored, and every seq either stream
+    saw acked is stored exactly once."""
+    await asyncio.to_thread(cluster.start)
+    out = await asyncio.to_thread(vitals, *add_device(database_url, "watch-900", "p-900", "icu"))
+    headers = {"Authorization": f"Bearer {json.loads(out.stdout)['token']}"}
+    first, second = (f"{r.url}/v1/devices/stream" for r in cluster.replicas)
+    acked: list[int] = []
+    async with aiohttp.ClientSession() as http, http.ws_connect(first, headers=headers) as old:
+        assert (await old.receive_json())["last_seq"] == 0
+        for seq in (1, 2, 3):
+            await old.send_str(batch_text(seq, recent(5)))
+            assert (await old.receive_json())["seq"] == seq
+            acked.append(seq)
+        async with http.ws_connect(second, headers=headers) as new:
+            opened = time.monotonic()
+            welcome = await new.receive_json()
+            assert welcome["last_seq"] == 3
+            async with asyncio.timeout(2.0):
+                closing = await old.receive()
+            assert closing.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED)
+            assert closing.data == CloseCode.REPLACED, closing
+            assert time.monotonic() - opened < 2.0
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await old.send_str(batch_text(4, recent(5)))  # a fenced stream's batch
+            for seq in (4, 5):
+                await new.send_str(batch_text(seq, recent(5)))
+                assert (await new.receive_json())["seq"] == seq
+                acked.append(seq)
+    stored = await stored_batches(database_url)
+    assert {seq: n for (d, seq), n in stored.items() if d == "watch-900"} == {
+        seq: 5 for seq in acked
+    }
