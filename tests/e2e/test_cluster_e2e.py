@@ -20,6 +20,7 @@ import subprocess
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import aiohttp
@@ -40,7 +41,7 @@ from tests.support.cluster import (
     until_acked,
     user,
 )
-from tests.support.frames import batch_text, recent
+from tests.support.frames import batch_text, reading, recent
 from tests.support.postgres import fresh_database
 from tests.support.processes import VITALS, add_device, free_port, vitals
 
@@ -254,3 +255,40 @@ async def test_a_device_connected_through_two_replicas_keeps_only_its_newer_stre
     assert {seq: n for (d, seq), n in stored.items() if d == "watch-900"} == {
         seq: 5 for seq in acked
     }
+
+
+async def test_an_alert_is_acknowledged_on_a_replica_that_does_not_evaluate_it(
+    cluster: Cluster, database_url: str
+) -> None:
+    """A device on replica 1 raises an alert; a clinician acknowledges it through
+    replica 2, which hands it to replica 1 (the patient's owner): the answer is the
+    acknowledged event, the stored alert says who, and a second acknowledgement through
+    replica 2 is a conflict."""
+    await asyncio.to_thread(cluster.start)
+    out = await asyncio.to_thread(vitals, *add_device(database_url, "watch-901", "p-901", "icu"))
+    device = {"Authorization": f"Bearer {json.loads(out.stdout)['token']}"}
+    clinician = {"Authorization": f"Bearer {user(database_url, 'dr-lee', 'clinician')}"}
+    owner, other = cluster.replicas
+    stream = f"{owner.url}/v1/devices/stream"
+    async with aiohttp.ClientSession() as http, http.ws_connect(stream, headers=device) as ws:
+        await ws.receive_json()
+        # SpO2 80 % for 15 s of reading time: past the shipped rule's for_s of 10 s.
+        start = datetime.now(UTC) - timedelta(seconds=16)
+        low = [reading("spo2", 80, start + timedelta(seconds=i)) for i in range(16)]
+        await ws.send_str(batch_text(1, low))
+        assert (await ws.receive_json())["seq"] == 1
+        alert_id = None
+        for _ in range(50):
+            async with http.get(f"{other.url}/v1/alerts", headers=clinician) as r:
+                items = (await r.json())["items"]
+            if items:
+                alert_id = items[0]["id"]
+                break
+            await asyncio.sleep(0.1)
+        assert alert_id is not None, "the alert never reached the other replica"
+        async with http.post(f"{other.url}/v1/alerts/{alert_id}/ack", headers=clinician) as r:
+            assert r.status == 200, await r.text()
+            event = await r.json()
+        assert event["alert"]["acked_by"] == "dr-lee", event
+        async with http.post(f"{other.url}/v1/alerts/{alert_id}/ack", headers=clinician) as r:
+            assert r.status == 409, await r.text()
