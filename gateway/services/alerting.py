@@ -53,10 +53,16 @@ from gateway.services.feed import EventFeed
 from gateway.services.hub import Hub
 from gateway.services.metrics import Metrics
 from gateway.services.ownership import BEAT_S, LEASE_S, Ownership
+from gateway.services.queues import DropOldest
 from gateway.storage.accounts import Principal
 from gateway.storage.alerts import AlertStore, StoredState
 from gateway.storage.events import EventDraft, RecordedEvent
-from gateway.storage.notify import CHANNEL_COMMANDS, CHANNEL_OWNERS, Notifications
+from gateway.storage.notify import (
+    CHANNEL_COMMANDS,
+    CHANNEL_OWNERS,
+    CHANNEL_READINGS,
+    Notifications,
+)
 from schemas.codes import AlertStatus
 
 __all__ = ["AlertService"]
@@ -71,6 +77,10 @@ _DRAIN_S = 5.0
 _ID_BLOCK = 256
 # How long an acknowledgement handed to another replica is waited for.
 _FORWARDED_ACK_S = 5.0
+# Relayed readings: rows per payload (about 40 bytes each: under PostgreSQL's 8,000), and
+# payloads queued each way before the oldest is dropped.
+_RELAY_ROWS = 150
+_RELAY_QUEUE = 1000
 
 
 class AlertService:
@@ -90,6 +100,10 @@ class AlertService:
         # Alert ids reserved from the shared counter, not used yet (replicas only).
         self._ids: collections.deque[int] = collections.deque()
         self._wakeups: Notifications | None = None
+        # Readings of patients another replica evaluates, to it and from it (replicas):
+        # JSON payloads, bounded (see `_relay_out`).
+        self._relay_out_queue: DropOldest[str] = DropOldest(_RELAY_QUEUE)
+        self._relay_in: DropOldest[str] = DropOldest(_RELAY_QUEUE)
         # Patient id -> device streams of theirs open here (replicas).
         self._streams: collections.Counter[str] = collections.Counter()
         # Patients being adopted: their batches wait here until the adoption is done.
@@ -160,6 +174,10 @@ class AlertService:
             if wakeups is not None:
                 wakeups.listen(CHANNEL_COMMANDS, service._command, lambda: None)
                 wakeups.listen(CHANNEL_OWNERS, service._taken, lambda: None)
+                wakeups.listen(CHANNEL_READINGS, service._hear_relay, lambda: None)
+                tasks.append(
+                    asyncio.create_task(service._relay_forever(wakeups), name="relay-readings")
+                )
         try:
             yield service
         finally:
@@ -246,7 +264,9 @@ class AlertService:
                 waiting = self._adopting.get(b.patient_id)
                 if waiting is not None:
                     waiting.append(b)  # evaluated once the adoption is done
-                continue  # another replica evaluates this patient
+                else:
+                    self._relay_out(b)  # to the replica that evaluates this patient
+                continue
             readings = [(r[METRIC], r[TS_US] / 1e6, r[VALUE]) for r in b.rows]
             caused = self._engine.process(b.patient_id, b.device_id, readings, now)
             if self._metrics is not None:
@@ -348,9 +368,9 @@ class AlertService:
 
     async def claim(self, patient_id: str) -> None:
         """A device of `patient_id` connected here: the patient is evaluated here from
-        now on (its previous owner, told, lets it go). A patient's devices are expected
-        on one replica: HAProxy hashes each device's token, so two devices of one
-        patient may land on two replicas, and then the one that connected last wins."""
+        now on (its previous owner, told, lets it go). Two devices of one patient may
+        land on two replicas (HAProxy hashes each device's token): the one connected
+        last wins, and the other replica relays its readings here (`_relay_out`)."""
         self._streams[patient_id] += 1
         if self._ownership is not None and await self._ownership.claim(patient_id, take=True):
             await self._adopt([patient_id])
@@ -470,6 +490,55 @@ class AlertService:
                 if event is not None:
                     return event
         raise StorageError(f"the replica evaluating alert {alert_id} did not answer")
+
+    def _relay_out(self, b: PendingBatch) -> None:
+        """Send a batch of a patient another replica evaluates (its other device is
+        there) to that replica, in payloads under PostgreSQL's limit. Should the relay
+        fall behind by `_RELAY_QUEUE` payloads, the oldest go: a take-over replays what
+        is stored, but an owner that stays up misses them (logged)."""
+        rows = [[r[METRIC], r[TS_US], r[VALUE]] for r in b.rows]
+        for start in range(0, len(rows), _RELAY_ROWS):
+            payload = [b.patient_id, b.device_id, b.ward, rows[start : start + _RELAY_ROWS]]
+            if self._relay_out_queue.put_nowait_or_drop(json.dumps(payload)):
+                log.warning("relay of readings to other replicas is behind: dropped the oldest")
+
+    async def _relay_forever(self, wakeups: Notifications) -> None:
+        """Send what `_relay_out` queued, in order; evaluate what others relayed here."""
+
+        async def send() -> None:
+            while True:
+                payload = await self._relay_out_queue.get()
+                try:
+                    await wakeups.notify(CHANNEL_READINGS, payload)
+                except Exception as e:
+                    log.warning("could not relay readings to other replicas: %s", e)
+
+        async def receive() -> None:
+            while True:
+                payload = await self._relay_in.get()
+                try:
+                    patient_id, device_id, ward, rows = json.loads(payload)
+                    readings = [(str(m), int(ts) / 1e6, float(v)) for m, ts, v in rows]
+                except (ValueError, TypeError):
+                    log.warning("unreadable relayed readings: %.200s", payload)
+                    continue
+                if self._ownership is None or patient_id not in self._ownership.owned:
+                    continue  # not ours (every replica hears every relay)
+                try:
+                    await self._reserve_ids(1)
+                except Exception as e:  # the database is away: these are not evaluated
+                    log.warning("relayed readings of %s not evaluated: %s", patient_id, e)
+                    continue
+                self._wards[device_id] = ward
+                now = time.time()
+                self._enqueue(self._engine.process(patient_id, device_id, readings, now))
+
+        await asyncio.gather(send(), receive())
+
+    def _hear_relay(self, payload: str) -> None:
+        """Readings another replica stored, maybe of a patient evaluated here."""
+        if self._relay_in.put_nowait_or_drop(payload):
+            log.warning("relayed readings arrive faster than evaluated: dropped the oldest")
 
     def _taken(self, payload: str) -> None:
         """Another replica took patients of ours (their device connected there)."""

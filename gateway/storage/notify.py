@@ -32,6 +32,7 @@ __all__ = [
     "CHANNEL_DEVICES",
     "CHANNEL_EVENTS",
     "CHANNEL_OWNERS",
+    "CHANNEL_READINGS",
     "CHANNEL_RULES",
     "CHANNEL_VITALS",
     "LISTENER_NAME",
@@ -50,6 +51,9 @@ CHANNEL_DEVICES = "vitals_devices"  # payload: "<device id> <connection epoch>"
 CHANNEL_RULES = "vitals_rules"  # payload: the rules' version
 CHANNEL_COMMANDS = "vitals_commands"  # payload: JSON, an acknowledgement handed over
 CHANNEL_OWNERS = "vitals_owners"  # payload: "<replica id> <epoch> <patient id>"
+# Readings of a patient stored by a replica that does not evaluate it (its other device
+# streams elsewhere): data, like vitals, since the owner evaluates them as they come.
+CHANNEL_READINGS = "vitals_readings"  # payload: JSON [patient, device, ward, rows]
 # The one channel that carries data, not a wake-up: vitals are superseded every second,
 # so one missed costs a second of staleness, and nothing reads them back from a table.
 CHANNEL_VITALS = "vitals_vitals"  # payload: see services/vitals.py (`encode_relayed`)

@@ -292,3 +292,42 @@ async def test_an_alert_is_acknowledged_on_a_replica_that_does_not_evaluate_it(
         assert event["alert"]["acked_by"] == "dr-lee", event
         async with http.post(f"{other.url}/v1/alerts/{alert_id}/ack", headers=clinician) as r:
             assert r.status == 409, await r.text()
+
+
+async def test_a_patients_second_device_on_another_replica_still_raises_its_alarms(
+    cluster: Cluster, database_url: str
+) -> None:
+    """A patient wears two devices that land on two replicas: the replica that does not
+    evaluate the patient relays what it stores to the one that does, so a desaturation
+    seen only by the first device still raises the patient's alert."""
+    await asyncio.to_thread(cluster.start)
+    tokens = []
+    for device_id in ("watch-910", "watch-911"):
+        out = await asyncio.to_thread(vitals, *add_device(database_url, device_id, "p-910", "icu"))
+        tokens.append(json.loads(out.stdout)["token"])
+    clinician = {"Authorization": f"Bearer {user(database_url, 'dr-lee', 'clinician')}"}
+    streams = [f"{r.url}/v1/devices/stream" for r in cluster.replicas]
+    async with (
+        aiohttp.ClientSession() as http,
+        http.ws_connect(streams[0], headers={"Authorization": f"Bearer {tokens[0]}"}) as first,
+    ):
+        await first.receive_json()
+        # The second device connects last, on the other replica: the patient is its.
+        second_headers = {"Authorization": f"Bearer {tokens[1]}"}
+        async with http.ws_connect(streams[1], headers=second_headers) as second:
+            await second.receive_json()
+            await asyncio.sleep(0.3)  # the first replica hears it lost the patient
+            start = datetime.now(UTC) - timedelta(seconds=16)
+            low = [reading("spo2", 80, start + timedelta(seconds=i)) for i in range(16)]
+            await first.send_str(batch_text(1, low))
+            assert (await first.receive_json())["seq"] == 1
+            items: list[dict[str, object]] = []
+            for _ in range(50):
+                async with http.get(f"{cluster.url}/v1/alerts", headers=clinician) as r:
+                    items = (await r.json())["items"]
+                if items:
+                    break
+                await asyncio.sleep(0.1)
+    assert [(a["patient_id"], a["rule"], a["device_id"]) for a in items] == [
+        ("p-910", "spo2-low", "watch-910")
+    ], items
