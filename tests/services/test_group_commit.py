@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.core.commit_plan import plan_commit
-from gateway.errors import StorageError
+from gateway.errors import StorageError, StreamFenced
 from gateway.services.committer import GroupCommitter, PendingBatch
 from gateway.storage.events import EventDraft, RecordedEvent
 from gateway.storage.sqlite import SqliteReadingsWriter
@@ -199,6 +199,106 @@ async def test_observers_hear_of_stored_batches_only(
         with pytest.raises(StorageError):
             await (await committer.submit("watch-2", "p-2", "icu", 1, bad)).done
         assert observer.seen == [[("watch-1", 1)]]
+    finally:
+        await committer.stop()
+
+
+async def test_a_batch_another_replica_stored_is_a_duplicate_and_the_rest_is_stored(
+    engine: AsyncEngine, thread: SqliteWriterThread
+) -> None:
+    """When the database has a device further on than the committer planned from
+    (another replica stored its batch 2), the commit is refused and planned again from
+    the stored seq: batch 2 resolves as a duplicate, stored once, and the rest of the
+    group (the device's batch 3, another device's batch) is stored in one commit."""
+    observer = Observer()
+    partner = Partner()
+    committer = GroupCommitter(
+        SqliteReadingsWriter(thread, engine.dialect),
+        max_rows=1000,
+        delay_s=0.001,
+        partner=partner,
+        observers=[observer],
+    )
+    committer.start()
+    try:
+        assert await (
+            await committer.submit("watch-1", "p-1", "icu", 1, rows("watch-1", 1, 2))
+        ).done
+        execute(engine, "UPDATE devices SET last_seq = 2 WHERE id = 'watch-1'")  # the other one
+        group = [
+            await committer.submit("watch-1", "p-1", "icu", 2, rows("watch-1", 2, 2)),
+            await committer.submit("watch-2", "p-2", "icu", 1, rows("watch-2", 1, 3)),
+            await committer.submit("watch-1", "p-1", "icu", 3, rows("watch-1", 3, 1)),
+        ]
+        assert [await b.done for b in group] == [False, True, True]
+        assert [type(e).__name__ for e in partner.errors] == ["SeqConflict"]
+        assert observer.seen == [[("watch-1", 1)], [("watch-2", 1), ("watch-1", 3)]]
+        assert sorted({(r[0], r[6]) for r in stored(engine)}) == [
+            ("watch-1", 1),
+            ("watch-1", 3),
+            ("watch-2", 1),
+        ]
+        assert await committer.last_seq("watch-1") == 3
+    finally:
+        await committer.stop()
+
+
+async def test_last_seq_is_read_from_the_database(
+    engine: AsyncEngine, thread: SqliteWriterThread
+) -> None:
+    """The seq a device is welcomed with is the database's, even after this committer
+    stored the device's batches itself: another replica may have stored more since."""
+    committer = GroupCommitter(
+        SqliteReadingsWriter(thread, engine.dialect), max_rows=1000, delay_s=0.001
+    )
+    committer.start()
+    try:
+        assert await (
+            await committer.submit("watch-1", "p-1", "icu", 1, rows("watch-1", 1, 1))
+        ).done
+        assert await committer.last_seq("watch-1") == 1
+        execute(engine, "UPDATE devices SET last_seq = 4 WHERE id = 'watch-1'")
+        assert await committer.last_seq("watch-1") == 4
+        again = await committer.submit("watch-1", "p-1", "icu", 4, rows("watch-1", 4, 1))
+        assert await again.done is False  # planned from 4: a duplicate, no conflict
+        assert await committer.last_seq("nobody") == 0
+    finally:
+        await committer.stop()
+
+
+async def test_a_batch_of_a_fenced_stream_fails_and_the_rest_of_its_group_is_stored(
+    engine: AsyncEngine, thread: SqliteWriterThread
+) -> None:
+    """A batch of a stream whose epoch a newer stream replaced (here on another
+    replica) fails with StreamFenced, storing nothing of it; the other batches of its
+    group are stored; the newer stream's batch of the same seq is stored after."""
+    observer = Observer()
+    partner = Partner()
+    committer = GroupCommitter(
+        SqliteReadingsWriter(thread, engine.dialect),
+        max_rows=1000,
+        delay_s=0.001,
+        partner=partner,
+        observers=[observer],
+    )
+    committer.start()
+    try:
+        execute(engine, "UPDATE devices SET conn_epoch = 1 WHERE id = 'watch-1'")  # stream 1
+        first = await committer.submit("watch-1", "p-1", "icu", 1, rows("watch-1", 1, 1), epoch=1)
+        assert await first.done is True
+        execute(engine, "UPDATE devices SET conn_epoch = 2 WHERE id = 'watch-1'")  # stream 2
+        old = await committer.submit("watch-1", "p-1", "icu", 2, rows("watch-1", 2, 2), epoch=1)
+        other = await committer.submit("watch-2", "p-2", "icu", 1, rows("watch-2", 1, 3), epoch=0)
+        with pytest.raises(StreamFenced):
+            await old.done
+        assert await other.done is True
+        assert partner.fresh[1] == ["watch-1", "watch-2"]  # one group, refused whole
+        assert [type(e).__name__ for e in partner.errors] == ["SeqConflict"]
+        assert ("watch-1", 2) not in {(r[0], r[6]) for r in stored(engine)}
+        new = await committer.submit("watch-1", "p-1", "icu", 2, rows("watch-1", 2, 2), epoch=2)
+        assert await new.done is True
+        assert await committer.last_seq("watch-1") == 2
+        assert observer.seen == [[("watch-1", 1)], [("watch-2", 1)], [("watch-1", 2)]]
     finally:
         await committer.stop()
 
