@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 from sqlalchemy import inspect, select, text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.core.rows import READING_COLUMNS, ReadingRow
-from gateway.errors import ConflictError, StorageUnavailable
+from gateway.errors import ConflictError, SeqConflict, StorageUnavailable
 from gateway.http.keys import STORAGE
 from gateway.settings import load_settings
 from gateway.storage.accounts import AccountStore, Role
@@ -27,7 +27,7 @@ from gateway.storage.alerts import AlertStore
 from gateway.storage.database import open_engine, open_storage, upgrade_schema
 from gateway.storage.events import EngineEventsWriter
 from gateway.storage.migrations.versions.v0001_first_schema import ADDED_COLUMNS, SCHEMA
-from gateway.storage.readings import CHUNK, EngineReadingsWriter
+from gateway.storage.readings import CHUNK, EngineReadingsWriter, SeqAdvance
 from gateway.storage.schema import Base, Device, Reading, table_of
 from tests.conftest import Gateway
 from tests.http.test_query_api import T0, get, instants
@@ -35,7 +35,7 @@ from tests.support.alert_helpers import open_dashboard, open_device
 from tests.support.frames import reading
 from tests.support.ingest_helpers import send_batches, ts_text
 from tests.support.postgres import fresh_database
-from tests.support.storage_helpers import alert_row, event, provision_devices, rows
+from tests.support.storage_helpers import REFUSED, alert_row, event, provision_devices, rows
 
 _readings = table_of(Reading)
 
@@ -66,6 +66,32 @@ async def stored(engine: AsyncEngine) -> list[tuple[Any, ...]]:
     async with engine.connect() as conn:
         result = await conn.execute(select(*columns).order_by(_readings.c.id))
         return [tuple(r) for r in result]
+
+
+async def counter(engine: AsyncEngine) -> int | None:
+    """The `event_id` counter (None: no row)."""
+    async with engine.connect() as conn:
+        value: int | None = await conn.scalar(
+            text("SELECT value FROM counters WHERE name = 'event_id'")
+        )
+        return value
+
+
+async def refuse_events(engine: AsyncEngine) -> None:
+    """From now on the database itself refuses events of kind REFUSED."""
+    async with engine.begin() as conn:
+        await conn.execute(
+            text(
+                "CREATE FUNCTION refuse_event() RETURNS trigger LANGUAGE plpgsql AS "
+                "$$ BEGIN RAISE EXCEPTION 'event refused'; END $$"
+            )
+        )
+        await conn.execute(
+            text(
+                "CREATE TRIGGER refuse_events BEFORE INSERT ON alert_events FOR EACH ROW "
+                f"WHEN (NEW.kind = '{REFUSED}') EXECUTE FUNCTION refuse_event()"
+            )
+        )
 
 
 # --- schema -----------------------------------------------------------------------------
@@ -120,16 +146,18 @@ async def test_commit_stores_rows_exactly_and_advances_last_seq(engine: AsyncEng
     """A commit stores its rows value for value, in order, and last_seqs reports the new seqs."""
     writer = EngineReadingsWriter(engine)
     batch = rows("watch-1", 3, 5) + rows("watch-2", 9, 2, start_us=-1)
-    await writer.commit(batch, {"watch-1": 3, "watch-2": 9})
+    await writer.commit(batch, [SeqAdvance("watch-1", 0, 3), SeqAdvance("watch-2", 0, 9)])
     assert await stored(engine) == batch
     assert await writer.last_seqs(["watch-1", "watch-2", "nobody"]) == {"watch-1": 3, "watch-2": 9}
 
 
 async def test_last_seq_never_goes_back(engine: AsyncEngine) -> None:
-    """A commit carrying an older seq keeps the newer one."""
+    """A commit carrying an older seq is refused, naming the stored one; it stays."""
     writer = EngineReadingsWriter(engine)
-    await writer.commit(rows("watch-1", 5, 1), {"watch-1": 5})
-    await writer.commit([], {"watch-1": 3})
+    await writer.commit(rows("watch-1", 5, 1), [SeqAdvance("watch-1", 0, 5)])
+    with pytest.raises(SeqConflict) as conflict:
+        await writer.commit([], [SeqAdvance("watch-1", 2, 3)])
+    assert conflict.value.stale == {"watch-1": 5}
     assert await writer.last_seqs(["watch-1"]) == {"watch-1": 5}
 
 
@@ -137,7 +165,7 @@ async def test_a_commit_of_several_insert_chunks_stores_every_row(engine: AsyncE
     """More than CHUNK rows (two full INSERT statements and a short one) are all stored exactly."""
     writer = EngineReadingsWriter(engine)
     batch: list[ReadingRow] = rows("watch-1", 1, 2 * CHUNK - 3) + rows("watch-2", 4, 5)
-    await writer.commit(batch, {"watch-1": 1, "watch-2": 4})
+    await writer.commit(batch, [SeqAdvance("watch-1", 0, 1), SeqAdvance("watch-2", 0, 4)])
     assert await stored(engine) == batch
     assert await writer.last_seqs(["watch-1", "watch-2"]) == {"watch-1": 1, "watch-2": 4}
 
@@ -149,13 +177,13 @@ async def test_a_refused_commit_stores_nothing(engine: AsyncEngine) -> None:
     bad: list[Any] = rows("watch-1", 1, CHUNK + 5)
     bad[CHUNK + 2] = ("watch-1", "p-1", None, 1, 1.0, 1, 1)
     with pytest.raises(IntegrityError) as refused:
-        await writer.commit(bad, {"watch-1": 1})
+        await writer.commit(bad, [SeqAdvance("watch-1", 0, 1)])
     assert not isinstance(refused.value, StorageUnavailable)
     assert await stored(engine) == []
     assert await writer.last_seqs(["watch-1"]) == {"watch-1": 0}
 
     good = rows("watch-1", 1, 2)
-    await writer.commit(good, {"watch-1": 1})
+    await writer.commit(good, [SeqAdvance("watch-1", 0, 1)])
     assert await stored(engine) == good
 
 
@@ -166,23 +194,25 @@ async def test_alert_store_appends_and_loads_events(engine: AsyncEngine) -> None
     """Alert rows and events appended through the engine read back: open alerts, highest
     ids, event payloads in order, latest open events, ward and listing."""
     store = AlertStore(engine, EngineEventsWriter(engine))
-    await store.append([event(1, "raised", alert_row(7, "active_unack", 1))])
-    await store.append(
+    events = await store.append([event("raised", alert_row(7, "active_unack"))])
+    events += await store.append(
         [
-            event(2, "value", alert_row(7, "active_unack", 2, last_value=86.0, worst_value=86.0)),
-            event(3, "raised", alert_row(8, "active_unack", 3, patient_id="p-2", ward="ward-2")),
-            event(4, "cleared", alert_row(7, "cleared_unack", 4, cleared_at=1010.0)),
+            event("value", alert_row(7, "active_unack", last_value=86.0, worst_value=86.0)),
+            event("raised", alert_row(8, "active_unack", patient_id="p-2", ward="ward-2")),
+            event("cleared", alert_row(7, "cleared_unack", cleared_at=1010.0)),
         ]
     )
+    assert [e.event_id for e in events] == [1, 2, 3, 4]
+    payloads = [e.payload for e in events]
 
     state = await store.load()
     assert (state.max_alert_id, state.max_event_id) == (8, 4)
     by_id = {a["id"]: a for a in state.open_alerts}
-    assert by_id[7] == alert_row(7, "cleared_unack", 4, cleared_at=1010.0)
+    assert by_id[7] == alert_row(7, "cleared_unack", last_event_id=4, cleared_at=1010.0)
     assert by_id[8]["ward"] == "ward-2"
-    assert await store.events_between(0, 4) == [f'{{"event_id":{i}}}' for i in (1, 2, 3, 4)]
-    assert await store.events_between(1, 3, frozenset({"icu"})) == ['{"event_id":2}']
-    assert await store.open_latest(4) == ['{"event_id":3}', '{"event_id":4}']
+    assert await store.events_between(0, 4) == payloads
+    assert await store.events_between(1, 3, frozenset({"icu"})) == [payloads[1]]
+    assert await store.open_latest(4) == payloads[2:]
     assert await store.ward_of(8) == "ward-2"
     assert await store.ward_of(99) is None
     listed = await store.list_alerts(
@@ -192,18 +222,23 @@ async def test_alert_store_appends_and_loads_events(engine: AsyncEngine) -> None
 
 
 async def test_a_refused_alert_append_stores_none_of_its_events(engine: AsyncEngine) -> None:
-    """An append whose second event reuses an event id leaves no trace of its first."""
+    """An append whose second event the database refuses leaves no trace of its first,
+    and gives its ids back: the next append is numbered on with no gap."""
     store = AlertStore(engine, EngineEventsWriter(engine))
-    await store.append([event(1, "raised", alert_row(7, "active_unack", 1))])
-    with pytest.raises(IntegrityError):
+    await store.append([event("raised", alert_row(7, "active_unack"))])
+    await refuse_events(engine)
+    with pytest.raises(DBAPIError, match="event refused"):
         await store.append(
             [
-                event(2, "raised", alert_row(8, "active_unack", 2)),
-                event(1, "value", alert_row(7, "active_unack", 1)),
+                event("raised", alert_row(8, "active_unack")),
+                event(REFUSED, alert_row(7, "active_unack", last_value=87.0)),
             ]
         )
     state = await store.load()
     assert (state.max_alert_id, state.max_event_id) == (7, 1)
+    assert await counter(engine) == 1
+    [again] = await store.append([event("raised", alert_row(8, "active_unack"))])
+    assert again.event_id == 2
 
 
 # --- accounts -----------------------------------------------------------------------------
@@ -315,7 +350,9 @@ async def test_a_server_that_does_not_answer_is_storage_unavailable() -> None:
     engine = open_engine("postgresql+asyncpg://postgres@127.0.0.1:1/nowhere")
     try:
         with pytest.raises(StorageUnavailable):
-            await EngineReadingsWriter(engine).commit(rows("watch-1", 1, 3), {"watch-1": 1})
+            await EngineReadingsWriter(engine).commit(
+                rows("watch-1", 1, 3), [SeqAdvance("watch-1", 0, 1)]
+            )
     finally:
         await engine.dispose()
 
