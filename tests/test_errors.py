@@ -14,6 +14,7 @@ from gateway.errors import (
     InvalidParameter,
     OverloadedError,
     StorageUnavailable,
+    StreamFenced,
     answer_for,
 )
 from schemas.codes import CloseCode, DashboardErrorCode, ProblemCode
@@ -67,3 +68,10 @@ def test_storage_outage_closes_as_expected() -> None:
         "storage unavailable",
         True,
     )
+
+
+def test_a_fenced_stream_is_closed_as_replaced() -> None:
+    """A stream whose batch was fenced off by a newer stream of its device is closed
+    4001 (replaced), as StreamFenced's docstring says, not as storage unavailable."""
+    answer = answer_for(StreamFenced("a newer stream replaced this one"))
+    assert answer.close == CloseCode.REPLACED

@@ -47,7 +47,7 @@ from gateway.core.alert_engine import (
 )
 from gateway.core.rows import METRIC, TS_US, VALUE
 from gateway.core.rules import RuleSet, load_rules
-from gateway.errors import ForbiddenError, OwnershipLost, StorageError
+from gateway.errors import ForbiddenError, OwnershipLost, SeqConflict, StorageError
 from gateway.services.committer import PendingBatch
 from gateway.services.feed import EventFeed
 from gateway.services.hub import Hub
@@ -240,13 +240,15 @@ class AlertService:
         if not drafts:
             return
         done = self._pending[: len(drafts)]
+        if isinstance(error, SeqConflict):
+            return  # not the events' fault: they go with the next commit, at once
         if isinstance(error, OwnershipLost):
             self._let_go(error.patients)
             self._fail_waiting(StorageError("another replica handles this patient now"), done)
             return
         if error is not None:
             if not self._failing:
-                log.error("could not store %d alert events, will retry: %s", len(events), error)
+                log.error("could not store %d alert events, will retry: %s", len(drafts), error)
             self._failing = True
             self._fail_waiting(StorageError("the database refused the alert events"), done)
             return

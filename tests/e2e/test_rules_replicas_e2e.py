@@ -15,8 +15,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from gateway.client.process import ServerProcess, vitals_serve
 from gateway.core.rules import parse_rules
@@ -57,37 +55,6 @@ def replica(database_url: str, tmp_path: Path, name: str) -> Iterator[ServerProc
         server.stop()
 
 
-@contextlib.asynccontextmanager
-async def heartbeats(database_url: str, *names: str) -> AsyncIterator[None]:
-    """Keep a `replicas` row per name alive as the membership service will (heartbeat
-    every second, database clock), for `GET /v1/rules` to list every replica."""
-    engine = create_async_engine(database_url)
-
-    async def beat() -> None:
-        while True:
-            async with engine.begin() as conn:
-                for name in names:
-                    await conn.execute(
-                        text(
-                            "INSERT INTO replicas (replica_id, epoch, started_at, heartbeat_at)"
-                            " VALUES (:id, 1, EXTRACT(EPOCH FROM now()), EXTRACT(EPOCH FROM"
-                            " now())) ON CONFLICT (replica_id) DO UPDATE"
-                            " SET heartbeat_at = excluded.heartbeat_at"
-                        ),
-                        {"id": name},
-                    )
-            await asyncio.sleep(1.0)
-
-    task = asyncio.create_task(beat())
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        await engine.dispose()
-
-
 async def rules_of(http: aiohttp.ClientSession, server: ServerProcess, token: str) -> Any:
     headers = {"Authorization": f"Bearer {token}"}
     async with http.get(f"{server.url}/v1/rules", headers=headers) as r:
@@ -123,7 +90,7 @@ async def test_a_reload_on_one_replica_is_in_force_on_the_other_within_two_secon
         replica(database_url, tmp_path, "a") as a,
         replica(database_url, tmp_path, "b") as b,
     ):
-        async with heartbeats(database_url, "a", "b"), aiohttp.ClientSession() as http:
+        async with aiohttp.ClientSession() as http:
             (tmp_path / "a.toml").write_text(RAISED, encoding="utf-8")
             raised = parse_rules(RAISED).version
             headers = {"Authorization": f"Bearer {admin}"}

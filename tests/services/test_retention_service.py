@@ -28,8 +28,8 @@ async def seeded(settings: Settings) -> None:
     day 10 days ago and 5 today."""
     storage = await open_storage(settings)
     try:
-        await storage.readings.commit(day_rows(TODAY - 10, 5, ("p-1",)), {})
-        await storage.readings.commit(day_rows(TODAY, 5, ("p-1",)), {})
+        await storage.readings.commit(day_rows(TODAY - 10, 5, ("p-1",)), [])
+        await storage.readings.commit(day_rows(TODAY, 5, ("p-1",)), [])
     finally:
         await storage.close()
 

@@ -104,18 +104,6 @@ async def within(seconds: float, check: Callable[[], Awaitable[bool]]) -> float:
     return loop.time() - start
 
 
-async def add_replica_row(gateway: Gateway, replica_id: str) -> None:
-    """The `replicas` row the membership service keeps (heartbeat now, database clock)."""
-    async with gateway.app[STORAGE].engine.begin() as conn:
-        await conn.execute(
-            text(
-                "INSERT INTO replicas (replica_id, epoch, started_at, heartbeat_at) VALUES"
-                " (:id, 1, EXTRACT(EPOCH FROM now()), EXTRACT(EPOCH FROM now()))"
-            ),
-            {"id": replica_id},
-        )
-
-
 async def test_a_reload_on_one_replica_reaches_the_other_within_two_seconds(
     replicas: Replicas,
 ) -> None:
@@ -180,7 +168,6 @@ async def test_a_missed_wake_up_is_caught_up_by_reading_the_row(replicas: Replic
     force by the next follow (the safety-net poll, or a reconnect), and the replica's row
     then records their version."""
     a = await replicas.start("a")
-    await add_replica_row(a, "a")
     version = parse_rules(RAISED).version
     async with a.app[STORAGE].engine.begin() as conn:
         await conn.execute(
@@ -223,13 +210,11 @@ async def test_stored_rules_this_replica_cannot_parse_leave_it_on_its_own(
 
 
 async def test_rules_list_every_live_replica_and_its_version(replicas: Replicas) -> None:
-    """`GET /v1/rules` on B lists A and B (rows heartbeating) with their versions, all
-    equal after a reload; a replica without a row yet lists itself."""
+    """`GET /v1/rules` on B lists A and B (each replica heartbeats its own row) with
+    their versions, all equal after a reload."""
     a = await replicas.start("a")
     assert [r["replica_id"] for r in (await get_rules(a))["replicas"]] == ["a"]
     b = await replicas.start("b")
-    await add_replica_row(a, "a")
-    await add_replica_row(a, "b")
     replicas.write_rules("b", RAISED)
     status, _ = await reload(b)
     assert status == 200

@@ -3,6 +3,7 @@ engine: the same rows, atomically, and the stored state reads back the same."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import closing
@@ -18,15 +19,33 @@ from gateway.storage.database import open_engine, upgrade_schema
 from gateway.storage.events import EngineEventsWriter, EventsWriter
 from gateway.storage.sqlite import SqliteEventsWriter
 from gateway.storage.sqlite_thread import SqliteWriterThread
-from tests.support.storage_helpers import alert_row, event
+from tests.support.storage_helpers import (
+    REFUSE_EVENTS_SQLITE,
+    REFUSED,
+    alert_row,
+    counter,
+    event,
+    event_ids,
+    execute,
+)
 
 PATHS = ["sqlite-thread", "engine"]
 
 
-@pytest.fixture(params=PATHS)
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AlertStore]:
+@pytest.fixture
+async def engine_of(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+    """The engine on the store's database file, schema created."""
     engine = open_engine(f"sqlite+aiosqlite:///{tmp_path / 'vitals.db'}")
     await upgrade_schema(engine)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture(params=PATHS)
+async def store(
+    request: pytest.FixtureRequest, engine_of: AsyncEngine
+) -> AsyncIterator[AlertStore]:
+    engine = engine_of
     writer = None
     events: EventsWriter = EngineEventsWriter(engine)
     if request.param == "sqlite-thread":
@@ -36,7 +55,6 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
     yield AlertStore(engine, events)
     if writer is not None:
         await writer.close()
-    await engine.dispose()
 
 
 def rows(engine: AsyncEngine, table: str) -> list[tuple[Any, ...]]:
@@ -46,43 +64,54 @@ def rows(engine: AsyncEngine, table: str) -> list[tuple[Any, ...]]:
 
 
 async def test_raise_then_clear_stores_the_alert_row_and_every_event(store: AlertStore) -> None:
-    """A raise inserts the alert, a later change updates it; each is one event row with
-    the payload as pushed; the open alert and the highest ids read back."""
-    await store.append([event(1, "raised", alert_row(7, "active_unack", 1))])
-    await store.append(
+    """A raise inserts the alert, a later change updates it; each is one event row,
+    numbered by the store, with the payload as pushed; the open alert and the highest
+    ids read back."""
+    [raised] = await store.append([event("raised", alert_row(7, "active_unack"))])
+    later = await store.append(
         [
-            event(2, "value", alert_row(7, "active_unack", 2, last_value=86.0, worst_value=86.0)),
+            event("value", alert_row(7, "active_unack", last_value=86.0, worst_value=86.0)),
             event(
-                3,
                 "cleared",
-                alert_row(
-                    7, "cleared_unack", 3, last_value=97.0, worst_value=86.0, cleared_at=1010.0
-                ),
+                alert_row(7, "cleared_unack", last_value=97.0, worst_value=86.0, cleared_at=1010.0),
             ),
         ]
     )
+    assert [e.event_id for e in (raised, *later)] == [1, 2, 3]
+    assert [e.row["last_event_id"] for e in (raised, *later)] == [1, 2, 3]
     state = await store.load()
     assert (state.max_alert_id, state.max_event_id) == (7, 3)
     [open_alert] = state.open_alerts
     assert open_alert["status"] == "cleared_unack"
     assert (open_alert["worst_value"], open_alert["cleared_at"]) == (86.0, 1010.0)
-    assert await store.events_between(0, 3) == [f'{{"event_id":{i}}}' for i in (1, 2, 3)]
+    assert open_alert["last_event_id"] == 3
+    payloads = await store.events_between(0, 3)
+    assert payloads == [e.payload for e in (raised, *later)]
+    assert [json.loads(p)["event_id"] for p in payloads] == [1, 2, 3]
     assert await store.ward_of(7) == "icu"
 
 
-async def test_a_refused_append_stores_none_of_its_events(store: AlertStore) -> None:
-    """An append whose second event breaks a constraint (a duplicate event id) leaves
-    no trace of the first: the alert service keeps them all for a retry."""
-    await store.append([event(1, "raised", alert_row(7, "active_unack", 1))])
+async def test_a_refused_append_stores_none_of_its_events_and_gives_its_ids_back(
+    store: AlertStore, engine_of: AsyncEngine
+) -> None:
+    """An append whose second event the database refuses leaves no trace of the first,
+    and the ids it took are given back: the next append is numbered on from the last
+    stored event, with no gap."""
+    await store.append([event("raised", alert_row(7, "active_unack"))])
+    execute(engine_of, REFUSE_EVENTS_SQLITE)
     with pytest.raises((sqlite3.IntegrityError, IntegrityError)):
         await store.append(
             [
-                event(2, "raised", alert_row(8, "active_unack", 2)),
-                event(1, "value", alert_row(7, "active_unack", 1)),
+                event("raised", alert_row(8, "active_unack")),
+                event(REFUSED, alert_row(7, "active_unack", last_value=87.0)),
             ]
         )
     state = await store.load()
     assert (state.max_alert_id, state.max_event_id) == (7, 1)
+    assert counter(engine_of) == 1
+    [again] = await store.append([event("raised", alert_row(8, "active_unack"))])
+    assert again.event_id == 2
+    assert event_ids(engine_of) == [1, 2]
 
 
 async def test_both_paths_store_identical_rows(tmp_path: Path) -> None:
@@ -97,20 +126,18 @@ async def test_both_paths_store_identical_rows(tmp_path: Path) -> None:
         writer = SqliteWriterThread(engine.url.database) if path == "sqlite-thread" else None
         through = SqliteEventsWriter(writer) if writer is not None else EngineEventsWriter(engine)
         store = AlertStore(engine, through)
-        await store.append([event(1, "raised", alert_row(3, "active_unack", 1))])
+        await store.append([event("raised", alert_row(3, "active_unack"))])
         await store.append(
-            [event(2, "acked", alert_row(3, "active_ack", 2, acked_at=5.0, acked_by="dr-lee"))]
+            [event("acked", alert_row(3, "active_ack", acked_at=5.0, acked_by="dr-lee"))]
         )
         await store.append(
             [
-                event(3, "raised", alert_row(4, "active_unack", 3)),
-                event(4, "value", alert_row(4, "active_unack", 4, last_value=80.0)),
-                event(5, "cleared", alert_row(4, "cleared_unack", 5, cleared_at=9.0)),
+                event("raised", alert_row(4, "active_unack")),
+                event("value", alert_row(4, "active_unack", last_value=80.0)),
+                event("cleared", alert_row(4, "cleared_unack", cleared_at=9.0)),
             ]
         )
-        await store.append(
-            [event(i, "raised", alert_row(i, "active_unack", i)) for i in range(10, 1210)]
-        )
+        await store.append([event("raised", alert_row(i, "active_unack")) for i in range(10, 1210)])
         if writer is not None:
             await writer.close()
         tables.append((rows(engine, "alerts"), rows(engine, "alert_events")))
@@ -118,4 +145,6 @@ async def test_both_paths_store_identical_rows(tmp_path: Path) -> None:
     assert tables[0] == tables[1]
     alerts, events = tables[0]
     assert (len(alerts), len(events)) == (2 + 1200, 5 + 1200)
+    assert [e[0] for e in events] == list(range(1, 1206))  # numbered gap-free, in order
     assert alerts[1][4] == "cleared_unack"  # alert 4, as its last event left it
+    assert alerts[1][-1] == 5  # its last_event_id: the clear's

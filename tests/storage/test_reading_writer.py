@@ -5,6 +5,7 @@ refuses, how a lock held elsewhere is reported, and that both writers (the dedic
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -18,21 +19,27 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.errors import StorageUnavailable
+from gateway.errors import SeqConflict, StorageError, StorageUnavailable
 from gateway.settings import load_settings
 from gateway.storage import queries
 from gateway.storage.database import open_engine, open_storage, upgrade_schema
-from gateway.storage.events import EngineEventsWriter
+from gateway.storage.events import EngineEventsWriter, EventsWriter, RecordedEvent
 from gateway.storage.migrations.versions.v0001_first_schema import RETIRED_INDEXES, SCHEMA
-from gateway.storage.readings import EngineReadingsWriter, InsertSql, ReadingsWriter
+from gateway.storage.readings import EngineReadingsWriter, InsertSql, ReadingsWriter, SeqAdvance
 from gateway.storage.schema import Base
 from gateway.storage.sqlite import SqliteEventsWriter, SqliteReadingsWriter
 from gateway.storage.sqlite_thread import _WAL_PAGES_MAX, CHECKPOINT_ROWS, SqliteWriterThread
 from schemas.metrics import Metric
 from tests.support.storage_helpers import (
+    REFUSE_EVENTS_SQLITE,
+    REFUSED,
     alert_row,
+    counter,
     db_path,
+    device_row,
     event,
+    event_ids,
+    execute,
     provisioned_engine,
     rows,
     stored,
@@ -49,16 +56,22 @@ async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
 
 
 class Writer:
-    """A readings writer of either kind, with the thread (if any) it runs on."""
+    """A readings writer of either kind, its events writer, and the thread (if any)
+    they run on."""
 
     def __init__(self, kind: str, engine: AsyncEngine, busy_timeout_s: float = 30.0) -> None:
         self.thread: SqliteWriterThread | None = None
         self.readings: ReadingsWriter
+        self.events: EventsWriter
         if kind == "engine":
-            self.readings = EngineReadingsWriter(engine)
+            engine_events = EngineEventsWriter(engine)
+            self.readings = EngineReadingsWriter(engine, engine_events)
+            self.events = engine_events
         else:
             self.thread = SqliteWriterThread(str(db_path(engine)), busy_timeout_s=busy_timeout_s)
-            self.readings = SqliteReadingsWriter(self.thread, engine.dialect)
+            sqlite_events = SqliteEventsWriter(self.thread)
+            self.readings = SqliteReadingsWriter(self.thread, engine.dialect, sqlite_events)
+            self.events = sqlite_events
 
     async def close(self) -> None:
         if self.thread is not None:
@@ -83,23 +96,40 @@ def write_lock(path: Path) -> Iterator[None]:
             conn.execute("ROLLBACK")
 
 
+def advance(device_id: str, seq: int, expected: int = 0, epoch: int | None = None) -> SeqAdvance:
+    return SeqAdvance(device_id, expected, seq, epoch)
+
+
 class TestCommit:
-    async def test_rows_are_stored_in_order_and_last_seq_advances(self, writer: Any) -> None:
+    async def test_rows_are_stored_in_order_and_last_seq_advances(
+        self, writer: Any, engine: AsyncEngine
+    ) -> None:
         """Rows of several devices, more than one INSERT statement's worth, are stored
-        in order, and each device's last_seq is what the commit said."""
+        in order, each device's last_seq is what the commit said, and its last_seen_us
+        is the commit's clock."""
         batch = rows("watch-1", 1, 450) + rows("watch-2", 7, 3)
-        await writer.commit(batch, {"watch-1": 1, "watch-2": 7})
+        stored_events = await writer.commit(
+            batch, [advance("watch-1", 1), advance("watch-2", 7)], now_us=123
+        )
+        assert stored_events == []
         assert await writer.last_seqs(["watch-1", "watch-2"]) == {"watch-1": 1, "watch-2": 7}
+        assert stored(engine) == batch
+        assert device_row(engine, "watch-1") == (1, 0, 123)
+        assert device_row(engine, "watch-2") == (7, 0, 123)
 
     async def test_unknown_devices_are_left_out_of_last_seqs(self, writer: Any) -> None:
         """last_seqs answers for provisioned devices only."""
         assert await writer.last_seqs(["watch-1", "nobody"]) == {"watch-1": 0}
 
-    async def test_last_seq_never_goes_back(self, writer: Any) -> None:
-        """A commit carrying an older seq (a late duplicate's bookkeeping) keeps the newer."""
-        await writer.commit(rows("watch-1", 5, 1), {"watch-1": 5})
-        await writer.commit([], {"watch-1": 3})
-        assert await writer.last_seqs(["watch-1"]) == {"watch-1": 5}
+    async def test_a_device_with_no_row_is_stored_unguarded(
+        self, writer: Any, engine: AsyncEngine
+    ) -> None:
+        """A batch of a device that has no row (nothing to guard) is stored whatever
+        seq it was planned from, beside a guarded one."""
+        batch = rows("nobody", 4, 2) + rows("watch-1", 1, 1)
+        await writer.commit(batch, [advance("nobody", 4, expected=9), advance("watch-1", 1)])
+        assert stored(engine) == batch
+        assert await writer.last_seqs(["nobody", "watch-1"]) == {"watch-1": 1}
 
     async def test_a_refused_commit_stores_nothing_and_the_writer_goes_on(
         self, writer: Any, engine: AsyncEngine
@@ -108,44 +138,233 @@ class TestCommit:
         with an error that is not StorageUnavailable; the next commit works."""
         bad = [*rows("watch-1", 1, 3), ("watch-1", "p-1", None, 1, 1.0, 1, 1)]
         with pytest.raises((sqlite3.IntegrityError, IntegrityError)) as refused:
-            await writer.commit(bad, {"watch-1": 1})
+            await writer.commit(bad, [advance("watch-1", 1)])
         assert not isinstance(refused.value, StorageUnavailable)
         assert stored(engine) == []
         assert await writer.last_seqs(["watch-1"]) == {"watch-1": 0}
-        await writer.commit(rows("watch-1", 1, 2), {"watch-1": 1})
+        await writer.commit(rows("watch-1", 1, 2), [advance("watch-1", 1)])
         assert len(stored(engine)) == 2
 
     async def test_alert_events_are_stored_with_the_readings_that_raised_them(
         self, writer: Any, engine: AsyncEngine
     ) -> None:
-        """Events handed to a commit go into its transaction: the alert's row and the
-        event row beside the readings; a later commit updates the alert."""
-        raised = event(1, "raised", alert_row(7, "active_unack", 1))
-        await writer.commit(rows("watch-1", 1, 3), {"watch-1": 1}, [raised])
-        cleared = event(2, "cleared", alert_row(7, "cleared_unack", 2, cleared_at=1001.0))
-        await writer.commit(rows("watch-1", 2, 2), {"watch-1": 2}, [cleared])
+        """Drafts handed to a commit are numbered and stored in its transaction: the
+        alert's row and the event row beside the readings; a later commit updates the
+        alert; the commit returns the events as stored."""
+        [raised] = await writer.commit(
+            rows("watch-1", 1, 3),
+            [advance("watch-1", 1)],
+            [event("raised", alert_row(7, "active_unack"))],
+        )
+        [cleared] = await writer.commit(
+            rows("watch-1", 2, 2),
+            [advance("watch-1", 2, expected=1)],
+            [event("cleared", alert_row(7, "cleared_unack", cleared_at=1001.0))],
+        )
+        assert (raised.event_id, raised.kind, raised.is_new) == (1, "raised", True)
+        assert (cleared.event_id, cleared.kind, cleared.is_new) == (2, "cleared", False)
+        assert json.loads(cleared.payload)["event_id"] == 2
         assert len(stored(engine)) == 5
         assert table(engine, "SELECT event_id, alert_id, kind FROM alert_events") == [
             (1, 7, "raised"),
             (2, 7, "cleared"),
         ]
+        assert table(engine, "SELECT payload FROM alert_events") == [
+            (raised.payload,),
+            (cleared.payload,),
+        ]
         assert table(engine, "SELECT id, status, last_event_id FROM alerts") == [
             (7, "cleared_unack", 2)
         ]
+        assert counter(engine) == 2
 
     async def test_a_refused_event_takes_its_readings_down_with_it(
         self, writer: Any, engine: AsyncEngine
     ) -> None:
         """Readings and the events they raised are stored together or not at all: an
-        event the database refuses (an event id taken) leaves the readings and the
-        device's last_seq as they were."""
-        await writer.commit([], {}, [event(1, "raised", alert_row(7, "active_unack", 1))])
-        taken = event(1, "value", alert_row(7, "active_unack", 1, last_value=87.0))
+        event the database refuses leaves the readings, the device's last_seq and the
+        event counter as they were."""
+        await writer.commit([], [], [event("raised", alert_row(7, "active_unack"))])
+        execute(engine, REFUSE_EVENTS_SQLITE)
+        refused = event(REFUSED, alert_row(7, "active_unack", last_value=87.0))
         with pytest.raises((sqlite3.IntegrityError, IntegrityError)):
-            await writer.commit(rows("watch-1", 1, 3), {"watch-1": 1}, [taken])
+            await writer.commit(rows("watch-1", 1, 3), [advance("watch-1", 1)], [refused])
         assert stored(engine) == []
         assert await writer.last_seqs(["watch-1"]) == {"watch-1": 0}
         assert table(engine, "SELECT event_id, kind FROM alert_events") == [(1, "raised")]
+        assert counter(engine) == 1
+
+
+class TestGuard:
+    """The guarded seq advance: a commit stores nothing unless every device's stored
+    last_seq is the one it planned from, on the stream epoch it came on."""
+
+    async def test_a_stale_expected_seq_is_refused_naming_the_stored_seq(
+        self, writer: Any, engine: AsyncEngine
+    ) -> None:
+        """A commit planned from seq 0 of a device the database has at 5 (another replica
+        stored up to 5) raises SeqConflict with 5, and stores nothing of the whole
+        commit: no readings of any device, no events, no seq, the counter unchanged."""
+        await writer.commit(
+            rows("watch-1", 5, 1),
+            [advance("watch-1", 5)],
+            [event("raised", alert_row(7, "active_unack"))],
+            now_us=10,
+        )
+        with pytest.raises(SeqConflict) as conflict:
+            await writer.commit(
+                rows("watch-1", 6, 2) + rows("watch-2", 1, 2),
+                [advance("watch-1", 6, expected=0), advance("watch-2", 1)],
+                [event("raised", alert_row(8, "active_unack"))],
+                now_us=20,
+            )
+        assert (conflict.value.stale, conflict.value.fenced) == ({"watch-1": 5}, set())
+        assert isinstance(conflict.value, StorageError)
+        assert not isinstance(conflict.value, StorageUnavailable)
+        assert len(stored(engine)) == 1
+        assert await writer.last_seqs(["watch-1", "watch-2"]) == {"watch-1": 5, "watch-2": 0}
+        assert device_row(engine, "watch-1") == (5, 0, 10)
+        assert device_row(engine, "watch-2") == (0, 0, None)
+        assert event_ids(engine) == [1]
+        assert counter(engine) == 1
+
+    async def test_an_older_seq_is_refused_not_ignored(
+        self, writer: Any, engine: AsyncEngine
+    ) -> None:
+        """A commit carrying an older seq than stored (a late duplicate's bookkeeping)
+        is a conflict naming the stored seq; last_seq never goes back."""
+        await writer.commit(rows("watch-1", 5, 1), [advance("watch-1", 5)])
+        with pytest.raises(SeqConflict) as conflict:
+            await writer.commit([], [advance("watch-1", 3, expected=2)])
+        assert conflict.value.stale == {"watch-1": 5}
+        assert await writer.last_seqs(["watch-1"]) == {"watch-1": 5}
+
+    async def test_a_wrong_epoch_is_refused_with_the_device_fenced(
+        self, writer: Any, engine: AsyncEngine
+    ) -> None:
+        """A batch of a stream of epoch 1, when a newer stream made the device's epoch
+        2, is refused with the device fenced (not stale), nothing stored; the newest
+        stream's commit, and one not fenced (epoch None), go through."""
+        execute(engine, "UPDATE devices SET conn_epoch = 2 WHERE id = 'watch-1'")
+        with pytest.raises(SeqConflict) as conflict:
+            await writer.commit(
+                rows("watch-1", 1, 2) + rows("watch-2", 1, 1),
+                [advance("watch-1", 1, epoch=1), advance("watch-2", 1, epoch=0)],
+                [event("raised", alert_row(7, "active_unack"))],
+            )
+        assert (conflict.value.stale, conflict.value.fenced) == ({}, {"watch-1"})
+        assert stored(engine) == []
+        assert await writer.last_seqs(["watch-1", "watch-2"]) == {"watch-1": 0, "watch-2": 0}
+        assert (event_ids(engine), counter(engine)) == ([], 0)
+        await writer.commit(rows("watch-1", 1, 2), [advance("watch-1", 1, epoch=2)])
+        await writer.commit(rows("watch-1", 2, 1), [advance("watch-1", 2, expected=1)])
+        assert await writer.last_seqs(["watch-1"]) == {"watch-1": 2}
+        assert len(stored(engine)) == 3
+
+    async def test_stale_and_fenced_devices_are_named_together(
+        self, writer: Any, engine: AsyncEngine
+    ) -> None:
+        """One refused commit names every device whose guard failed, each as what it is."""
+        await writer.commit(rows("watch-2", 3, 1), [advance("watch-2", 3)])
+        execute(engine, "UPDATE devices SET conn_epoch = 4 WHERE id = 'watch-1'")
+        with pytest.raises(SeqConflict) as conflict:
+            await writer.commit(
+                rows("watch-1", 1, 1) + rows("watch-2", 2, 1),
+                [advance("watch-1", 1, epoch=3), advance("watch-2", 2, expected=1, epoch=0)],
+            )
+        assert (conflict.value.stale, conflict.value.fenced) == ({"watch-2": 3}, {"watch-1"})
+        assert len(stored(engine)) == 1
+
+
+class TestEventIds:
+    """Event ids come from the counter row, taken in the transaction storing them."""
+
+    @pytest.mark.parametrize("kind", WRITERS)
+    async def test_ids_are_gap_free_across_commits_and_appends(
+        self, engine: AsyncEngine, kind: str
+    ) -> None:
+        """Commits with readings and appends of the events writer draw on one counter:
+        ids 1..N, in the order they were stored."""
+        w = Writer(kind, engine)
+        got: list[RecordedEvent] = []
+        acked = alert_row(10, "active_ack", acked_at=1.0, acked_by="dr-lee")
+        try:
+            for seq in range(1, 4):
+                got += await w.readings.commit(
+                    rows("watch-1", seq, 1),
+                    [advance("watch-1", seq, expected=seq - 1)],
+                    [event("raised", alert_row(seq * 10 + i, "active_unack")) for i in range(seq)],
+                )
+                got += await w.events.append([event("acked", {**acked, "id": seq * 10})])
+        finally:
+            await w.close()
+        assert [e.event_id for e in got] == list(range(1, 10))
+        assert event_ids(engine) == list(range(1, 10))
+        assert counter(engine) == 9
+
+    async def test_a_refused_commit_gives_its_ids_back(
+        self, writer: Any, engine: AsyncEngine
+    ) -> None:
+        """The ids a refused commit took (a conflict, a refused row) are taken again by
+        the next commit: no gap."""
+        await writer.commit([], [], [event("raised", alert_row(1, "active_unack"))])
+        with pytest.raises(SeqConflict):
+            await writer.commit(
+                [],
+                [advance("watch-1", 2, expected=1)],
+                [event("raised", alert_row(2, "active_unack"))],
+            )
+        bad = [("watch-1", "p-1", None, 1, 1.0, 1, 1)]
+        with pytest.raises((sqlite3.IntegrityError, IntegrityError)):
+            await writer.commit(
+                bad, [advance("watch-1", 1)], [event("raised", alert_row(2, "active_unack"))]
+            )
+        assert counter(engine) == 1
+        [again] = await writer.commit(
+            rows("watch-1", 1, 1),
+            [advance("watch-1", 1)],
+            [event("raised", alert_row(2, "active_unack"))],
+        )
+        assert again.event_id == 2
+        assert json.loads(again.payload)["event_id"] == 2
+        assert event_ids(engine) == [1, 2]
+
+    @pytest.mark.parametrize("kind", WRITERS)
+    async def test_a_database_without_the_counter_row_numbers_after_the_stored_events(
+        self, tmp_path: Path, kind: str
+    ) -> None:
+        """Tables made by create_all (no migration made the counter row) already holding
+        events 1..3: the next events are 4, 5, and the counter row now exists."""
+        path = tmp_path / "made.db"
+        with closing(sqlite3.connect(path)) as conn:
+            Base.metadata.create_all(create_engine("sqlite://", creator=lambda: conn))
+            conn.executemany(
+                "INSERT INTO alert_events (event_id, alert_id, kind, status, ward, payload)"
+                " VALUES (?, 1, 'raised', 'active_unack', 'icu', '{}')",
+                [(i,) for i in (1, 2, 3)],
+            )
+            conn.commit()
+        engine = open_engine(f"sqlite+aiosqlite:///{path}")
+        w = Writer(kind, engine)
+        try:
+            assert counter(engine) is None
+            got = await w.readings.commit(
+                [],
+                [],
+                [
+                    event("raised", alert_row(1, "active_unack")),
+                    event("raised", alert_row(2, "active_unack")),
+                ],
+            )
+            assert [e.event_id for e in got] == [4, 5]
+            assert counter(engine) == 5
+            [next_one] = await w.readings.commit(
+                [], [], [event("raised", alert_row(3, "active_unack"))]
+            )
+            assert next_one.event_id == 6
+        finally:
+            await w.close()
+            await engine.dispose()
 
 
 async def test_both_writers_store_the_same_rows(tmp_path: Path) -> None:
@@ -156,7 +375,7 @@ async def test_both_writers_store_the_same_rows(tmp_path: Path) -> None:
         await upgrade_schema(engine)
         w = Writer(variant, engine)
         try:
-            await w.readings.commit(rows("watch-1", 1, 401) + rows("watch-2", 1, 2), {})
+            await w.readings.commit(rows("watch-1", 1, 401) + rows("watch-2", 1, 2), [])
         finally:
             await w.close()
         results.append(stored(engine))
@@ -177,8 +396,8 @@ class TestLocks:
         w = Writer(kind, short, busy_timeout_s=0.3)
         try:
             with write_lock(db_path(engine)), pytest.raises(StorageUnavailable):
-                await w.readings.commit(rows("watch-1", 1, 3), {"watch-1": 1})
-            await w.readings.commit(rows("watch-1", 1, 3), {"watch-1": 1})
+                await w.readings.commit(rows("watch-1", 1, 3), [advance("watch-1", 1)])
+            await w.readings.commit(rows("watch-1", 1, 3), [advance("watch-1", 1)])
             assert len(stored(engine)) == 3
         finally:
             await w.close()
@@ -189,7 +408,9 @@ class TestLocks:
         a second, and the stuck commit fails rather than hangs."""
         w = Writer("sqlite-thread", engine, busy_timeout_s=30.0)
         with write_lock(db_path(engine)):
-            commit = asyncio.ensure_future(w.readings.commit(rows("watch-1", 1, 3), {"watch-1": 1}))
+            commit = asyncio.ensure_future(
+                w.readings.commit(rows("watch-1", 1, 3), [advance("watch-1", 1)])
+            )
             await asyncio.sleep(0.2)
             async with asyncio.timeout(3):
                 await w.close()
@@ -205,7 +426,7 @@ async def test_the_wal_is_checkpointed_after_commits(engine: AsyncEngine) -> Non
     w = Writer("sqlite-thread", engine)
     try:
         before = path.stat().st_size
-        await w.readings.commit(rows("watch-1", 1, CHECKPOINT_ROWS + 1), {"watch-1": 1})
+        await w.readings.commit(rows("watch-1", 1, CHECKPOINT_ROWS + 1), [advance("watch-1", 1)])
         # Polls a file written by another thread: there is no event to wait for.
         async with asyncio.timeout(5):
             while path.stat().st_size == before:  # noqa: ASYNC110
@@ -223,7 +444,10 @@ async def test_small_commits_are_checkpointed_beside_them(engine: AsyncEngine) -
         before = path.stat().st_size
         small = CHECKPOINT_ROWS // 4
         for seq in range(1, 6):
-            await w.readings.commit(rows("watch-1", seq, small, seq * small), {"watch-1": seq})
+            await w.readings.commit(
+                rows("watch-1", seq, small, seq * small),
+                [advance("watch-1", seq, expected=seq - 1)],
+            )
         async with asyncio.timeout(5):
             while path.stat().st_size == before:  # noqa: ASYNC110
                 await asyncio.sleep(0.01)
@@ -251,7 +475,10 @@ async def test_the_wal_stays_bounded_while_commits_keep_coming(
         for first in range(1, commits + 1, 6):  # 6 commits queued at once
             await asyncio.gather(
                 *(
-                    w.readings.commit(rows("watch-1", seq, per_commit), {"watch-1": seq})
+                    w.readings.commit(
+                        rows("watch-1", seq, per_commit),
+                        [advance("watch-1", seq, expected=seq - 1)],
+                    )
                     for seq in range(first, first + 6)
                 )
             )

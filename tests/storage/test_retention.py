@@ -49,7 +49,7 @@ def day_rows(day: int, per_patient: int, patients: tuple[str, ...] = PATIENTS) -
 
 async def commit(storage: Storage, rows: list[ReadingRow]) -> None:
     for start in range(0, len(rows), 10_000):
-        await storage.readings.commit(rows[start : start + 10_000], {})
+        await storage.readings.commit(rows[start : start + 10_000], [])
 
 
 async def day_counts(engine: AsyncEngine) -> Counter[int]:
@@ -200,7 +200,7 @@ async def test_ingest_keeps_committing_while_sqlite_deletes_old_days(tmp_path: P
             rows = [("watch-0", "p-0", "spo2", day_start_us(TODAY) + seq * 100 + i, 97.0, 0, seq)
                     for i in range(100)]  # fmt: skip
             t0 = time.perf_counter()
-            await storage.readings.commit(rows, {})
+            await storage.readings.commit(rows, [])
             latencies.append(time.perf_counter() - t0)
             await asyncio.sleep(0.002)
         run = await deleting

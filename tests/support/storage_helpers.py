@@ -1,5 +1,7 @@
-"""Rows for the storage tests: provisioned devices, readings, alert rows and events, as
-the writers take them."""
+"""Rows for the storage tests: provisioned devices, readings, alert rows and event
+drafts, as the writers take them; what a commit left in an SQLite file (readings,
+events, the event-id counter, a device's seq row); a trigger with which the database
+itself refuses an event."""
 
 from __future__ import annotations
 
@@ -12,15 +14,22 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from gateway.core.alert_engine import Alert
 from gateway.core.rows import ReadingRow
 from gateway.storage.database import open_engine, upgrade_schema
-from gateway.storage.events import RecordedEvent
+from gateway.storage.events import EventDraft
 from gateway.storage.schema import Device, table_of
 
 __all__ = [
+    "REFUSED",
+    "REFUSE_EVENTS_SQLITE",
     "alert_row",
+    "counter",
     "db_path",
+    "device_row",
     "event",
+    "event_ids",
+    "execute",
     "provision_devices",
     "provisioned_engine",
     "rows",
@@ -74,6 +83,14 @@ def table(engine: AsyncEngine, query: str) -> list[tuple[Any, ...]]:
         return conn.execute(query).fetchall()
 
 
+def execute(engine: AsyncEngine, statement: str, params: tuple[Any, ...] = ()) -> None:
+    """Run and commit `statement` on a connection of its own: another process's write,
+    such as another replica's, behind the writer's back."""
+    with closing(sqlite3.connect(db_path(engine))) as conn:
+        conn.execute(statement, params)
+        conn.commit()
+
+
 def rows(device: str, seq: int, n: int, start_us: int = 1_700_000_000_000_000) -> list[ReadingRow]:
     patient = device.replace("watch", "p")
     return [
@@ -82,7 +99,11 @@ def rows(device: str, seq: int, n: int, start_us: int = 1_700_000_000_000_000) -
     ]
 
 
-def alert_row(alert_id: int, status: str, last_event_id: int, **changes: Any) -> dict[str, Any]:
+def alert_row(
+    alert_id: int, status: str, *, last_event_id: int = 0, **changes: Any
+) -> dict[str, Any]:
+    """An alert's stored row; `last_event_id` is the writer's to set (by the id it
+    gives the event), so it matters only to rows compared with what was stored."""
     return {
         "id": alert_id, "rule": "spo2-low", "metric": "spo2", "priority": "high",
         "status": status, "patient_id": "p-1", "device_id": "watch-1", "ward": "icu",
@@ -93,5 +114,34 @@ def alert_row(alert_id: int, status: str, last_event_id: int, **changes: Any) ->
     }  # fmt: skip
 
 
-def event(event_id: int, kind: str, row: dict[str, Any]) -> RecordedEvent:
-    return RecordedEvent(event_id, kind, kind == "raised", row, f'{{"event_id":{event_id}}}')
+def event(kind: str, row: dict[str, Any]) -> EventDraft:
+    """The draft of a change of kind `kind` that leaves the alert as `row`."""
+    return EventDraft(kind, Alert.from_mapping(row), row["ward"])
+
+
+def event_ids(engine: AsyncEngine) -> list[int]:
+    """The ids of every stored event, in order."""
+    return [r[0] for r in table(engine, "SELECT event_id FROM alert_events ORDER BY event_id")]
+
+
+def counter(engine: AsyncEngine) -> int | None:
+    """The `event_id` counter (None: no row)."""
+    found = table(engine, "SELECT value FROM counters WHERE name = 'event_id'")
+    return found[0][0] if found else None
+
+
+def device_row(engine: AsyncEngine, device_id: str) -> tuple[int, int, int | None]:
+    """`device_id`'s (last_seq, conn_epoch, last_seen_us)."""
+    [row] = table(
+        engine, f"SELECT last_seq, conn_epoch, last_seen_us FROM devices WHERE id = '{device_id}'"
+    )
+    return row[0], row[1], row[2]
+
+
+# An event of this kind is refused by the database itself (REFUSE_EVENTS_SQLITE, or
+# the PostgreSQL tests' trigger): a refusal the writers cannot see coming.
+REFUSED = "refused"
+REFUSE_EVENTS_SQLITE = (
+    "CREATE TRIGGER refuse_events BEFORE INSERT ON alert_events "
+    f"WHEN NEW.kind = '{REFUSED}' BEGIN SELECT RAISE(ABORT, 'event refused'); END"
+)
