@@ -390,6 +390,8 @@ class AlertService:
         assert self._ownership is not None
         for p in patients:
             self._adopting.setdefault(p, [])
+        # Until adopted, a claimed patient is retried by the ownership loop.
+        self._ownership.unadopted.update(patients)
         try:
             now = time.time()
             # Far enough back to rebuild every pending `for_s` run, and to cover the
@@ -423,6 +425,7 @@ class AlertService:
                     continue  # this silence was alarmed already
                 self._engine.watch_device(device_id, patient_id, seen)
             self._ownership.owned.update(patients)
+            self._ownership.unadopted.difference_update(patients)
             waiting = [b for p in patients for b in self._adopting.pop(p, [])]
             if waiting:
                 await self._reserve_ids(len(waiting))
@@ -480,6 +483,13 @@ class AlertService:
             raise AlreadyAcknowledgedError(
                 f"alert {alert_id} was already acknowledged by {status[1]}"
             )
+        assert self._ownership is not None
+        if await self._ownership.claim(status[3]):
+            # Its owner is gone and nobody took the patient over yet: do it here.
+            await self._adopt([status[3]])
+            if alert_id in self._engine_alert_ids():
+                transition = self._engine.acknowledge(alert_id, user, time.time())
+                return await self._enqueue_and_wait([transition])
         payload = json.dumps({"op": "ack", "alert_id": alert_id, "user": user})
         assert self._wakeups is not None
         await self._wakeups.notify(CHANNEL_COMMANDS, payload)

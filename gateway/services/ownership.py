@@ -44,11 +44,14 @@ class Ownership:
         self.replica_id = replica_id
         self.epoch = 0
         self.owned: set[str] = set()
+        # Claimed in the database but not adopted yet (an adoption failed): retried.
+        self.unadopted: set[str] = set()
 
     async def join(self) -> int:
         """Start a new lease (a new epoch); owns nothing yet."""
         self.epoch = await self._owners.join(self.replica_id)
         self.owned.clear()
+        self.unadopted.clear()
         log.info("replica %s joined at epoch %d", self.replica_id, self.epoch)
         return self.epoch
 
@@ -69,6 +72,7 @@ class Ownership:
 
     def lost(self, patients: set[str]) -> None:
         self.owned -= patients
+        self.unadopted -= patients
 
     async def leave(self) -> None:
         """End the lease at shutdown, so survivors adopt the patients at once."""
@@ -98,6 +102,10 @@ class Ownership:
                         won.append(patient_id)
                 if won:
                     log.info("taking over %d patients of a replica gone silent", len(won))
-                    await adopt(won)
+                retry = sorted(self.unadopted - self.owned - set(won))
+                if won or retry:
+                    self.unadopted.update(won)
+                    await adopt(won + retry)
+                    self.unadopted -= self.owned
             except Exception as e:  # the database is away: others cannot take over either
                 log.warning("lease renewal failed: %s", e)

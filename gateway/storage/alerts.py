@@ -144,17 +144,17 @@ class AlertStore:
             ]
         return PatientState(open_alerts, devices, offline_raised, readings, cleared)
 
-    async def alert_status(self, alert_id: int) -> tuple[str, str | None, int] | None:
-        """(status, acked_by, last_event_id) of a stored alert; None if unknown."""
+    async def alert_status(self, alert_id: int) -> tuple[str, str | None, int, str] | None:
+        """(status, acked_by, last_event_id, patient_id) of a stored alert; None if
+        unknown."""
+        columns = (_alerts.c.status, _alerts.c.acked_by, _alerts.c.last_event_id)
         async with self._engine.connect() as conn:
             row = (
                 await conn.execute(
-                    select(_alerts.c.status, _alerts.c.acked_by, _alerts.c.last_event_id).where(
-                        _alerts.c.id == alert_id
-                    )
+                    select(*columns, _alerts.c.patient_id).where(_alerts.c.id == alert_id)
                 )
             ).first()
-        return None if row is None else (row[0], row[1], row[2])
+        return None if row is None else (row[0], row[1], row[2], row[3])
 
     async def event_payload(self, event_id: int) -> str | None:
         async with self._engine.connect() as conn:

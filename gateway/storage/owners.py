@@ -57,9 +57,7 @@ _take = text(
     "INSERT INTO patient_owners (patient_id, replica_id, epoch, claimed_at) "
     f"VALUES (:p, :r, :e, {DB_NOW}) ON CONFLICT (patient_id) DO UPDATE SET "
     "replica_id = excluded.replica_id, epoch = excluded.epoch, "
-    "claimed_at = excluded.claimed_at "
-    "WHERE patient_owners.replica_id <> excluded.replica_id "
-    "OR patient_owners.epoch <> excluded.epoch RETURNING patient_id"
+    "claimed_at = excluded.claimed_at RETURNING patient_id"
 )
 _orphans = text(f"SELECT patient_id FROM patient_owners WHERE NOT {_live_owner}")
 _owned = text(
@@ -106,8 +104,8 @@ class OwnerStore:
         self, patient_id: str, replica_id: str, epoch: int, ttl_s: float, *, take: bool = False
     ) -> bool:
         """Own `patient_id` if nobody live does (or we already do), or whoever does with
-        `take`; True when it changed hands to us. The change is announced on
-        CHANNEL_OWNERS, so a previous owner still alive lets the patient go at once."""
+        `take`; True when we own it now. The claim is announced on CHANNEL_OWNERS, so a
+        previous owner still alive lets the patient go at once."""
         params: dict[str, Any] = {"p": patient_id, "r": replica_id, "e": epoch}
         if not take:
             params["ttl"] = ttl_s
