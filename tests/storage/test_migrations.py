@@ -21,12 +21,13 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, create_engine, inspect, text
 
+from gateway.core.alert_engine import Alert
 from gateway.errors import ConfigError
 from gateway.settings import load_settings
 from gateway.storage.accounts import AccountStore
 from gateway.storage.alerts import AlertStore
 from gateway.storage.database import SchemaBehind, open_engine, open_storage
-from gateway.storage.events import EngineEventsWriter
+from gateway.storage.events import EngineEventsWriter, EventDraft
 from gateway.storage.migrate import (
     SchemaAhead,
     head_revision,
@@ -341,3 +342,33 @@ async def test_a_postgres_database_made_before_migrations_is_adopted_with_its_ro
     for table, column in ADDED_COLUMNS:
         assert column in columns[table]
     assert seqs == [7]
+
+
+async def test_an_old_databases_alerts_and_events_number_on_after_its_highest(
+    tmp_path: Path,
+) -> None:
+    """Upgraded from before the replicas' counters, a database with alert 1 and event 1
+    stored gives the next alert id 2 and the next event id 2 (the counters start at the
+    highest stored ids), and its device's stream epoch starts at 0."""
+    path = tmp_path / "old.db"
+    made_before_migrations(path)
+    with closing(sqlite3.connect(path)) as conn:
+        conn.execute(
+            "INSERT INTO alert_events (event_id, alert_id, kind, status, ward, payload)"
+            " VALUES (1, 1, 'raised', 'active_unack', 'icu', '{}')"
+        )
+        conn.commit()
+    engine = open_engine(sqlite_url(path))
+    try:
+        await upgrade_schema(engine)
+        store = AlertStore(engine, EngineEventsWriter(engine))
+        (alert_id,) = await store.reserve_alert_ids(1)
+        state = await store.load()
+        (row,) = state.open_alerts
+        alert = Alert.from_mapping(row)
+        (event,) = await store.append([EventDraft("value", alert, "icu")])
+        async with engine.connect() as conn:
+            epoch = await conn.scalar(text("SELECT conn_epoch FROM devices"))
+    finally:
+        await engine.dispose()
+    assert (alert_id, event.event_id, epoch) == (2, 2, 0)
