@@ -110,10 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     nofile = raise_nofile()
     workdir = Path(tempfile.mkdtemp(prefix="vitals-bench-", dir=cfg.tmpdir))
     started = datetime.now(UTC)
-    console.print(
-        f"bench: {', '.join(cfg.scenarios)}; {cfg.repeat} repetition(s); "
-        f"open-files limit {nofile}; work dir {workdir}"
-    )
+    repeats = ", ".join(f"{g} x{cfg.repeats(g)}" for g in cfg.scenarios)
+    console.print(f"bench: {repeats}; open-files limit {nofile}; work dir {workdir}")
     runs: dict[str, list[RunResult | None]] = {}
     skipped: dict[str, str] = {}
     try:
