@@ -19,7 +19,7 @@ from rich.console import Console
 
 from bench.config import FULL, QUICK, SCENARIOS, BenchConfig
 from bench.limits import raise_nofile
-from bench.processes import BenchError
+from bench.processes import BenchError, BenchSkipped
 from bench.report import build_results, machine_info, render, write_results
 from bench.scenarios import GROUPS, TITLES, RunResult
 from gateway.errors import ConfigError
@@ -49,7 +49,10 @@ def parse_args(argv: list[str] | None = None) -> BenchConfig:
     p.add_argument("--devices", type=int, help="devices in sustained ingest (default 2000)")
     p.add_argument("--duration", type=float, help="measurement window, s (default 10)")
     p.add_argument("--warmup", type=float, help="warm-up before the window, s (default 3)")
-    p.add_argument("--repeat", type=int, help="repetitions per scenario (default 3)")
+    p.add_argument(
+        "--repeat", type=int,
+        help="repetitions per scenario (default 3; postgres: 1)",
+    )  # fmt: skip
     p.add_argument("--workers", type=int, help="load generator processes (default 2)")
     p.add_argument("--ward-devices", type=int, help="devices in the ward load (default 5000)")
     p.add_argument("--ward-dashboards", type=int, help="dashboards in the ward load (default 50)")
@@ -68,6 +71,7 @@ def parse_args(argv: list[str] | None = None) -> BenchConfig:
         "duration_s": args.duration,
         "warmup_s": args.warmup,
         "repeat": args.repeat,
+        "postgres_repeat": args.repeat,
         "workers": args.workers,
         "ward_devices": args.ward_devices,
         "ward_dashboards": args.ward_dashboards,
@@ -106,19 +110,25 @@ def main(argv: list[str] | None = None) -> int:
     nofile = raise_nofile()
     workdir = Path(tempfile.mkdtemp(prefix="vitals-bench-", dir=cfg.tmpdir))
     started = datetime.now(UTC)
-    console.print(
-        f"bench: {', '.join(cfg.scenarios)}; {cfg.repeat} repetition(s); "
-        f"open-files limit {nofile}; work dir {workdir}"
-    )
+    repeats = ", ".join(f"{g} x{cfg.repeats(g)}" for g in cfg.scenarios)
+    console.print(f"bench: {repeats}; open-files limit {nofile}; work dir {workdir}")
     runs: dict[str, list[RunResult | None]] = {}
+    skipped: dict[str, str] = {}
     try:
         for group in cfg.scenarios:
-            for rep in range(cfg.repeat):
+            repeat = cfg.repeats(group)
+            for rep in range(repeat):
                 for name, run in GROUPS[group]:
-                    console.print(f"  {name} {rep + 1}/{cfg.repeat} …", end="")
+                    if name in skipped:
+                        continue
+                    console.print(f"  {name} {rep + 1}/{repeat} …", end="")
                     clock = time.monotonic()
                     try:
                         result: RunResult | None = run(cfg, workdir / f"{name}-{rep + 1}", rep)
+                    except BenchSkipped as e:
+                        console.print(f" [yellow]skipped[/]: {e}")
+                        skipped[name] = str(e)
+                        continue
                     except BenchError as e:
                         console.print(f" [red]failed[/]: {e}")
                         result = None
@@ -130,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
             machine=machine_info(workdir),
             gateway_settings=_gateway_settings(workdir),
             runs=runs,
+            skipped=skipped,
             titles=TITLES,
             started_at=started.isoformat(timespec="seconds"),
             finished_at=datetime.now(UTC).isoformat(timespec="seconds"),

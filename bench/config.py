@@ -8,13 +8,31 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["FULL", "QUICK", "SCENARIOS", "TARGET_INGEST_PER_S", "BenchConfig"]
+__all__ = [
+    "FULL",
+    "QUICK",
+    "SCENARIOS",
+    "TARGET_ALERT_OTHER_P99_MS",
+    "TARGET_ALERT_SAME_P99_MS",
+    "TARGET_CLUSTER_SHARE",
+    "TARGET_INGEST_PER_S",
+    "TARGET_PG_INGEST_PER_S",
+    "TARGET_REACK_P99_S",
+    "BenchConfig",
+]
 
 # The issue's target for sustained durable ingest, readings/s.
 TARGET_INGEST_PER_S = 50_000
 
 # Scenario groups of `--only`, in the order they run.
-SCENARIOS = ("baseline", "ingest", "ward", "capacity")
+SCENARIOS = ("baseline", "ingest", "ward", "capacity", "postgres")
+
+# The issue's targets for replicas on PostgreSQL (bench/scenarios/postgres.py).
+TARGET_PG_INGEST_PER_S = 40_000  # one replica, durable readings/s
+TARGET_CLUSTER_SHARE = 0.9  # two replicas through HAProxy, of one replica's readings/s
+TARGET_ALERT_SAME_P99_MS = 50.0  # dashboards on the replica that raised the alert
+TARGET_ALERT_OTHER_P99_MS = 100.0  # dashboards on the other replica
+TARGET_REACK_P99_S = 6.0  # from a replica's SIGKILL to a device's next ack
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +55,14 @@ class BenchConfig:
     idle_connections: int = 10_000
     fanout_dashboards: int = 1000
     fanout_alerts: int = 5
+    # PostgreSQL (one replica, two behind HAProxy): the ingest and ward loads above,
+    # each on a database of its own; fewer repetitions, to keep the group near 2 min.
+    postgres_repeat: int = 1
+    # Failover: devices streaming through HAProxy when a replica is SIGKILLed.
+    failover_devices: int = 200
+    failover_rate_hz: float = 1.0
+    failover_steady_s: float = 3.0  # streaming before the kill
+    failover_wait_s: float = 20.0  # at most, for every device's first ack after it
     # Baseline b: rows inserted with plain sqlite3. None: as many as an ingest run at
     # the target rate stores (warm-up + window), since SQLite's cost per row grows
     # with the size of the indexes it inserts into.
@@ -54,6 +80,10 @@ class BenchConfig:
         if self.sqlite_rows is not None:
             return self.sqlite_rows
         return round((self.warmup_s + self.duration_s) * TARGET_INGEST_PER_S)
+
+    def repeats(self, group: str) -> int:
+        """Repetitions of each run of scenario group `group`."""
+        return self.postgres_repeat if group == "postgres" else self.repeat
 
     def replace(self, **changes: Any) -> BenchConfig:
         return dataclasses.replace(self, **changes)
@@ -80,5 +110,8 @@ QUICK = BenchConfig(
     idle_connections=1000,
     fanout_dashboards=100,
     fanout_alerts=3,
+    failover_devices=50,
+    failover_steady_s=2.0,
+    failover_wait_s=15.0,
     grace_s=3.0,
 )

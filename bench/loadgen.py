@@ -74,7 +74,8 @@ _MAX_ERROR_SAMPLES = 5
 
 class WorkerSpec(TypedDict):
     host: str
-    port: int
+    port: int  # the devices'
+    dashboard_port: int  # the dashboards' (a given replica's, behind a load balancer)
     devices: list[list[str]]  # [device id, patient id, token]
     dashboards: list[str]  # a user token per dashboard
     mode: Mode
@@ -202,7 +203,10 @@ class Dashboard(WsProtocol):
     def __init__(self, run: Run, token: str) -> None:
         spec = run.spec
         super().__init__(
-            spec["host"], spec["port"], DASHBOARD_PATH, {"Authorization": f"Bearer {token}"}
+            spec["host"],
+            spec["dashboard_port"],
+            DASHBOARD_PATH,
+            {"Authorization": f"Bearer {token}"},
         )
         self.run = run
         self.seen: set[str] = set()
@@ -271,7 +275,7 @@ class Run:
         async with gate:
             for attempt in range(_CONNECT_ATTEMPTS):
                 device = Device(self, device_id, patient_id, token)
-                if await self._open(device, device.welcomed, attempt):
+                if await self._open(device, self.spec["port"], device.welcomed, attempt):
                     return device
         return None
 
@@ -279,14 +283,17 @@ class Run:
         async with gate:
             for attempt in range(_CONNECT_ATTEMPTS):
                 board = Dashboard(self, token)
-                if await self._open(board, board.subscribed, attempt):
+                port = self.spec["dashboard_port"]
+                if await self._open(board, port, board.subscribed, attempt):
                     return board
         return None
 
-    async def _open(self, conn: WsProtocol, ready: asyncio.Future[None], attempt: int) -> bool:
+    async def _open(
+        self, conn: WsProtocol, port: int, ready: asyncio.Future[None], attempt: int
+    ) -> bool:
         loop = asyncio.get_running_loop()
         try:
-            await loop.create_connection(lambda: conn, self.spec["host"], self.spec["port"])
+            await loop.create_connection(lambda: conn, self.spec["host"], port)
             await asyncio.wait_for(conn.opened, _CONNECT_TIMEOUT_S)
             await asyncio.wait_for(ready, _CONNECT_TIMEOUT_S)
             return True

@@ -16,7 +16,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,9 @@ from bench.loadgen import WorkerResult, WorkerSpec
 
 __all__ = [
     "BenchError",
+    "BenchSkipped",
     "CpuSample",
+    "PidSource",
     "Worker",
     "cpu_seconds",
     "rss_kib",
@@ -37,6 +39,11 @@ _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 class BenchError(Exception):
     """A run could not be carried out (a process failed or timed out)."""
+
+
+class BenchSkipped(Exception):
+    """A run cannot take place on this machine (no PostgreSQL server, no HAProxy): said
+    once, not counted as a failure."""
 
 
 def _spawn(
@@ -91,26 +98,38 @@ def _system_busy() -> float:
     return (sum(values) - values[3] - values[4]) / _CLK_TCK
 
 
+# A role's processes: fixed pids, or found again at each sample (PostgreSQL's backends).
+PidSource = Sequence[int] | Callable[[], Sequence[int]]
+
+
 @dataclass(frozen=True, slots=True)
 class CpuSample:
     wall: float
     busy: float
-    by_role: dict[str, float]
+    by_role: dict[str, dict[int, float]]  # role -> pid -> CPU seconds
 
     def cores_since(self, earlier: CpuSample) -> dict[str, float]:
         """Cores used per role between two samples, and `other`: everything else on
-        the machine (another engineer's tests, say), which makes figures noisy."""
+        the machine (another engineer's tests, say), which makes figures noisy. A
+        process that started in between counts from zero; one that ended in between
+        is not seen, and its time falls into `other`."""
         wall = self.wall - earlier.wall
         cores = {
-            role: (self.by_role[role] - earlier.by_role.get(role, 0.0)) / wall
-            for role in self.by_role
+            role: sum(t - earlier.by_role.get(role, {}).get(pid, 0.0) for pid, t in now.items())
+            / wall
+            for role, now in self.by_role.items()
         }
         cores["other"] = max(0.0, (self.busy - earlier.busy) / wall - sum(cores.values()))
         return cores
 
 
-def sample_cpu(pids: Mapping[str, Sequence[int]]) -> CpuSample:
-    by_role = {role: sum(cpu_seconds(p) for p in group) for role, group in pids.items()}
+def sample_cpu(pids: Mapping[str, PidSource]) -> CpuSample:
+    by_role: dict[str, dict[int, float]] = {}
+    for role, source in pids.items():
+        times = by_role[role] = {}
+        for pid in source() if callable(source) else source:
+            with contextlib.suppress(OSError):  # it has just ended
+                times[pid] = cpu_seconds(pid)
     return CpuSample(time.time(), _system_busy(), by_role)
 
 

@@ -20,12 +20,14 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from bench.config import TARGET_CLUSTER_SHARE
 from bench.scenarios.common import RunResult
 from bench.stats import aggregate_runs
 
 __all__ = [
     "DISPLAY",
     "RATIOS",
+    "RATIO_FLOORS",
     "SCHEMA_VERSION",
     "build_results",
     "machine_info",
@@ -88,6 +90,68 @@ DISPLAY: dict[str, list[tuple[str, str]]] = {
         ("fanout_max_ms", "one alert to every dashboard, max"),
         ("fanout_missed", "alerts some dashboard missed"),
     ],
+    "pg_ingest": [
+        ("readings_per_s", "durable readings/s (acked)"),
+        ("db_readings_per_s", "readings/s stored in window (DB)"),
+        ("ack_p50_ms", "ack latency p50"),
+        ("ack_p99_ms", "ack latency p99"),
+        ("server_cpu_cores", "gateway CPU"),
+        ("postgres_cpu_cores", "PostgreSQL CPU"),
+        ("loadgen_cpu_cores", "load generator CPU"),
+        ("other_cpu_cores", "other processes' CPU"),
+    ],
+    "cluster_ingest": [
+        ("readings_per_s", "durable readings/s (acked)"),
+        ("db_readings_per_s", "readings/s stored in window (DB)"),
+        ("ack_p50_ms", "ack latency p50"),
+        ("ack_p99_ms", "ack latency p99"),
+        ("server_cpu_cores", "replicas' CPU (both)"),
+        ("haproxy_cpu_cores", "HAProxy CPU"),
+        ("postgres_cpu_cores", "PostgreSQL CPU"),
+        ("loadgen_cpu_cores", "load generator CPU"),
+        ("other_cpu_cores", "other processes' CPU"),
+    ],
+    "pg_ward": [
+        ("offered_readings_per_s", "offered readings/s"),
+        ("acked_readings_per_s", "acked readings/s"),
+        ("unacked_share", "batches unacked at the end"),
+        ("ack_p50_ms", "ack latency p50"),
+        ("ack_p99_ms", "ack latency p99"),
+        ("alerts_timed", "alerts timed"),
+        ("alert_p50_ms", "alert latency p50 (all dashboards)"),
+        ("alert_p99_ms", "alert latency p99 (all dashboards)"),
+        ("alerts_missed", "alerts some dashboard missed"),
+        ("server_cpu_cores", "gateway CPU"),
+        ("postgres_cpu_cores", "PostgreSQL CPU"),
+        ("loadgen_cpu_cores", "load generator CPU"),
+        ("other_cpu_cores", "other processes' CPU"),
+    ],
+    "cluster_ward": [
+        ("offered_readings_per_s", "offered readings/s"),
+        ("acked_readings_per_s", "acked readings/s"),
+        ("unacked_share", "batches unacked at the end"),
+        ("ack_p50_ms", "ack latency p50"),
+        ("ack_p99_ms", "ack latency p99"),
+        ("alerts_timed", "alerts timed (every dashboard)"),
+        ("alert_same_p50_ms", "alert p50, raising replica's dashboards"),
+        ("alert_same_p99_ms", "alert p99, raising replica's dashboards"),
+        ("alert_other_p50_ms", "alert p50, other replica's dashboards"),
+        ("alert_other_p99_ms", "alert p99, other replica's dashboards"),
+        ("alerts_missed", "alerts some dashboard missed"),
+        ("server_cpu_cores", "replicas' CPU (both)"),
+        ("haproxy_cpu_cores", "HAProxy CPU"),
+        ("postgres_cpu_cores", "PostgreSQL CPU"),
+        ("loadgen_cpu_cores", "load generator CPU"),
+        ("other_cpu_cores", "other processes' CPU"),
+    ],
+    "failover": [
+        ("moved_devices", "devices on the killed replica"),
+        ("reack_p50_ms", "kill to next ack, p50 (those devices)"),
+        ("reack_p99_ms", "kill to next ack, p99 (those devices)"),
+        ("reack_max_ms", "kill to next ack, max (those devices)"),
+        ("reack_all_p99_ms", "kill to next ack, p99 (every device)"),
+        ("devices_not_reacked", "devices never acked again"),
+    ],
 }
 
 # (name, numerator scenario, figure, denominator scenario, figure)
@@ -97,7 +161,11 @@ RATIOS: list[tuple[str, str, str, str, str]] = [
     ("ingest_readings_vs_plain_sqlite", "ingest", _RPS, "baseline_sqlite", _RPS),
     ("ingest_ack_p50_vs_bare_aiohttp", "ingest", "ack_p50_ms", "baseline_ws", "ack_p50_ms"),
     ("ingest_ack_p99_vs_bare_aiohttp", "ingest", "ack_p99_ms", "baseline_ws", "ack_p99_ms"),
+    ("pg_readings_vs_sqlite", "pg_ingest", _RPS, "ingest", _RPS),
+    ("two_replicas_vs_one_readings", "cluster_ingest", _RPS, "pg_ingest", _RPS),
 ]
+# Ratios the issue sets a floor for: a note says when a run's median is below it.
+RATIO_FLOORS = {"two_replicas_vs_one_readings": TARGET_CLUSTER_SHARE}
 
 
 def unit_of(figure: str) -> str:
@@ -122,10 +190,12 @@ def build_results(
     titles: Mapping[str, str],
     started_at: str,
     finished_at: str,
+    skipped: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """The results document; `runs` holds each scenario's repetitions (None = failed)."""
+    """The results document; `runs` holds each scenario's repetitions (None = failed),
+    `skipped` why a scenario could not run here."""
     scenarios: dict[str, Any] = {}
-    notes: list[str] = []
+    notes = [f"{name}: skipped: {reason}" for name, reason in (skipped or {}).items()]
     for name, reps in runs.items():
         done = [r for r in reps if r is not None]
         aggregated = aggregate_runs(r.figures for r in done)
@@ -155,6 +225,9 @@ def build_results(
         den = _median(scenarios, den_s, den_f)
         if num is not None and den:
             ratios[ratio] = {"value": num / den, "of": f"{num_s}.{num_f} / {den_s}.{den_f}"}
+            floor = RATIO_FLOORS.get(ratio)
+            if floor is not None and num / den < floor:
+                notes.append(f"{ratio} = {num / den:.2f}: below the target of {floor:.2f}")
     return {
         "schema": SCHEMA_VERSION,
         "started_at": started_at,

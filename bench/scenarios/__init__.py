@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench.config import BenchConfig
-from bench.scenarios import baseline, capacity, ingest, ward
+from bench.scenarios import baseline, capacity, ingest, postgres, ward
 from bench.scenarios.common import RunResult
 
 __all__ = ["GROUPS", "TITLES", "RunResult", "ScenarioRun"]
@@ -22,6 +22,13 @@ GROUPS: dict[str, list[tuple[str, ScenarioRun]]] = {
     "ingest": [("ingest", ingest.run_gateway)],
     "ward": [("ward", ward.run)],
     "capacity": [("capacity", capacity.run)],
+    "postgres": [
+        ("pg_ingest", postgres.run_pg_ingest),
+        ("cluster_ingest", postgres.run_cluster_ingest),
+        ("pg_ward", postgres.run_pg_ward),
+        ("cluster_ward", postgres.run_cluster_ward),
+        ("failover", postgres.run_failover),
+    ],
 }
 
 TITLES = {
@@ -30,4 +37,9 @@ TITLES = {
     "ingest": "Sustained ingest: gateway",
     "ward": "Ward load",
     "capacity": "Capacity",
+    "pg_ingest": "Sustained ingest: one replica on PostgreSQL",
+    "cluster_ingest": "Sustained ingest: two replicas through HAProxy",
+    "pg_ward": "Ward load: one replica on PostgreSQL",
+    "cluster_ward": "Ward load: two replicas through HAProxy, dashboards on each",
+    "failover": "Failover: a replica SIGKILLed under devices streaming through HAProxy",
 }

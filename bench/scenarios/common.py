@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,7 +22,7 @@ from sqlalchemy import insert
 
 from bench.config import BenchConfig
 from bench.loadgen import WorkerResult, WorkerSpec
-from bench.processes import BenchError, CpuSample, Worker, sample_cpu
+from bench.processes import BenchError, CpuSample, PidSource, Worker, sample_cpu
 from gateway.client.process import ServerFailed, ServerProcess, free_port, vitals_serve
 from gateway.storage.accounts import AccountStore, Role, hash_token, new_token
 from gateway.storage.database import open_engine, upgrade_schema
@@ -40,6 +40,7 @@ __all__ = [
     "gateway",
     "measure_window",
     "merge_counts",
+    "provision",
     "share",
     "stop_notes",
     "summarise_collapsed",
@@ -105,10 +106,11 @@ def merge_counts(counts: Sequence[dict[str, int]]) -> dict[str, int]:
 # -- database and servers ------------------------------------------------------------
 
 
-async def _provision(db_path: Path, devices: int) -> Provisioned:
-    """Devices, and the user the dashboards log in as, straight into the database:
-    setup, not measured."""
-    engine = open_engine(f"sqlite+aiosqlite:///{db_path}")
+async def provision(database_url: str, devices: int) -> tuple[list[list[str]], str]:
+    """The schema, devices, and the user the dashboards log in as, straight into the
+    database at `database_url`: setup, not measured. Returns the devices' [device id,
+    patient id, token] and the dashboards' token."""
+    engine = open_engine(database_url)
     try:
         await upgrade_schema(engine)
         now = datetime.now(UTC)
@@ -136,6 +138,11 @@ async def _provision(db_path: Path, devices: int) -> Provisioned:
         dashboards = await AccountStore(engine).add_user("bench-dashboards", Role.ADMIN)
     finally:
         await engine.dispose()
+    return creds, dashboards
+
+
+async def _provision(db_path: Path, devices: int) -> Provisioned:
+    creds, dashboards = await provision(f"sqlite+aiosqlite:///{db_path}", devices)
     return Provisioned(creds, dashboards, db_path)
 
 
@@ -228,13 +235,16 @@ def worker_spec(
     rate_hz: float = 1.0,
     raises_per_round: int = 0,
     hold_s: float = 0.0,
+    dashboard_server: ServerProcess | None = None,
 ) -> WorkerSpec:
+    """`server` takes the devices, `dashboard_server` (default: the same) the dashboards."""
     devices = devices or []
     dashboards = dashboards or []
     connect_allowance = 60 + (len(devices) + len(dashboards)) / 20  # >= 20 handshakes/s
     return {
         "host": "127.0.0.1",
         "port": server.port,
+        "dashboard_port": (dashboard_server or server).port,
         "devices": devices,
         "dashboards": dashboards,
         "mode": mode,  # type: ignore[typeddict-item]  # checked by the callers' literals
@@ -298,10 +308,19 @@ class Fleet:
 
 
 def measure_window(
-    server_pid: int, fleet: Fleet, t0: float, warmup_s: float, duration_s: float
+    server_pid: int | Sequence[int],
+    fleet: Fleet,
+    t0: float,
+    warmup_s: float,
+    duration_s: float,
+    *,
+    more: Mapping[str, PidSource] | None = None,
 ) -> dict[str, float]:
-    """Sleep through the warm-up, then sample CPU over the measurement window."""
-    roles = {"server": [server_pid], "loadgen": fleet.pids}
+    """Sleep through the warm-up, then sample CPU over the measurement window: the
+    server (one process, or the replicas together), the load generators, and `more`
+    roles (PostgreSQL, HAProxy), which would otherwise count as other processes."""
+    servers = [server_pid] if isinstance(server_pid, int) else list(server_pid)
+    roles: dict[str, PidSource] = {"server": servers, "loadgen": fleet.pids, **(more or {})}
     time.sleep(max(0.0, t0 + warmup_s - time.time()))
     start: CpuSample = sample_cpu(roles)
     time.sleep(max(0.0, t0 + warmup_s + duration_s - time.time()))
@@ -309,11 +328,17 @@ def measure_window(
 
 
 def cpu_figures(cores: dict[str, float]) -> dict[str, float | None]:
+    """Cores per role; the load generators' share is of server and load generators."""
     total = cores["server"] + cores["loadgen"]
     return {
         "server_cpu_cores": cores["server"],
         "loadgen_cpu_cores": cores["loadgen"],
         "loadgen_cpu_share": cores["loadgen"] / total if total else None,
+        **{
+            f"{role}_cpu_cores": v
+            for role, v in cores.items()
+            if role not in ("server", "loadgen", "other")
+        },
         "other_cpu_cores": cores["other"],
     }
 

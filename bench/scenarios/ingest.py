@@ -9,10 +9,12 @@ acked reading must be there.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from bench.config import BenchConfig
 from bench.loadgen import WorkerResult
+from bench.processes import PidSource
 from bench.scenarios.common import (
     Fleet,
     Profiler,
@@ -30,12 +32,21 @@ from bench.scenarios.common import (
 from bench.stats import latency_summary
 from gateway.client.process import ServerProcess
 
-__all__ = ["run_baseline_ws", "run_gateway"]
+__all__ = ["drive", "run_baseline_ws", "run_gateway"]
 
 
-def _drive(
-    cfg: BenchConfig, workdir: Path, server: ServerProcess, devices: list[list[str]], profile: bool
+def drive(
+    cfg: BenchConfig,
+    workdir: Path,
+    server: ServerProcess,
+    devices: list[list[str]],
+    *,
+    profile: bool = False,
+    server_pids: Sequence[int] | None = None,
+    more_cpu: Mapping[str, PidSource] | None = None,
 ) -> tuple[RunResult, list[WorkerResult], tuple[float, float]]:
+    """The ingest load on `server` (a gateway, or a load balancer in front of
+    `server_pids`, the replicas); CPU also sampled for the `more_cpu` roles."""
     specs = [
         worker_spec(
             cfg, workdir, f"loadgen-{i}", server, mode="closed", devices=part,
@@ -52,7 +63,10 @@ def _drive(
         if profile:
             time.sleep(max(0.0, window[0] - time.time()))
             profiler = Profiler(server.pid, cfg.duration_s, workdir / "profile.txt")
-        cores = measure_window(server.pid, fleet, t0, cfg.warmup_s, cfg.duration_s)
+        cores = measure_window(
+            server.pid if server_pids is None else server_pids,
+            fleet, t0, cfg.warmup_s, cfg.duration_s, more=more_cpu,
+        )  # fmt: skip
         results = fleet.results(timeout=cfg.grace_s + 30)
 
     acked = sum(r["acked_in_window"] for r in results)
@@ -90,7 +104,7 @@ def _drive(
 
 def run_gateway(cfg: BenchConfig, workdir: Path, rep: int) -> RunResult:
     with gateway(cfg, workdir, cfg.devices) as (server, prov):
-        result, _, window = _drive(
+        result, _, window = drive(
             cfg, workdir, server, prov.devices, profile=cfg.profile and rep == 0
         )
     # The gateway has stopped: the database holds everything it acked.
@@ -109,5 +123,5 @@ def run_baseline_ws(cfg: BenchConfig, workdir: Path, rep: int) -> RunResult:
     # Tokens are not checked by the baseline: any bearer goes.
     devices = [[f"bench-{i:05d}", f"p-{i:05d}", "baseline"] for i in range(cfg.devices)]
     with baseline_server(workdir) as server:
-        result, _, _ = _drive(cfg, workdir, server, devices, profile=False)
+        result, _, _ = drive(cfg, workdir, server, devices)
     return result

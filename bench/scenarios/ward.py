@@ -14,9 +14,14 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from bench.config import BenchConfig
+from bench.loadgen import WorkerResult
+from bench.processes import PidSource
 from bench.scenarios.common import (
     Fleet,
     Profiler,
@@ -31,8 +36,9 @@ from bench.scenarios.common import (
     worker_spec,
 )
 from bench.stats import latency_summary
+from gateway.client.process import ServerProcess
 
-__all__ = ["alert_latencies", "raises_per_second", "run"]
+__all__ = ["WardRun", "alert_latencies", "drive", "raises_per_second", "result_of", "run"]
 
 
 def raises_per_second(min_alerts: int, duration_s: float) -> int:
@@ -65,34 +71,72 @@ def alert_latencies(
     return latencies, missed
 
 
-def run(cfg: BenchConfig, workdir: Path, rep: int) -> RunResult:
-    per_second = raises_per_second(cfg.min_alerts, cfg.duration_s)
-    per_worker = math.ceil(per_second / cfg.workers)
-    with gateway(cfg, workdir, cfg.ward_devices, rules=True) as (server, prov):
-        boards = [prov.dashboard_token] * cfg.ward_dashboards
-        specs = [
-            worker_spec(
-                cfg, workdir, f"ward-{i}", server, mode="paced", devices=devs,
-                dashboards=dash, batch_size=cfg.ward_batch_size, warmup_s=cfg.warmup_s,
-                duration_s=cfg.duration_s, rate_hz=1.0, raises_per_round=per_worker,
-            )
-            for i, (devs, dash) in enumerate(
-                zip(share(prov.devices, cfg.workers), share(boards, cfg.workers), strict=True)
-            )
-        ]  # fmt: skip
-        with Fleet(specs, workdir, "ward") as fleet:
-            ready = fleet.ready()
-            t0 = time.time() + 1.0
-            fleet.go(t0)
-            profiler = None
-            if cfg.profile and rep == 0:
-                time.sleep(max(0.0, t0 + cfg.warmup_s - time.time()))
-                profiler = Profiler(server.pid, cfg.duration_s, workdir / "profile.txt")
-            cores = measure_window(server.pid, fleet, t0, cfg.warmup_s, cfg.duration_s)
-            results = fleet.results(timeout=cfg.grace_s + 30)
+@dataclass(frozen=True)
+class WardRun:
+    """What one ward load produced: each worker's result, in the order of the
+    `dashboard_servers` it was given (worker i's dashboards are on server i mod n)."""
 
+    results: list[WorkerResult]
+    ready: list[dict[str, Any]]
+    cores: dict[str, float]
+    window: tuple[float, float]
+    raises_per_second: int
+    profile: dict[str, list[tuple[str, float]]] | None
+
+
+def drive(
+    cfg: BenchConfig,
+    workdir: Path,
+    server: ServerProcess,
+    devices: list[list[str]],
+    dashboard_token: str,
+    *,
+    dashboard_servers: Sequence[ServerProcess] = (),
+    profile: bool = False,
+    server_pids: Sequence[int] | None = None,
+    more_cpu: Mapping[str, PidSource] | None = None,
+) -> WardRun:
+    """The ward load: devices on `server`, dashboards on `dashboard_servers` (default:
+    `server`) shared among the workers; CPU of `server` (or of `server_pids`, the
+    replicas behind it) and of the `more_cpu` roles."""
+    boards_on = list(dashboard_servers) or [server]
+    workers = max(cfg.workers, len(boards_on))
+    per_second = raises_per_second(cfg.min_alerts, cfg.duration_s)
+    per_worker = math.ceil(per_second / workers)
+    boards = [dashboard_token] * cfg.ward_dashboards
+    specs = [
+        worker_spec(
+            cfg, workdir, f"ward-{i}", server, mode="paced", devices=devs,
+            dashboards=dash, batch_size=cfg.ward_batch_size, warmup_s=cfg.warmup_s,
+            duration_s=cfg.duration_s, rate_hz=1.0, raises_per_round=per_worker,
+            dashboard_server=boards_on[i % len(boards_on)],
+        )
+        for i, (devs, dash) in enumerate(
+            zip(share(devices, workers), share(boards, workers), strict=True)
+        )
+    ]  # fmt: skip
+    with Fleet(specs, workdir, "ward") as fleet:
+        ready = fleet.ready()
+        t0 = time.time() + 1.0
+        fleet.go(t0)
+        profiler = None
+        if profile:
+            time.sleep(max(0.0, t0 + cfg.warmup_s - time.time()))
+            profiler = Profiler(server.pid, cfg.duration_s, workdir / "profile.txt")
+        cores = measure_window(
+            server.pid if server_pids is None else server_pids,
+            fleet, t0, cfg.warmup_s, cfg.duration_s, more=more_cpu,
+        )  # fmt: skip
+        results = fleet.results(timeout=cfg.grace_s + 30)
     window = (t0 + cfg.warmup_s, t0 + cfg.warmup_s + cfg.duration_s)
-    received = count_readings(prov.db_path, window)  # the gateway has stopped
+    summary = profiler.summary() if profiler is not None and profiler.available else None
+    return WardRun(results, ready, cores, window, per_worker * workers, summary)
+
+
+def result_of(cfg: BenchConfig, ward: WardRun, received: int) -> RunResult:
+    """The figures, details and notes of a ward load; `received`: readings stored whose
+    `received_us` falls in the window (read once the servers have stopped)."""
+    results = ward.results
     dashboards = sum(r["dashboards"] for r in results)
     acks = latency_summary([v for r in results for v in r["latencies_ms"]])
     raises = [(key, t) for r in results for key, t in r["raises"]]
@@ -115,15 +159,15 @@ def run(cfg: BenchConfig, workdir: Path, rep: int) -> RunResult:
         "alert_p99_ms": alerts["p99"],
         "alert_max_ms": alerts["max"],
         "pace_lag_max_ms": max(r["pace_lag_max_ms"] for r in results),
-        **cpu_figures(cores),
+        **cpu_figures(ward.cores),
     }
     result = RunResult(
         figures,
         {
             "devices_connected": sum(r["devices"] for r in results),
             "dashboards_connected": dashboards,
-            "raises_per_second": per_worker * cfg.workers,
-            "connect_errors": merge_counts([m["errors"] for m in ready]),
+            "raises_per_second": ward.raises_per_second,
+            "connect_errors": merge_counts([m["errors"] for m in ward.ready]),
             "dashboard_events": sum(r["dashboard_events"] for r in results),
             "error_frames": sum(r["error_frames"] for r in results),
             "error_samples": [s for r in results for s in r["error_samples"]][:5],
@@ -131,7 +175,6 @@ def run(cfg: BenchConfig, workdir: Path, rep: int) -> RunResult:
             "lost_dashboards": merge_counts([r["lost_dashboards"] for r in results]),
         },
     )
-    result.notes += stop_notes(server)
     if sent and unacked / sent > 0.01:
         result.notes.append(
             f"the gateway fell behind: {unacked / sent:.0%} of the batches sent in the window "
@@ -141,6 +184,17 @@ def run(cfg: BenchConfig, workdir: Path, rep: int) -> RunResult:
         result.notes.append(f"only {len(timed)} alerts timed (wanted {cfg.min_alerts})")
     if missed:
         result.notes.append(f"{missed} alerts did not reach every dashboard")
-    if profiler is not None and profiler.available:
-        result.details["profile"] = profiler.summary()
+    if ward.profile is not None:
+        result.details["profile"] = ward.profile
+    return result
+
+
+def run(cfg: BenchConfig, workdir: Path, rep: int) -> RunResult:
+    with gateway(cfg, workdir, cfg.ward_devices, rules=True) as (server, prov):
+        ward = drive(
+            cfg, workdir, server, prov.devices, prov.dashboard_token,
+            profile=cfg.profile and rep == 0,
+        )  # fmt: skip
+    result = result_of(cfg, ward, count_readings(prov.db_path, ward.window))
+    result.notes += stop_notes(server)
     return result

@@ -92,3 +92,28 @@ def test_failed_repetitions_and_noise_are_noted() -> None:
 def test_units_follow_figure_names(figure: str, unit: str) -> None:
     """A figure's unit is read from its name's suffix."""
     assert unit_of(figure) == unit
+
+
+def test_skipped_scenarios_are_noted_with_their_reason() -> None:
+    """A scenario this machine cannot run is a note, not a failure or a figure."""
+    doc = build_results(
+        config={},
+        machine={},
+        gateway_settings={},
+        runs={},
+        skipped={"pg_ingest": "no PostgreSQL server at 127.0.0.1:5432"},
+        titles={},
+        started_at="",
+        finished_at="",
+    )
+    assert doc["scenarios"] == {}
+    assert doc["notes"] == ["pg_ingest: skipped: no PostgreSQL server at 127.0.0.1:5432"]
+
+
+def test_two_replicas_below_the_share_of_one_are_noted() -> None:
+    """The cluster's readings/s under 0.9 x one replica's makes a note; above, none."""
+    below = _doc({"pg_ingest": [_ingest(1000.0, 1.0)], "cluster_ingest": [_ingest(800.0, 1.0)]})
+    assert below["ratios"]["two_replicas_vs_one_readings"]["value"] == pytest.approx(0.8)
+    assert any("below the target of 0.90" in note for note in below["notes"])
+    above = _doc({"pg_ingest": [_ingest(1000.0, 1.0)], "cluster_ingest": [_ingest(950.0, 1.0)]})
+    assert not any("below the target" in note for note in above["notes"])
