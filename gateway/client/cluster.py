@@ -191,7 +191,7 @@ class Cluster:
             replica.send_signal(signal.SIGCONT)
             replica.send_signal(signal.SIGTERM)
         for replica in self._replicas:
-            replica.stop()
+            replica.stop(signalled=True)
         self.haproxy.stop()
 
     def kill(self, i: int, sig: int = signal.SIGKILL) -> None:

@@ -130,13 +130,15 @@ class ChildProcess:
         except ProcessLookupError:
             pass  # it ended meanwhile
 
-    def stop(self, grace: float | None = STOP_GRACE_S) -> int | None:
+    def stop(self, grace: float | None = STOP_GRACE_S, *, signalled: bool = False) -> int | None:
         """SIGTERM (the graceful path), then SIGKILL if it has not exited after `grace`
         seconds (`killed` says so; None: wait as long as it takes). Returns the exit code;
-        None if never started. Safe to call again."""
+        None if never started. Safe to call again. `signalled`: the caller already sent
+        SIGTERM (a second one, once its handler is gone, would kill it mid-shutdown)."""
         if self.proc is None:
             return None
-        self.send_signal(signal.SIGTERM)
+        if not signalled:
+            self.send_signal(signal.SIGTERM)
         try:
             return self.proc.wait(grace)
         except subprocess.TimeoutExpired:

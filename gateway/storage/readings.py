@@ -29,7 +29,7 @@ from __future__ import annotations
 import itertools
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from sqlalchemy import bindparam, insert, select, text
@@ -68,9 +68,17 @@ class SeqAdvance:
 
 def advances_json(advances: Sequence[SeqAdvance]) -> str:
     """The one parameter of the guarded UPDATE: a JSON array of the advances, in device
-    order (so concurrent commits of the same devices take their row locks in order)."""
+    order (so concurrent commits of the same devices take their row locks in order).
+    Dict literals, not `dataclasses.asdict` (5x slower: a ward's 5,000 batches a second
+    paid 0.025 of a core for it)."""
     ordered = sorted(advances, key=lambda a: a.device_id)
-    return json.dumps([asdict(a) for a in ordered], separators=(",", ":"))
+    return json.dumps(
+        [
+            {"device_id": a.device_id, "expected": a.expected, "seq": a.seq, "epoch": a.epoch}
+            for a in ordered
+        ],
+        separators=(",", ":"),
+    )
 
 
 def conflict_of(
@@ -205,6 +213,19 @@ def chunks(rows: list[ReadingRow]) -> Iterable[tuple[int, list[Any]]]:
         yield len(chunk), list(itertools.chain.from_iterable(chunk))
 
 
+# PostgreSQL: every commit's readings in one statement of one text whatever their
+# number, the columns as arrays. A multi-row INSERT has a text per row count: asyncpg
+# prepared each anew (its statement cache holds 100 of up to 400 lengths) and
+# SQLAlchemy compiled each, 17 % of a PostgreSQL replica's samples under the ward load.
+_UNNEST_TYPES = ("text", "text", "text", "bigint", "float8", "bigint", "bigint")
+UNNEST_INSERT = (
+    f"INSERT INTO {table_of(Reading).name} ({', '.join(READING_COLUMNS)}) "
+    "SELECT * FROM unnest("
+    + ", ".join(f"${i}::{t}[]" for i, t in enumerate(_UNNEST_TYPES, 1))
+    + ")"
+)
+
+
 class EngineReadingsWriter:
     """Readings through SQLAlchemy's async engine: any backend it supports."""
 
@@ -213,6 +234,7 @@ class EngineReadingsWriter:
         self._events = events if events is not None else EngineEventsWriter(engine)
         self._insert_sql = InsertSql(engine.dialect)
         self._advance = text(advance_sql(engine.dialect.name))
+        self._unnest = engine.dialect.name == "postgresql"
 
     async def last_seqs(self, device_ids: Iterable[str]) -> dict[str, int]:
         ids = list(device_ids)
@@ -251,8 +273,14 @@ class EngineReadingsWriter:
             async with self._engine.begin() as conn:
                 if advances:
                     await self._advance_seqs(conn, advances, now_us)
-                for n, params in chunks(rows):
-                    await conn.exec_driver_sql(self._insert_sql(n), tuple(params))
+                if self._unnest:
+                    if rows:
+                        await conn.exec_driver_sql(
+                            UNNEST_INSERT, tuple(map(list, zip(*rows, strict=True)))
+                        )
+                else:
+                    for n, params in chunks(rows):
+                        await conn.exec_driver_sql(self._insert_sql(n), tuple(params))
                 return await self._events.write(conn, drafts)
         except OperationalError as e:
             raise StorageUnavailable(str(e.orig)) from e
