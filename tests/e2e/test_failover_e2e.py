@@ -189,16 +189,24 @@ async def _check_alerts(database_url: str, dashboards: list[Dashboard]) -> None:
     )
     assert statuses[("p-001", "spo2-low")][1] is not None, "the desaturation never cleared"
     assert statuses[("p-002", "heart_rate-high")][0] == "active_unack"
-    # Due at the device's last reading + offline_after_s, whichever replica watched it.
-    ((raised_at, last_reading_us),) = await _rows(
+    # Due at the device's last reading + offline_after_s, whichever replica watched it;
+    # or, when a frozen replica delivered the device's last readings on waking, at that
+    # delivery (the commit's time, `last_seen_us`) + offline_after_s.
+    ((raised_at, last_reading_us, last_seen_us),) = await _rows(
         database_url,
-        "SELECT a.raised_at, (SELECT max(r.ts_us) FROM readings r WHERE r.device_id = a.device_id)"
-        " FROM alerts a WHERE a.rule = 'device-offline'",
+        "SELECT a.raised_at, (SELECT max(r.ts_us) FROM readings r WHERE r.device_id ="
+        " a.device_id), d.last_seen_us FROM alerts a JOIN devices d ON d.id = a.device_id"
+        " WHERE a.rule = 'device-offline'",
     )
     assert isinstance(raised_at, float)
     assert isinstance(last_reading_us, int)
-    late = raised_at - (last_reading_us / 1e6 + OFFLINE_AFTER_S)
-    assert -1.5 <= late <= 1.5, f"offline alarm {late:+.2f} s from its deadline"
+    assert isinstance(last_seen_us, int)
+    earliest = last_reading_us / 1e6 + OFFLINE_AFTER_S - 1.5
+    latest = max(last_reading_us, last_seen_us) / 1e6 + OFFLINE_AFTER_S + 1.5
+    assert earliest <= raised_at <= latest, (
+        f"offline alarm {raised_at - earliest - 1.5:+.2f} s from the last reading's deadline,"
+        f" {raised_at - latest + 1.5:+.2f} s from the last delivery's"
+    )
 
 
 @pytest.mark.parametrize("seed", [11, 12])
