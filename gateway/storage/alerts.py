@@ -12,15 +12,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, func, select, text
+from sqlalchemy import BigInteger, ColumnElement, and_, bindparam, func, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from gateway.core.alarm_report import ESCALATED, HOUR_S, SILENCED, ReportAlert
 from gateway.core.rules import OFFLINE_RULE_NAME
 from gateway.storage.events import EventDraft, EventsWriter, RecordedEvent
 from gateway.storage.schema import AlertEventRow, AlertRow, Counter, Device, Reading, table_of
 from schemas.codes import AlertStatus
 
-__all__ = ["AlertStore", "PatientState", "StoredState"]
+__all__ = ["AlertStore", "PatientState", "ReportInput", "StoredState"]
 
 _alerts = table_of(AlertRow)
 _events = table_of(AlertEventRow)
@@ -49,6 +50,39 @@ class PatientState:
     readings: list[tuple[str, str, str, int, float]]
     # (patient id, metric) -> when its latest alert cleared (wall clock, seconds)
     cleared: dict[tuple[str, str], float]
+
+
+# The hours of a window [since, until) in which a patient has a stored reading, as the
+# reading times that start each such hour's first reading: one index probe per hour with
+# data (the next probe starts at the following hour), not a scan of every reading, so a
+# day of 1 Hz readings costs at most 25 probes a patient. SQLite and PostgreSQL alike.
+_MONITORED_HOURS = text(
+    f"""
+    WITH RECURSIVE hop(t) AS (
+      SELECT (SELECT min(ts_us) FROM {Reading.__tablename__}
+              WHERE patient_id = :patient AND ts_us >= :since AND ts_us < :until)
+      UNION ALL
+      SELECT (SELECT min(r.ts_us) FROM {Reading.__tablename__} r
+              WHERE r.patient_id = :patient AND r.ts_us < :until
+                AND r.ts_us >= :since + ((hop.t - :since) / :hour + 1) * :hour)
+      FROM hop WHERE hop.t IS NOT NULL
+    )
+    SELECT t FROM hop WHERE t IS NOT NULL
+    """
+).bindparams(
+    bindparam("since", type_=BigInteger),
+    bindparam("until", type_=BigInteger),
+    bindparam("hour", type_=BigInteger),
+)
+_HOUR_US = int(HOUR_S * 1_000_000)
+
+
+@dataclass(frozen=True, slots=True)
+class ReportInput:
+    """What `gateway.core.alarm_report.build_report` takes, as stored."""
+
+    alerts: list[ReportAlert]
+    monitored: dict[str, list[int]]  # patient id -> indices of the hours with readings
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,3 +278,60 @@ class AlertStore:
         query = query.order_by(_alerts.c.last_event_id).limit(limit)
         async with self._engine.connect() as conn:
             return [dict(r._mapping) for r in await conn.execute(query)]
+
+    async def report_input(
+        self, since: float, until: float, wards: frozenset[str] | None = None
+    ) -> ReportInput:
+        """The alarm report's input for [`since`, `until`) (epoch seconds), of `wards`
+        (None = all): the alerts raised in the window or raised before it and still
+        active and unacknowledged at `since`, each with its count of silence and
+        escalation events; and, per patient with a device in `wards`, the hours of the
+        window holding one of their readings."""
+        in_scope: ColumnElement[bool] = and_(
+            _alerts.c.raised_at < until,
+            or_(
+                _alerts.c.raised_at >= since,
+                and_(
+                    or_(_alerts.c.cleared_at.is_(None), _alerts.c.cleared_at >= since),
+                    or_(_alerts.c.acked_at.is_(None), _alerts.c.acked_at >= since),
+                ),
+            ),
+        )
+        if wards is not None:
+            in_scope = and_(in_scope, _alerts.c.ward.in_(sorted(wards)))
+        counts = (
+            select(_events.c.alert_id, _events.c.kind, func.count().label("n"))
+            .join(_alerts, _alerts.c.id == _events.c.alert_id)
+            .where(in_scope, _events.c.kind.in_([SILENCED, ESCALATED]))
+            .group_by(_events.c.alert_id, _events.c.kind)
+        )
+        patients = select(_devices.c.patient_id).distinct()
+        if wards is not None:
+            patients = patients.where(_devices.c.ward.in_(sorted(wards)))
+        since_us = round(since * 1_000_000)
+        window = {"since": since_us, "until": round(until * 1_000_000), "hour": _HOUR_US}
+        async with self._engine.connect() as conn:
+            kinds: dict[tuple[int, str], int] = {
+                (r.alert_id, r.kind): r.n for r in await conn.execute(counts)
+            }
+            alerts = [
+                ReportAlert(
+                    id=r.id,
+                    rule=r.rule,
+                    priority=r.priority,
+                    patient_id=r.patient_id,
+                    ward=r.ward,
+                    raised_at=r.raised_at,
+                    cleared_at=r.cleared_at,
+                    acked_at=r.acked_at,
+                    closed_reason=r.closed_reason,
+                    silences=kinds.get((r.id, SILENCED), 0),
+                    escalations=kinds.get((r.id, ESCALATED), 0),
+                )
+                for r in await conn.execute(select(_alerts).where(in_scope).order_by(_alerts.c.id))
+            ]
+            monitored: dict[str, list[int]] = {}
+            for patient in await conn.scalars(patients.order_by(_devices.c.patient_id)):
+                starts = await conn.scalars(_MONITORED_HOURS, {"patient": patient, **window})
+                monitored[patient] = [(t - since_us) // _HOUR_US for t in starts]
+        return ReportInput(alerts, monitored)
