@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -63,7 +64,7 @@ async def test_report_input(storage: Storage) -> None:
         readings, [SeqAdvance("watch-1", 0, 1), SeqAdvance("watch-2", 0, 1)]
     )
     t = SINCE + 100
-    p2 = {"patient_id": "p-2", "device_id": "watch-2", "ward": "ward-b"}
+    p2: dict[str, Any] = {"patient_id": "p-2", "device_id": "watch-2", "ward": "ward-b"}
     await storage.alerts.append(
         [
             event("raised", alert_row(1, "active_unack", raised_at=t, updated_at=t)),
