@@ -16,7 +16,7 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from gateway.core.limits import AuthThrottle, ConnectionGate
-from gateway.http import accounts, alerts, audit, health, openapi, readings, session
+from gateway.http import accounts, alerts, audit, health, openapi, readings, reports, session
 from gateway.http.dashboard_stream import dashboard_stream
 from gateway.http.device_stream import device_stream
 from gateway.http.keys import (
@@ -97,6 +97,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_routes(session.routes)
     app.router.add_routes(audit.routes)
     app.router.add_routes(readings.routes)
+    app.router.add_routes(reports.routes)
     app.router.add_routes(openapi.routes)
     app.router.add_routes(web_routes)
     return app

@@ -11,6 +11,11 @@ from schemas.codes import AlertStatus, ProblemCode
 from schemas.metrics import Metric
 
 __all__ = [
+    "AlarmFigures",
+    "AlarmPriorityFigures",
+    "AlarmReport",
+    "AlarmReportQuery",
+    "AlarmRuleFigures",
     "AlertPath",
     "AlertsQuery",
     "AuditEntryOut",
@@ -26,6 +31,7 @@ __all__ = [
     "LatestValue",
     "LoggedOut",
     "LoginRequest",
+    "LongestUnacknowledged",
     "PatientLatest",
     "PatientPath",
     "Readiness",
@@ -250,6 +256,69 @@ class Readiness(BaseModel):
     rules: Literal["loaded", "not loaded"]
 
 
+class AlarmFigures(BaseModel):
+    """The alarm-fatigue figures of a group of alerts raised in the report's window."""
+
+    alerts: int = Field(description="Alerts raised in the window.")
+    per_patient_day: float | None = Field(
+        description="Alerts per patient-day of monitoring; null with no monitoring."
+    )
+    acknowledged: int = Field(description="Of those, acknowledged (so far).")
+    unacknowledged: int = Field(description="Of those, never acknowledged (so far).")
+    ack_p50_s: float | None = Field(
+        description="Median time to acknowledge, seconds (nearest rank); null if none was."
+    )
+    ack_p90_s: float | None = Field(
+        description="90th percentile of the time to acknowledge, seconds (nearest rank)."
+    )
+    nuisance: int = Field(
+        description="Cleared within 60 s of being raised, not acknowledged before clearing."
+    )
+    silences: int = Field(description="Their alert events of kind `silenced`.")
+    escalations: int = Field(description="Their alert events of kind `escalated`.")
+
+
+class AlarmRuleFigures(AlarmFigures):
+    rule: str
+    priority: str
+
+
+class AlarmPriorityFigures(AlarmFigures):
+    priority: str
+
+
+class LongestUnacknowledged(BaseModel):
+    """The alert that stayed active and unacknowledged longest."""
+
+    alert_id: int
+    rule: str
+    priority: str
+    patient_id: str
+    ward: str
+    raised_at: AwareDatetime
+    unacknowledged_s: float = Field(
+        description="From raised to the first of acknowledged, cleared and the window's end."
+    )
+    still_open: bool = Field(description="Still active and unacknowledged at the window's end.")
+
+
+class AlarmReport(BaseModel):
+    """`GET /v1/reports/alarms`: alarm burden and response over a window ending now."""
+
+    since: AwareDatetime
+    until: AwareDatetime
+    wards: list[str] | None = Field(description="The wards reported on; null: every ward.")
+    patients: int = Field(description="Patients monitored in at least one hour of the window.")
+    monitored_hours: int = Field(
+        description="Patient-hours with a stored reading or a raised alert."
+    )
+    patient_days: float = Field(description="monitored_hours / 24.")
+    total: AlarmFigures
+    by_rule: list[AlarmRuleFigures] = Field(description="Per rule and priority, by rule.")
+    by_priority: list[AlarmPriorityFigures] = Field(description="High, medium, low.")
+    longest_unacknowledged: LongestUnacknowledged | None
+
+
 # --- query and path parameters ----------------------------------------------------------
 # One model per endpoint: the field names are the parameters the endpoint accepts (any
 # other name is a 400), and the OpenAPI document renders each field as a parameter. Query
@@ -316,6 +385,21 @@ class AlertsQuery(BaseModel):
         description="Only alerts changed after this event (a previous `last_event_id`).",
     )
     limit: int = Field(1000, ge=1, le=10_000, description="At most this many alerts.")
+
+
+class AlarmReportQuery(BaseModel):
+    """Query parameters of `GET /v1/reports/alarms`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    since: str = Field(
+        "24h",
+        pattern=r"^[1-9][0-9]{0,8}[smhd]$",
+        description="The window: this long up to now, like 24h, 7d or 90m; from 1m to 90d.",
+    )
+    ward: Ident | None = Field(
+        None, description="Only this ward (a clinician: one of theirs; default: all theirs)."
+    )
 
 
 class AuditQuery(BaseModel):

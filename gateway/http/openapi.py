@@ -21,6 +21,8 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 from gateway.http.auth import SESSION_COOKIE
 from gateway.http.problems import PROBLEM_CONTENT_TYPE
 from schemas.api import (
+    AlarmReport,
+    AlarmReportQuery,
     AlertPath,
     AlertsQuery,
     AuditPage,
@@ -197,6 +199,18 @@ OPERATIONS: tuple[Operation, ...] = (
         },
         errors=(503,),
         operation_id="reloadRules",
+    ),
+    Operation(
+        "GET",
+        "/v1/reports/alarms",
+        "Alarm-fatigue report: alert rates per patient-day, time to acknowledge, nuisance "
+        "alarms, silences, escalations, longest unacknowledged",
+        "alerts",
+        Auth.USER,
+        {200: Reply("The figures of the window ending now.", AlarmReport)},
+        errors=(400,),
+        query=AlarmReportQuery,
+        operation_id="getAlarmReport",
     ),
     Operation(
         "GET",
