@@ -19,7 +19,7 @@ from gateway.logs import configure_logging
 __all__ = ["build_parser", "main"]
 
 # Our own subcommand modules, in the order `vitals --help` lists them.
-_COMMANDS = ("serve", "admin", "db", "query", "alerts", "demo", "cluster", "watch")
+_COMMANDS = ("serve", "admin", "db", "query", "alerts", "report", "demo", "cluster", "watch")
 
 
 def build_parser() -> argparse.ArgumentParser:
