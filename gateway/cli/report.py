@@ -26,9 +26,10 @@ from schemas.api import AlarmFigures, AlarmReport
 __all__ = ["register"]
 
 _REPORT = TypeAdapter(AlarmReport)
+# Short headers: rules and priorities keep their whole names on a 100-column terminal.
 _COLUMNS = (
-    "Rule", "Priority", "Alerts", "Per patient-day", "Acked", "Unacked",
-    "Ack p50 (s)", "Ack p90 (s)", "Nuisance", "Silences", "Escalations",
+    "Rule", "Priority", "Alerts", "/pt-day", "Acked", "Unacked",
+    "p50 ack", "p90 ack", "Nuisance", "Silenced", "Escalated",
 )  # fmt: skip
 
 
@@ -93,7 +94,7 @@ def report_table(report: AlarmReport) -> Table:
     wards = "every ward" if report.wards is None else ", ".join(report.wards)
     title = (
         f"Alarms {report.since:%Y-%m-%d %H:%M} to {report.until:%Y-%m-%d %H:%M} UTC, {wards}: "
-        f"{report.patients} patients, {report.patient_days:g} patient-days"
+        f"{report.patients} patients, {report.patient_days:g} patient-days; times in s"
     )
     longest = report.longest_unacknowledged
     caption = (
@@ -111,9 +112,16 @@ def report_table(report: AlarmReport) -> Table:
         header_style="bold",
         box=box.SIMPLE_HEAD,
         show_edge=False,
+        padding=0,  # the box draws one space between columns
     )
+    rule_width = max((len(r.rule) for r in report.by_rule), default=5)
     for i, name in enumerate(_COLUMNS):
-        table.add_column(name, justify="left" if i < 2 else "right", no_wrap=i >= 2)
+        table.add_column(
+            name,
+            justify="left" if i < 2 else "right",
+            no_wrap=True,
+            min_width=rule_width if i == 0 else 8 if i == 1 else None,
+        )
     for r in report.by_rule:
         table.add_row(r.rule, r.priority, *_cells(r))
     for p in report.by_priority:

@@ -58,7 +58,7 @@ async def test_report_json_and_piped_table(gateway: Gateway) -> None:
     assert report["longest_unacknowledged"]["rule"] == "systolic_bp-low"
     assert (tcode, terr) == (0, "")
     header, *rows = [row.split("\t") for row in table.splitlines()]
-    assert header[:4] == ["Rule", "Priority", "Alerts", "Per patient-day"]
+    assert header[:4] == ["Rule", "Priority", "Alerts", "/pt-day"]
     assert [row[:3] for row in rows] == [
         ["systolic_bp-low", "high", "1"],
         ["(all)", "high", "1"],
