@@ -24,7 +24,7 @@ which can feed this same function.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Literal
@@ -42,6 +42,7 @@ __all__ = [
     "SubScores",
     "Vital",
     "band_of",
+    "most_urgent_first",
     "rounded",
     "score",
     "sub_score",
@@ -265,3 +266,12 @@ def score(inputs: News2Inputs) -> News2:
         assumed=assumed,
         computed_at=inputs.now,
     )
+
+
+_URGENCY = {band: rank for rank, band in enumerate(News2Band)}  # lowest first
+
+
+def most_urgent_first(results: Iterable[News2]) -> list[News2]:
+    """A ward's worklist order: band (so a single 3, low-medium, comes before a 4, low),
+    then score, highest first; then patient id."""
+    return sorted(results, key=lambda r: (-_URGENCY[r.band], -r.score, r.patient_id))

@@ -12,6 +12,7 @@ from gateway.core.news2 import (
     SubScores,
     Vital,
     band_of,
+    most_urgent_first,
     rounded,
     score,
     sub_score,
@@ -260,3 +261,25 @@ class TestMissingAndAssumed:
         result = score(inputs({}))
         assert (result.score, result.complete) == (0, False)
         assert len(result.missing) == 5
+
+
+def test_worklist_puts_the_most_urgent_first() -> None:
+    """Band first (a single 3 above a plain 4), then score, then patient id."""
+    patients: list[tuple[str, dict[str, float]]] = [
+        ("p-a", {"heart_rate": 95, "resp_rate": 22}),  # 1 + 2: low, 3
+        ("p-b", {"resp_rate": 25}),  # 3: low-medium
+        ("p-c", {"heart_rate": 115, "resp_rate": 22}),  # 2 + 2: low, 4
+        ("p-d", {"heart_rate": 135, "resp_rate": 25, "temperature": 39.5}),  # 8: high
+        ("p-e", {}),  # 0
+        ("p-0", {}),  # 0
+    ]
+    results = [score(News2Inputs(pid, NOW, normal(**vitals))) for pid, vitals in patients]
+    order = [(r.patient_id, r.score, r.band.value) for r in most_urgent_first(results)]
+    assert order == [
+        ("p-d", 8, "high"),
+        ("p-b", 3, "low-medium"),
+        ("p-c", 4, "low"),
+        ("p-a", 3, "low"),
+        ("p-0", 0, "low"),
+        ("p-e", 0, "low"),
+    ]
