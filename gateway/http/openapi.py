@@ -161,7 +161,7 @@ OPERATIONS: tuple[Operation, ...] = (
         {200: Reply("The score (incomplete when a vital has no value in the window).", News2Out)},
         errors=(400, 404),
         path_params=PatientPath,
-        operation_id="getNews2",
+        operation_id="getEarlyWarningScore",
     ),
     Operation(
         "GET",
