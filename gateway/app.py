@@ -16,7 +16,17 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from gateway.core.limits import AuthThrottle, ConnectionGate
-from gateway.http import accounts, alerts, audit, health, openapi, readings, reports, session
+from gateway.http import (
+    accounts,
+    alerts,
+    audit,
+    health,
+    openapi,
+    patients,
+    readings,
+    reports,
+    session,
+)
 from gateway.http.dashboard_stream import dashboard_stream
 from gateway.http.device_stream import device_stream
 from gateway.http.keys import (
@@ -32,6 +42,7 @@ from gateway.http.keys import (
     HUB,
     METRICS,
     NOTIFICATIONS,
+    PATIENTS,
     QUERIES,
     RULES,
     SETTINGS,
@@ -98,6 +109,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_routes(audit.routes)
     app.router.add_routes(readings.routes)
     app.router.add_routes(reports.routes)
+    app.router.add_routes(patients.routes)
     app.router.add_routes(openapi.routes)
     app.router.add_routes(web_routes)
     return app
@@ -112,6 +124,7 @@ async def _storage(app: web.Application) -> AsyncIterator[None]:
     app[AUDIT] = storage.audit
     app[ALERT_STORE] = storage.alerts
     app[QUERIES] = storage.queries
+    app[PATIENTS] = storage.patients
     app[NOTIFICATIONS] = notifications = storage.notifications()
     app[DEVICES].fence_with(storage.epochs)
     registry = app[DEVICES]

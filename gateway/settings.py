@@ -61,6 +61,7 @@ class Settings(BaseSettings):
     rules_file: str = ""
     offline_after_s: float = Field(30.0, gt=0)
     heartbeat_s: float = Field(30.0, gt=0)
+    news2_window_s: float = Field(900.0, gt=0)
     max_batch: int = Field(500, ge=1, le=100_000)
     max_frame_bytes: int = Field(262_144, ge=1024)
     commit_max_rows: int = Field(10_000, ge=1)

@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictBool
 
+from schemas.clinical import Consciousness, News2Band
 from schemas.codes import AlertStatus, ProblemCode
 from schemas.metrics import Metric
 
@@ -32,8 +33,13 @@ __all__ = [
     "LoggedOut",
     "LoginRequest",
     "LongestUnacknowledged",
+    "News2Out",
+    "News2SubScores",
+    "ObservationCreate",
+    "ObservationOut",
     "PatientLatest",
     "PatientPath",
+    "PatientsQuery",
     "Readiness",
     "ReadingOut",
     "ReadingsPage",
@@ -51,6 +57,8 @@ __all__ = [
     "UserOut",
     "UserPath",
     "WhoAmI",
+    "Worklist",
+    "WorklistItem",
 ]
 
 # Identifiers appear in URLs, logs and CSV: keep them to a safe, readable alphabet.
@@ -178,6 +186,79 @@ class LatestValue(BaseModel):
 class PatientLatest(BaseModel):
     patient_id: str
     metrics: dict[Metric, LatestValue]
+
+
+class ObservationCreate(BaseModel):
+    """`POST /v1/patients/{patient_id}/observations`: what a clinician observed, for NEWS2.
+    At least one of `consciousness` and `oxygen`; the other keeps its latest entry."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    consciousness: Consciousness | None = Field(
+        None, description="ACVPU: Alert, new Confusion, Voice, Pain, Unresponsive."
+    )
+    oxygen: StrictBool | None = Field(None, description="On supplemental oxygen (false: air).")
+    ts: AwareDatetime | None = Field(
+        None, description="When it was observed (default: now); never in the future."
+    )
+
+
+class ObservationOut(BaseModel):
+    """An observation as stored."""
+
+    patient_id: str
+    consciousness: Consciousness | None
+    oxygen: bool | None
+    ts: AwareDatetime
+    recorded_by: str
+
+
+class News2SubScores(BaseModel):
+    """Each parameter's NEWS2 points; null for a vital with no value in the window."""
+
+    resp_rate: int | None
+    spo2: int | None
+    air_or_oxygen: int
+    systolic_bp: int | None
+    heart_rate: int | None
+    consciousness: int
+    temperature: int | None
+
+
+class News2Out(BaseModel):
+    """`GET /v1/patients/{patient_id}/news2`: the patient's NEWS2 now (RCP, 2017).
+
+    Incomplete (`complete` false) when a vital has no value within the window: `missing`
+    names them, and `score` and `band` count only the vitals present."""
+
+    patient_id: str
+    score: int
+    band: News2Band
+    sub_scores: News2SubScores
+    spo2_scale: Literal[1, 2]
+    complete: bool
+    missing: list[Metric] = Field(description="Vitals with no value within the window.")
+    assumed: list[Literal["consciousness", "air_or_oxygen"]] = Field(
+        description="Not entered by a clinician yet: assumed Alert and air (0 points)."
+    )
+    computed_at: AwareDatetime
+
+
+class WorklistItem(BaseModel):
+    patient_id: str
+    score: int
+    band: News2Band
+    complete: bool
+    missing: list[Metric]
+
+
+class Worklist(BaseModel):
+    """`GET /v1/patients?ward=…`: every patient with a device in use in the ward, the
+    most urgent first (band, then score, then patient id)."""
+
+    ward: str
+    items: list[WorklistItem]
+    computed_at: AwareDatetime
 
 
 class AuditEntryOut(BaseModel):
@@ -413,6 +494,14 @@ class AuditQuery(BaseModel):
     limit: int = Field(
         1000, ge=0, le=10_000, description="At most this many entries (0 reads as 1)."
     )
+
+
+class PatientsQuery(BaseModel):
+    """Query parameters of `GET /v1/patients`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ward: Ident = Field(description="The ward (a clinician: one of theirs).")
 
 
 class PatientPath(BaseModel):

@@ -18,6 +18,7 @@ from gateway.storage.alerts import AlertStore
 from gateway.storage.audit import AuditLog
 from gateway.storage.database import Storage
 from gateway.storage.notify import Notifications
+from gateway.storage.patients import PatientStore
 from gateway.storage.queries import ReadingQueries
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "HUB",
     "METRICS",
     "NOTIFICATIONS",
+    "PATIENTS",
     "QUERIES",
     "RULES",
     "SETTINGS",
@@ -41,7 +43,7 @@ __all__ = [
 
 SETTINGS = web.AppKey("settings", Settings)
 # The database as a whole (probes, wiring); handlers reach its parts through the keys
-# below (ACCOUNTS, AUDIT, ALERT_STORE, QUERIES), filled from it.
+# below (ACCOUNTS, AUDIT, ALERT_STORE, QUERIES, PATIENTS), filled from it.
 STORAGE = web.AppKey("storage", Storage)
 ACCOUNTS = web.AppKey("accounts", AccountStore)
 QUERIES = web.AppKey("queries", ReadingQueries)
@@ -51,6 +53,7 @@ HUB = web.AppKey("hub", Hub)
 METRICS = web.AppKey("metrics", Metrics)
 CONNECTIONS = web.AppKey("connections", ConnectionGate)
 AUDIT = web.AppKey("audit", AuditLog)
+PATIENTS = web.AppKey("patients", PatientStore)
 AUTH_THROTTLE = web.AppKey("auth_throttle", AuthThrottle)
 ALERT_STORE = web.AppKey("alert_store", AlertStore)
 ALERTS = web.AppKey("alerts", AlertService)

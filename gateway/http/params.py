@@ -38,6 +38,7 @@ __all__ = [
     "parse_readings",
     "parse_summary",
     "parse_timestamp",
+    "parse_ward",
     "wants_csv",
 ]
 
@@ -191,8 +192,18 @@ def parse_summary(query: MultiMapping[str]) -> SummaryRequest:
 
 
 def parse_latest(query: MultiMapping[str], patient_id: str) -> str:
+    """The patient of a `/v1/patients/{patient_id}/…` request, which takes no parameters."""
     _check_names(query, frozenset())
     return _ident("patient_id", patient_id)
+
+
+def parse_ward(query: MultiMapping[str]) -> str:
+    """The `ward` of `GET /v1/patients`, its only (and required) parameter."""
+    _check_names(query, frozenset({"ward"}))
+    ward = query.get("ward")
+    if ward is None:
+        raise InvalidParameter("ward", "required")
+    return _ident("ward", ward)
 
 
 def _check_names(query: MultiMapping[str], allowed: Collection[str]) -> None:

@@ -27,6 +27,7 @@ from gateway.storage.backend import Backend
 from gateway.storage.events import EventsWriter
 from gateway.storage.migrate import Revisions, SchemaAhead, schema_revisions, upgrade_schema
 from gateway.storage.notify import LocalNotifications, Notifications, PgNotifications
+from gateway.storage.patients import PatientStore
 from gateway.storage.postgres import PostgresBackend
 from gateway.storage.queries import ReadingQueries
 from gateway.storage.readings import ReadingsWriter
@@ -128,6 +129,7 @@ class Storage:
     retention: ReadingsRetention  # the retention service's: old days removed
     accounts: AccountStore
     audit: AuditLog
+    patients: PatientStore  # observations and NEWS2 inputs
     # Connection epochs of device streams, when replicas may share the database.
     epochs: StreamEpochs | None
     # Whether replicas may share the database (PostgreSQL): they coordinate through it.
@@ -203,6 +205,7 @@ async def open_storage(settings: Settings, *, create: bool = True) -> Storage:
         retention=writers.retention,
         accounts=AccountStore(engine),
         audit=AuditLog(engine),
+        patients=PatientStore(engine),
         epochs=StreamEpochs(engine) if backend.shared else None,
         shared=backend.shared,
         close_writers=writers.close,

@@ -14,6 +14,7 @@ from typing import cast
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     Dialect,
     Float,
@@ -35,6 +36,7 @@ __all__ = [
     "ClusterRules",
     "Counter",
     "Device",
+    "Observation",
     "PatientOwner",
     "Probe",
     "Reading",
@@ -142,6 +144,26 @@ class Reading(Base):
         # query is its patient's, filtered. A third index would cost every insert
         # another random page write (about 1.5x the write work at ward scale).
         Index("ix_readings_patient_ts", "patient_id", "ts_us", "id"),
+    )
+
+
+class Observation(Base):
+    """What a clinician observed of a patient for NEWS2 (ACVPU, supplemental oxygen);
+    never updated. Either may be absent: the score takes the latest entry of each."""
+
+    __tablename__ = "observations"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    patient_id: Mapped[str] = mapped_column(String(64))
+    ts_us: Mapped[int] = mapped_column(BigInteger)  # when observed (µs since the epoch)
+    consciousness: Mapped[str | None] = mapped_column(String(1), default=None)  # A C V P U
+    oxygen: Mapped[bool | None] = mapped_column(Boolean, default=None)
+    recorded_by: Mapped[str] = mapped_column(String(64))
+    recorded_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+    __table_args__ = (
+        # A patient's latest entry: one index seek, newest first.
+        Index("ix_observations_patient_ts", "patient_id", "ts_us", "id"),
     )
 
 

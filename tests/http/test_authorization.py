@@ -67,6 +67,17 @@ ENDPOINTS = [
         Access.WARD,
         "/v1/patients/{icu_patient}/latest",
     ),
+    Endpoint(
+        "GET", "/v1/patients/{patient_id}/news2", Access.WARD, "/v1/patients/{icu_patient}/news2"
+    ),
+    Endpoint("GET", "/v1/patients", Access.WARD, "/v1/patients?ward=icu"),
+    Endpoint(
+        "POST",
+        "/v1/patients/{patient_id}/observations",
+        Access.WARD,
+        "/v1/patients/{icu_patient}/observations",
+        body={"consciousness": "V", "oxygen": True},
+    ),
     Endpoint("GET", "/v1/alerts", Access.LISTED),
     Endpoint("POST", "/v1/alerts/{alert_id}/ack", Access.WARD, "/v1/alerts/{icu_alert}/ack"),
     Endpoint("GET", "/v1/rules", Access.USER),
