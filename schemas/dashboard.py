@@ -89,9 +89,7 @@ class SilenceBody(BaseModel):
     seconds: _SilenceSeconds = Field(description="How long, at most `max_silence_s` (120).")
 
 
-DashboardMessage = Annotated[
-    Subscribe | AckRequest | SilenceRequest, Field(discriminator="type")
-]
+DashboardMessage = Annotated[Subscribe | AckRequest | SilenceRequest, Field(discriminator="type")]
 DASHBOARD_ADAPTER: TypeAdapter[Subscribe | AckRequest | SilenceRequest] = TypeAdapter(
     DashboardMessage
 )
@@ -144,7 +142,7 @@ class AlertOut(BaseModel):
         None, description='Why it was closed without acknowledgement: "device_revoked".'
     )
     label: str | None = Field(
-        None, description="What to show for its rule (\"SpO₂ low\"); null: show `rule`."
+        None, description='What to show for its rule ("SpO₂ low"); null: show `rule`.'
     )
     silenced_until: UtcTime | None = Field(
         None,

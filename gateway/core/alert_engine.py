@@ -541,6 +541,14 @@ class AlertEngine:
     def max_silence_s(self) -> float:
         return self._max_silence_s
 
+    def check_silence(self, seconds: float) -> None:
+        """Raise SilenceTooLongError unless a silence of `seconds` is allowed."""
+        if not 0 < seconds <= self._max_silence_s:
+            raise SilenceTooLongError(
+                f"a silence lasts more than 0 and at most {self._max_silence_s:g} seconds"
+                f" (max_silence_s), not {seconds:g}"
+            )
+
     def silence(self, alert_id: int, user: str, seconds: float, now: float) -> Transition:
         """`user` pauses the alert's sound for `seconds` from `now` (a new silence
         replaces the one holding). Once it runs out, `check` makes the alert audible
@@ -552,11 +560,7 @@ class AlertEngine:
         """
         if not user:
             raise ValueError("a silence needs a user name")
-        if not 0 < seconds <= self._max_silence_s:
-            raise SilenceTooLongError(
-                f"a silence lasts more than 0 and at most {self._max_silence_s:g} seconds"
-                f" (max_silence_s), not {seconds:g}"
-            )
+        self.check_silence(seconds)
         ep = self._find(alert_id)
         if ep.acked_by is not None:
             raise AlreadyAcknowledgedError(

@@ -32,9 +32,7 @@ def upgrade() -> None:
         batch.add_column(sa.Column("label", sa.String(64)))
         batch.add_column(sa.Column("silenced_until", sa.Float))
         batch.add_column(sa.Column("silenced_by", sa.String(64)))
-        batch.add_column(
-            sa.Column("escalation", sa.Integer, nullable=False, server_default="0")
-        )
+        batch.add_column(sa.Column("escalation", sa.Integer, nullable=False, server_default="0"))
     op.execute(
         "UPDATE alerts SET label = CASE WHEN rule = 'device-offline' "
         "THEN 'Device offline' ELSE rule END"
