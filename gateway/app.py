@@ -194,6 +194,7 @@ async def _alerts(app: web.Application) -> AsyncIterator[None]:
         settings.rules_path,
         feed=app[FEED],
         offline_after_s=settings.offline_after_s,
+        max_silence_s=settings.max_silence_s,
         metrics=app[METRICS],
         ownership=ownership,
         wakeups=app[NOTIFICATIONS],

@@ -127,8 +127,8 @@ class ErrorAnswer:
     status: int  # HTTP status of the REST problem
     # The problem's `error` code; its `type` and `title` follow from it (schemas.codes).
     problem: ProblemCode
-    # The dashboard stream's error reply to an `ack` that failed this way; None: no
-    # reply, the error escapes to the stream's guard, which closes it.
+    # The dashboard stream's error reply to an `ack` or `silence` that failed this way;
+    # None: no reply, the error escapes to the stream's guard, which closes it.
     dashboard: DashboardErrorCode | None = None
     # When this error ends a WebSocket: the close code and message, and whether that is
     # an expected outage (logged as a warning) or a bug (logged with its traceback).
@@ -144,7 +144,8 @@ class ErrorAnswer:
 # wins (ForbiddenError before AuthError; UnknownAlertError is a NotFoundError).
 # ConfigError (start-up only) and bare GatewayErrors have no entry: UNEXPECTED answers.
 _ANSWERS: Final[Mapping[type[BaseException], ErrorAnswer]] = {
-    InvalidParameter: ErrorAnswer(400, ProblemCode.BAD_REQUEST),
+    # On the dashboard stream: a `silence` longer than max_silence_s.
+    InvalidParameter: ErrorAnswer(400, ProblemCode.BAD_REQUEST, DashboardErrorCode.BAD_MESSAGE),
     AuthError: ErrorAnswer(401, ProblemCode.UNAUTHORIZED),
     ForbiddenError: ErrorAnswer(403, ProblemCode.FORBIDDEN, DashboardErrorCode.FORBIDDEN),
     NotFoundError: ErrorAnswer(404, ProblemCode.NOT_FOUND, DashboardErrorCode.NOT_FOUND),

@@ -60,6 +60,7 @@ class Settings(BaseSettings):
     retention_days: int = Field(0, ge=0)  # 0: readings are kept for ever
     rules_file: str = ""
     offline_after_s: float = Field(30.0, gt=0)
+    max_silence_s: float = Field(120.0, gt=0)
     heartbeat_s: float = Field(30.0, gt=0)
     news2_window_s: float = Field(900.0, gt=0)
     max_batch: int = Field(500, ge=1, le=100_000)

@@ -1,6 +1,6 @@
 """Dashboard stream protocol v1 (`GET /v1/dashboard/stream`) and the alert REST bodies.
 
-Dashboard → gateway: `subscribe` (first), `ack`. Gateway → dashboard: `alert`
+Dashboard → gateway: `subscribe` (first), `ack`, `silence`. Gateway → dashboard: `alert`
 events (replayed, then live), `subscribed`, `vitals`, `error` (its codes, and alert
 statuses: `schemas.codes`).
 """
@@ -34,6 +34,8 @@ __all__ = [
     "ReplicaRulesOut",
     "RuleOut",
     "RulesOut",
+    "SilenceBody",
+    "SilenceRequest",
     "Subscribe",
     "Subscribed",
     "VitalReading",
@@ -63,8 +65,34 @@ class AckRequest(BaseModel):
     alert_id: Annotated[StrictInt, Field(ge=1, le=_MAX_ID)]
 
 
-DashboardMessage = Annotated[Subscribe | AckRequest, Field(discriminator="type")]
-DASHBOARD_ADAPTER: TypeAdapter[Subscribe | AckRequest] = TypeAdapter(DashboardMessage)
+# Seconds of a silence: whole seconds; the gateway's `max_silence_s` bounds it (an
+# answer names the setting), this only keeps absurd numbers out of the arithmetic.
+_SilenceSeconds = Annotated[StrictInt, Field(ge=1, le=86_400)]
+
+
+class SilenceRequest(BaseModel):
+    """Pause an alert's sound on every dashboard for `seconds` (at most the gateway's
+    `max_silence_s`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["silence"]
+    alert_id: Annotated[StrictInt, Field(ge=1, le=_MAX_ID)]
+    seconds: _SilenceSeconds
+
+
+class SilenceBody(BaseModel):
+    """`POST /v1/alerts/{alert_id}/silence`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    seconds: _SilenceSeconds = Field(description="How long, at most `max_silence_s` (120).")
+
+
+DashboardMessage = Annotated[Subscribe | AckRequest | SilenceRequest, Field(discriminator="type")]
+DASHBOARD_ADAPTER: TypeAdapter[Subscribe | AckRequest | SilenceRequest] = TypeAdapter(
+    DashboardMessage
+)
 
 
 def _from_epoch(value: object) -> object:
@@ -112,6 +140,17 @@ class AlertOut(BaseModel):
     )
     closed_reason: str | None = Field(
         None, description='Why it was closed without acknowledgement: "device_revoked".'
+    )
+    label: str | None = Field(
+        None, description='What to show for its rule ("SpO₂ low"); null: show `rule`.'
+    )
+    silenced_until: UtcTime | None = Field(
+        None,
+        description="Its sound is paused until then (while in the future); null: not silenced.",
+    )
+    silenced_by: str | None = Field(None, description="Who silenced it last.")
+    escalation: int = Field(
+        0, description="Times escalated for staying active and unacknowledged (0: never)."
     )
 
 
@@ -168,6 +207,10 @@ class RuleOut(BaseModel):
     clear_margin: float
     for_s: float
     priority: Literal["high", "medium", "low"]
+    label: str = Field(description="What clinicians read for it (its name if none is set).")
+    escalate_after_s: float | None = Field(
+        description="Seconds between escalations of an unacknowledged alert; null: never."
+    )
 
 
 class ReplicaRulesOut(BaseModel):

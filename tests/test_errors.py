@@ -23,7 +23,12 @@ from schemas.codes import CloseCode, DashboardErrorCode, ProblemCode
 @pytest.mark.parametrize(
     ("exc", "status", "problem", "dashboard"),
     [
-        (InvalidParameter("limit", "not a number"), 400, ProblemCode.BAD_REQUEST, None),
+        (
+            InvalidParameter("limit", "not a number"),
+            400,
+            ProblemCode.BAD_REQUEST,
+            DashboardErrorCode.BAD_MESSAGE,
+        ),
         (AuthError("no token"), 401, ProblemCode.UNAUTHORIZED, None),
         (ForbiddenError("admins only"), 403, ProblemCode.FORBIDDEN, DashboardErrorCode.FORBIDDEN),
         (UnknownAlertError("7"), 404, ProblemCode.NOT_FOUND, DashboardErrorCode.NOT_FOUND),

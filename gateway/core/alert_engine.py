@@ -10,6 +10,15 @@ an alert (`raised_at`, `updated_at`, `cleared_at`, `acked_at`) and the value-upd
 throttle use the wall clock `now` the caller passes in (epoch seconds), so an alert
 records the gateway's timeline even when a device uploads readings it had buffered.
 
+Alarm handling (IEC 60601-1-8's split between owning an alarm and pausing its sound):
+acknowledging says "I have seen it and own it"; silencing (`silence`) pauses its
+audible signal for at most `max_silence_s` — when that ends and the alert is still
+active and unacknowledged, `check` emits `unsilenced` (it sounds again). An alert of a
+rule with an escalation interval (`Rule.escalation_s`: high priority by default) that
+stays active and unacknowledged is escalated by `check`: `escalation` counts the whole
+intervals since it was raised, each step an `escalated` transition, until it is
+acknowledged or cleared. Silencing does not hold escalation back.
+
 Revoking a device closes its open alerts at once (`revoke_device`): each becomes
 `cleared_ack` with `closed_by` (who revoked it) and `closed_reason` "device_revoked"
 instead of an acknowledgement, since no clinician saw it to the end; the device is
@@ -18,7 +27,8 @@ never watched for silence again.
 AlertError (a GatewayError)
 ├── UnknownAlertError         no alert with that id was ever raised (also NotFoundError)
 ├── AlertClosedError          the alert is cleared and acknowledged (also ConflictError)
-└── AlreadyAcknowledgedError  the alert is active and already acknowledged (ConflictError)
+├── AlreadyAcknowledgedError  the alert is already acknowledged (also ConflictError)
+└── SilenceTooLongError       a silence of no time or over max_silence_s (InvalidParameter)
 """
 
 from __future__ import annotations
@@ -32,17 +42,19 @@ from typing import Any, Literal
 from gateway.core.offline import DEFAULT_OFFLINE_AFTER_S, OfflineTracker
 from gateway.core.rules import (
     CLEAR_TOLERANCE,
+    OFFLINE_LABEL,
     OFFLINE_RULE_NAME,
     Direction,
     Priority,
     Rule,
     RuleSet,
 )
-from gateway.errors import ConflictError, GatewayError, NotFoundError
+from gateway.errors import ConflictError, GatewayError, InvalidParameter, NotFoundError
 from schemas.codes import AlertStatus
 
 __all__ = [
     "CLOSED_DEVICE_REVOKED",
+    "DEFAULT_MAX_SILENCE_S",
     "OFFLINE_PRIORITY",
     "VALUE_UPDATE_INTERVAL_S",
     "Alert",
@@ -51,6 +63,7 @@ __all__ = [
     "AlertError",
     "AlreadyAcknowledgedError",
     "Reading",
+    "SilenceTooLongError",
     "Transition",
     "TransitionKind",
     "UnknownAlertError",
@@ -60,10 +73,14 @@ VALUE_UPDATE_INTERVAL_S = 1.0
 OFFLINE_PRIORITY = Priority.MEDIUM
 # `closed_reason` of an alert closed because its device was revoked.
 CLOSED_DEVICE_REVOKED = "device_revoked"
+# The longest one silence may pause an alert's sound (the `max_silence_s` setting).
+DEFAULT_MAX_SILENCE_S = 120.0
 
 # (metric, timestamp in seconds, value): a plain tuple, the cheapest thing to hand over.
 Reading = tuple[str, float, float]
-TransitionKind = Literal["raised", "value", "cleared", "acked", "closed"]
+TransitionKind = Literal[
+    "raised", "value", "cleared", "acked", "closed", "silenced", "unsilenced", "escalated"
+]
 # (first, last, worst)
 _Values = tuple[float | None, float | None, float | None]
 _NO_VALUES: _Values = (None, None, None)
@@ -85,6 +102,11 @@ class AlreadyAcknowledgedError(AlertError, ConflictError):
     pass
 
 
+class SilenceTooLongError(AlertError, InvalidParameter):
+    def __init__(self, detail: str) -> None:
+        InvalidParameter.__init__(self, "seconds", detail)
+
+
 @dataclass(frozen=True, slots=True)
 class Alert:
     """A snapshot of one alert, as stored and pushed; also what `restore` takes back.
@@ -102,6 +124,11 @@ class Alert:
     reading, `worst_value` its most extreme. Metric-less fields are None for the
     `device-offline` alarm. `closed_by`/`closed_reason` are set only on an alert
     closed by something other than the clinical lifecycle (its device revoked).
+
+    `label` is the rule's label when it was raised (None on alerts raised before
+    labels). `silenced_until`/`silenced_by`: the last silence (who, until when; it
+    holds while `silenced_until` is in the future; `unsilenced` sets both back to
+    None). `escalation`: how many times it has been escalated (0: never).
     """
 
     id: int
@@ -123,6 +150,10 @@ class Alert:
     acked_by: str | None
     closed_by: str | None = None
     closed_reason: str | None = None
+    label: str | None = None
+    silenced_until: float | None = None
+    silenced_by: str | None = None
+    escalation: int = 0
 
     def __post_init__(self) -> None:
         expected = AlertStatus.of(
@@ -138,6 +169,10 @@ class Alert:
             raise ValueError(f"alert {self.id}: closed_by and closed_reason go together")
         if self.closed_by is not None and self.cleared_at is None:
             raise ValueError(f"alert {self.id}: a closed alert is cleared")
+        if (self.silenced_until is None) != (self.silenced_by is None):
+            raise ValueError(f"alert {self.id}: silenced_until and silenced_by go together")
+        if self.escalation < 0:
+            raise ValueError(f"alert {self.id}: escalation must not be negative")
 
     @classmethod
     def from_mapping(cls, row: Mapping[str, Any]) -> Alert:
@@ -178,8 +213,9 @@ class Transition:
     """Something happened to `alert` (its state after the change): store it, push it.
 
     `raised`, `cleared`, `acked` and `closed` (by a revocation) are status changes;
-    `value` means only `last_value`/`worst_value` changed. Every kind carries the
-    current values.
+    `value` means only `last_value`/`worst_value` changed; `silenced` and
+    `unsilenced` start and end a pause of its sound; `escalated` raised `escalation`.
+    Every kind carries the current values.
     """
 
     kind: TransitionKind
@@ -200,7 +236,10 @@ class _Episode:
         "closed_by",
         "closed_reason",
         "dirty",
+        "escalation",
         "last_value",
+        "silenced_by",
+        "silenced_until",
         "updated_at",
         "worst_value",
     )
@@ -215,6 +254,9 @@ class _Episode:
         self.acked_by = alert.acked_by
         self.closed_by = alert.closed_by
         self.closed_reason = alert.closed_reason
+        self.silenced_until = alert.silenced_until
+        self.silenced_by = alert.silenced_by
+        self.escalation = alert.escalation
         # Values changed since the last emitted transition.
         self.dirty = False
 
@@ -232,6 +274,9 @@ class _Episode:
             acked_by=self.acked_by,
             closed_by=self.closed_by,
             closed_reason=self.closed_reason,
+            silenced_until=self.silenced_until,
+            silenced_by=self.silenced_by,
+            escalation=self.escalation,
         )
         return self.alert
 
@@ -329,9 +374,13 @@ class AlertEngine:
         offline_after_s: float = DEFAULT_OFFLINE_AFTER_S,
         value_interval_s: float = VALUE_UPDATE_INTERVAL_S,
         alert_ids: Callable[[], int] | None = None,
+        max_silence_s: float = DEFAULT_MAX_SILENCE_S,
     ) -> None:
         if first_alert_id < 1:
             raise ValueError(f"first_alert_id must be >= 1, not {first_alert_id}")
+        if not max_silence_s > 0:
+            raise ValueError(f"max_silence_s must be positive, not {max_silence_s}")
+        self._max_silence_s = max_silence_s
         self._rules = rules
         self._next_id = first_alert_id
         # Replicas draw alert ids from a shared counter (reserved ahead by the caller);
@@ -432,8 +481,10 @@ class AlertEngine:
         return out
 
     def check(self, now: float) -> list[Transition]:
-        """The timer's work: raise `device-offline` for devices gone silent, and emit
-        value updates held back by the throttle that are now due.
+        """The timer's work: raise `device-offline` for devices gone silent; then, per
+        open alert, emit value updates held back by the throttle that are now due,
+        `unsilenced` when a silence of an active unacknowledged alert has run out, and
+        `escalated` when another escalation interval has passed unacknowledged.
         """
         out: list[Transition] = []
         for silent in self._offline.check(now):
@@ -443,9 +494,28 @@ class AlertEngine:
             self._offline_alerts[silent.device_id] = ep
             out.append(Transition("raised", ep.snapshot()))
         interval = self._value_interval_s
+        by_name = self._rules.by_name
         for ep in self._open.values():
-            if ep.dirty and ep.cleared_at is None and now - ep.updated_at >= interval:
+            if ep.cleared_at is not None or ep.acked_at is not None:
+                # Silence and escalation concern only what may still sound.
+                if ep.dirty and ep.cleared_at is None and now - ep.updated_at >= interval:
+                    out.append(self._emit("value", ep, now))
+                continue
+            if ep.dirty and now - ep.updated_at >= interval:
                 out.append(self._emit("value", ep, now))
+            until = ep.silenced_until
+            if until is not None and until <= now:
+                ep.silenced_until = ep.silenced_by = None
+                out.append(self._emit("unsilenced", ep, now))
+            rule = by_name.get(ep.alert.rule)
+            every = None if rule is None else rule.escalation_s
+            if every is not None:
+                # Whole intervals since it was raised: after a restart or a take-over
+                # the count catches up in one step rather than one per tick.
+                level = int((now - ep.alert.raised_at) // every)
+                if level > ep.escalation:
+                    ep.escalation = level
+                    out.append(self._emit("escalated", ep, now))
         return out
 
     def acknowledge(self, alert_id: int, user: str, now: float) -> Transition:
@@ -466,6 +536,39 @@ class AlertEngine:
         if ep.cleared_at is not None:
             del self._open[alert_id]
         return self._emit("acked", ep, now)
+
+    @property
+    def max_silence_s(self) -> float:
+        return self._max_silence_s
+
+    def check_silence(self, seconds: float) -> None:
+        """Raise SilenceTooLongError unless a silence of `seconds` is allowed."""
+        if not 0 < seconds <= self._max_silence_s:
+            raise SilenceTooLongError(
+                f"a silence lasts more than 0 and at most {self._max_silence_s:g} seconds"
+                f" (max_silence_s), not {seconds:g}"
+            )
+
+    def silence(self, alert_id: int, user: str, seconds: float, now: float) -> Transition:
+        """`user` pauses the alert's sound for `seconds` from `now` (a new silence
+        replaces the one holding). Once it runs out, `check` makes the alert audible
+        again if it is still active and unacknowledged.
+
+        Raises SilenceTooLongError for `seconds` not in (0, max_silence_s];
+        UnknownAlertError, AlertClosedError, or AlreadyAcknowledgedError (an
+        acknowledged alert is owned by someone and sounds no more).
+        """
+        if not user:
+            raise ValueError("a silence needs a user name")
+        self.check_silence(seconds)
+        ep = self._find(alert_id)
+        if ep.acked_by is not None:
+            raise AlreadyAcknowledgedError(
+                f"alert {alert_id} was already acknowledged by {ep.acked_by}: it sounds no more"
+            )
+        ep.silenced_until = now + seconds
+        ep.silenced_by = user
+        return self._emit("silenced", ep, now)
 
     def revoke_device(self, device_id: str, by: str, now: float) -> list[Transition]:
         """The device is revoked by `by`: close each of its open alerts, whatever its
@@ -641,6 +744,7 @@ class AlertEngine:
             cleared_at=None,
             acked_at=None,
             acked_by=None,
+            label=OFFLINE_LABEL if rule is None else rule.shown_as,
         )
         self._next_id = max(self._next_id, alert_id + 1)
         ep = _Episode(alert)

@@ -29,6 +29,8 @@ from schemas.metrics import Metric
 
 __all__ = [
     "CLEAR_TOLERANCE",
+    "DEFAULT_ESCALATE_AFTER_S",
+    "OFFLINE_LABEL",
     "OFFLINE_RULE_NAME",
     "Direction",
     "Priority",
@@ -43,6 +45,12 @@ __all__ = [
 
 # The technical alarm's rule name; reserved, so no rules file can shadow it.
 OFFLINE_RULE_NAME = "device-offline"
+# What clinicians read for it.
+OFFLINE_LABEL = "Device offline"
+# A high-priority alert nobody acknowledges is escalated this often unless its rule
+# says otherwise (IEC 60601-1-8 leaves it to the site; two minutes is a common ward
+# default). Other priorities escalate only when their rule sets `escalate_after_s`.
+DEFAULT_ESCALATE_AFTER_S = 120.0
 
 # Limits written in decimal are binary floats (35.1 + 0.2 == 35.300000000000004), yet a
 # reading of exactly 35.3 must clear; no sensor resolves a billionth.
@@ -75,6 +83,11 @@ class Rule:
     A `below` rule clears at a value >= threshold + clear_margin, an `above` rule at a
     value <= threshold - clear_margin; `for_s` is how long (in reading time) the
     violation must last before the alert is raised.
+
+    `label` is what clinicians read ("SpO₂ low"); empty, the name stands in for it.
+    `escalate_after_s`: how long an alert may stay active and unacknowledged before
+    it is escalated (and again each time as long); None takes the priority's default
+    (`escalation_s`).
     """
 
     name: str
@@ -84,6 +97,8 @@ class Rule:
     priority: Priority
     for_s: float = 0.0
     clear_margin: float = 0.0
+    label: str = ""
+    escalate_after_s: float | None = None
 
     def __post_init__(self) -> None:
         # The file loader checks all of this with better messages; this guards rules
@@ -96,6 +111,21 @@ class Rule:
             raise ValueError("threshold, for_s and clear_margin must be finite")
         if self.for_s < 0 or self.clear_margin < 0:
             raise ValueError("for_s and clear_margin must not be negative")
+        after = self.escalate_after_s
+        if after is not None and not (math.isfinite(after) and after > 0):
+            raise ValueError(f"escalate_after_s must be positive, not {after!r}")
+
+    @property
+    def shown_as(self) -> str:
+        """The rule's label, or its name when it has none."""
+        return self.label or self.name
+
+    @property
+    def escalation_s(self) -> float | None:
+        """Seconds between escalations of its unacknowledged alerts; None: never."""
+        if self.escalate_after_s is not None:
+            return self.escalate_after_s
+        return DEFAULT_ESCALATE_AFTER_S if self.priority is Priority.HIGH else None
 
     @property
     def clear_level(self) -> float:
@@ -150,7 +180,8 @@ _VERSION_DIGITS = 12
 
 def rules_version(rules: Iterable[Rule]) -> str:
     """The version of `rules`: SHA-256 of their fields in order (numbers as floats,
-    so `below = 92` and `below = 92.0` agree), first 12 hex digits.
+    so `below = 92` and `below = 92.0` agree; label and escalation as in force, so
+    a default spelled out is the same rules), first 12 hex digits.
 
     Order counts: the engine evaluates a metric's rules in file order, so a reordered
     file may raise its alerts in another order and is another version.
@@ -164,6 +195,8 @@ def rules_version(rules: Iterable[Rule]) -> str:
             str(r.priority),
             float(r.for_s),
             float(r.clear_margin),
+            r.shown_as,
+            r.escalation_s,
         ]
         for r in rules
     ]
@@ -174,6 +207,7 @@ def rules_version(rules: Iterable[Rule]) -> str:
 # Strict: TOML `below = "92"` or `for_s = true` is a typo, not a number.
 _Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 _NonNegative = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=0)]
+_Positive = Annotated[float, Field(strict=True, allow_inf_nan=False, gt=0)]
 
 
 class _RuleEntry(BaseModel):
@@ -188,6 +222,8 @@ class _RuleEntry(BaseModel):
     for_s: _NonNegative = 0.0
     clear_margin: _NonNegative = 0.0
     priority: Priority
+    label: Annotated[StrictStr, Field(min_length=1, max_length=64)] | None = None
+    escalate_after_s: _Positive | None = None
 
     @model_validator(mode="after")
     def _one_limit(self) -> Self:
@@ -209,6 +245,8 @@ class _RuleEntry(BaseModel):
             priority=self.priority,
             for_s=self.for_s,
             clear_margin=self.clear_margin,
+            label=self.label or "",
+            escalate_after_s=self.escalate_after_s,
         )
 
 

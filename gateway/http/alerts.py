@@ -1,8 +1,9 @@
-"""Alert REST endpoints: list alerts, acknowledge one, reload the rules."""
+"""Alert REST endpoints: list alerts, acknowledge or silence one, list and reload the rules."""
 
 from __future__ import annotations
 
 from aiohttp import web
+from pydantic import ValidationError
 
 from gateway.core.rules import RulesError
 from gateway.errors import InvalidParameter
@@ -12,7 +13,14 @@ from gateway.http.problems import json_error
 from gateway.storage.accounts import Role
 from schemas.api import AlertsQuery, RulesReloaded
 from schemas.codes import AlertStatus, ProblemCode
-from schemas.dashboard import AlertList, AlertOut, ReplicaRulesOut, RuleOut, RulesOut
+from schemas.dashboard import (
+    AlertList,
+    AlertOut,
+    ReplicaRulesOut,
+    RuleOut,
+    RulesOut,
+    SilenceBody,
+)
 
 __all__ = ["routes"]
 
@@ -64,17 +72,43 @@ async def list_alerts(request: web.Request) -> web.Response:
     return web.json_response(text=body.model_dump_json())
 
 
-@routes.post("/v1/alerts/{alert_id}/ack")
-async def acknowledge(request: web.Request) -> web.Response:
-    principal = await require_user(request)
+def _alert_id(request: web.Request) -> int:
     raw = request.match_info["alert_id"]
     # ASCII and short: str.isdigit() also holds for '²', which int() refuses, and int()
     # refuses more than 4300 digits.
     if not (raw.isascii() and raw.isdigit() and len(raw) <= 19):
         raise InvalidParameter("alert_id", f"must be a positive integer, not {raw!r}")
-    text = await request.app[ALERTS].acknowledge(int(raw), principal)
+    return int(raw)
+
+
+@routes.post("/v1/alerts/{alert_id}/ack")
+async def acknowledge(request: web.Request) -> web.Response:
+    principal = await require_user(request)
+    alert_id = _alert_id(request)
+    text = await request.app[ALERTS].acknowledge(alert_id, principal)
     await request.app[AUDIT].record(
-        principal.name, "alert.ack", f"alert {raw}", request.remote or "?", "via REST"
+        principal.name, "alert.ack", f"alert {alert_id}", request.remote or "?", "via REST"
+    )
+    return web.json_response(text=text)
+
+
+@routes.post("/v1/alerts/{alert_id}/silence")
+async def silence(request: web.Request) -> web.Response:
+    principal = await require_user(request)
+    alert_id = _alert_id(request)
+    try:
+        body = SilenceBody.model_validate_json(await request.read())
+    except ValidationError as e:
+        first = e.errors(include_url=False)[0]
+        where = ".".join(str(p) for p in first["loc"]) or "body"
+        raise InvalidParameter(where, first["msg"]) from e
+    text = await request.app[ALERTS].silence(alert_id, principal, body.seconds)
+    await request.app[AUDIT].record(
+        principal.name,
+        "alert.silence",
+        f"alert {alert_id}",
+        request.remote or "?",
+        f"{body.seconds} s via REST",
     )
     return web.json_response(text=text)
 
@@ -96,6 +130,8 @@ async def list_rules(request: web.Request) -> web.Response:
                 clear_margin=r.clear_margin,
                 for_s=r.for_s,
                 priority=r.priority.value,
+                label=r.shown_as,
+                escalate_after_s=r.escalation_s,
             )
             for r in rules
         ],

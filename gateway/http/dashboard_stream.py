@@ -25,7 +25,14 @@ from gateway.services.frames import FrameSender
 from gateway.services.hub import DashboardOutbox
 from gateway.storage.accounts import Principal, Role
 from schemas.codes import CloseCode, DashboardErrorCode, close_reason
-from schemas.dashboard import DASHBOARD_ADAPTER, AckRequest, DashboardError, Subscribe, Subscribed
+from schemas.dashboard import (
+    DASHBOARD_ADAPTER,
+    AckRequest,
+    DashboardError,
+    SilenceRequest,
+    Subscribe,
+    Subscribed,
+)
 
 __all__ = ["dashboard_stream"]
 
@@ -157,18 +164,21 @@ async def _handle(request: web.Request, dashboard: DashboardOutbox, data: str) -
     except ValidationError as e:
         hub.send_to(dashboard, _error(DashboardErrorCode.BAD_MESSAGE, _describe(e)))
         return
-    if not isinstance(message, AckRequest):
+    if isinstance(message, Subscribe):
         hub.send_to(dashboard, _error(DashboardErrorCode.BAD_MESSAGE, "already subscribed"))
         return
+    alerts, user = request.app[ALERTS], dashboard.principal
     try:
         # The resulting event reaches this dashboard (and all others) through the hub.
-        await request.app[ALERTS].acknowledge(message.alert_id, dashboard.principal)
+        match message:
+            case AckRequest():
+                await alerts.acknowledge(message.alert_id, user)
+                action, detail = "alert.ack", "via dashboard stream"
+            case SilenceRequest():
+                await alerts.silence(message.alert_id, user, message.seconds)
+                action, detail = "alert.silence", f"{message.seconds} s via dashboard stream"
         await request.app[AUDIT].record(
-            dashboard.principal.name,
-            "alert.ack",
-            f"alert {message.alert_id}",
-            request.remote or "?",
-            "via dashboard stream",
+            user.name, action, f"alert {message.alert_id}", request.remote or "?", detail
         )
     except GatewayError as e:
         code = answer_for(e).dashboard

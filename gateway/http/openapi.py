@@ -57,7 +57,7 @@ from schemas.api import (
     WhoAmI,
     Worklist,
 )
-from schemas.dashboard import AlertEvent, AlertList, RulesOut
+from schemas.dashboard import AlertEvent, AlertList, RulesOut, SilenceBody
 
 __all__ = ["OPERATIONS", "Auth", "Operation", "Reply", "build_document", "routes"]
 
@@ -210,6 +210,18 @@ OPERATIONS: tuple[Operation, ...] = (
         errors=(400, 404, 409, 503),
         path_params=AlertPath,
         operation_id="ackAlert",
+    ),
+    Operation(
+        "POST",
+        "/v1/alerts/{alert_id}/silence",
+        "Silence an alert: pause its sound on every dashboard for at most max_silence_s",
+        "alerts",
+        Auth.USER,
+        {200: Reply("The resulting event, as pushed to every dashboard.", AlertEvent)},
+        errors=(400, 404, 409, 503),
+        path_params=AlertPath,
+        body=SilenceBody,
+        operation_id="silenceAlert",
     ),
     Operation(
         "GET",
@@ -412,7 +424,8 @@ Two WebSocket streams are not described as operations here:
   another kind of token).
 - `GET /v1/dashboard/stream` (clinician or admin token, or the session cookie from the
   page's own origin): `subscribe`, then alert events replayed and live, filtered to the
-  clinician's wards; `ack` acknowledges an alert (101; 401 or 403 like the REST API).
+  clinician's wards; `ack` acknowledges an alert, `silence` pauses its sound (101; 401
+  or 403 like the REST API).
 """
 
 

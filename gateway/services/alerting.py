@@ -22,7 +22,8 @@ committer runs (restore) and after it stopped (shutdown), events are stored dire
 With replicas (`Ownership`, services/ownership.py) the engine evaluates only the
 patients this replica owns; it adopts patients it claims from the database, lets go
 of those another replica took over, draws alert ids from the shared counter in
-blocks, and hands acknowledgements of other replicas' alerts to their owner.
+blocks, and hands acknowledgements and silences of other replicas' alerts to their
+owner (`_forward`: a `{"op": "ack" | "silence", …}` command on CHANNEL_COMMANDS).
 """
 
 from __future__ import annotations
@@ -35,8 +36,10 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from gateway.core.alert_engine import (
+    DEFAULT_MAX_SILENCE_S,
     Alert,
     AlertClosedError,
     AlertEngine,
@@ -75,8 +78,10 @@ TICK_S = 0.5
 _DRAIN_S = 5.0
 # Alert ids reserved from the shared counter at a time (replicas).
 _ID_BLOCK = 256
-# How long an acknowledgement handed to another replica is waited for.
-_FORWARDED_ACK_S = 5.0
+# How long an acknowledgement or silence handed to another replica is waited for.
+_FORWARDED_S = 5.0
+# The event each command handed to another replica becomes there.
+_COMMAND_EVENTS = {"ack": "acked", "silence": "silenced"}
 # Relayed readings: rows per payload (about 40 bytes each: under PostgreSQL's 8,000), and
 # payloads queued each way before the oldest is dropped.
 _RELAY_ROWS = 150
@@ -140,6 +145,7 @@ class AlertService:
         *,
         feed: EventFeed,
         offline_after_s: float,
+        max_silence_s: float = DEFAULT_MAX_SILENCE_S,
         metrics: Metrics | None = None,
         ownership: Ownership | None = None,
         wakeups: Notifications | None = None,
@@ -157,6 +163,7 @@ class AlertService:
             first_alert_id=state.max_alert_id + 1,
             offline_after_s=offline_after_s,
             alert_ids=None if ownership is None else ids.popleft,
+            max_silence_s=max_silence_s,
         )
         service = cls(engine, store, hub, rules_path, metrics, ownership, feed=feed)
         service._ids = ids
@@ -284,15 +291,34 @@ class AlertService:
         Raises NotFoundError (no such alert), ForbiddenError (not the user's ward, open
         or closed alike), or the engine's conflicts (closed, already acknowledged).
         """
+        await self._authorise(alert_id, user)
+        if self._ownership is not None and alert_id not in self._engine_alert_ids():
+            return await self._forward(alert_id, {"op": "ack", "user": user.name})
+        transition = self._engine.acknowledge(alert_id, user.name, time.time())
+        return await self._enqueue_and_wait([transition])
+
+    async def silence(self, alert_id: int, user: Principal, seconds: float) -> str:
+        """Silence for `seconds` as `user`; returns the resulting event as pushed.
+
+        Raises like `acknowledge` (an acknowledged alert sounds no more: a conflict),
+        and SilenceTooLongError (a 400) beyond `max_silence_s`.
+        """
+        self._engine.check_silence(seconds)
+        await self._authorise(alert_id, user)
+        if self._ownership is not None and alert_id not in self._engine_alert_ids():
+            command = {"op": "silence", "user": user.name, "seconds": seconds}
+            return await self._forward(alert_id, command)
+        transition = self._engine.silence(alert_id, user.name, seconds, time.time())
+        return await self._enqueue_and_wait([transition])
+
+    async def _authorise(self, alert_id: int, user: Principal) -> None:
+        """NotFoundError unless the alert exists, ForbiddenError unless `user` sees its
+        ward (open or closed alike)."""
         ward = await self._ward_of(alert_id)
         if ward is None:
             raise UnknownAlertError(f"no alert {alert_id}")
         if not user.sees(ward):
             raise ForbiddenError(f"alert {alert_id} is not in your wards")
-        if self._ownership is not None and alert_id not in self._engine_alert_ids():
-            return await self._forward_ack(alert_id, user.name)
-        transition = self._engine.acknowledge(alert_id, user.name, time.time())
-        return await self._enqueue_and_wait([transition])
 
     def watched_devices(self) -> set[str]:
         """Devices whose revocation would change something here (see `revoke_device`)."""
@@ -366,7 +392,7 @@ class AlertService:
                 if not waiter.done():
                     waiter.set_exception(error)
 
-    # Replicas: ownership, adoption, alert ids, forwarded acknowledgements.
+    # Replicas: ownership, adoption, alert ids, forwarded acknowledgements and silences.
 
     async def claim(self, patient_id: str) -> None:
         """A device of `patient_id` connected here: the patient is evaluated here from
@@ -470,10 +496,12 @@ class AlertService:
     def _engine_alert_ids(self) -> set[int]:
         return {a.id for a in self._engine.open_alerts()}
 
-    async def _forward_ack(self, alert_id: int, user: str) -> str:
-        """Acknowledge an alert another replica evaluates: ask it (CHANNEL_COMMANDS),
-        and answer with the event it stores. Conflicts are answered from the stored
-        row; one racing with the owner loses there and is logged."""
+    async def _forward(self, alert_id: int, command: dict[str, Any]) -> str:
+        """Carry out `command` (an `ack` or a `silence`, see `_carry_out`) on an alert
+        another replica evaluates: ask it (CHANNEL_COMMANDS), and answer with the event
+        it stores. Conflicts (closed, acknowledged: both refuse either command) are
+        answered from the stored row; one racing with the owner loses there and is
+        logged."""
         status = await self._store.alert_status(alert_id)
         if status is None:
             raise UnknownAlertError(f"no alert {alert_id}")
@@ -488,20 +516,31 @@ class AlertService:
             # Its owner is gone and nobody took the patient over yet: do it here.
             await self._adopt([status[3]])
             if alert_id in self._engine_alert_ids():
-                transition = self._engine.acknowledge(alert_id, user, time.time())
+                transition = self._carry_out({**command, "alert_id": alert_id})
                 return await self._enqueue_and_wait([transition])
-        payload = json.dumps({"op": "ack", "alert_id": alert_id, "user": user})
         assert self._wakeups is not None
-        await self._wakeups.notify(CHANNEL_COMMANDS, payload)
-        deadline = time.monotonic() + _FORWARDED_ACK_S
+        await self._wakeups.notify(CHANNEL_COMMANDS, json.dumps({**command, "alert_id": alert_id}))
+        kind = _COMMAND_EVENTS[command["op"]]
+        deadline = time.monotonic() + _FORWARDED_S
         while time.monotonic() < deadline:
             await asyncio.sleep(0.05)
-            status = await self._store.alert_status(alert_id)
-            if status is not None and status[1] is not None:
-                event = await self._store.event_payload(status[2])
-                if event is not None:
-                    return event
+            # The first such event after the alert's state we checked is this command's.
+            event = await self._store.event_after(alert_id, kind, status[2])
+            if event is not None:
+                return event
         raise StorageError(f"the replica evaluating alert {alert_id} did not answer")
+
+    def _carry_out(self, command: dict[str, Any]) -> Transition:
+        """The engine's transition for a command: `{"op": "ack", "alert_id", "user"}`
+        or `{"op": "silence", "alert_id", "user", "seconds"}`. Raises AlertError, or
+        KeyError/ValueError/TypeError for a malformed one."""
+        op, alert_id, user = command["op"], int(command["alert_id"]), str(command["user"])
+        now = time.time()
+        if op == "ack":
+            return self._engine.acknowledge(alert_id, user, now)
+        if op == "silence":
+            return self._engine.silence(alert_id, user, float(command["seconds"]), now)
+        raise ValueError(f"unknown op {op!r}")
 
     def _relay_out(self, b: PendingBatch) -> None:
         """Send a batch of a patient another replica evaluates (its other device is
@@ -560,19 +599,21 @@ class AlertService:
                 self._let_go(taken)
 
     def _command(self, payload: str) -> None:
-        """Another replica hands over an acknowledgement: done here if ours."""
+        """Another replica hands over an acknowledgement or a silence: done here if ours."""
         try:
             command = json.loads(payload)
-            alert_id, user = int(command["alert_id"]), str(command["user"])
+            alert_id = int(command["alert_id"])
         except (ValueError, KeyError, TypeError):
             log.warning("unreadable command from another replica: %.200s", payload)
             return
         if alert_id not in self._engine_alert_ids():
             return  # another replica's
         try:
-            self._enqueue([self._engine.acknowledge(alert_id, user, time.time())])
+            self._enqueue([self._carry_out(command)])
         except AlertError as e:
-            log.info("acknowledgement of alert %d by %s handed over: %s", alert_id, user, e)
+            log.info("%s of alert %d handed over: %s", command.get("op"), alert_id, e)
+        except (ValueError, KeyError, TypeError):
+            log.warning("unreadable command from another replica: %.200s", payload)
 
     def _drafts(self, transitions: list[Transition]) -> list[EventDraft]:
         """The events of `transitions`, to be numbered by the transaction storing them."""

@@ -190,10 +190,19 @@ class AlertStore:
             ).first()
         return None if row is None else (row[0], row[1], row[2], row[3])
 
-    async def event_payload(self, event_id: int) -> str | None:
+    async def event_after(self, alert_id: int, kind: str, after_event_id: int) -> str | None:
+        """The payload of the alert's first `kind` event after `after_event_id`, if any
+        (what a command handed to another replica became)."""
         async with self._engine.connect() as conn:
             payload: str | None = await conn.scalar(
-                select(_events.c.payload).where(_events.c.event_id == event_id)
+                select(_events.c.payload)
+                .where(
+                    _events.c.alert_id == alert_id,
+                    _events.c.kind == kind,
+                    _events.c.event_id > after_event_id,
+                )
+                .order_by(_events.c.event_id)
+                .limit(1)
             )
             return payload
 

@@ -193,6 +193,12 @@ class AlertRow(Base):
     # Closed other than by the clinical lifecycle (its device revoked): by whom, why.
     closed_by: Mapped[str | None] = mapped_column(String(64), default=None)
     closed_reason: Mapped[str | None] = mapped_column(String(32), default=None)
+    # Alarm handling (migration 0006): the rule's label when raised, the last silence,
+    # times escalated.
+    label: Mapped[str | None] = mapped_column(String(64), default=None)
+    silenced_until: Mapped[float | None] = mapped_column(Float, default=None)
+    silenced_by: Mapped[str | None] = mapped_column(String(64), default=None)
+    escalation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     last_event_id: Mapped[int] = mapped_column(BigInteger, index=True)
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from gateway.core.rules import (
+    DEFAULT_ESCALATE_AFTER_S,
     OFFLINE_RULE_NAME,
     Priority,
     Rule,
@@ -166,6 +167,10 @@ class TestParse:
             ({"for_s": True}, "for_s: Input should be a valid number"),
             ({"priority": None}, "missing key 'priority'"),
             ({"name": OFFLINE_RULE_NAME}, "reserved"),
+            ({"label": ""}, "label: String should have at least 1 character"),
+            ({"label": 5}, "label: Input should be a valid string"),
+            ({"escalate_after_s": 0}, "escalate_after_s: Input should be greater than 0"),
+            ({"escalate_after_s": "2m"}, "escalate_after_s: Input should be a valid number"),
         ],
     )
     def test_invalid_rule(self, fields: dict[str, object], problem: str) -> None:
@@ -322,12 +327,20 @@ class TestVersion:
             VALID.replace('name = "spo2-low"', 'name = "spo2-very-low"'),
             VALID.replace("below = 92", "above = 92"),
             VALID + _rule_text(name="hr", metric="heart_rate", below=41),
+            VALID + 'label = "SpO₂ low"\n',
+            VALID + "escalate_after_s = 60\n",
         ],
     )
     def test_any_change_of_a_rule_changes_it(self, changed: str) -> None:
         """A changed threshold, delay, margin, priority, name, direction or an added rule
         is another version."""
         assert parse_rules(changed).version != parse_rules(VALID).version
+
+    def test_defaults_spelled_out_are_the_same_rules(self) -> None:
+        """`label` equal to the name and a high rule's `escalate_after_s = 120` are
+        what the rule had anyway: the same version."""
+        spelled = VALID + 'label = "spo2-low"\nescalate_after_s = 120\n'
+        assert parse_rules(spelled).version == parse_rules(VALID).version
 
     def test_order_counts(self) -> None:
         """Two rules swapped are another version (the engine evaluates in file order)."""
@@ -347,3 +360,40 @@ class TestVersion:
         text, rules = read_rules(path)
         assert text == VALID
         assert rules == parse_rules(VALID)
+
+
+class TestLabelsAndEscalation:
+    """`label` (what clinicians read) and `escalate_after_s` of a rule."""
+
+    def test_every_shipped_rule_has_a_label(self, shipped: RuleSet) -> None:
+        """The shipped rules read as words, not as their names."""
+        labels = {r.name: r.label for r in shipped}
+        assert labels["spo2-low"] == "SpO₂ low"
+        assert labels["resp_rate-high"] == "Respiration rate high"
+        assert all(label and label != name for name, label in labels.items())
+
+    def test_shipped_escalation_follows_priority(self, shipped: RuleSet) -> None:
+        """Shipped high rules escalate every 120 s; medium ones never."""
+        for rule in shipped:
+            expected = DEFAULT_ESCALATE_AFTER_S if rule.priority is Priority.HIGH else None
+            assert rule.escalation_s == expected, rule.name
+
+    def test_parsed_label_and_interval(self) -> None:
+        """Both keys are read as written; without them a rule shows its name."""
+        [plain] = parse_rules(VALID)
+        assert (plain.label, plain.shown_as, plain.escalation_s) == ("", "spo2-low", 120.0)
+        text = _rule_text(label="Pulse high", escalate_after_s=45, priority="medium")
+        [rule] = parse_rules(text)
+        assert (rule.shown_as, rule.escalation_s) == ("Pulse high", 45.0)
+
+    def test_medium_and_low_escalate_only_when_set(self) -> None:
+        """No escalate_after_s: only high priority escalates (by default)."""
+        for priority in (Priority.MEDIUM, Priority.LOW):
+            rule = Rule("r", Metric.SPO2, "below", 92, priority)
+            assert rule.escalation_s is None
+
+    @pytest.mark.parametrize("after", [0.0, -1.0, float("inf")])
+    def test_a_rule_built_in_code_needs_a_positive_interval(self, after: float) -> None:
+        """An interval of no time (or none at all) is refused where rules are built."""
+        with pytest.raises(ValueError, match="escalate_after_s"):
+            Rule("r", Metric.SPO2, "below", 92, Priority.HIGH, escalate_after_s=after)

@@ -257,13 +257,13 @@ async def test_a_device_connected_through_two_replicas_keeps_only_its_newer_stre
     }
 
 
-async def test_an_alert_is_acknowledged_on_a_replica_that_does_not_evaluate_it(
+async def test_an_alert_is_silenced_and_acknowledged_on_a_replica_that_does_not_evaluate_it(
     cluster: Cluster, database_url: str
 ) -> None:
-    """A device on replica 1 raises an alert; a clinician acknowledges it through
-    replica 2, which hands it to replica 1 (the patient's owner): the answer is the
-    acknowledged event, the stored alert says who, and a second acknowledgement through
-    replica 2 is a conflict."""
+    """A device on replica 1 raises an alert; a clinician silences, then acknowledges
+    it through replica 2, which hands each to replica 1 (the patient's owner): the
+    answers are the silenced and the acknowledged events, the stored alert says who,
+    and a second acknowledgement through replica 2 is a conflict."""
     await asyncio.to_thread(cluster.start)
     out = await asyncio.to_thread(vitals, *add_device(database_url, "watch-901", "p-901", "icu"))
     device = {"Authorization": f"Bearer {json.loads(out.stdout)['token']}"}
@@ -286,6 +286,11 @@ async def test_an_alert_is_acknowledged_on_a_replica_that_does_not_evaluate_it(
                 break
             await asyncio.sleep(0.1)
         assert alert_id is not None, "the alert never reached the other replica"
+        silence = f"{other.url}/v1/alerts/{alert_id}/silence"
+        async with http.post(silence, json={"seconds": 60}, headers=clinician) as r:
+            assert r.status == 200, await r.text()
+            event = await r.json()
+        assert event["alert"]["silenced_by"] == "dr-lee", event
         async with http.post(f"{other.url}/v1/alerts/{alert_id}/ack", headers=clinician) as r:
             assert r.status == 200, await r.text()
             event = await r.json()

@@ -81,6 +81,13 @@ ENDPOINTS = [
     ),
     Endpoint("GET", "/v1/alerts", Access.LISTED),
     Endpoint("POST", "/v1/alerts/{alert_id}/ack", Access.WARD, "/v1/alerts/{icu_alert}/ack"),
+    Endpoint(
+        "POST",
+        "/v1/alerts/{alert_id}/silence",
+        Access.WARD,
+        "/v1/alerts/{icu_alert}/silence",
+        body={"seconds": 60},
+    ),
     Endpoint("GET", "/v1/rules", Access.USER),
     Endpoint("POST", "/v1/rules/reload", Access.ADMIN),
     Endpoint("GET", "/v1/devices", Access.LISTED),

@@ -184,6 +184,10 @@ async def test_alert_reaches_every_dashboard_promptly(gateway: Gateway) -> None:
         "acked_by": None,
         "closed_by": None,
         "closed_reason": None,
+        "label": "SpO₂ low",
+        "silenced_until": None,
+        "silenced_by": None,
+        "escalation": 0,
     }
     assert when(alert["raised_at"]) == when(alert["updated_at"])
     assert abs(when(alert["raised_at"]).timestamp() - time.time()) < 10
@@ -744,6 +748,10 @@ async def test_device_offline_is_raised_for_a_silent_device_and_cleared_by_readi
                     "acked_by": None,
                     "closed_by": None,
                     "closed_reason": None,
+                    "label": "Device offline",
+                    "silenced_until": None,
+                    "silenced_by": None,
+                    "escalation": 0,
                 }
 
             await quiet.send([reading("spo2", 97, at(5))])

@@ -36,6 +36,10 @@ ALERT = Alert(
     acked_by="dr-lee",
     closed_by="admin",
     closed_reason="device_revoked",
+    label="SpO₂ low",
+    silenced_until=1_764_950_090.75,
+    silenced_by="nurse-kim",
+    escalation=2,
 )
 
 
@@ -64,6 +68,7 @@ def test_the_wire_model_is_the_stored_row_with_times_in_utc() -> None:
     assert out.ward == "icu"
     assert out.raised_at == datetime.fromtimestamp(ALERT.raised_at, UTC)
     assert out.acked_at == datetime.fromtimestamp(1_764_950_030.125, UTC)
-    same = ALERT_FIELDS - {"raised_at", "updated_at", "cleared_at", "acked_at"}
+    assert out.silenced_until == datetime.fromtimestamp(1_764_950_090.75, UTC)
+    same = ALERT_FIELDS - {"raised_at", "updated_at", "cleared_at", "acked_at", "silenced_until"}
     plain = ALERT.to_mapping()
     assert {name: getattr(out, name) for name in same} == {name: plain[name] for name in same}

@@ -57,10 +57,13 @@ async def store(
         await writer.close()
 
 
-def rows(engine: AsyncEngine, table: str) -> list[tuple[Any, ...]]:
+def rows(engine: AsyncEngine, table: str) -> list[dict[str, Any]]:
+    """Every row of `table` by column name (migrations add columns at the end, so
+    positions differ from the models')."""
     assert engine.url.database is not None
     with closing(sqlite3.connect(engine.url.database)) as conn:
-        return conn.execute(f"SELECT * FROM {table} ORDER BY 1").fetchall()
+        conn.row_factory = sqlite3.Row
+        return [dict(r) for r in conn.execute(f"SELECT * FROM {table} ORDER BY 1")]
 
 
 async def test_raise_then_clear_stores_the_alert_row_and_every_event(store: AlertStore) -> None:
@@ -145,6 +148,6 @@ async def test_both_paths_store_identical_rows(tmp_path: Path) -> None:
     assert tables[0] == tables[1]
     alerts, events = tables[0]
     assert (len(alerts), len(events)) == (2 + 1200, 5 + 1200)
-    assert [e[0] for e in events] == list(range(1, 1206))  # numbered gap-free, in order
-    assert alerts[1][4] == "cleared_unack"  # alert 4, as its last event left it
-    assert alerts[1][-1] == 5  # its last_event_id: the clear's
+    assert [e["event_id"] for e in events] == list(range(1, 1206))  # numbered gap-free, in order
+    assert alerts[1]["status"] == "cleared_unack"  # alert 4, as its last event left it
+    assert alerts[1]["last_event_id"] == 5  # its last_event_id: the clear's
