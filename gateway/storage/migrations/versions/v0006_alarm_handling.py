@@ -2,7 +2,7 @@
 
 Revision ID: 0006
 Revises: 0005
-Create Date: 2026-12-08
+Create Date: 2026-12-05
 
 - `alerts.label`: the rule's label when the alert was raised. Existing alerts get
   their rule's name, and "Device offline" for the technical alarm (the shipped rules
