@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import TypeAdapter
 
 from gateway.cli.common import add_rest_client_options, run
-from gateway.client.output import add_json_option, show
+from gateway.client.output import add_json_option, console_for, show
 from gateway.client.rest import (
     Failed,
     base_url,
@@ -23,7 +23,7 @@ from gateway.client.rest import (
     gateway_session,
     token_of,
 )
-from gateway.watch.render import alerts_table
+from gateway.watch.render import fitted_table
 from gateway.watch.state import AlertRow
 from schemas.codes import AlertStatus
 from schemas.dashboard import AlertList
@@ -65,9 +65,9 @@ def _main(args: argparse.Namespace) -> int:
         return e.code
     now = datetime.now(UTC)
     # event_id 0: the REST answer has no per-alert event id, and the table shows none.
-    rows = [AlertRow(a, 0, (now - a.raised_at).total_seconds()) for a in alerts.items]
+    rows = [AlertRow.at(a, 0, now) for a in alerts.items]
     title = f"Alerts (last event {alerts.last_event_id})"
-    show(alerts_table(rows, title=title), alerts.items, json=args.json)
+    show(fitted_table(rows, console_for(), title=title), alerts.items, json=args.json)
     if len(alerts.items) == args.limit:
         print(f"vitals alerts: showing the first {args.limit}; pass --limit for more",
               file=sys.stderr)  # fmt: skip

@@ -26,8 +26,8 @@ EXIT_USAGE = 2
 def register(sub: argparse._SubParsersAction[Any]) -> None:
     p = sub.add_parser(
         "watch",
-        help="live table of open alerts; type an alert id + Enter to acknowledge it",
-        description="Watch the open alerts of a running gateway, live; acknowledge by id.",
+        help="live table of open alerts; an alert id + Enter acknowledges it, s ID silences it",
+        description="Watch a running gateway's open alerts live; acknowledge or silence by id.",
     )
     p.add_argument(
         "--url", help=f"gateway base URL (default {DEFAULT_URL}, or host/port of --config)"

@@ -1,12 +1,12 @@
-"""The I/O shell of `vitals watch`: connect, subscribe, resume, acknowledge, show.
+"""The I/O shell of `vitals watch`: connect, subscribe, resume, acknowledge, silence, show.
 
 One `Watcher` per run. Its connection loop opens the dashboard stream (aiohttp only),
 subscribes with the board's last event id, feeds every message to the `AlertBoard`,
 and on any drop (4008 too slow, 1001 shutdown, network) reconnects after a `backoff()`
 delay, resuming where it left off. A refused token (401/403) is final. Lines typed on
-stdin (a daemon thread reads them) become `ack` messages. What is shown is a `_View`:
-a rich Live table, one JSON event per line, or a single table (for `--once`, or at the
-end when stdout is no terminal).
+stdin (a daemon thread reads them) become `ack` or `silence` messages (`commands`).
+What is shown is a `_View`: a rich Live table, one JSON event per line, or a single
+table (for `--once`, or at the end when stdout is no terminal).
 """
 
 from __future__ import annotations
@@ -30,10 +30,19 @@ from rich.live import Live
 
 from gateway.client.output import console_for, print_table
 from gateway.client.tls import client_tls
-from gateway.watch.render import alerts_table, screen
+from gateway.watch.commands import Command, parse_command
+from gateway.watch.render import fitted_table, screen
 from gateway.watch.state import AlertBoard, Change, ChangeKind, Link, LinkState
 from schemas.codes import AlertStatus, CloseCode, close_reason
-from schemas.dashboard import AckRequest, AlertEvent, DashboardError, Subscribe, Subscribed, Vitals
+from schemas.dashboard import (
+    AckRequest,
+    AlertEvent,
+    DashboardError,
+    SilenceRequest,
+    Subscribe,
+    Subscribed,
+    Vitals,
+)
 
 __all__ = [
     "DEFAULT_URL",
@@ -46,7 +55,6 @@ __all__ = [
     "WatchOptions",
     "Watcher",
     "backoff",
-    "parse_ack",
     "watch",
 ]
 
@@ -83,15 +91,6 @@ def backoff(
         delay = min(delay * factor, cap)
 
 
-def parse_ack(line: str) -> int | None:
-    """The alert id in a typed line (`7`, `#7` or `ack 7`); None if it holds none."""
-    text = line.strip().lower().removeprefix("ack").strip().removeprefix("#")
-    if not text.isdigit():  # digits only: no sign, no spaces
-        return None
-    alert_id = int(text)
-    return alert_id if alert_id >= 1 else None
-
-
 @dataclass(frozen=True, slots=True)
 class WatchOptions:
     url: str = DEFAULT_URL  # the gateway's base URL (http, https, ws or wss)
@@ -103,7 +102,7 @@ class WatchOptions:
     replay_timeout: float = 10.0  # longest silence allowed before `subscribed`
     heartbeat: float | None = 20.0  # ping interval: a silent gateway is detected as dead
     close_timeout: float = 2.0  # wait for the gateway's close frame, then drop the socket
-    max_pending_acks: int = 32  # typed ids waiting for a connection
+    max_pending_acks: int = 32  # typed acks and silences waiting for a connection
     cafile: str | None = None  # CA to trust for https/wss
     backoff: Callable[[], Iterator[float]] = backoff
 
@@ -208,7 +207,7 @@ def _print_open_alerts(board: AlertBoard, console: Console) -> None:
     rows = board.open_alerts(_now())
     if rows:
         title = f"Open alerts (last event {board.last_event_id})"
-        print_table(alerts_table(rows, title=title), console)
+        print_table(fitted_table(rows, console, title=title), console)
     else:
         console.print(f"No open alerts (last event {board.last_event_id}).")
 
@@ -231,7 +230,7 @@ class _LiveView(_View):
         self._running = False
 
     def _render(self) -> RenderableType:
-        return screen(self._board, self._link, _now(), ack_hint=self._ack_hint)
+        return screen(self._board, self._link, _now(), self._console, ack_hint=self._ack_hint)
 
     def start(self) -> None:
         self._live.start(refresh=True)
@@ -285,9 +284,10 @@ class Watcher:
         self.link = link
         self._view = view
         self._url = options.url.rstrip("/") + STREAM_PATH
-        # Typed alert ids not yet sent; bounded: beyond it, the line is refused with a notice.
-        self._acks: asyncio.Queue[int] = asyncio.Queue(maxsize=options.max_pending_acks)
-        self._awaiting: set[int] = set()  # acks sent, outcome not seen yet
+        # Typed commands not yet sent; bounded: beyond it, the line is refused with a notice.
+        self._commands: asyncio.Queue[Command] = asyncio.Queue(maxsize=options.max_pending_acks)
+        # Commands sent whose outcome is not seen yet, by alert id (the latest per alert).
+        self._awaiting: dict[int, Command] = {}
         self._subscribed = False  # in the current connection
 
     async def run(self, stop: asyncio.Event, stdin: TextIO | None = None) -> int:
@@ -318,20 +318,23 @@ class Watcher:
         return main.result()  # an exception here is a bug: let it surface
 
     def typed(self, line: str) -> None:
-        """A line the clinician typed: queue an ack for the alert id it names."""
+        """A line the clinician typed: queue the ack or silence it asks for."""
         if not line.strip():
             return
-        alert_id = parse_ack(line)
-        if alert_id is None:
-            self._view.notice(f"not an alert id: {line.strip()[:40]!r} (type e.g. 7 + Enter)")
+        command = parse_command(line)
+        if command is None:
+            self._view.notice(
+                f"not a command: {line.strip()[:40]!r} (type e.g. 7 to acknowledge, s 7 to silence)"
+            )
             return
+        alert_id, verb = command.alert_id, _VERB[command.type]
         try:
-            self._acks.put_nowait(alert_id)
+            self._commands.put_nowait(command)
         except asyncio.QueueFull:
-            self._view.notice(f"too many acknowledgements waiting; alert {alert_id} not sent")
+            self._view.notice(f"too many commands waiting; alert {alert_id} not {verb}")
             return
         if self.link.state is not LinkState.CONNECTED:
-            self._view.notice(f"alert {alert_id} will be acknowledged once connected")
+            self._view.notice(f"alert {alert_id} will be {verb} once connected")
 
     async def _tick(self) -> None:
         every = self._view.refresh_every
@@ -392,7 +395,7 @@ class Watcher:
                 if await self._read(ws):
                     return None
                 raise _ProtocolError(f"the connection ended before the replay ({_why(ws)})")
-            sender = asyncio.create_task(self._send_acks(ws), name="watch acks")
+            sender = asyncio.create_task(self._send_commands(ws), name="watch commands")
             try:
                 await self._read(ws)
             finally:
@@ -436,7 +439,7 @@ class Watcher:
                 if change.kind is ChangeKind.IGNORED:
                     return False
                 self._view.event(change, raw)
-                self._note_ack_outcome(change)
+                self._note_outcome(change)
                 self._view.redraw()
             case Subscribed(last_event_id=last):
                 self.board.subscribed(last)
@@ -446,38 +449,53 @@ class Watcher:
                 return True
             case DashboardError(code=code, detail=detail, alert_id=alert_id):
                 if alert_id is not None:
-                    self._awaiting.discard(alert_id)
-                    self._view.notice(f"alert {alert_id} not acknowledged: {code}: {detail}")
+                    sent = self._awaiting.pop(alert_id, None)
+                    # An error names the alert, not the command: the latest one sent for it.
+                    verb = _VERB["ack" if sent is None else sent.type]
+                    self._view.notice(f"alert {alert_id} not {verb}: {code}: {detail}")
                 else:
                     self._view.notice(f"the gateway says {code}: {detail}")
             case Vitals():
                 pass  # we subscribe without vitals; a newer gateway may send them anyway
         return False
 
-    def _note_ack_outcome(self, change: Change) -> None:
+    def _note_outcome(self, change: Change) -> None:
+        """Say what became of an ack or silence sent for this alert, once it shows."""
         alert = change.alert
-        if alert.id in self._awaiting and alert.status in (
-            AlertStatus.ACTIVE_ACK,
-            AlertStatus.CLEARED_ACK,
-        ):
-            self._awaiting.discard(alert.id)
-            if alert.acked_by is None:  # closed by its device's revocation instead
-                self._view.notice(f"alert {alert.id} closed: device revoked by {alert.closed_by}")
-            else:
-                self._view.notice(f"alert {alert.id} acknowledged by {alert.acked_by}")
+        sent = self._awaiting.get(alert.id)
+        acked_or_closed = alert.status in (AlertStatus.ACTIVE_ACK, AlertStatus.CLEARED_ACK)
+        if sent is None:
+            return
+        if acked_or_closed and alert.acked_by is None:  # closed by its device's revocation
+            self._view.notice(f"alert {alert.id} closed: device revoked by {alert.closed_by}")
+        elif acked_or_closed and isinstance(sent, AckRequest):
+            self._view.notice(f"alert {alert.id} acknowledged by {alert.acked_by}")
+        elif isinstance(sent, SilenceRequest) and alert.silenced_until is not None:
+            until = alert.silenced_until.astimezone().strftime("%H:%M:%S")
+            self._view.notice(f"alert {alert.id} silenced by {alert.silenced_by} until {until}")
+        else:
+            return  # some other change of the alert: still waiting
+        del self._awaiting[alert.id]
 
-    async def _send_acks(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+    async def _send_commands(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         while True:
-            alert_id = await self._acks.get()
+            command = await self._commands.get()
             try:
-                await ws.send_str(AckRequest(type="ack", alert_id=alert_id).model_dump_json())
+                await ws.send_str(command.model_dump_json())
             except (aiohttp.ClientError, ConnectionError):
                 # Not sent: keep it for the next connection (dropped if the queue refilled).
                 with contextlib.suppress(asyncio.QueueFull):
-                    self._acks.put_nowait(alert_id)
+                    self._commands.put_nowait(command)
                 raise
-            self._awaiting.add(alert_id)
-            self._view.notice(f"acknowledging alert {alert_id}…")
+            self._awaiting[command.alert_id] = command
+            if isinstance(command, SilenceRequest):
+                self._view.notice(f"silencing alert {command.alert_id} for {command.seconds} s…")
+            else:
+                self._view.notice(f"acknowledging alert {command.alert_id}…")
+
+
+# What a command does, as notices say it: "alert 7 not silenced: …".
+_VERB = {"ack": "acknowledged", "silence": "silenced"}
 
 
 def _why(ws: aiohttp.ClientWebSocketResponse) -> str:

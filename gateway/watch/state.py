@@ -36,17 +36,37 @@ class Change:
     kind: ChangeKind
     event_id: int
     alert: AlertOut
-    # Ring the bell: a new high-priority alert arrived live (never for a start-up replay).
+    # Ring the bell (never for a start-up replay): a new high-priority alert arrived, an
+    # alert was escalated, or a high one sounds again because its silence ran out.
     ring: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class AlertRow:
-    """One open alert as the table shows it; `age_s` counts from `raised_at`."""
+    """One open alert as the table shows it; `age_s` counts from `raised_at`;
+    `silence_left_s` is None unless its sound is paused now."""
 
     alert: AlertOut
     event_id: int
     age_s: float
+    silence_left_s: float | None = None
+
+    @classmethod
+    def at(cls, alert: AlertOut, event_id: int, now: datetime) -> AlertRow:
+        """The row of `alert` as of `now`."""
+        left = None
+        if alert.silenced_until is not None and alert.silenced_until > now:
+            left = (alert.silenced_until - now).total_seconds()
+        return cls(alert, event_id, max(0.0, (now - alert.raised_at).total_seconds()), left)
+
+    @property
+    def sort_key(self) -> tuple[bool, int, int, float, int]:
+        """Unacknowledged before acknowledged, then the most urgent priority, the most
+        escalated, the newest raised."""
+        a = self.alert
+        acked = a.status in (AlertStatus.ACTIVE_ACK, AlertStatus.CLEARED_ACK)
+        rank = PRIORITY_RANK[a.priority]
+        return (acked, rank, -a.escalation, -a.raised_at.timestamp(), -a.id)
 
 
 class AlertBoard:
@@ -119,7 +139,9 @@ class AlertBoard:
             return Change(ChangeKind.CLOSED, event_id, alert)
         self._open[alert.id] = (event_id, alert)
         if known is not None:
-            return Change(ChangeKind.UPDATED, event_id, alert)
+            return Change(
+                ChangeKind.UPDATED, event_id, alert, ring=self._sounds_again(known[1], alert)
+            )
         # Events carry no "raised" flag: an alert new to this board, still active and
         # unacknowledged, is one the clinician has not seen. Only the first replay is
         # old news; a replay after a reconnection holds exactly the events we missed.
@@ -127,19 +149,21 @@ class AlertBoard:
             return Change(ChangeKind.RAISED, event_id, alert, ring=alert.priority == "high")
         return Change(ChangeKind.ADDED, event_id, alert)
 
+    def _sounds_again(self, before: AlertOut, after: AlertOut) -> bool:
+        """An update that needs someone's ear: escalated, or a high alert whose silence
+        ended while it is still active and unacknowledged. Not in the first replay."""
+        if not self._live_once:
+            return False
+        if after.escalation > before.escalation:
+            return True
+        unsilenced = before.silenced_by is not None and after.silenced_by is None
+        return unsilenced and after.priority == "high" and after.status is AlertStatus.ACTIVE_UNACK
+
     def open_alerts(self, now: datetime) -> list[AlertRow]:
-        """The open alerts, most urgent priority first, then the newest first."""
-        rows = [
-            AlertRow(alert, event_id, max(0.0, (now - alert.raised_at).total_seconds()))
-            for event_id, alert in self._open.values()
-        ]
-        rows.sort(
-            key=lambda r: (
-                PRIORITY_RANK[r.alert.priority],
-                -r.alert.raised_at.timestamp(),
-                -r.alert.id,
-            )
-        )
+        """The open alerts, in `AlertRow.sort_key` order: unacknowledged first, then by
+        priority, escalation and newest."""
+        rows = [AlertRow.at(alert, event_id, now) for event_id, alert in self._open.values()]
+        rows.sort(key=lambda r: r.sort_key)
         return rows
 
 

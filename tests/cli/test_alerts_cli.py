@@ -64,6 +64,13 @@ async def test_alerts_json_lines_and_filters(gateway: Gateway) -> None:
     ]
     assert [json.loads(line)["patient_id"] for line in open_only[1].splitlines()] == [PATIENT]
     assert [json.loads(line)["status"] for line in by_patient[1].splitlines()] == ["cleared_unack"]
+    # The alarm-handling fields pass through as the gateway sends them.
+    assert {k: alerts[0][k] for k in ("label", "escalation", "silenced_by", "silenced_until")} == {
+        "label": "Systolic BP low",
+        "escalation": 0,
+        "silenced_by": None,
+        "silenced_until": None,
+    }
 
 
 async def test_piped_alerts_table_has_whole_values(gateway: Gateway) -> None:
@@ -79,6 +86,32 @@ async def test_piped_alerts_table_has_whole_values(gateway: Gateway) -> None:
     assert header[:4] == ["ID", "Priority", "Patient", "Ward"]
     assert [row[2] for row in rows] == [PATIENT, "p-2"]
     assert "…" not in out
+    # Label, priority and limit apart; escalation and silence in columns of their own.
+    col = {name: header.index(name) for name in header}
+    assert [(row[col["Alert"]], row[col["Priority"]], row[col["Limit"]]) for row in rows] == [
+        ("Systolic BP low", "HIGH", "< 91 mmHg")
+    ] * 2
+    assert [(row[col["Escalation"]], row[col["Silenced"]]) for row in rows] == [("", "")] * 2
+
+
+async def test_alerts_show_a_silence_and_its_time_left(gateway: Gateway) -> None:
+    """An alert silenced over REST: its row says by whom and the whole seconds left."""
+    await _raise_two_alerts(gateway)
+    async with gateway.client.post(
+        "/v1/alerts/1/silence", json={"seconds": 100}, headers=gateway.auth(gateway.admin_token)
+    ) as resp:
+        assert resp.status == 200, await resp.text()
+
+    code, out, err = await vitals_alerts(
+        "--url", str(gateway.client.make_url("/")), "--status", "active_unack",
+        token=gateway.clinician_token,
+    )  # fmt: skip
+
+    assert (code, err) == (0, "")
+    header, row = [line.split("\t") for line in out.splitlines()]
+    silenced = row[header.index("Silenced")]
+    assert silenced.startswith("silenced by root, ")
+    assert 90 <= int(silenced.split(", ")[1].removesuffix(" s left")) <= 100
 
 
 async def test_alerts_with_a_refused_token_exits_3(gateway: Gateway) -> None:

@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from itertools import repeat
 from pathlib import Path
 from typing import Any
@@ -36,13 +37,14 @@ from gateway.watch.client import (
     STREAM_PATH,
     WatchOptions,
     backoff,
-    parse_ack,
     watch,
 )
+from gateway.watch.commands import DEFAULT_SILENCE_S, parse_command
 from schemas.codes import CloseCode
 from tests.watch.events import alert_event
 
 CLINICIAN_TOKEN = "tok-clinician"
+FAKE_MAX_SILENCE_S = 60  # below the watcher's default, as a gateway configured so
 DEVICE_TOKEN = "tok-device"
 WAIT_S = 5.0
 
@@ -104,7 +106,10 @@ class FakeDashboard:
             async for msg in ws:
                 request_ = json.loads(msg.data)
                 self.acks.append(request_)
-                await self._ack(ws, request_["alert_id"])
+                if request_["type"] == "silence":
+                    await self._silence(ws, request_["alert_id"], request_["seconds"])
+                else:
+                    await self._ack(ws, request_["alert_id"])
         finally:
             self.sockets.remove(ws)
         return ws
@@ -116,6 +121,19 @@ class FakeDashboard:
             await ws.send_json({**error, "alert_id": alert_id})
             return
         await self.push(alert_id, status="active_ack", priority=known[-1]["alert"]["priority"])
+
+    async def _silence(self, ws: web.WebSocketResponse, alert_id: int, seconds: int) -> None:
+        if seconds > FAKE_MAX_SILENCE_S:  # worded as the gateway's refusal
+            detail = f"a silence lasts at most {FAKE_MAX_SILENCE_S} seconds (max_silence_s)"
+            await ws.send_json(
+                {"type": "error", "code": "bad_message", "detail": detail, "alert_id": alert_id}
+            )
+            return
+        until = (datetime.now(UTC) + timedelta(seconds=seconds)).isoformat()
+        ev = self.add(alert_id)
+        ev["alert"] |= {"silenced_by": "dr-lee", "silenced_until": until}
+        for socket_ in list(self.sockets):
+            await socket_.send_json(ev)
 
 
 @pytest.fixture
@@ -199,12 +217,28 @@ def test_backoff_grows_with_jitter_up_to_cap() -> None:
 
 
 @pytest.mark.parametrize(
-    ("line", "alert_id"),
-    [("7\n", 7), (" #12 ", 12), ("ack 3", 3), ("abc", None), ("0", None), ("-4", None)],
+    ("line", "message"),
+    [
+        ("7\n", {"type": "ack", "alert_id": 7}),
+        (" #12 ", {"type": "ack", "alert_id": 12}),
+        ("ack 3", {"type": "ack", "alert_id": 3}),
+        ("s 7", {"type": "silence", "alert_id": 7, "seconds": DEFAULT_SILENCE_S}),
+        ("S #7 60", {"type": "silence", "alert_id": 7, "seconds": 60}),
+        ("silence 7 30s", {"type": "silence", "alert_id": 7, "seconds": 30}),
+        ("abc", None),
+        ("0", None),
+        ("-4", None),
+        ("s", None),
+        ("s 7 0", None),
+        ("s 7 -5", None),
+        ("s x", None),
+        ("7 8", None),
+    ],
 )
-def test_parse_ack(line: str, alert_id: int | None) -> None:
-    """A typed line names an alert id, or is refused."""
-    assert parse_ack(line) == alert_id
+def test_parse_command(line: str, message: dict[str, Any] | None) -> None:
+    """A typed line is an ack (an id) or a silence (`s <id> [seconds]`), or is refused."""
+    command = parse_command(line)
+    assert (None if command is None else command.model_dump()) == message
 
 
 def test_cli_without_token_is_a_usage_error(
@@ -289,7 +323,7 @@ async def test_typed_id_sends_ack(
     assert await run.finish() == EXIT_OK
     assert fake.acks == [{"type": "ack", "alert_id": 7}, {"type": "ack", "alert_id": 99}]
     assert run.lines()[-1]["alert"]["status"] == "active_ack"
-    assert "not an alert id: 'abc'" in run.err.getvalue()
+    assert "not a command: 'abc'" in run.err.getvalue()
     assert "alert 99 not acknowledged: not_found" in run.err.getvalue()
 
 
@@ -321,7 +355,7 @@ async def test_once_prints_open_alerts_table(fake: FakeDashboard, base_url: str)
     assert "HIGH" in text
     assert "LOW" in text
     assert "p-003" not in text
-    assert "<92" in text
+    assert "< 92 %" in text
 
 
 async def test_once_unreachable_exits_1() -> None:
@@ -396,9 +430,9 @@ async def test_piped_once_prints_whole_values_tab_separated(
 
     assert code == EXIT_OK
     header, row = [line.split("\t") for line in out.getvalue().splitlines()]
-    assert header == ["ID", "Priority", "Patient", "Ward", "Metric", "Last", "Worst", "Limit",
-                      "Status", "Age"]  # fmt: skip
-    assert row[:5] == ["1", "HIGH", LONG_PATIENT, "icu", "spo2"]
+    assert header == ["ID", "Priority", "Patient", "Ward", "Alert", "Last", "Worst", "Limit",
+                      "Status", "Escalation", "Silenced", "Age"]  # fmt: skip
+    assert row[:8] == ["1", "HIGH", LONG_PATIENT, "icu", "spo2-low", "87", "86", "< 92 %"]
 
 
 async def test_piped_live_watch_prints_the_open_alerts_when_it_ends(
@@ -449,3 +483,28 @@ async def test_closed_stdout_ends_watch_json_quietly(fake: FakeDashboard, base_u
     assert proc.returncode == EXIT_OK
     assert err.decode().splitlines() == ["vitals watch: subscribed, last event 1"]
     assert fake.handshakes == 1
+
+
+async def test_typed_silence_sends_it_and_shows_a_refusal(
+    fake: FakeDashboard, base_url: str, stdin_pipe: tuple[Any, int]
+) -> None:
+    """`s 7` asks for the default silence; a gateway with a lower max_silence_s refuses
+    it and the watcher says so, with the gateway's words; `s 7 30` is then silenced."""
+    fake.add(7)
+    reader, writer = stdin_pipe
+    run = start(options(base_url, json=True), stdin=reader)
+    await until(lambda: len(fake.sockets) == 1)
+    os.write(writer, b"s 7\n")
+    await until(lambda: "not silenced" in run.err.getvalue())
+    os.write(writer, b"s 7 30\n")
+    await until(lambda: "silenced by dr-lee until" in run.err.getvalue())
+    assert await run.finish() == EXIT_OK
+    assert fake.acks == [
+        {"type": "silence", "alert_id": 7, "seconds": DEFAULT_SILENCE_S},
+        {"type": "silence", "alert_id": 7, "seconds": 30},
+    ]
+    assert (
+        "alert 7 not silenced: bad_message: a silence lasts at most 60 seconds (max_silence_s)"
+        in run.err.getvalue()
+    )
+    assert run.lines()[-1]["alert"]["silenced_by"] == "dr-lee"

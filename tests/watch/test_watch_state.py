@@ -6,8 +6,17 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from rich.console import Console
 
-from gateway.watch.render import alerts_table, format_age, format_limit, status_line
+from gateway.watch.render import (
+    alerts_table,
+    fitted_table,
+    format_age,
+    format_escalation,
+    format_limit,
+    format_silence,
+    status_line,
+)
 from gateway.watch.state import AlertBoard, ChangeKind, Link
 from schemas.dashboard import AlertEvent
 from tests.watch.events import T0, alert_event
@@ -192,9 +201,131 @@ def test_render_names_priority_and_formats_values() -> None:
     table = alerts_table(board.open_alerts(T0 + timedelta(seconds=125)))
     cells = [list(col.cells) for col in table.columns]
     assert cells[1] == ["HIGH", "LOW"]
-    assert cells[9] == ["2m 05s", "2m 05s"]
+    assert cells[11] == ["2m 05s", "2m 05s"]
     alert = board.get(7)
     assert alert is not None
-    assert format_limit(alert) == "<92"
+    assert format_limit(alert) == "< 92 %"
     assert format_age(3 * 3600 + 61) == "3h 01m"
     assert "last event 2" in status_line(Link(), board, T0).plain
+
+
+def labelled(event_id: int, alert_id: int, **alert: Any) -> dict[str, Any]:
+    """An event whose alert has the fields of `alert` (label, escalation, silence…)."""
+    priority, status = alert.pop("priority", "high"), alert.pop("status", "active_unack")
+    ev = event(
+        event_id, alert_id, priority=priority, status=status, raised=alert.pop("raised", 0.0)
+    )
+    ev["alert"] |= alert
+    return ev
+
+
+def test_label_priority_and_limit_are_three_cells() -> None:
+    """The label, the priority word and the limit with direction and unit are separate
+    cells: never "< 41 high"; a rule without a label shows its name."""
+    board = live_board()
+    board.apply(labelled(1, 7, label="Heart rate low", metric="heart_rate", threshold=41))
+    board.apply(labelled(2, 8, priority="medium", metric="systolic_bp", direction="above",
+                         threshold=219))  # fmt: skip
+    table = alerts_table(board.open_alerts(T0))
+    header = [col.header for col in table.columns]
+    rows = {c[0]: c for c in zip(*(col.cells for col in table.columns), strict=True)}
+    at = {name: header.index(name) for name in ("Alert", "Priority", "Limit")}
+    assert [rows["7"][at[n]] for n in at] == ["Heart rate low", "HIGH", "< 41 /min"]
+    assert [rows["8"][at[n]] for n in at] == ["spo2-low", "MEDIUM", "> 219 mmHg"]
+    offline = board.get(7)
+    assert offline is not None
+    assert format_limit(offline.model_copy(update={"threshold": None})) == "-"
+
+
+def test_unacknowledged_before_acknowledged_then_priority_then_escalation() -> None:
+    """An acknowledged high alert sorts below an unacknowledged low one; among equals
+    the more escalated comes first."""
+    board = live_board()
+    board.apply(labelled(1, 1, status="active_ack", raised=50))
+    board.apply(labelled(2, 2, priority="low", raised=10))
+    board.apply(labelled(3, 3, status="cleared_unack", priority="medium", raised=20))
+    board.apply(labelled(4, 4, raised=40))
+    board.apply(labelled(5, 5, escalation=2, raised=30))
+    rows = board.open_alerts(T0 + timedelta(seconds=60))
+    assert [r.alert.id for r in rows] == [5, 4, 3, 2, 1]
+
+
+def test_escalation_is_marked_and_rings() -> None:
+    """An escalation event rings live (not in the first replay) and reads ESCALATED x2."""
+    board = AlertBoard()
+    board.start_replay()
+    board.apply(labelled(1, 7))
+    assert not board.apply(labelled(2, 7, escalation=1)).ring
+    board.subscribed(2)
+    change = board.apply(labelled(3, 7, escalation=2))
+    assert change.ring
+    assert format_escalation(change.alert) == "ESCALATED \u00d72"
+    assert format_escalation(change.alert.model_copy(update={"escalation": 0})) == ""
+    assert not board.apply(labelled(4, 7, escalation=2, last_value=80)).ring
+
+
+def test_silence_counts_down_and_its_end_rings_for_high() -> None:
+    """A silenced alert shows who and the whole seconds left, rounded up, until it ends;
+    when the silence is lifted a high unacknowledged alert rings again, a medium not."""
+    board = live_board()
+    until = (T0 + timedelta(seconds=120)).isoformat()
+    board.apply(labelled(1, 7, silenced_by="dr-lee", silenced_until=until))
+    board.apply(labelled(2, 8, priority="medium", silenced_by="dr-lee", silenced_until=until))
+    texts = []
+    for now in (0.0, 24.5, 119.2, 120.0):
+        (row,) = [r for r in board.open_alerts(T0 + timedelta(seconds=now)) if r.alert.id == 7]
+        texts.append(format_silence(row.alert, row.silence_left_s))
+    assert texts == [
+        "silenced by dr-lee, 120 s left",
+        "silenced by dr-lee, 96 s left",
+        "silenced by dr-lee, 1 s left",
+        "",
+    ]
+    assert board.apply(labelled(3, 7, silenced_by=None, silenced_until=None)).ring
+    assert not board.apply(labelled(4, 8, priority="medium")).ring
+
+
+def test_wide_terminal_gets_columns_narrow_gets_lines_in_status() -> None:
+    """140 columns: Escalation and Silenced are columns; 80: they are lines of the
+    Status cell, and the priority word, limit and age are still whole."""
+    board = live_board()
+    until = (T0 + timedelta(seconds=90)).isoformat()
+    board.apply(labelled(1, 7, label="SpO\u2082 low", escalation=2))
+    board.apply(labelled(2, 8, label="Respiration rate high", silenced_by="dr-lee",
+                         silenced_until=until))  # fmt: skip
+    rows = board.open_alerts(T0 + timedelta(seconds=30))
+
+    def drawn(width: int) -> tuple[list[str], str]:
+        console = Console(width=width, force_terminal=True, color_system=None, record=True)
+        table = fitted_table(rows, console)
+        console.print(table)
+        return [str(c.header) for c in table.columns], console.export_text()
+
+    wide_header, wide = drawn(140)
+    assert wide_header[-3:] == ["Escalation", "Silenced", "Age"]
+    assert "silenced by dr-lee, 60 s left" in wide
+    narrow_header, narrow = drawn(80)
+    assert "Escalation" not in narrow_header
+    assert "Silenced" not in narrow_header
+    assert "ESCALATED \u00d72" in narrow
+    assert "silenced by" in narrow
+    assert "< 92 %" in narrow
+    assert "HIGH" in narrow
+    assert max(map(len, narrow.splitlines())) <= 80
+
+
+def test_piped_table_is_always_wide() -> None:
+    """Off a terminal every value is whole: the wide table, whatever the width."""
+    board = live_board()
+    board.apply(labelled(1, 7, escalation=1))
+    table = fitted_table(board.open_alerts(T0), Console(width=40, force_terminal=False))
+    assert [str(c.header) for c in table.columns][-3:] == ["Escalation", "Silenced", "Age"]
+
+
+def test_status_line_counts_escalated() -> None:
+    """The status line says how many open alerts are escalated, when any are."""
+    board = live_board()
+    board.apply(labelled(1, 7))
+    assert "ESCALATED" not in status_line(Link(), board, T0).plain
+    board.apply(labelled(2, 8, escalation=1))
+    assert "1 ESCALATED" in status_line(Link(), board, T0).plain
