@@ -79,12 +79,13 @@ class Provisioned:
 
 def quick_rules(directory: Path) -> Path:
     """The shipped rules with `for_s` cut to at most 2 s, so that a simulated
-    deterioration raises its alert within seconds; limits and priorities unchanged."""
+    deterioration raises its alert within seconds; limits, labels and priorities unchanged."""
     lines = []
     for rule in load_rules(shipped_config_dir() / "alert-rules.toml"):
         lines += [
             "[[rule]]",
             f'name = "{rule.name}"',
+            f'label = "{rule.shown_as}"',
             f'metric = "{rule.metric.value}"',
             f"{rule.direction} = {rule.threshold!r}",
             f"for_s = {min(rule.for_s, 2.0)!r}",
