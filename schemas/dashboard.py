@@ -228,3 +228,6 @@ class RulesOut(BaseModel):
     rules: list[RuleOut]
     version: str = Field(description="Content hash of these rules (12 hex digits).")
     replicas: list[ReplicaRulesOut]
+    max_silence_s: float = Field(
+        description="The longest one silence may pause an alert's sound (what the page offers)."
+    )

@@ -8,7 +8,7 @@ from pydantic import ValidationError
 from gateway.core.rules import RulesError
 from gateway.errors import InvalidParameter
 from gateway.http.auth import require_admin, require_user
-from gateway.http.keys import ALERT_STORE, ALERTS, AUDIT, HUB, RULES
+from gateway.http.keys import ALERT_STORE, ALERTS, AUDIT, HUB, RULES, SETTINGS
 from gateway.http.problems import json_error
 from gateway.storage.accounts import Role
 from schemas.api import AlertsQuery, RulesReloaded
@@ -144,6 +144,7 @@ async def list_rules(request: web.Request) -> web.Response:
             )
             for r in replicas
         ],
+        max_silence_s=request.app[SETTINGS].max_silence_s,
     )
     return web.json_response(text=body.model_dump_json())
 

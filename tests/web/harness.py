@@ -24,6 +24,7 @@ from tests.support.frames import batch_text
 from tests.support.processes import GatewayProcess, add_device, add_user
 
 __all__ = [
+    "ADMIN",
     "CLINICIANS",
     "DEVICES",
     "Device",
@@ -37,6 +38,8 @@ __all__ = [
 ]
 
 
+# An administrator, who provisions more devices over REST in the 40-patient test.
+ADMIN = "root"
 # (clinician, wards they may see): dr-ben sees one ward of the two.
 CLINICIANS = (("dr-ana", ("icu", "ward-4b")), ("dr-ben", ("icu",)))
 # (device, patient, ward): two wards, so the ward filter has something to filter. Few,
@@ -79,12 +82,13 @@ class Provisioned:
 
 def quick_rules(directory: Path) -> Path:
     """The shipped rules with `for_s` cut to at most 2 s, so that a simulated
-    deterioration raises its alert within seconds; limits and priorities unchanged."""
+    deterioration raises its alert within seconds; limits, labels and priorities unchanged."""
     lines = []
     for rule in load_rules(shipped_config_dir() / "alert-rules.toml"):
         lines += [
             "[[rule]]",
             f'name = "{rule.name}"',
+            f'label = "{rule.shown_as}"',
             f'metric = "{rule.metric.value}"',
             f"{rule.direction} = {rule.threshold!r}",
             f"for_s = {min(rule.for_s, 2.0)!r}",
@@ -102,13 +106,16 @@ def provision(
     users: Sequence[tuple[str, Sequence[str]]],
     devices: Sequence[tuple[str, str, str]],
 ) -> tuple[dict[str, User], dict[str, Device]]:
-    """Clinicians and devices created by `vitals users add` / `vitals devices add --json`."""
-    commands = [
-        vitals_command(*add_user(database_url, name, "clinician", wards)) for name, wards in users
-    ] + [
-        vitals_command(*add_device(database_url, dev, patient, ward))
-        for dev, patient, ward in devices
-    ]
+    """Clinicians, the administrator `ADMIN`, and devices, created by `vitals users add` /
+    `vitals devices add --json`."""
+    commands = (
+        [vitals_command(*add_user(database_url, name, "clinician", wards)) for name, wards in users]
+        + [vitals_command(*add_user(database_url, ADMIN, "admin"))]
+        + [
+            vitals_command(*add_device(database_url, dev, patient, ward))
+            for dev, patient, ward in devices
+        ]
+    )
     # The first command creates the schema alone, so the others never race to it; they
     # then run side by side, SQLite making each wait out the others' write lock.
     outputs = [_run(commands[0])]

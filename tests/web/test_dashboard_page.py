@@ -103,6 +103,26 @@ async def alerts_of(gateway: GatewayProcess, token: str) -> list[dict[str, Any]]
         return items
 
 
+def panel_order(alerts: list[dict[str, Any]]) -> list[int]:
+    """Alert ids as the panel lists them: to acknowledge first, the most escalated, highest
+    priority, newest; grouped by patient, the group of the first such alert first."""
+    rank = {"high": 0, "medium": 1, "low": 2}
+    ordered = sorted(
+        alerts,
+        key=lambda a: (
+            a["status"] not in ("active_unack", "cleared_unack"),
+            -a["escalation"],
+            rank[a["priority"]],
+            -datetime.fromisoformat(a["raised_at"]).timestamp(),
+            -a["id"],
+        ),
+    )
+    groups: dict[str, list[int]] = {}
+    for a in ordered:
+        groups.setdefault(a["patient_id"], []).append(a["id"])
+    return [i for ids in groups.values() for i in ids]
+
+
 def alert_card(page: Page, rule: str, patient: str) -> Locator:
     return page.locator(f'#alert-list .alert[data-rule="{rule}"][data-patient="{patient}"]')
 
@@ -126,7 +146,7 @@ async def test_simulated_deterioration_reaches_panel_and_tile_within_3_s(
     results_dir: Path,
 ) -> None:
     """A simulator patient desaturates: within 3 s of the gateway raising spo2-low the
-    panel lists it and the tile turns red with the words "HIGH ALERT: spo2-low"."""
+    panel lists it and the tile turns red with the words "HIGH ALERT: SpO₂ low"."""
     devices = [provisioned.devices[d] for d, _, _ in DEVICES]
     await backfill(live_gateway, devices)
     page = await open_page(login_as="dr-ana")
@@ -174,7 +194,7 @@ async def test_simulated_deterioration_reaches_panel_and_tile_within_3_s(
         await expect(bed).to_have_attribute("data-level", "high")
         # The simulated patients' own variability may add alerts: the words name them all.
         await expect(bed.locator(".tile__status")).to_have_text(
-            re.compile(r"^HIGH ALERT: (.+, )?spo2-low\b")
+            re.compile(r"^HIGH ALERT: (.+, )?SpO₂ low\b")
         )
         colour = await bed.locator(".tile__status").evaluate(
             "el => getComputedStyle(el).backgroundColor"
@@ -182,7 +202,7 @@ async def test_simulated_deterioration_reaches_panel_and_tile_within_3_s(
         assert colour == "rgb(239, 68, 68)"  # the high-priority red, behind the words
         await expect(card.locator(".badge")).to_have_text("HIGH")
         await expect(card.locator(".alert__limit")).to_have_text("Limit: below 92 %")
-        await expect(page.locator("#announcer")).to_contain_text("spo2-low, patient bed-101")
+        await expect(page.locator("#announcer")).to_contain_text("SpO₂ low, patient bed-101")
 
         # A second patient, then one acknowledged: the screenshot shows every state.
         tachycardia = alert_card(page, "heart_rate-high", "bed-103")
@@ -190,17 +210,14 @@ async def test_simulated_deterioration_reaches_panel_and_tile_within_3_s(
         await tachycardia.locator(".alert__ack").click()
         await expect(tachycardia).to_have_attribute("data-status", "active_ack")
         await expect(tile(page, "bed-103").locator(".tile__status")).to_contain_text(
-            "heart_rate-high"
+            "Heart rate high"
         )
-        # Panel order: highest priority first, then the newest raised.
-        rank = {"high": 0, "medium": 1, "low": 2}
+        # Panel order: grouped by patient, to acknowledge before acknowledged.
         api_alerts = await alerts_of(live_gateway, provisioned.users["dr-ana"].token)
-        api_alerts.sort(key=lambda a: datetime.fromisoformat(a["raised_at"]), reverse=True)
-        api_alerts.sort(key=lambda a: rank[a["priority"]])
         shown = await page.locator("#alert-list .alert").evaluate_all(
             "cards => cards.map(c => Number(c.dataset.alertId))"
         )
-        assert shown == [a["id"] for a in api_alerts]
+        assert shown == panel_order(api_alerts)
 
         await page.screenshot(path=results_dir / "ward-view.png")
         assert await no_horizontal_scroll(page)
@@ -236,8 +253,8 @@ async def test_patient_view_charts_vitals_with_rule_thresholds_and_alert_history
     await expect(bp.locator(".chart__line")).to_have_count(2)  # systolic and diastolic
     history = page.locator("#patient-history tr")
     await expect(history).to_have_count(1)
-    await expect(history.first).to_contain_text("systolic_bp-low")
-    await expect(page.locator("#patient-status")).to_have_text("HIGH ALERT: systolic_bp-low")
+    await expect(history.first).to_contain_text("Systolic BP low")
+    await expect(page.locator("#patient-status")).to_have_text("HIGH ALERT: Systolic BP low")
 
     await view.locator("label", has_text="1 h").click()
     await expect(view.locator("input[value='1']")).to_be_checked()
@@ -264,14 +281,14 @@ async def test_ack_in_one_browser_reaches_another_without_reload(
     ben_card = alert_card(ben, "systolic_bp-low", "bed-102")
     await expect(ben_card).to_have_attribute("data-status", "active_unack")
     await ana_card.get_by_role(
-        "button", name="Acknowledge high alert systolic_bp-low for patient bed-102"
+        "button", name="Acknowledge high alert Systolic BP low for patient bed-102"
     ).click()
 
     await expect(ben_card).to_have_attribute("data-status", "active_ack", timeout=3_000)
     await expect(ben_card.locator(".alert__status")).to_contain_text("acknowledged by dr-ana")
     await expect(ben_card.locator(".alert__ack")).to_be_hidden()
     await expect(tile(ben, "bed-102").locator(".tile__status")).to_have_text(
-        "HIGH ALERT (acknowledged): systolic_bp-low"
+        "HIGH ALERT (acknowledged): Systolic BP low"
     )
     assert await ben.evaluate("window.__sameDocument === true")  # no reload happened
 

@@ -70,10 +70,13 @@ async def test_rules_need_a_user(gateway: Gateway) -> None:
 
 
 async def test_rules_list_the_rules_in_force(gateway: Gateway) -> None:
-    """Every rule of the rules file, with what the page needs to draw and word it."""
+    """Every rule of the rules file, with what the page needs to draw and word it, and the
+    longest silence the page may offer."""
     r = await gateway.client.get("/v1/rules", headers=gateway.auth(gateway.clinician_token))
     assert r.status == 200
-    rules = {rule["name"]: rule for rule in (await r.json())["rules"]}
+    body = await r.json()
+    assert body["max_silence_s"] == 120.0  # the shipped default: what silence buttons offer
+    rules = {rule["name"]: rule for rule in body["rules"]}
     assert rules["spo2-low"] == {
         "name": "spo2-low",
         "metric": "spo2",
@@ -82,5 +85,7 @@ async def test_rules_list_the_rules_in_force(gateway: Gateway) -> None:
         "clear_margin": 1.0,
         "for_s": 10.0,
         "priority": "high",
+        "label": "SpO₂ low",
+        "escalate_after_s": 120.0,
     }
     assert rules["heart_rate-high"]["direction"] == "above"

@@ -28,6 +28,19 @@ export function needsAck(alert) {
   return alert.status === "active_unack" || alert.status === "cleared_unack";
 }
 
+/** What clinicians read for an alert's rule: its label, else the rule's name. */
+export function alertLabel(alert) {
+  return alert.label || alert.rule;
+}
+
+export function isSilenced(alert, now = Date.now()) {
+  return Boolean(alert.silenced_until) && Date.parse(alert.silenced_until) > now;
+}
+
+export function isOffline(alert) {
+  return alert.rule === "device-offline";
+}
+
 /** Highest priority first, then the newest raised first. */
 export function compareAlerts(a, b) {
   return (
@@ -97,6 +110,31 @@ export class AlertBook {
   }
 }
 
+/** Panel order within a patient: needing acknowledgement first, the most escalated,
+ * then highest priority, then newest. */
+export function comparePanel(a, b) {
+  return (
+    Number(needsAck(b)) - Number(needsAck(a)) ||
+    (b.escalation ?? 0) - (a.escalation ?? 0) ||
+    compareAlerts(a, b)
+  );
+}
+
+/**
+ * The panel's groups: one per patient, [{patientId, ward, alerts}], the group whose
+ * most urgent alert comes first in `comparePanel` first. So every group with an alert
+ * to acknowledge is above every group without one, and inside a group the same holds.
+ */
+export function panelGroups(alerts) {
+  const groups = new Map();
+  for (const alert of [...alerts].sort(comparePanel)) {
+    const group = groups.get(alert.patient_id) ?? { patientId: alert.patient_id, ward: alert.ward, alerts: [] };
+    group.alerts.push(alert);
+    groups.set(alert.patient_id, group);
+  }
+  return [...groups.values()];
+}
+
 /**
  * What a patient's tile says about its alerts: the highest priority among active
  * alerts (falling back to cleared-but-unacknowledged ones), and the text to show.
@@ -105,21 +143,24 @@ export function tileAlarm(alerts) {
   const active = alerts.filter(isActive);
   if (active.length) {
     const top = active[0].priority; // alerts come sorted by compareAlerts
-    const rules = active.filter((a) => a.priority === top).map((a) => a.rule);
+    const rules = active.filter((a) => a.priority === top).map(alertLabel);
     const unacked = active.some((a) => a.priority === top && a.status === "active_unack");
+    const escalation = Math.max(0, ...alerts.filter(needsAck).map((a) => a.escalation ?? 0));
     const more = active.length - rules.length;
     const text =
+      (escalation ? `ESCALATED ×${escalation} · ` : "") +
       `${top.toUpperCase()} ALERT${unacked ? "" : " (acknowledged)"}: ${rules.join(", ")}` +
       (more > 0 ? ` +${more} more` : "");
-    return { level: top, unacked, text };
+    return { level: top, unacked, escalation, text };
   }
   const cleared = alerts.filter((a) => a.status === "cleared_unack");
   if (cleared.length) {
     return {
       level: "cleared",
       unacked: true,
-      text: `CLEARED, NOT ACKNOWLEDGED: ${cleared.map((a) => a.rule).join(", ")}`,
+      escalation: 0,
+      text: `CLEARED, NOT ACKNOWLEDGED: ${cleared.map(alertLabel).join(", ")}`,
     };
   }
-  return { level: "none", unacked: false, text: "No active alerts" };
+  return { level: "none", unacked: false, escalation: 0, text: "No active alerts" };
 }

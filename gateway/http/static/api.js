@@ -81,3 +81,15 @@ export const summary = ({ patientId, metric, since, until, bucket }) =>
 
 export const alertHistory = (patientId, limit = 1000) =>
   request(`/v1/alerts?${query({ patient_id: patientId, limit })}`);
+
+/** The ward's patients with their NEWS2 now: {ward, items: [{patient_id, score, band, complete, missing}]}. */
+export const worklist = (ward) => request(`/v1/patients?${query({ ward })}`);
+
+export const news2 = (patientId) => request(`/v1/patients/${encodeURIComponent(patientId)}/news2`);
+
+/** Record ACVPU and/or air or oxygen for NEWS2 (either may be left undefined). */
+export const observe = (patientId, { consciousness, oxygen }) =>
+  request(`/v1/patients/${encodeURIComponent(patientId)}/observations`, {
+    method: "POST",
+    body: { consciousness, oxygen },
+  });

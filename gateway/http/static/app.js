@@ -2,7 +2,7 @@
 // fed by the REST API (initial state, history) and the dashboard stream (live).
 
 import * as api from "./api.js";
-import { AlertBook, tileAlarm } from "./alerts.js";
+import { AlertBook, isOffline, tileAlarm } from "./alerts.js";
 import { h, setText } from "./dom.js";
 import { AlertPanel } from "./panel.js";
 import { PatientView } from "./patient.js";
@@ -12,6 +12,7 @@ import { WardView } from "./ward.js";
 
 const $ = (id) => document.getElementById(id);
 const WARD_KEY = "vitals.ward";
+const NEWS2_POLL_MS = 5_000;
 const CONNECTION_TEXT = {
   idle: "Not connected",
   connecting: "Connecting…",
@@ -25,6 +26,9 @@ const CONNECTION_TEXT = {
 const state = {
   me: null,
   rules: [],
+  /** what a silence button asks for: the gateway's max_silence_s */
+  maxSilence: 120,
+  news2Timer: null,
   /** @type {Map<string, Patient>} */
   patients: new Map(),
   book: new AlertBook(),
@@ -46,6 +50,8 @@ const rulesFor = (metric) => state.rules.filter((r) => r.metric === metric);
 const ward = new WardView($("tiles"), { open: openPatient, rulesFor });
 const panel = new AlertPanel($("alert-list"), {
   ack: (id) => state.stream?.ack(id) ?? false,
+  silence: (id) => state.stream?.silence(id, state.maxSilence) ?? false,
+  silenceSeconds: () => state.maxSilence,
   open: openPatient,
 });
 const patientView = new PatientView(
@@ -58,8 +64,13 @@ const patientView = new PatientView(
     history: $("patient-history"),
     empty: $("patient-history-empty"),
     range: [...document.querySelectorAll("input[name=range]")],
+    news2: $("patient-news2"),
+    form: $("observation-form"),
+    consciousness: $("obs-consciousness"),
+    oxygen: $("obs-oxygen"),
+    result: $("obs-result"),
   },
-  { rulesFor, failed },
+  { rulesFor, failed, news2Changed: () => pollNews2() },
 );
 
 // --- sign-in --------------------------------------------------------------------
@@ -70,6 +81,8 @@ function showLogin(message = "") {
   state.me = null;
   state.book.clear();
   state.patients.clear();
+  clearTimeout(state.news2Timer);
+  state.news2Timer = null;
   ward.setPatients([]);
   renderAlerts();
   patientView.close();
@@ -133,7 +146,9 @@ async function startStation(me) {
   $("controls").hidden = false;
   setText($("user"), `${me.name} (${me.role})`);
   try {
-    state.rules = (await api.rules()).rules;
+    const body = await api.rules();
+    state.rules = body.rules;
+    state.maxSilence = Math.floor(body.max_silence_s ?? state.maxSilence);
   } catch (e) {
     if (e instanceof api.AuthRequired) return failed(e);
     state.rules = []; // charts without threshold lines beat no charts
@@ -141,6 +156,7 @@ async function startStation(me) {
   try {
     const added = await loadPatients();
     startStream();
+    pollNews2();
     route();
     await refreshLatest(added);
     loadHistory(added);
@@ -209,6 +225,39 @@ function loadHistory(patients) {
   }
 }
 
+/** Every ward's worklist, every few seconds: NEWS2 on each tile, and the order it gives. */
+async function pollNews2() {
+  clearTimeout(state.news2Timer);
+  const wards = new Set([...state.patients.values()].map((p) => p.ward));
+  try {
+    const lists = await Promise.all(
+      [...wards].map((w) =>
+        api.worklist(w).catch((e) => {
+          if (e instanceof api.ApiError) return { items: [] }; // a ward no longer ours
+          throw e;
+        }),
+      ),
+    );
+    const seen = new Set();
+    for (const list of lists) {
+      for (const item of list.items) {
+        seen.add(item.patient_id);
+        ward.setNews2(item.patient_id, item);
+      }
+    }
+    for (const id of state.patients.keys()) if (!seen.has(id)) ward.setNews2(id, null);
+  } catch (e) {
+    if (e instanceof api.AuthRequired) return failed(e);
+    console.warn("NEWS2 poll failed:", e);
+  }
+  if (state.me) state.news2Timer = setTimeout(pollNews2, NEWS2_POLL_MS);
+}
+
+/** "Acknowledge all device-offline": every visible device-offline alert that needs it. */
+function ackAllOffline() {
+  panel.ackAll(state.book.open(state.ward).filter(isOffline));
+}
+
 // --- the stream ---------------------------------------------------------------------
 
 function startStream() {
@@ -246,7 +295,7 @@ function onAlert(event, { replay, resumed }) {
   // The first load's open alerts are already on screen; new ones, and ones missed
   // while disconnected, are announced.
   if (change.isNew && alert.status === "active_unack" && (!replay || resumed)) {
-    announce(`New ${alert.priority} priority alert: ${alert.rule}, patient ${alert.patient_id}, ward ${alert.ward}.`);
+    announce(`New ${alert.priority} priority alert: ${alert.label || alert.rule}, patient ${alert.patient_id}, ward ${alert.ward}.`);
     if (alert.priority === "high") beep(3);
   }
 }
@@ -321,6 +370,9 @@ function renderAlerts() {
   panel.render(open);
   setText($("alert-count"), String(open.length));
   $("alerts-empty").hidden = open.length > 0;
+  const offline = open.filter((a) => isOffline(a) && (a.status === "active_unack" || a.status === "cleared_unack"));
+  $("ack-offline").hidden = offline.length < 1;
+  setText($("ack-offline"), `Acknowledge all ${offline.length} device-offline`);
   const unacked = state.book.open().filter((a) => a.status === "active_unack" && a.priority === "high").length;
   if (state.me) setText(document.querySelector("title"), `${unacked ? `(${unacked}) ` : ""}Vitals — central station`);
 }
@@ -454,6 +506,7 @@ function tick() {
 $("login-form").addEventListener("submit", onLogin);
 $("logout").addEventListener("click", onLogout);
 $("sound-toggle").addEventListener("click", toggleSound);
+$("ack-offline").addEventListener("click", ackAllOffline);
 $("patient-back").addEventListener("click", () => {
   location.hash = "";
 });

@@ -1,15 +1,20 @@
-// The patient view: the last 1/4/12 hours of each vital as a trend chart with the
-// alert rules' thresholds drawn in, and the patient's alert history.
+// The patient view: the last 15 min / 1 / 4 / 12 hours of each vital as a trend chart
+// with the alert rules' thresholds drawn in, NEWS2 now with the clinician's observations
+// (ACVPU, air or oxygen) to enter, and the patient's alert history.
 
 import * as api from "./api.js";
-import { statusText } from "./alerts.js";
+import { alertLabel, statusText } from "./alerts.js";
 import { h, setText } from "./dom.js";
 import { trendChart } from "./svg.js";
 import { METRICS, formatDateTime, formatLimit, formatValue } from "./vitals.js";
 
 const HOUR = 3_600_000;
-// ~240 buckets whatever the range: detailed enough, and one small response each.
-const BUCKETS = { 1: ["15s", 15_000], 4: ["60s", 60_000], 12: ["180s", 180_000] };
+// ~240 buckets (90 for 15 min, so a cuff every 20 s still draws one line): detailed
+// enough, and one small response each.
+const BUCKETS = { 0.25: ["10s", 10_000], 1: ["15s", 15_000], 4: ["60s", 60_000], 12: ["180s", 180_000] };
+/** The range a patient opens on: a few minutes of data fill it, not a sliver of 4 h. */
+const DEFAULT_HOURS = 0.25;
+const rangeText = (hours) => (hours < 1 ? `${hours * 60} min` : `${hours} h`);
 const CHARTS = [
   { metrics: ["heart_rate"], title: "Heart rate" },
   { metrics: ["spo2"], title: "SpO₂" },
@@ -21,14 +26,16 @@ const REFRESH_MS = 30_000;
 
 export class PatientView {
   /**
-   * @param {object} els  section, title, subtitle, status, charts, history, empty, range (radio inputs)
-   * @param {{rulesFor: (metric: string) => object[], failed: (e: Error) => void}} hooks
+   * @param {object} els  section, title, subtitle, status, charts, history, empty, range (radio
+   *   inputs), news2, form, consciousness, oxygen, result
+   * @param {{rulesFor: (metric: string) => object[], failed: (e: Error) => void,
+   *          news2Changed: () => void}} hooks
    */
   constructor(els, hooks) {
     this.els = els;
     this.hooks = hooks;
     this.patient = null;
-    this.hours = 4;
+    this.hours = DEFAULT_HOURS;
     this._timer = null;
     this._loading = 0;
     for (const input of els.range) {
@@ -39,6 +46,10 @@ export class PatientView {
         }
       });
     }
+    els.form.addEventListener("submit", (e) => {
+      e.preventDefault();
+      this._observe();
+    });
   }
 
   get isOpen() {
@@ -53,6 +64,9 @@ export class PatientView {
     for (const input of this.els.range) input.checked = Number(input.value) === this.hours;
     this.els.charts.replaceChildren();
     this.els.history.replaceChildren();
+    this.els.form.reset();
+    setText(this.els.result, "");
+    this._news2(null);
     this.refresh();
     clearInterval(this._timer);
     this._timer = setInterval(() => this.refresh(), REFRESH_MS);
@@ -80,12 +94,14 @@ export class PatientView {
     const from = to - this.hours * HOUR;
     const [bucket, bucketMs] = BUCKETS[this.hours];
     try {
-      const [charts, history] = await Promise.all([
+      const [charts, history, news2] = await Promise.all([
         Promise.all(CHARTS.map((c) => this._chart(patient, c, from, to, bucket, bucketMs))),
         api.alertHistory(patient.id),
+        api.news2(patient.id).catch(() => null),
       ]);
       if (run !== this._loading || this.patient !== patient) return; // superseded
       this.els.charts.replaceChildren(...charts);
+      this._news2(news2);
       this._history(history.items);
     } catch (e) {
       this.hooks.failed(e);
@@ -103,6 +119,44 @@ export class PatientView {
         this.hooks.failed(e);
       }
     }, 300);
+  }
+
+  /** NEWS2 in words: score and band, what is missing, and what is only assumed. */
+  _news2(body) {
+    const el = this.els.news2;
+    if (!body) {
+      el.dataset.band = "none";
+      setText(el, "NEWS2 —");
+      return;
+    }
+    el.dataset.band = body.complete ? body.band : "incomplete";
+    let text = body.complete
+      ? `NEWS2 ${body.score} · ${body.band}`
+      : `NEWS2 ≥${body.score} · incomplete: no ${body.missing.join(", ")}`;
+    if (body.assumed.length) text += ` · assumed: ${body.assumed.join(", ").replaceAll("_", " ")}`;
+    setText(el, text);
+  }
+
+  async _observe() {
+    const patient = this.patient;
+    const consciousness = this.els.consciousness.value || undefined;
+    const oxygen = this.els.oxygen.value ? this.els.oxygen.value === "oxygen" : undefined;
+    if (!patient) return;
+    if (consciousness === undefined && oxygen === undefined) {
+      setText(this.els.result, "Choose consciousness, breathing or both.");
+      return;
+    }
+    try {
+      await api.observe(patient.id, { consciousness, oxygen });
+      if (this.patient !== patient) return;
+      setText(this.els.result, `Recorded at ${formatDateTime(Date.now())}.`);
+      this.els.form.reset();
+      this._news2(await api.news2(patient.id));
+      this.hooks.news2Changed();
+    } catch (e) {
+      if (e instanceof api.AuthRequired) this.hooks.failed(e);
+      else setText(this.els.result, `Not recorded: ${e.message}`);
+    }
   }
 
   async _chart(patient, spec, from, to, bucket, bucketMs) {
@@ -140,7 +194,7 @@ export class PatientView {
         span: METRICS[primary].span,
         digits: METRICS[primary].digits,
         bucketMs,
-        label: `${spec.title}, last ${this.hours} h` + (limits.length ? `; limits ${limits.join("; ")}` : ""),
+        label: `${spec.title}, last ${rangeText(this.hours)}` + (limits.length ? `; limits ${limits.join("; ")}` : ""),
       }),
     ]);
   }
@@ -153,7 +207,7 @@ export class PatientView {
         h("tr", { "data-alert-id": a.id, "data-status": a.status }, [
           h("td", { text: formatDateTime(Date.parse(a.raised_at)) }),
           h("td", {}, [h("span", { class: `badge badge--${a.priority}`, text: a.priority.toUpperCase() })]),
-          h("td", { text: a.rule }),
+          h("td", { text: alertLabel(a) }),
           h("td", {
             text: a.metric
               ? `${formatValue(a.metric, a.worst_value)} (${formatLimit(a.metric, a.direction, a.threshold)})`

@@ -66,6 +66,13 @@ export class DashboardStream {
     return true;
   }
 
+  /** Pause an alert's sound on every dashboard for `seconds`; false when not connected. */
+  silence(alertId, seconds) {
+    if (this.state !== "connected" || !this._ws) return false;
+    this._ws.send(JSON.stringify({ type: "silence", alert_id: alertId, seconds }));
+    return true;
+  }
+
   _connect() {
     clearTimeout(this._timer);
     this._timer = null;

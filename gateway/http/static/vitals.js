@@ -12,6 +12,26 @@ export const METRICS = Object.freeze({
 /** The vitals a tile shows, in order; blood pressure shows systolic/diastolic together. */
 export const TILE_METRICS = Object.freeze(["heart_rate", "spo2", "resp_rate", "systolic_bp", "temperature"]);
 
+/**
+ * How often each vital is expected when the device's own cadence is not known yet
+ * (ms). Continuous sensors report about once a second; 5 s leaves room for the
+ * gateway's throttling and batching. A cuff and a thermometer are spot checks, often
+ * every 15 min on a ward. Once a device has sent a few readings live, the median of its
+ * last gaps replaces these (see `Patient.expectedInterval`), never below 5 s.
+ */
+export const EXPECTED_INTERVAL_MS = Object.freeze({
+  heart_rate: 5_000,
+  spo2: 5_000,
+  resp_rate: 5_000,
+  systolic_bp: 900_000,
+  diastolic_bp: 900_000,
+  temperature: 900_000,
+});
+export const MIN_INTERVAL_MS = 5_000;
+/** A vital older than this many expected intervals shows NO SIGNAL. */
+export const NO_SIGNAL_INTERVALS = 2;
+const CADENCE_GAPS = 5; // the last gaps kept per vital; 3 are needed before they count
+
 /** How much history a tile's sparkline covers. */
 export const SPARK_WINDOW_MS = 15 * 60 * 1000;
 
@@ -71,6 +91,8 @@ export class Patient {
     this.latest = new Map();
     /** @type {Map<string, Array<[number, number]>>} metric -> [ts ms, value], oldest first */
     this.series = new Map();
+    /** @type {Map<string, number[]>} metric -> the last gaps between live readings (ms) */
+    this.gaps = new Map();
   }
 
   /** Record a reading; returns false if it is older than the one already shown. */
@@ -78,6 +100,12 @@ export class Patient {
     const held = this.latest.get(metric);
     const newer = !held || ts >= held.ts;
     if (newer) this.latest.set(metric, { value, ts });
+    if (held && ts > held.ts) {
+      const gaps = this.gaps.get(metric) ?? [];
+      gaps.push(ts - held.ts);
+      if (gaps.length > CADENCE_GAPS) gaps.shift();
+      this.gaps.set(metric, gaps);
+    }
     const points = this.series.get(metric) ?? [];
     if (!points.length || ts > points[points.length - 1][0]) points.push([ts, value]);
     this.series.set(metric, trim(points, now));
@@ -90,6 +118,22 @@ export class Patient {
     const first = live.length ? live[0][0] : Infinity;
     const merged = history.filter(([t]) => t < first).concat(live);
     this.series.set(metric, trim(merged, now));
+  }
+
+  /** The vital's usual gap (ms): the median of its last live gaps, or the default. */
+  expectedInterval(metric) {
+    const gaps = this.gaps.get(metric) ?? [];
+    if (gaps.length < 3) return EXPECTED_INTERVAL_MS[metric] ?? MIN_INTERVAL_MS;
+    const sorted = [...gaps].sort((a, b) => a - b);
+    return Math.max(MIN_INTERVAL_MS, sorted[Math.floor(sorted.length / 2)]);
+  }
+
+  /** {age, lost}: lost when the newest value is older than twice the usual gap. */
+  signal(metric, now = Date.now()) {
+    const reading = this.latest.get(metric);
+    if (!reading) return { age: null, lost: false };
+    const age = now - reading.ts;
+    return { age, lost: age > NO_SIGNAL_INTERVALS * this.expectedInterval(metric) };
   }
 
   points(metric, now = Date.now()) {
