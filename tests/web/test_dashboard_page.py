@@ -249,7 +249,10 @@ async def test_patient_view_charts_vitals_with_rule_thresholds_and_alert_history
     await expect(view.locator("svg.chart")).to_have_count(5)
     # systolic_bp-low (< 91) and systolic_bp-high (> 219) on the blood pressure chart.
     bp = view.locator("figure.trend", has_text="Blood pressure")
-    await expect(bp.locator(".chart__limit-label")).to_have_text(["< 91 high", "> 219 high"])
+    # The limit and the rule's label; the priority is the line's colour, not a word.
+    await expect(bp.locator(".chart__limit-label")).to_have_text(
+        ["< 91 Systolic BP low", "> 219 Systolic BP high"]
+    )
     await expect(bp.locator(".chart__line")).to_have_count(2)  # systolic and diastolic
     history = page.locator("#patient-history tr")
     await expect(history).to_have_count(1)

@@ -112,7 +112,7 @@ function timeStep(rangeMs) {
 export function trendChart({ from, to, series, thresholds = [], span, digits, label, bucketMs }) {
   const W = 720;
   const H = 190;
-  const m = { l: 46, r: 112, t: 10, b: 24 };
+  const m = { l: 46, r: 196, t: 10, b: 24 };
   const pw = W - m.l - m.r;
   const ph = H - m.t - m.b;
   const root = svg("svg", {
@@ -157,12 +157,17 @@ export function trendChart({ from, to, series, thresholds = [], span, digits, la
 
   for (const th of thresholds) {
     const yy = y(th.threshold);
-    root.append(
-      svg("line", { class: `chart__limit chart__limit--${th.priority}`, x1: m.l, x2: m.l + pw, y1: yy, y2: yy }),
-    );
+    const name = th.label ?? th.name;
+    // The limit and the rule's label; the priority is the line's colour (and its
+    // tooltip), never a word beside the limit ("< 41 high" read as a high limit).
+    const line = svg("line", { class: `chart__limit chart__limit--${th.priority}`, x1: m.l, x2: m.l + pw, y1: yy, y2: yy });
+    const tip = svg("title");
+    tip.textContent = `${name}: ${th.priority} priority`;
+    line.append(tip);
+    root.append(line);
     const sign = th.direction === "below" ? "<" : ">";
     root.append(
-      text(m.l + pw + 6, yy + 4, `${sign} ${formatValue(th.metric, th.threshold)} ${th.priority}`, {
+      text(m.l + pw + 6, yy + 4, `${sign} ${formatValue(th.metric, th.threshold)} ${name}`, {
         class: `chart__limit-label chart__limit-label--${th.priority}`,
       }),
     );
