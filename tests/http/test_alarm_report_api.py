@@ -11,9 +11,9 @@ import pytest
 
 from gateway.core.alert_engine import Alert
 from gateway.http.keys import ALERT_STORE
+from gateway.settings import Settings
 from gateway.storage.events import EventDraft
 from tests.conftest import Gateway
-from gateway.settings import Settings
 from tests.support.alert_helpers import open_device, threshold_rules, with_overrides
 from tests.support.frames import reading
 

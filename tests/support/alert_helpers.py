@@ -40,6 +40,7 @@ __all__ = [
     "with_overrides",
 ]
 
+
 def threshold_rules() -> str:
     """The shipped rules file without its NEWS2 rules: for tests that count the alerts
     of threshold rules on readings stamped now (which NEWS2 would score too)."""
