@@ -106,7 +106,7 @@ TransitionKind = Literal[
 # (first, last, worst)
 _Values = tuple[float | None, float | None, float | None]
 _NO_VALUES: _Values = (None, None, None)
-_NEWS2_METRICS = frozenset(NEWS2_METRICS)
+_NEWS2_METRICS: frozenset[str] = frozenset(NEWS2_METRICS)
 
 
 class AlertError(GatewayError):
@@ -396,6 +396,7 @@ class _Patient:
         "consciousness",
         "device_id",
         "expires_at",
+        "missing",
         "news2_tracks",
         "oxygen",
         "score",
@@ -411,7 +412,10 @@ class _Patient:
             metric = track.rule.metric
             by_metric[metric] = (*by_metric.get(metric, ()), track)
         self.by_metric = by_metric
-        self.vitals: dict[Metric, Vital] = {}
+        # Metric -> (value, reading time): plain tuples, as cheap as the readings.
+        self.vitals: dict[str, tuple[float, float]] = {}
+        # The vitals the last score lacked (all, before the first).
+        self.missing: frozenset[str] = _NEWS2_METRICS
         self.consciousness: Consciousness | None = None
         self.oxygen: bool | None = None
         self.score: News2 | None = None
@@ -424,7 +428,7 @@ class _Patient:
     def take_over(self, old: _Patient) -> None:
         """Carry `old`'s NEWS2 inputs and score over (rules replaced)."""
         self.vitals, self.consciousness, self.oxygen = old.vitals, old.consciousness, old.oxygen
-        self.score, self.device_id = old.score, old.device_id
+        self.score, self.device_id, self.missing = old.score, old.device_id, old.missing
         self.expires_at = float("-inf")  # the new rules decide at the next check
 
 
@@ -536,12 +540,12 @@ class AlertEngine:
         rescore = False
         for metric, ts, value in readings:
             if metric in _NEWS2_METRICS:
-                old = vitals.get(metric)  # type: ignore[call-overload]
-                if old is None or ts >= old.ts:
-                    vitals[Metric(metric)] = Vital(value, ts)
+                old = vitals.get(metric)
+                if old is None or ts >= old[1]:
+                    vitals[metric] = (value, ts)
                     # A new value, or a vital the last score lacked (a fresh one
                     # after it aged out): anything else leaves the score as it is.
-                    if old is None or value != old.value or self._aged(patient, metric):
+                    if old is None or value != old[0] or metric in patient.missing:
                         rescore = True
             tracks = by_metric.get(metric)
             if tracks is None:
@@ -638,8 +642,8 @@ class AlertEngine:
             patient = self._patients[patient_id] = self._new_patient()
         for metric, vital in vitals.items():
             old = patient.vitals.get(metric)
-            if old is None or vital.ts > old.ts:
-                patient.vitals[metric] = vital
+            if old is None or vital.ts > old[1]:
+                patient.vitals[metric] = (vital.value, vital.ts)
         if consciousness is not None:
             patient.consciousness = consciousness
         if oxygen is not None:
@@ -648,11 +652,6 @@ class AlertEngine:
             patient.device_id = device_id
         patient.expires_at = float("-inf")
 
-    def _aged(self, patient: _Patient, metric: str) -> bool:
-        """True if the patient's last score lacked `metric`."""
-        scored = patient.score
-        return scored is None or metric in scored.missing
-
     def _score(self, patient_id: str, patient: _Patient, now: float, out: list[Transition]) -> None:
         """Score the patient at `now`, then raise, update or clear its news2 alerts."""
         window = self._news2_window_s
@@ -660,14 +659,15 @@ class AlertEngine:
             News2Inputs(
                 patient_id=patient_id,
                 now=now,
-                vitals=patient.vitals,
+                vitals={Metric(m): Vital(v, ts) for m, (v, ts) in patient.vitals.items()},
                 consciousness=patient.consciousness,
                 oxygen=patient.oxygen,
                 window_s=window,
             )
         )
         patient.score = result
-        fresh = [v.ts for v in patient.vitals.values() if now - v.ts <= window]
+        patient.missing = frozenset(result.missing)
+        fresh = [ts for _v, ts in patient.vitals.values() if now - ts <= window]
         # Just past the window: the score changes only once a value is strictly older.
         expires = min(fresh) + window + 1e-6 if fresh else float("inf")
         band, value = result.band, float(result.score)

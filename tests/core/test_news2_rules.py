@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 
 from gateway.core.alert_engine import AlertEngine, Transition
 from gateway.core.news2 import Vital
-from gateway.core.rules import News2Rule, Priority, Rule, RulesError, RuleSet, parse_rules
+from gateway.core.rules import (
+    News2Rule,
+    Priority,
+    Rule,
+    RulesError,
+    RuleSet,
+    load_rules,
+    parse_rules,
+)
 from schemas.clinical import Consciousness, News2Band
 from schemas.codes import AlertStatus
 from schemas.metrics import Metric
@@ -109,10 +118,6 @@ class TestParsing:
 
     def test_shipped_rules_have_the_three_bands(self) -> None:
         """config/alert-rules.toml ships news2-high, news2-medium and news2-low-medium."""
-        from pathlib import Path
-
-        from gateway.core.rules import load_rules
-
         rules = load_rules(Path(__file__).parents[2] / "config" / "alert-rules.toml")
         shipped = {r.name: (r.band_at_least, r.priority) for r in rules.news2}
         assert shipped == {
