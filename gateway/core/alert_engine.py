@@ -21,20 +21,20 @@ acknowledged or cleared. Silencing does not hold escalation back.
 
 NEWS2 (`news2` rules, `core/news2.py` for the score): per patient the engine keeps the
 freshest value of each NEWS2 vital (with its reading time) and the clinician's latest
-consciousness and oxygen entries (`observe`, `seed`), and scores them again only when
-an input changed — a reading of a NEWS2 metric with a new value, or of one missing
-from the last score, an observation — and in `check` once a value ages out of
-`news2_window_s` (or a rule's `for_s` is pending). Scores are taken at the wall clock
-`now` (a vital is fresh while `now - its reading time <= news2_window_s`), and a news2
-rule's `for_s` is wall-clock time too. A score with vitals missing is a lower bound (a
-missing vital only adds points), so it raises when it reaches the band all the same;
-it clears when it drops below, also because the vitals that put it there aged out
-(the device-offline alarm has said so long before, and the cleared alert still waits
-for acknowledgement). Its values (`first_value`, `last_value`, `worst_value`) are
-scores; every alert of a patient carries the patient's score when the event happened
-(`news2_score`, `news2_band`, `news2_complete`; None until the patient has one).
-A news2 alert is raised on the device whose reading last reached the engine (the
-patient's); a patient with no device here yet raises nothing until one sends.
+consciousness and oxygen entries (`observe`, `seed`), and scores them again only when an
+input changed the score — a reading of a NEWS2 metric whose new value scores other
+points, or of one missing from the last score, an observation — and in `check` once a
+value ages out of `news2_window_s` (or a rule's `for_s` is pending). Scores are taken at
+the wall clock `now` (a vital is fresh while `now - its reading time <=
+news2_window_s`), and a news2 rule's `for_s` is wall-clock time too. A score with vitals
+missing is a lower bound (a missing vital only adds points), so it raises when it
+reaches the band all the same; it clears when it drops below, also because the vitals
+that put it there aged out (the device-offline alarm has said so long before, and the
+cleared alert still waits for acknowledgement). Its values (`first_value`, `last_value`,
+`worst_value`) are scores; every alert of a patient carries the patient's score when the
+event happened (`news2_score`, `news2_band`, `news2_complete`; None until the patient
+has one). A news2 alert is raised on the device whose reading last reached the engine
+(the patient's); a patient with no device here yet raises nothing until one sends.
 
 Revoking a device closes its open alerts at once (`revoke_device`): each becomes
 `cleared_ack` with `closed_by` (who revoked it) and `closed_reason` "device_revoked"
@@ -56,7 +56,15 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Literal
 
-from gateway.core.news2 import DEFAULT_WINDOW_S, NEWS2_METRICS, News2, News2Inputs, Vital, score
+from gateway.core.news2 import (
+    DEFAULT_WINDOW_S,
+    NEWS2_METRICS,
+    News2,
+    News2Inputs,
+    Vital,
+    score,
+    sub_score,
+)
 from gateway.core.offline import DEFAULT_OFFLINE_AFTER_S, OfflineTracker
 from gateway.core.rules import (
     CLEAR_TOLERANCE,
@@ -543,10 +551,13 @@ class AlertEngine:
                 old = vitals.get(metric)
                 if old is None or ts >= old[1]:
                     vitals[metric] = (value, ts)
-                    # A new value, or a vital the last score lacked (a fresh one
-                    # after it aged out): anything else leaves the score as it is.
-                    if old is None or value != old[0] or metric in patient.missing:
+                    # A vital the last score lacked (a fresh one after it aged out), or
+                    # a new value that scores other points: anything else leaves the
+                    # score as it is (a sub-score costs a fifth of a whole score).
+                    if old is None or metric in patient.missing:
                         rescore = True
+                    elif value != old[0] and not rescore:
+                        rescore = self._points_change(patient, metric, value)
             tracks = by_metric.get(metric)
             if tracks is None:
                 continue
@@ -651,6 +662,15 @@ class AlertEngine:
         if patient.device_id is None:
             patient.device_id = device_id
         patient.expires_at = float("-inf")
+
+    def _points_change(self, patient: _Patient, metric: str, value: float) -> bool:
+        """True if `value` of `metric` scores other points than the last score gave it."""
+        scored = patient.score
+        if scored is None:
+            return True
+        points = sub_score(Metric(metric), value, oxygen=bool(patient.oxygen))
+        before: int | None = getattr(scored.sub_scores, metric)
+        return points != before
 
     def _score(self, patient_id: str, patient: _Patient, now: float, out: list[Transition]) -> None:
         """Score the patient at `now`, then raise, update or clear its news2 alerts."""

@@ -180,14 +180,17 @@ class TestContinuousScore:
         assert cleared[0].alert.news2_complete is False
 
     def test_unchanged_inputs_are_not_scored_again(self, engine: AlertEngine) -> None:
-        """The same values again, or a reading of another metric, keep the last score."""
+        """The same values again, values scoring the same points, or a reading of another
+        metric keep the last score."""
         vitals(engine, NORMAL, ts=0)
         first = engine.news2("p1")
         vitals(engine, NORMAL, ts=5)
         engine.process("p1", "d1", [("diastolic_bp", 6, 80.0)], 6)
         assert engine.check(10) == []
         assert engine.news2("p1") is first
-        vitals(engine, {"heart_rate": 73}, ts=11)
+        vitals(engine, {"heart_rate": 73}, ts=11)  # another value, the same points
+        assert engine.news2("p1") is first
+        vitals(engine, {"heart_rate": 95}, ts=11)
         again = engine.news2("p1")
         assert again is not first
         assert again is not None
