@@ -37,9 +37,11 @@ HIGH_VALUES = {**MEDIUM_VALUES, "resp_rate": 25, "spo2": 93, "heart_rate": 115}
 def vitals(
     engine: AlertEngine, values: dict[str, float], *, ts: float, now: float | None = None
 ) -> list[Transition]:
-    """One batch of `values`, all read at `ts`, processed at `now` (default `ts`)."""
+    """One batch of `values`, all read at `ts`, processed at `now` (default `ts`), then
+    the timer's tick at the same time, which scores what the batch changed."""
     batch = [(metric, ts, value) for metric, value in values.items()]
-    return engine.process("p1", "d1", batch, ts if now is None else now)
+    at = ts if now is None else now
+    return engine.process("p1", "d1", batch, at) + engine.check(at)
 
 
 def kinds(transitions: Sequence[Transition]) -> list[tuple[str, str]]:
@@ -188,6 +190,7 @@ class TestContinuousScore:
         engine.process("p1", "d1", [("diastolic_bp", 6, 80.0)], 6)
         assert engine.check(10) == []
         assert engine.news2("p1") is first
+        assert engine.news2("p1") is first
         vitals(engine, {"heart_rate": 73}, ts=11)  # another value, the same points
         assert engine.news2("p1") is first
         vitals(engine, {"heart_rate": 95}, ts=11)
@@ -215,10 +218,20 @@ class TestContinuousScore:
         ]
 
     def test_every_alert_of_the_patient_carries_the_score(self, engine: AlertEngine) -> None:
-        """A threshold alert raised by the same batch carries the score of that batch."""
-        raised = vitals(engine, {**NORMAL, "spo2": 90}, ts=0)
-        (spo2,) = [t.alert for t in raised if t.alert.rule == "spo2-low"]
-        assert (spo2.news2_score, spo2.news2_band) == (3, "low-medium")
+        """A threshold alert carries the patient's latest score; the batch that raised it
+        is scored at the next tick, off the commit path."""
+        vitals(engine, NORMAL, ts=0)
+        (spo2,) = engine.process("p1", "d1", [("spo2", 1, 90.0)], 1)
+        assert (spo2.alert.rule, spo2.alert.news2_score, spo2.alert.news2_band) == (
+            "spo2-low",
+            0,
+            "low",
+        )
+        assert engine.news2("p1") is not None
+        assert kinds(engine.check(1)) == [("raised", "news2-low-medium")]
+        score = engine.news2("p1")
+        assert score is not None
+        assert (score.score, score.band) == (3, "low-medium")
 
     def test_acknowledge_and_escalate_like_any_alert(self, engine: AlertEngine) -> None:
         """A high news2 alert escalates unacknowledged, and acknowledging stops it."""

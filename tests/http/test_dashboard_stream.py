@@ -188,10 +188,10 @@ async def test_alert_reaches_every_dashboard_promptly(gateway: Gateway) -> None:
         "silenced_until": None,
         "silenced_by": None,
         "escalation": 0,
-        # Readings stamped in the past (BASE): nothing fresh for NEWS2 to score.
-        "news2_score": 0,
-        "news2_band": "low",
-        "news2_complete": False,
+        # The patient's first batch: NEWS2 scores it at the next tick, after this event.
+        "news2_score": None,
+        "news2_band": None,
+        "news2_complete": None,
     }
     assert when(alert["raised_at"]) == when(alert["updated_at"])
     assert abs(when(alert["raised_at"]).timestamp() - time.time()) < 10
