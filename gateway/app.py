@@ -146,7 +146,9 @@ async def _committer(app: web.Application) -> AsyncIterator[None]:
     """The group committer, with the alert service as its partner (alert events go into
     the commits) and the vitals publisher told of each commit's batches."""
     settings = app[SETTINGS]
-    async with VitalsPublisher.running(app[HUB], app[NOTIFICATIONS]) as vitals:
+    async with VitalsPublisher.running(
+        app[HUB], app[NOTIFICATIONS], news2=app[ALERTS].news2
+    ) as vitals:
         committer = GroupCommitter(
             app[STORAGE].readings,
             max_rows=settings.commit_max_rows,
@@ -198,6 +200,8 @@ async def _alerts(app: web.Application) -> AsyncIterator[None]:
         metrics=app[METRICS],
         ownership=ownership,
         wakeups=app[NOTIFICATIONS],
+        patients=storage.patients,
+        news2_window_s=settings.news2_window_s,
     ) as service:
         app[ALERTS] = service
         yield

@@ -21,6 +21,7 @@ from pydantic import (
     TypeAdapter,
 )
 
+from schemas.clinical import News2Band
 from schemas.codes import AlertStatus, DashboardErrorCode
 from schemas.metrics import Metric
 
@@ -40,6 +41,7 @@ __all__ = [
     "Subscribed",
     "VitalReading",
     "Vitals",
+    "VitalsNews2",
 ]
 
 
@@ -152,6 +154,15 @@ class AlertOut(BaseModel):
     escalation: int = Field(
         0, description="Times escalated for staying active and unacknowledged (0: never)."
     )
+    news2_score: int | None = Field(
+        None,
+        description="The patient's NEWS2 total when this event happened; null: none yet. "
+        "A lower bound when `news2_complete` is false.",
+    )
+    news2_band: News2Band | None = Field(None, description="The band of `news2_score`.")
+    news2_complete: bool | None = Field(
+        None, description="False when vitals were missing from the score's window."
+    )
 
 
 class AlertEvent(BaseModel):
@@ -174,6 +185,15 @@ class VitalReading(BaseModel):
     unit: str
 
 
+class VitalsNews2(BaseModel):
+    """The patient's NEWS2 as the gateway last scored it (continuously, as readings and
+    observations arrive and values age out)."""
+
+    score: int = Field(description="The total; a lower bound when `complete` is false.")
+    band: News2Band
+    complete: bool = Field(description="False when vitals are missing from the window.")
+
+
 class Vitals(BaseModel):
     """The latest reading of each metric received since the patient's previous message."""
 
@@ -181,6 +201,10 @@ class Vitals(BaseModel):
     patient_id: str
     device_id: str
     readings: list[VitalReading]
+    # Added with defaults, so older payloads still parse.
+    news2: VitalsNews2 | None = Field(
+        None, description="The patient's NEWS2; null where this replica has not scored it."
+    )
 
 
 class DashboardError(BaseModel):

@@ -51,6 +51,8 @@ T = TypeVar("T")
 
 # for_s = 0: an alert is raised by the very batch that violates, so alert latency is
 # the gateway's, not the rule's. The heart rate limit is the one the ward load crosses.
+# NEWS2 is scored on every patient's path whatever the rules; the news2-high rule adds
+# its evaluation (the ward load never reaches high: its one bad heart rate scores 3).
 BENCH_RULES = """\
 [[rule]]
 name = "heart_rate-high"
@@ -66,6 +68,12 @@ metric = "spo2"
 below = 92
 for_s = 0
 clear_margin = 1
+priority = "high"
+
+[[rule]]
+name = "news2-high"
+kind = "news2"
+band_at_least = "high"
 priority = "high"
 """
 

@@ -16,10 +16,11 @@ the present vitals give, a lower bound); consciousness and supplemental oxygen a
 entered by clinicians, and until they are, Alert and air are assumed and listed in
 `assumed`.
 
-Today the score is computed on request (`GET /v1/patients/{id}/news2`, the ward list)
-from the stored latest readings; computing it continuously on the alert engine's path
-(on each reading that changes it, and on a timer as values age out) is a later step,
-which can feed this same function.
+The score is computed on request (`GET /v1/patients/{id}/news2`, the ward list) from the
+stored latest readings, and continuously on the alert engine's path
+(`core/alert_engine.py`: on each reading or observation that changes an input, and on
+its timer as values age out) for the `news2` rules, the alert events and the vitals
+messages: both through this same function.
 """
 
 from __future__ import annotations

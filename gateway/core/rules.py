@@ -1,7 +1,9 @@
 """Alert rules: what a rule is, loading them from the rules TOML file, and their version.
 
-A rule names one metric and one limit; the engine (`gateway.core.alert_engine`) decides
-when it fires. Loading is strict: a rules file with any problem stops start-up with
+A rule is of one of two kinds: a threshold rule (`kind = "threshold"`, the default)
+names one metric and one limit; a NEWS2 rule (`kind = "news2"`) names the lowest NEWS2
+band that raises it (`band_at_least`). The engine (`gateway.core.alert_engine`) decides
+when either fires. Loading is strict: a rules file with any problem stops start-up with
 a message naming the file, the rule and the problem.
 
 `RuleSet.version` names a set of rules across replicas: the first 12 hex digits of the
@@ -25,6 +27,7 @@ from typing import Annotated, Any, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, model_validator
 
 from gateway.errors import ConfigError
+from schemas.clinical import News2Band
 from schemas.metrics import Metric
 
 __all__ = [
@@ -32,7 +35,9 @@ __all__ = [
     "DEFAULT_ESCALATE_AFTER_S",
     "OFFLINE_LABEL",
     "OFFLINE_RULE_NAME",
+    "AnyRule",
     "Direction",
+    "News2Rule",
     "Priority",
     "Rule",
     "RuleSet",
@@ -143,50 +148,121 @@ class Rule:
         return value <= self.clear_level + CLEAR_TOLERANCE
 
 
-@dataclass(frozen=True, slots=True)
-class RuleSet:
-    """An immutable set of rules with unique names, indexed by metric and by name."""
+# The chart's bands, lowest risk first: a band is "at least" another by this rank.
+_BAND_RANK = {band: rank for rank, band in enumerate(News2Band)}
 
-    rules: tuple[Rule, ...] = ()
-    by_metric: Mapping[str, tuple[Rule, ...]] = field(init=False, repr=False, compare=False)
-    by_name: Mapping[str, Rule] = field(init=False, repr=False, compare=False)
+
+@dataclass(frozen=True, slots=True)
+class News2Rule:
+    """Violated while the patient's NEWS2 band is `band_at_least` or higher.
+
+    The score is computed by the engine from the freshest vitals (`core/news2.py`); a
+    score with vitals missing is a lower bound, and raises all the same (a missing
+    vital can only add points). The alert clears when the band drops below again.
+    `for_s`: how long (gateway time) the band must hold before the alert is raised.
+    `label`, `escalate_after_s`: as for `Rule`.
+    """
+
+    name: str
+    band_at_least: News2Band
+    priority: Priority
+    for_s: float = 0.0
+    label: str = ""
+    escalate_after_s: float | None = None
 
     def __post_init__(self) -> None:
-        by_name: dict[str, Rule] = {}
+        if not self.name or self.name == OFFLINE_RULE_NAME:
+            raise ValueError(f"invalid rule name {self.name!r}")
+        if not (math.isfinite(self.for_s) and self.for_s >= 0):
+            raise ValueError("for_s must be finite and not negative")
+        after = self.escalate_after_s
+        if after is not None and not (math.isfinite(after) and after > 0):
+            raise ValueError(f"escalate_after_s must be positive, not {after!r}")
+
+    @property
+    def shown_as(self) -> str:
+        """The rule's label, or its name when it has none."""
+        return self.label or self.name
+
+    @property
+    def escalation_s(self) -> float | None:
+        """Seconds between escalations of its unacknowledged alerts; None: never."""
+        if self.escalate_after_s is not None:
+            return self.escalate_after_s
+        return DEFAULT_ESCALATE_AFTER_S if self.priority is Priority.HIGH else None
+
+    def violated_by(self, band: News2Band) -> bool:
+        return _BAND_RANK[band] >= _BAND_RANK[self.band_at_least]
+
+
+AnyRule = Rule | News2Rule
+
+
+@dataclass(frozen=True, slots=True)
+class RuleSet:
+    """An immutable set of rules with unique names, indexed by metric and by name.
+
+    `rules` are the threshold rules (what iterating the set gives, and what the
+    dashboard draws as limits); `news2` the NEWS2 rules. Names are unique across both.
+    """
+
+    rules: tuple[Rule, ...] = ()
+    news2: tuple[News2Rule, ...] = ()
+    by_metric: Mapping[str, tuple[Rule, ...]] = field(init=False, repr=False, compare=False)
+    by_name: Mapping[str, AnyRule] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        by_name: dict[str, AnyRule] = {}
         by_metric: dict[str, tuple[Rule, ...]] = {}
-        for rule in self.rules:
+        for rule in self.every:
             if rule.name in by_name:
                 raise ValueError(f"duplicate rule name {rule.name!r}")
             by_name[rule.name] = rule
-            by_metric[rule.metric] = (*by_metric.get(rule.metric, ()), rule)
+            if isinstance(rule, Rule):
+                by_metric[rule.metric] = (*by_metric.get(rule.metric, ()), rule)
         object.__setattr__(self, "by_name", by_name)
         object.__setattr__(self, "by_metric", by_metric)
 
     def __iter__(self) -> Iterator[Rule]:
+        """The threshold rules, in file order."""
         return iter(self.rules)
 
     def __len__(self) -> int:
-        return len(self.rules)
+        """Every rule in force, of either kind."""
+        return len(self.rules) + len(self.news2)
+
+    @property
+    def longest_for_s(self) -> float:
+        """The longest `for_s` of any rule (0 with none)."""
+        return max((r.for_s for r in self.every), default=0.0)
+
+    @property
+    def every(self) -> tuple[AnyRule, ...]:
+        """Every rule, threshold rules first."""
+        every: tuple[AnyRule, ...] = (*self.rules, *self.news2)
+        return every
 
     @property
     def version(self) -> str:
         """A short content hash of these rules (see `rules_version`)."""
-        return rules_version(self.rules)
+        return rules_version(self.rules, self.news2)
 
 
 # Hex digits of the version: 48 bits, no accidental collision among a site's rule files.
 _VERSION_DIGITS = 12
 
 
-def rules_version(rules: Iterable[Rule]) -> str:
-    """The version of `rules`: SHA-256 of their fields in order (numbers as floats,
-    so `below = 92` and `below = 92.0` agree; label and escalation as in force, so
-    a default spelled out is the same rules), first 12 hex digits.
+def rules_version(rules: Iterable[Rule], news2: Iterable[News2Rule] = ()) -> str:
+    """The version of `rules` (and `news2` rules): SHA-256 of their fields in order
+    (numbers as floats, so `below = 92` and `below = 92.0` agree; label and escalation
+    as in force, so a default spelled out is the same rules), first 12 hex digits.
+    NEWS2 rules follow the threshold rules, marked as such; without any, the version
+    is what it was before NEWS2 rules existed.
 
     Order counts: the engine evaluates a metric's rules in file order, so a reordered
     file may raise its alerts in another order and is another version.
     """
-    canonical = [
+    canonical: list[list[Any]] = [
         [
             r.name,
             str(r.metric),
@@ -200,6 +276,18 @@ def rules_version(rules: Iterable[Rule]) -> str:
         ]
         for r in rules
     ]
+    canonical += [
+        [
+            "news2",
+            r.name,
+            str(r.band_at_least),
+            str(r.priority),
+            float(r.for_s),
+            r.shown_as,
+            r.escalation_s,
+        ]
+        for r in news2
+    ]
     text = json.dumps(canonical, separators=(",", ":"), ensure_ascii=True)
     return hashlib.sha256(text.encode()).hexdigest()[:_VERSION_DIGITS]
 
@@ -211,10 +299,11 @@ _Positive = Annotated[float, Field(strict=True, allow_inf_nan=False, gt=0)]
 
 
 class _RuleEntry(BaseModel):
-    """One `[[rule]]` table exactly as written in the file."""
+    """One `[[rule]]` table of kind `threshold` exactly as written in the file."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    kind: Literal["threshold"] = "threshold"
     name: Annotated[StrictStr, Field(min_length=1)]
     metric: Metric
     below: _Number | None = None
@@ -250,6 +339,42 @@ class _RuleEntry(BaseModel):
         )
 
 
+class _News2Entry(BaseModel):
+    """One `[[rule]]` table of kind `news2` exactly as written in the file."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["news2"]
+    name: Annotated[StrictStr, Field(min_length=1)]
+    band_at_least: News2Band
+    for_s: _NonNegative = 0.0
+    priority: Priority
+    label: Annotated[StrictStr, Field(min_length=1, max_length=64)] | None = None
+    escalate_after_s: _Positive | None = None
+
+    @model_validator(mode="after")
+    def _not_reserved(self) -> Self:
+        if self.name == OFFLINE_RULE_NAME:
+            raise ValueError(f"name {OFFLINE_RULE_NAME!r} is reserved for the technical alarm")
+        return self
+
+    def to_rule(self) -> News2Rule:
+        return News2Rule(
+            name=self.name,
+            band_at_least=self.band_at_least,
+            priority=self.priority,
+            for_s=self.for_s,
+            label=self.label or "",
+            escalate_after_s=self.escalate_after_s,
+        )
+
+
+_KINDS: dict[object, type[_RuleEntry] | type[_News2Entry]] = {
+    "threshold": _RuleEntry,
+    "news2": _News2Entry,
+}
+
+
 def _describe(error: Any) -> str:
     loc = ".".join(str(part) for part in error["loc"])
     if error["type"] == "extra_forbidden":
@@ -279,12 +404,18 @@ def parse_rules(text: str, source: str = "<rules>") -> RuleSet:
 
     problems: list[str] = []
     rules: list[Rule] = []
+    news2: list[News2Rule] = []
     first_index: dict[str, int] = {}
     for index, raw in enumerate(entries, start=1):
         name = raw.get("name")
         where = f"rule #{index} {name!r}" if isinstance(name, str) and name else f"rule #{index}"
+        kind = raw.get("kind", "threshold")
+        model = _KINDS.get(kind) if isinstance(kind, str) else None
+        if model is None:
+            problems.append(f"{where}: kind: must be 'threshold' or 'news2', not {kind!r}")
+            continue
         try:
-            entry = _RuleEntry.model_validate(raw)
+            entry = model.model_validate(raw)
         except ValidationError as e:
             problems.extend(f"{where}: {_describe(err)}" for err in e.errors())
             continue
@@ -294,10 +425,13 @@ def parse_rules(text: str, source: str = "<rules>") -> RuleSet:
             )
             continue
         first_index[entry.name] = index
-        rules.append(entry.to_rule())
+        if isinstance(entry, _News2Entry):
+            news2.append(entry.to_rule())
+        else:
+            rules.append(entry.to_rule())
     if problems:
         raise RulesError(source, problems)
-    return RuleSet(tuple(rules))
+    return RuleSet(tuple(rules), tuple(news2))
 
 
 def read_rules(path: Path) -> tuple[str, RuleSet]:

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from gateway.core.news2 import News2, News2Inputs, SpO2Scale, most_urgent_first, score
 from gateway.errors import ForbiddenError, InvalidParameter, NotFoundError
 from gateway.http.auth import require_patient_access, require_user
-from gateway.http.keys import ACCOUNTS, AUDIT, PATIENTS, SETTINGS
+from gateway.http.keys import ACCOUNTS, ALERTS, AUDIT, PATIENTS, SETTINGS
 from gateway.http.params import parse_latest, parse_ward
 from gateway.storage.accounts import Role
 from gateway.storage.patients import PatientInputs
@@ -149,6 +149,8 @@ async def add_observation(request: web.Request) -> web.Response:
         oxygen=body.oxygen,
         recorded_by=principal.name,
     )
+    # NEWS2 on the alert engine's path takes the new entry in (on the patient's owner).
+    await request.app[ALERTS].observed(patient_id)
     entered = []
     if body.consciousness is not None:
         entered.append(f"consciousness {body.consciousness.value}")

@@ -24,6 +24,12 @@ patients this replica owns; it adopts patients it claims from the database, lets
 of those another replica took over, draws alert ids from the shared counter in
 blocks, and hands acknowledgements and silences of other replicas' alerts to their
 owner (`_forward`: a `{"op": "ack" | "silence", …}` command on CHANNEL_COMMANDS).
+
+NEWS2 (the engine's `news2` rules and each patient's score): the engine scores from the
+readings it evaluates; this service gives it what is stored besides — every patient's
+inputs at restore, the adopted patients' at adoption (`seed`), and a clinician's new
+observation (`observed`, handed to the patient's owner as `{"op": "observe"}`), and
+lends the latest score out read-only (`news2`, for the vitals messages).
 """
 
 from __future__ import annotations
@@ -48,6 +54,7 @@ from gateway.core.alert_engine import (
     Transition,
     UnknownAlertError,
 )
+from gateway.core.news2 import DEFAULT_WINDOW_S, News2
 from gateway.core.rows import METRIC, TS_US, VALUE
 from gateway.core.rules import RuleSet, load_rules
 from gateway.errors import ForbiddenError, OwnershipLost, SeqConflict, StorageError
@@ -66,6 +73,7 @@ from gateway.storage.notify import (
     CHANNEL_READINGS,
     Notifications,
 )
+from gateway.storage.patients import PatientStore
 from schemas.codes import AlertStatus
 
 __all__ = ["AlertService"]
@@ -99,8 +107,13 @@ class AlertService:
         ownership: Ownership | None = None,
         *,
         feed: EventFeed,
+        patients: PatientStore | None = None,
     ) -> None:
         self._engine = engine
+        # Where NEWS2's stored inputs are read from (None: the engine's own only).
+        self._patients = patients
+        # Observations handed over by other replicas, being scored (kept referenced).
+        self._observing: set[asyncio.Task[None]] = set()
         self._ownership = ownership
         # Alert ids reserved from the shared counter, not used yet (replicas only).
         self._ids: collections.deque[int] = collections.deque()
@@ -130,6 +143,7 @@ class AlertService:
         # Alert id -> perf_counter() arrival of the batch that raised it, until the
         # raise is pushed (vitals_alert_push_seconds); bounded like `_pending`.
         self._raised_by: dict[int, float] = {}
+        self._news2_window_s = DEFAULT_WINDOW_S
         if metrics is not None:
             metrics.track_open_alerts(
                 lambda: ((a.priority.value, a.status.value) for a in engine.open_alerts())
@@ -149,6 +163,8 @@ class AlertService:
         metrics: Metrics | None = None,
         ownership: Ownership | None = None,
         wakeups: Notifications | None = None,
+        patients: PatientStore | None = None,
+        news2_window_s: float = DEFAULT_WINDOW_S,
     ) -> AsyncIterator[AlertService]:
         """Load the rules, restore stored open alerts, run the timer until exit.
 
@@ -164,8 +180,12 @@ class AlertService:
             offline_after_s=offline_after_s,
             alert_ids=None if ownership is None else ids.popleft,
             max_silence_s=max_silence_s,
+            news2_window_s=news2_window_s,
         )
-        service = cls(engine, store, hub, rules_path, metrics, ownership, feed=feed)
+        service = cls(
+            engine, store, hub, rules_path, metrics, ownership, feed=feed, patients=patients
+        )
+        service._news2_window_s = news2_window_s
         service._ids = ids
         service._wakeups = wakeups
         tasks = [asyncio.create_task(service._tick_forever(), name="alert-timer")]
@@ -188,7 +208,7 @@ class AlertService:
         try:
             yield service
         finally:
-            for task in tasks:
+            for task in [*tasks, *service._observing]:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
@@ -207,6 +227,7 @@ class AlertService:
         for row in state.open_alerts:
             self._wards[row["device_id"]] = row["ward"]
         self._pending += self._engine.restore(alerts, time.time())
+        await self._seed(everyone=True)
         await self._store_directly()  # before the timer or any commit can queue more
         log.info("alerts: %d open restored, last event id %d", len(alerts), state.max_event_id)
 
@@ -214,6 +235,65 @@ class AlertService:
     def rules(self) -> RuleSet:
         """The rules in force (a refused reload leaves the previous ones)."""
         return self._engine.rules
+
+    def news2(self, patient_id: str) -> News2 | None:
+        """The patient's latest NEWS2 as the engine scored it; None unless this replica
+        evaluates the patient and has scored it."""
+        return self._engine.news2(patient_id)
+
+    async def observed(self, patient_id: str) -> None:
+        """A clinician's observation of `patient_id` was stored: its owner scores the
+        patient again from the stored latest entries (another replica's is told).
+        Never raises: the observation is stored, and the owner reads every stored entry
+        again at its next adoption; a failure here is logged."""
+        try:
+            if self._ownership is not None and patient_id not in self._ownership.owned:
+                if self._wakeups is not None:
+                    command = {"op": "observe", "patient_id": patient_id}
+                    await self._wakeups.notify(CHANNEL_COMMANDS, json.dumps(command))
+                return
+            await self._observe(patient_id)
+        except Exception as e:
+            log.warning("observation of %s not scored yet: %s", patient_id, e)
+
+    async def _observe(self, patient_id: str) -> None:
+        if self._patients is None:
+            return
+        since_us = int((time.time() - self._news2_window_s) * 1e6)
+        for found in await self._patients.news2_inputs(since_us, patient_id=patient_id):
+            await self._reserve_ids(1)
+            self._enqueue(
+                self._engine.observe(
+                    patient_id,
+                    time.time(),
+                    consciousness=found.consciousness,
+                    oxygen=found.oxygen,
+                )
+            )
+
+    async def _seed(
+        self,
+        *,
+        patient_ids: list[str] | None = None,
+        everyone: bool = False,
+        devices: dict[str, str] | None = None,
+    ) -> None:
+        """Give the engine the stored NEWS2 inputs of these patients (scored at its
+        next check); `devices`: patient id -> a device of theirs to raise alerts on."""
+        if self._patients is None:
+            return
+        since_us = int((time.time() - self._news2_window_s) * 1e6)
+        found = await self._patients.news2_inputs(
+            since_us, patient_ids=patient_ids, everyone=everyone
+        )
+        for inputs in found:
+            self._engine.seed(
+                inputs.patient_id,
+                vitals=inputs.vitals,
+                consciousness=inputs.consciousness,
+                oxygen=inputs.oxygen,
+                device_id=(devices or {}).get(inputs.patient_id),
+            )
 
     def committer_started(self, wake: Callable[[], None]) -> None:
         """CommitPartner: the committer runs, and from now on stores the events; `wake`
@@ -357,8 +437,8 @@ class AlertService:
         transitions = self._engine.replace_rules(rules, time.time())
         if transitions:
             await self._enqueue_and_wait(transitions)
-        log.info("alert rules %s in force (%s): %d rules", rules.version, source, len(rules.rules))
-        return len(rules.rules)
+        log.info("alert rules %s in force (%s): %d rules", rules.version, source, len(rules))
+        return len(rules)
 
     async def _tick_forever(self) -> None:
         while True:
@@ -422,7 +502,7 @@ class AlertService:
             now = time.time()
             # Far enough back to rebuild every pending `for_s` run, and to cover the
             # readings stored while the patient had no live owner.
-            longest = max((r.for_s for r in self._engine.rules), default=0.0)
+            longest = self._engine.rules.longest_for_s
             replay_s = longest + LEASE_S + 4 * BEAT_S
             state = await self._store.patient_state(patients, int((now - replay_s) * 1e6))
             for device_id, _patient, ward, _seen, _revoked in state.devices:
@@ -430,6 +510,15 @@ class AlertService:
             held = {a.id for a in self._engine.open_alerts()}
             alerts = [Alert.from_mapping(r) for r in state.open_alerts if r["id"] not in held]
             transitions = self._engine.restore(alerts, now)
+            # NEWS2 goes on from the stored freshest vitals and entries; the readings
+            # replayed below bring the newest in (scored at the engine's next check).
+            newest = sorted(
+                (seen_us, device_id, patient_id)
+                for device_id, patient_id, _ward, seen_us, revoked in state.devices
+                if not revoked and seen_us is not None
+            )
+            devices = {patient_id: device_id for _seen, device_id, patient_id in newest}
+            await self._seed(patient_ids=list(patients), devices=devices)
             by_device: dict[tuple[str, str], list[tuple[str, float, float]]] = {}
             for patient_id, device_id, metric, ts_us, value in state.readings:
                 # A violation whose alert already cleared must not raise again: replay
@@ -602,8 +691,11 @@ class AlertService:
         """Another replica hands over an acknowledgement or a silence: done here if ours."""
         try:
             command = json.loads(payload)
+            if command.get("op") == "observe":
+                self._observe_handed_over(str(command["patient_id"]))
+                return
             alert_id = int(command["alert_id"])
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, AttributeError):
             log.warning("unreadable command from another replica: %.200s", payload)
             return
         if alert_id not in self._engine_alert_ids():
@@ -614,6 +706,21 @@ class AlertService:
             log.info("%s of alert %d handed over: %s", command.get("op"), alert_id, e)
         except (ValueError, KeyError, TypeError):
             log.warning("unreadable command from another replica: %.200s", payload)
+
+    def _observe_handed_over(self, patient_id: str) -> None:
+        """Another replica stored an observation: scored here if the patient is ours."""
+        if self._ownership is None or patient_id not in self._ownership.owned:
+            return
+
+        async def observe() -> None:
+            try:
+                await self._observe(patient_id)
+            except Exception as e:
+                log.warning("observation of %s not scored: %s", patient_id, e)
+
+        task = asyncio.create_task(observe(), name="news2-observe")
+        self._observing.add(task)
+        task.add_done_callback(self._observing.discard)
 
     def _drafts(self, transitions: list[Transition]) -> list[EventDraft]:
         """The events of `transitions`, to be numbered by the transaction storing them."""

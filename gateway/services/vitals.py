@@ -17,15 +17,16 @@ import contextlib
 import json
 import logging
 import secrets
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from gateway.core.news2 import News2
 from gateway.core.rows import METRIC, TS_US, VALUE, ReadingRow
 from gateway.services.committer import PendingBatch
 from gateway.services.hub import Hub
 from gateway.storage.notify import CHANNEL_VITALS, NOTIFY_MAX_BYTES, Notifications
-from schemas.dashboard import VitalReading, Vitals
+from schemas.dashboard import VitalReading, Vitals, VitalsNews2
 from schemas.metrics import METRICS, Metric
 
 __all__ = [
@@ -129,8 +130,16 @@ class VitalsThrottle:
 class VitalsPublisher:
     """Committed readings in, throttled `vitals` messages out to the hub."""
 
-    def __init__(self, hub: Hub, relay: Notifications | None = None) -> None:
+    def __init__(
+        self,
+        hub: Hub,
+        relay: Notifications | None = None,
+        news2: Callable[[str], News2 | None] | None = None,
+    ) -> None:
         self._hub = hub
+        # The patient's latest NEWS2, read-only (the alert service's, which scores it
+        # on the engine's path): this publisher never scores anything itself.
+        self._news2 = news2
         self._throttle = VitalsThrottle()
         # Other replicas to send each flush to (None: this process is alone).
         self._relay = relay if relay is not None and relay.shared else None
@@ -142,12 +151,16 @@ class VitalsPublisher:
     @classmethod
     @contextlib.asynccontextmanager
     async def running(
-        cls, hub: Hub, notifications: Notifications | None = None
+        cls,
+        hub: Hub,
+        notifications: Notifications | None = None,
+        *,
+        news2: Callable[[str], News2 | None] | None = None,
     ) -> AsyncIterator[VitalsPublisher]:
         """A publisher whose timer flushes every VITALS_EVERY_S until exit; with shared
         `notifications`, it also listens for the other replicas' vitals (call before
         `notifications.start`)."""
-        publisher = cls(hub, notifications)
+        publisher = cls(hub, notifications, news2)
         if publisher._relay is not None:
             publisher._relay.listen(CHANNEL_VITALS, publisher._received, lambda: None)
         timer = asyncio.create_task(publisher._flush_forever(), name="vitals-timer")
@@ -180,7 +193,15 @@ class VitalsPublisher:
                 )
                 for m, (ts, v) in p.latest.items()
             ]
-            msg = Vitals(patient_id=p.patient_id, device_id=p.device_id, readings=readings)
+            scored = None if self._news2 is None else self._news2(p.patient_id)
+            msg = Vitals(
+                patient_id=p.patient_id,
+                device_id=p.device_id,
+                readings=readings,
+                news2=None
+                if scored is None
+                else VitalsNews2(score=scored.score, band=scored.band, complete=scored.complete),
+            )
             text = msg.model_dump_json()
             self._hub.publish_vitals(p.ward, text)
             pushed.append((p.ward, text))

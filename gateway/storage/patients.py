@@ -13,6 +13,7 @@ these reads need no clamp.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -95,18 +96,32 @@ class PatientStore:
             )
 
     async def news2_inputs(
-        self, since_us: int, *, patient_id: str | None = None, ward: str | None = None
+        self,
+        since_us: int,
+        *,
+        patient_id: str | None = None,
+        ward: str | None = None,
+        patient_ids: Collection[str] | None = None,
+        everyone: bool = False,
     ) -> list[PatientInputs]:
-        """The inputs of one patient (any patient with a device, even a revoked one), or
-        of every patient with a device in use in `ward`, by patient id; vitals are the
-        newest at or after `since_us`. Empty when there is no such patient."""
-        if (patient_id is None) == (ward is None):
-            raise ValueError("exactly one of patient_id and ward")
+        """The inputs of one patient (any patient with a device, even a revoked one), of
+        `patient_ids` (likewise), of every patient with a device in use in `ward`, or
+        of `everyone` with a device in use, by patient id; vitals are the newest at or
+        after `since_us`. Empty when there is no such patient."""
+        chosen = (patient_id is not None, ward is not None, patient_ids is not None, everyone)
+        if sum(chosen) != 1:
+            raise ValueError("exactly one of patient_id, ward, patient_ids and everyone")
         query = select(_devices.patient_id).distinct()
         if patient_id is not None:
             query = query.where(_devices.patient_id == patient_id)
-        else:
+        elif patient_ids is not None:
+            if not patient_ids:
+                return []
+            query = query.where(_devices.patient_id.in_(sorted(patient_ids)))
+        elif ward is not None:
             query = query.where(_devices.ward == ward, _devices.revoked_at.is_(None))
+        else:
+            query = query.where(_devices.revoked_at.is_(None))
         patients = query.subquery("patients")
         columns: list[ColumnElement[Any]] = []
         for metric in NEWS2_METRICS:

@@ -199,6 +199,10 @@ class AlertRow(Base):
     silenced_until: Mapped[float | None] = mapped_column(Float, default=None)
     silenced_by: Mapped[str | None] = mapped_column(String(64), default=None)
     escalation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # The patient's NEWS2 when the alert last changed (migration 0007); null: none.
+    news2_score: Mapped[int | None] = mapped_column(Integer, default=None)
+    news2_band: Mapped[str | None] = mapped_column(String(16), default=None)
+    news2_complete: Mapped[bool | None] = mapped_column(Boolean, default=None)
     last_event_id: Mapped[int] = mapped_column(BigInteger, index=True)
 
 

@@ -114,6 +114,7 @@ class TestShippedRules:
     def test_decimal_clear_level_is_exact(self, shipped: RuleSet) -> None:
         """35.1 + 0.3 in binary floats still clears at a reading of exactly 35.4."""
         rule = shipped.by_name["temperature-low"]
+        assert isinstance(rule, Rule)
         assert rule.cleared_by(35.4)
         assert not rule.cleared_by(35.3)
 

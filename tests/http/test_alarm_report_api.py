@@ -4,19 +4,30 @@ acknowledged over REST, and the figures, ward scope and parameter problems check
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from gateway.core.alert_engine import Alert
 from gateway.http.keys import ALERT_STORE
+from gateway.settings import Settings
 from gateway.storage.events import EventDraft
 from tests.conftest import Gateway
-from tests.support.alert_helpers import open_device
+from tests.support.alert_helpers import open_device, threshold_rules, with_overrides
 from tests.support.frames import reading
 
 BP_LOW, BP_NORMAL = 80.0, 100.0  # raise / clear the shipped systolic_bp-low at once
 RULE = "systolic_bp-low"
+
+
+@pytest.fixture
+def settings(settings: Settings, tmp_path: Path) -> Settings:
+    """The shipped threshold rules only: readings stamped now would raise NEWS2 alerts
+    too (BP_LOW scores 3), and these figures count one rule's alerts."""
+    path = tmp_path / "alert-rules.toml"
+    path.write_text(threshold_rules(), encoding="utf-8")
+    return with_overrides(settings, rules_file=str(path))
 
 
 def now_reading(metric: str, value: float) -> dict[str, Any]:

@@ -280,7 +280,7 @@ async def test_reload_puts_a_new_rules_file_in_force(gateway: Gateway, rules_fil
             assert resp.status == 200
             assert await resp.json() == {
                 "status": "reloaded",
-                "rules": 9,
+                "rules": 12,  # 8 shipped threshold rules, 3 NEWS2 rules, the new one
                 "version": parse_rules(SHIPPED_RULES + DIASTOLIC_RULE).version,
             }
 

@@ -188,6 +188,10 @@ async def test_alert_reaches_every_dashboard_promptly(gateway: Gateway) -> None:
         "silenced_until": None,
         "silenced_by": None,
         "escalation": 0,
+        # The patient's first batch: NEWS2 scores it at the next tick, after this event.
+        "news2_score": None,
+        "news2_band": None,
+        "news2_complete": None,
     }
     assert when(alert["raised_at"]) == when(alert["updated_at"])
     assert abs(when(alert["raised_at"]).timestamp() - time.time()) < 10
@@ -752,6 +756,9 @@ async def test_device_offline_is_raised_for_a_silent_device_and_cleared_by_readi
                     "silenced_until": None,
                     "silenced_by": None,
                     "escalation": 0,
+                    "news2_score": 0,
+                    "news2_band": "low",
+                    "news2_complete": False,
                 }
 
             await quiet.send([reading("spo2", 97, at(5))])

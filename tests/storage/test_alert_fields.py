@@ -11,6 +11,7 @@ from gateway.core.alert_engine import Alert
 from gateway.core.rules import Priority
 from gateway.storage.events import stored_row
 from gateway.storage.schema import AlertRow, table_of
+from schemas.clinical import News2Band
 from schemas.codes import AlertStatus
 from schemas.dashboard import AlertOut
 
@@ -40,6 +41,9 @@ ALERT = Alert(
     silenced_until=1_764_950_090.75,
     silenced_by="nurse-kim",
     escalation=2,
+    news2_score=6,
+    news2_band=News2Band.MEDIUM,
+    news2_complete=False,
 )
 
 

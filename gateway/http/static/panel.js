@@ -226,6 +226,11 @@ export class AlertPanel {
       setText(card.values, `${metricLabel(alert.metric)} ${fmt(alert.last_value)} · worst ${fmt(alert.worst_value)}`);
       setText(card.limit, `Limit: ${formatLimit(alert.metric, alert.direction, alert.threshold)}`);
       card.limit.hidden = false;
+    } else if (alert.rule !== "device-offline") {
+      // A NEWS2 rule's alert: its values are scores; the band is the patient's now.
+      const incomplete = alert.news2_complete === false ? ", incomplete" : "";
+      setText(card.values, `NEWS2 ${alert.last_value} · worst ${alert.worst_value} (${alert.news2_band ?? "?"}${incomplete})`);
+      card.limit.hidden = true;
     } else {
       setText(card.values, `Device ${alert.device_id} stopped sending`);
       card.limit.hidden = true;
