@@ -27,7 +27,7 @@ from sqlalchemy.engine import make_url
 
 from gateway.http.keys import SETTINGS
 from gateway.settings import Settings, load_settings
-from tests.support.alert_helpers import open_dashboard
+from tests.support.alert_helpers import open_dashboard, threshold_rules, with_overrides
 from tests.support.frames import batch, batch_text, recent
 
 if TYPE_CHECKING:
@@ -38,6 +38,15 @@ STREAM = "/v1/devices/stream"
 READINGS_PER_BATCH = 50
 PRODUCE_EVERY_S = 0.04
 CLOSE_STORAGE = 1011
+
+
+@pytest.fixture
+def settings(settings: Settings, tmp_path: Path) -> Settings:
+    """The shipped threshold rules only: these tests count the alarms a low blood
+    pressure raises, which a NEWS2 rule would score too."""
+    path = tmp_path / "alert-rules.toml"
+    path.write_text(threshold_rules(), encoding="utf-8")
+    return with_overrides(settings, rules_file=str(path))
 
 
 @pytest.fixture

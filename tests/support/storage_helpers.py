@@ -111,6 +111,7 @@ def alert_row(
         "worst_value": 88.0, "raised_at": 1000.0, "updated_at": 1000.0, "cleared_at": None,
         "acked_at": None, "acked_by": None, "closed_by": None, "closed_reason": None,
         "label": "SpO₂ low", "silenced_until": None, "silenced_by": None, "escalation": 0,
+        "news2_score": None, "news2_band": None, "news2_complete": None,
         "last_event_id": last_event_id, **changes,
     }  # fmt: skip
 
