@@ -519,6 +519,10 @@ class AlertEngine:
         and those with an open alert (the ones whose revocation matters here)."""
         return self._offline.devices() | {ep.alert.device_id for ep in self._open.values()}
 
+    def holds(self, alert_id: int) -> bool:
+        """Whether `alert_id` is open here (with replicas: evaluated by this engine)."""
+        return alert_id in self._open
+
     def get(self, alert_id: int) -> Alert:
         """A snapshot of an open alert; raises like `acknowledge` for any other id."""
         return self._find(alert_id).snapshot()
@@ -848,7 +852,7 @@ class AlertEngine:
         `check`, can raise: what a caller drawing ids from a shared counter reserves."""
         # NEWS2 rules can raise in `check` for any patient here (values age out).
         news2 = len(self._patients) * len(self._rules.news2)
-        return patients * len(self._rules) + news2 + len(self._offline.devices())
+        return patients * len(self._rules) + news2 + len(self._offline)
 
     def release_patients(self, patient_ids: Iterable[str]) -> None:
         """Forget everything of these patients (another replica evaluates them now):

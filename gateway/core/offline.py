@@ -79,5 +79,8 @@ class OfflineTracker:
         """The devices watched for silence."""
         return set(self._watched)
 
+    def __len__(self) -> int:
+        return len(self._watched)
+
     def __contains__(self, device_id: object) -> bool:
         return device_id in self._watched

@@ -81,8 +81,38 @@ class RulesError(ConfigError):
         self.problems = problems
 
 
+class _Shown:
+    """What both rule kinds share: how clinicians read them (`label`) and how often
+    their unanswered alerts escalate."""
+
+    __slots__ = ()
+    name: str
+    label: str
+    priority: Priority
+    escalate_after_s: float | None
+
+    def _check_shown(self) -> None:
+        if not self.name or self.name == OFFLINE_RULE_NAME:
+            raise ValueError(f"invalid rule name {self.name!r}")
+        after = self.escalate_after_s
+        if after is not None and not (math.isfinite(after) and after > 0):
+            raise ValueError(f"escalate_after_s must be positive, not {after!r}")
+
+    @property
+    def shown_as(self) -> str:
+        """The rule's label, or its name when it has none."""
+        return self.label or self.name
+
+    @property
+    def escalation_s(self) -> float | None:
+        """Seconds between escalations of its unacknowledged alerts; None: never."""
+        if self.escalate_after_s is not None:
+            return self.escalate_after_s
+        return DEFAULT_ESCALATE_AFTER_S if self.priority is Priority.HIGH else None
+
+
 @dataclass(frozen=True, slots=True)
-class Rule:
+class Rule(_Shown):
     """Violated by a value strictly `below`/`above` `threshold`.
 
     A `below` rule clears at a value >= threshold + clear_margin, an `above` rule at a
@@ -108,29 +138,13 @@ class Rule:
     def __post_init__(self) -> None:
         # The file loader checks all of this with better messages; this guards rules
         # built in code, which the engine trusts just the same.
-        if not self.name or self.name == OFFLINE_RULE_NAME:
-            raise ValueError(f"invalid rule name {self.name!r}")
+        self._check_shown()
         if self.direction not in ("below", "above"):
             raise ValueError(f"direction must be 'below' or 'above', not {self.direction!r}")
         if not all(map(math.isfinite, (self.threshold, self.for_s, self.clear_margin))):
             raise ValueError("threshold, for_s and clear_margin must be finite")
         if self.for_s < 0 or self.clear_margin < 0:
             raise ValueError("for_s and clear_margin must not be negative")
-        after = self.escalate_after_s
-        if after is not None and not (math.isfinite(after) and after > 0):
-            raise ValueError(f"escalate_after_s must be positive, not {after!r}")
-
-    @property
-    def shown_as(self) -> str:
-        """The rule's label, or its name when it has none."""
-        return self.label or self.name
-
-    @property
-    def escalation_s(self) -> float | None:
-        """Seconds between escalations of its unacknowledged alerts; None: never."""
-        if self.escalate_after_s is not None:
-            return self.escalate_after_s
-        return DEFAULT_ESCALATE_AFTER_S if self.priority is Priority.HIGH else None
 
     @property
     def clear_level(self) -> float:
@@ -153,7 +167,7 @@ _BAND_RANK = {band: rank for rank, band in enumerate(News2Band)}
 
 
 @dataclass(frozen=True, slots=True)
-class News2Rule:
+class News2Rule(_Shown):
     """Violated while the patient's NEWS2 band is `band_at_least` or higher.
 
     The score is computed by the engine from the freshest vitals (`core/news2.py`); a
@@ -171,25 +185,9 @@ class News2Rule:
     escalate_after_s: float | None = None
 
     def __post_init__(self) -> None:
-        if not self.name or self.name == OFFLINE_RULE_NAME:
-            raise ValueError(f"invalid rule name {self.name!r}")
+        self._check_shown()
         if not (math.isfinite(self.for_s) and self.for_s >= 0):
             raise ValueError("for_s must be finite and not negative")
-        after = self.escalate_after_s
-        if after is not None and not (math.isfinite(after) and after > 0):
-            raise ValueError(f"escalate_after_s must be positive, not {after!r}")
-
-    @property
-    def shown_as(self) -> str:
-        """The rule's label, or its name when it has none."""
-        return self.label or self.name
-
-    @property
-    def escalation_s(self) -> float | None:
-        """Seconds between escalations of its unacknowledged alerts; None: never."""
-        if self.escalate_after_s is not None:
-            return self.escalate_after_s
-        return DEFAULT_ESCALATE_AFTER_S if self.priority is Priority.HIGH else None
 
     def violated_by(self, band: News2Band) -> bool:
         return _BAND_RANK[band] >= _BAND_RANK[self.band_at_least]

@@ -372,7 +372,7 @@ class AlertService:
         or closed alike), or the engine's conflicts (closed, already acknowledged).
         """
         await self._authorise(alert_id, user)
-        if self._ownership is not None and alert_id not in self._engine_alert_ids():
+        if self._ownership is not None and not self._engine.holds(alert_id):
             return await self._forward(alert_id, {"op": "ack", "user": user.name})
         transition = self._engine.acknowledge(alert_id, user.name, time.time())
         return await self._enqueue_and_wait([transition])
@@ -385,7 +385,7 @@ class AlertService:
         """
         self._engine.check_silence(seconds)
         await self._authorise(alert_id, user)
-        if self._ownership is not None and alert_id not in self._engine_alert_ids():
+        if self._ownership is not None and not self._engine.holds(alert_id):
             command = {"op": "silence", "user": user.name, "seconds": seconds}
             return await self._forward(alert_id, command)
         transition = self._engine.silence(alert_id, user.name, seconds, time.time())
@@ -507,8 +507,9 @@ class AlertService:
             state = await self._store.patient_state(patients, int((now - replay_s) * 1e6))
             for device_id, _patient, ward, _seen, _revoked in state.devices:
                 self._wards[device_id] = ward
-            held = {a.id for a in self._engine.open_alerts()}
-            alerts = [Alert.from_mapping(r) for r in state.open_alerts if r["id"] not in held]
+            alerts = [
+                Alert.from_mapping(r) for r in state.open_alerts if not self._engine.holds(r["id"])
+            ]
             transitions = self._engine.restore(alerts, now)
             # NEWS2 goes on from the stored freshest vitals and entries; the readings
             # replayed below bring the newest in (scored at the engine's next check).
@@ -582,9 +583,6 @@ class AlertService:
         if len(self._ids) < needed:
             self._ids.extend(await self._store.reserve_alert_ids(max(needed, _ID_BLOCK)))
 
-    def _engine_alert_ids(self) -> set[int]:
-        return {a.id for a in self._engine.open_alerts()}
-
     async def _forward(self, alert_id: int, command: dict[str, Any]) -> str:
         """Carry out `command` (an `ack` or a `silence`, see `_carry_out`) on an alert
         another replica evaluates: ask it (CHANNEL_COMMANDS), and answer with the event
@@ -604,7 +602,7 @@ class AlertService:
         if await self._ownership.claim(status[3]):
             # Its owner is gone and nobody took the patient over yet: do it here.
             await self._adopt([status[3]])
-            if alert_id in self._engine_alert_ids():
+            if self._engine.holds(alert_id):
                 transition = self._carry_out({**command, "alert_id": alert_id})
                 return await self._enqueue_and_wait([transition])
         assert self._wakeups is not None
@@ -698,7 +696,7 @@ class AlertService:
         except (ValueError, KeyError, TypeError, AttributeError):
             log.warning("unreadable command from another replica: %.200s", payload)
             return
-        if alert_id not in self._engine_alert_ids():
+        if not self._engine.holds(alert_id):
             return  # another replica's
         try:
             self._enqueue([self._carry_out(command)])
