@@ -336,3 +336,48 @@ async def test_a_patients_second_device_on_another_replica_still_raises_its_alar
     assert [(a["patient_id"], a["rule"], a["device_id"]) for a in items] == [
         ("p-910", "spo2-low", "watch-910")
     ], items
+
+
+async def test_an_observation_entered_on_another_replica_is_scored_by_the_patients_owner(
+    cluster: Cluster, database_url: str
+) -> None:
+    """A patient scoring NEWS2 4 (low) streams to replica 1; a clinician enters
+    "responds to Voice" through replica 2, which stores it and hands it to replica 1:
+    the score becomes 7 and the owner raises the patient's NEWS2 high alert."""
+    await asyncio.to_thread(cluster.start)
+    out = await asyncio.to_thread(vitals, *add_device(database_url, "watch-920", "p-920", "icu"))
+    device = {"Authorization": f"Bearer {json.loads(out.stdout)['token']}"}
+    clinician = {"Authorization": f"Bearer {user(database_url, 'dr-lee', 'clinician')}"}
+    owner, other = cluster.replicas
+    # Respiration 22 and pulse 115 score 2 each; the rest 0: NEWS2 4, no single 3.
+    values = {
+        "resp_rate": 22,
+        "heart_rate": 115,
+        "spo2": 97,
+        "systolic_bp": 120,
+        "diastolic_bp": 80,
+        "temperature": 37.0,
+    }
+    ts = datetime.now(UTC) - timedelta(seconds=1)
+    stream = f"{owner.url}/v1/devices/stream"
+    async with aiohttp.ClientSession() as http, http.ws_connect(stream, headers=device) as ws:
+        await ws.receive_json()
+        await ws.send_str(batch_text(1, [reading(m, v, ts) for m, v in values.items()]))
+        assert (await ws.receive_json())["seq"] == 1
+        news2 = f"{other.url}/v1/patients/p-920/news2"
+        async with http.get(news2, headers=clinician) as r:
+            assert r.status == 200, await r.text()
+            assert ((await r.json())["score"], (await r.json())["band"]) == (4, "low")
+        observe = f"{other.url}/v1/patients/p-920/observations"
+        async with http.post(observe, json={"consciousness": "V"}, headers=clinician) as r:
+            assert r.status in (200, 201), await r.text()
+        rules: set[str] = set()
+        for _ in range(50):
+            async with http.get(f"{cluster.url}/v1/alerts", headers=clinician) as r:
+                items = (await r.json())["items"]
+            rules = {a["rule"] for a in items if a["patient_id"] == "p-920"}
+            if "news2-high" in rules:
+                break
+            await asyncio.sleep(0.1)
+    assert rules == {"news2-high", "news2-medium", "news2-low-medium"}, items
+    assert {a["last_value"] for a in items} == {7}, items
