@@ -19,6 +19,7 @@ from gateway.core.limits import AuthThrottle, ConnectionGate
 from gateway.http import (
     accounts,
     alerts,
+    asyncapi,
     audit,
     health,
     openapi,
@@ -111,6 +112,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_routes(reports.routes)
     app.router.add_routes(patients.routes)
     app.router.add_routes(openapi.routes)
+    app.router.add_routes(asyncapi.routes)
     app.router.add_routes(web_routes)
     return app
 

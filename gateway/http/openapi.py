@@ -2,23 +2,22 @@
 
 `OPERATIONS` is the one list of REST operations; the document is built from it and from
 the Pydantic models the handlers parse and serialise with, so no schema is kept twice.
-The two WebSocket streams are not REST: `info.description` describes them.
+The two WebSocket streams are not REST: `info.description` outlines them, and
+`/asyncapi.json` (`gateway/http/asyncapi.py`) describes them in full.
 """
 
 from __future__ import annotations
 
-import functools
-import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Literal
 
-from aiohttp import web
 from pydantic import BaseModel
-from pydantic.json_schema import JsonSchemaMode, models_json_schema
+from pydantic.json_schema import JsonSchemaMode
 
 from gateway.http.auth import SESSION_COOKIE
+from gateway.http.components import ModelUse, components, document_routes
 from gateway.http.problems import PROBLEM_CONTENT_TYPE
 from schemas.api import (
     AlarmReport,
@@ -60,8 +59,6 @@ from schemas.api import (
 from schemas.dashboard import AlertEvent, AlertList, RulesOut, SilenceBody
 
 __all__ = ["OPERATIONS", "Auth", "Operation", "Reply", "build_document", "routes"]
-
-REF_TEMPLATE = "#/components/schemas/{model}"
 
 # A model's `{"$ref": ...}` in the document, for the mode it is used in.
 _Ref = Callable[[type[BaseModel], JsonSchemaMode], dict[str, Any]]
@@ -426,32 +423,33 @@ Two WebSocket streams are not described as operations here:
   page's own origin): `subscribe`, then alert events replayed and live, filtered to the
   clinician's wards; `ack` acknowledges an alert, `silence` pauses its sound (101; 401
   or 403 like the REST API).
+
+Their messages, error codes and close codes are described by the AsyncAPI 3.0 document
+at `GET /asyncapi.json`.
 """
 
 
 def build_document(operations: Iterable[Operation] = OPERATIONS) -> dict[str, Any]:
     """The OpenAPI 3.1 document of `operations`."""
     operations = tuple(operations)
-    uses: dict[tuple[type[BaseModel], JsonSchemaMode], None] = {(ErrorBody, "serialization"): None}
+    uses: list[ModelUse] = [(ErrorBody, "serialization")]
     for op in operations:
         for model in (op.query, op.path_params, op.body):
             if model is not None:
-                uses[model, "validation"] = None
+                uses.append((model, "validation"))
         for reply in op.replies.values():
             if reply.model is not None:
-                uses[reply.model, "serialization"] = None
-    refs, defs = models_json_schema(list(uses), ref_template=REF_TEMPLATE)
-    schemas: dict[str, Any] = defs.get("$defs", {})
-
-    def ref(model: type[BaseModel], mode: JsonSchemaMode) -> dict[str, Any]:
-        return dict(refs[model, mode])
+                uses.append((reply.model, "serialization"))
+    found = components(uses)
+    schemas = found.schemas
+    ref = found.ref
 
     containers: set[str] = set()
 
     def parameters(model: type[BaseModel] | None, where: str) -> list[dict[str, Any]]:
         if model is None:
             return []
-        name = ref(model, "validation")["$ref"].rsplit("/", 1)[1]
+        name = found.name(model, "validation")
         containers.add(name)
         schema = schemas[name]
         required = set(schema.get("required", ()))
@@ -540,15 +538,4 @@ def _response(reply: Reply, ref: _Ref) -> dict[str, Any]:
     return response
 
 
-@functools.cache
-def _document_text() -> str:
-    return json.dumps(build_document(), indent=1)
-
-
-routes = web.RouteTableDef()
-
-
-@routes.get("/openapi.json")
-async def openapi_json(request: web.Request) -> web.Response:
-    del request
-    return web.json_response(text=_document_text())
+routes = document_routes("/openapi.json", build_document)

@@ -112,10 +112,11 @@ ENDPOINTS = [
     Endpoint("GET", "/v1/devices/stream", Access.DEVICE, websocket=True),
     Endpoint("GET", "/v1/dashboard/stream", Access.LISTED, websocket=True),
 ]
-# Public by design: the document, probes and metrics; logging in and out, whose
+# Public by design: the documents, probes and metrics; logging in and out, whose
 # credential (if any) is the body or the cookie being ended (tested on their own below).
 PUBLIC = {
     ("GET", "/openapi.json"),
+    ("GET", "/asyncapi.json"),
     ("GET", "/metrics"),
     ("GET", "/healthz"),
     ("GET", "/readyz"),
@@ -290,14 +291,15 @@ class TestMatrix:
             for e in ENDPOINTS
             if not e.websocket
         }
-        public = {route: Auth.PUBLIC for route in PUBLIC if route != ("GET", "/openapi.json")}
+        documents = {("GET", "/openapi.json"), ("GET", "/asyncapi.json")}
+        public = {route: Auth.PUBLIC for route in PUBLIC - documents}
         assert documented == rows | public
 
     @pytest.mark.parametrize("route", sorted(PUBLIC - {("POST", "/v1/session")}), ids=" ".join)
     async def test_public_routes_need_no_credentials(
         self, gateway: Gateway, route: tuple[str, str]
     ) -> None:
-        """The probes, metrics, the document and logging out answer without a token."""
+        """The probes, metrics, the documents and logging out answer without a token."""
         method, path = route
         async with gateway.client.request(method, path) as resp:
             assert resp.status == 200, await resp.text()

@@ -44,13 +44,15 @@ if TYPE_CHECKING:
     # For annotations only: pytest loads tests/conftest.py as the module `conftest`.
     from tests.conftest import Gateway
 
-# Not REST: the two WebSocket upgrades, the web page and its files, and the document itself.
+# Not REST: the two WebSocket upgrades (in /asyncapi.json), the web page and its files, and
+# the documents themselves.
 NOT_IN_DOCUMENT = {
     ("GET", "/v1/devices/stream"),
     ("GET", "/v1/dashboard/stream"),
     ("GET", "/"),
     ("GET", "/static/{name}"),
     ("GET", "/openapi.json"),
+    ("GET", "/asyncapi.json"),
 }
 EXAMPLES_PER_OPERATION = 25
 SEEDED_PATIENT = "p-1"
