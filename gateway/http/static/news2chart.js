@@ -24,7 +24,7 @@ export function news2Chart({ from, to, points, label }) {
   const top = Math.max(10, ...points.map((p) => p.score + 1));
   const x = (t) => m.l + ((Math.min(Math.max(t, from), to) - from) / (to - from)) * pw;
   const y = (v) => m.t + ph - (v / top) * ph;
-  const root = svg("svg", { class: "chart n2chart", viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": label });
+  const root = svg("svg", { class: "n2chart", viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": label });
 
   // Zones first (under everything): medium 5–6, high 7 and up.
   root.append(svg("rect", { class: "n2chart__zone n2chart__zone--medium", x: m.l, width: pw, y: y(7), height: y(5) - y(7) }));
