@@ -33,7 +33,10 @@ __all__ = [
     "LoggedOut",
     "LoginRequest",
     "LongestUnacknowledged",
+    "News2History",
+    "News2HistoryQuery",
     "News2Out",
+    "News2Point",
     "News2SubScores",
     "ObservationCreate",
     "ObservationOut",
@@ -242,6 +245,26 @@ class News2Out(BaseModel):
         description="Not entered by a clinician yet: assumed Alert and air (0 points)."
     )
     computed_at: AwareDatetime
+
+
+class News2Point(BaseModel):
+    ts: AwareDatetime
+    score: int
+    band: News2Band
+    complete: bool = Field(description="False: a vital had no value in the window then.")
+
+
+class News2History(BaseModel):
+    """`GET /v1/patients/{patient_id}/news2/history`: the score as it was at instants
+    `step_s` apart (and now), each computed as the live score was then: the freshest
+    value of each vital within `window_s`, the clinicians' entries in force."""
+
+    patient_id: str
+    since: AwareDatetime
+    until: AwareDatetime
+    step_s: int = Field(description="Seconds between points (the last one, now, may be closer).")
+    window_s: float = Field(description="A vital older than this at an instant was missing.")
+    points: list[News2Point] = Field(description="Oldest first; at most 242.")
 
 
 class WorklistItem(BaseModel):
@@ -502,6 +525,16 @@ class PatientsQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     ward: Ident = Field(description="The ward (a clinician: one of theirs).")
+
+
+class News2HistoryQuery(BaseModel):
+    """Query parameters of `GET /v1/patients/{patient_id}/news2/history`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    minutes: int = Field(
+        15, ge=1, le=720, description="The range, ending now: 15, 60, 240 or 720 on the page."
+    )
 
 
 class PatientPath(BaseModel):

@@ -34,6 +34,7 @@ __all__ = [
     "SummaryRequest",
     "duration_us",
     "parse_bucket",
+    "parse_history",
     "parse_latest",
     "parse_readings",
     "parse_summary",
@@ -195,6 +196,24 @@ def parse_latest(query: MultiMapping[str], patient_id: str) -> str:
     """The patient of a `/v1/patients/{patient_id}/…` request, which takes no parameters."""
     _check_names(query, frozenset())
     return _ident("patient_id", patient_id)
+
+
+MAX_HISTORY_MINUTES = 720
+
+
+def parse_history(query: MultiMapping[str], patient_id: str) -> tuple[str, int]:
+    """The patient and `minutes` of a NEWS2 history (default 15, its only parameter: up
+    to 12 h)."""
+    patient_id = _ident("patient_id", patient_id)
+    _check_names(query, frozenset({"minutes"}))
+    text = query.get("minutes", "15")
+    if not (text.isascii() and text.isdigit() and len(text) <= 4) or not (
+        1 <= int(text) <= MAX_HISTORY_MINUTES
+    ):
+        raise InvalidParameter(
+            "minutes", f"must be an integer from 1 to {MAX_HISTORY_MINUTES}: {text!r}"
+        )
+    return patient_id, int(text)
 
 
 def parse_ward(query: MultiMapping[str]) -> str:

@@ -15,14 +15,17 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from gateway.core.news2 import News2, News2Inputs, SpO2Scale, most_urgent_first, score
+from gateway.core.news2_history import plan, sweep
 from gateway.errors import ForbiddenError, InvalidParameter, NotFoundError
 from gateway.http.auth import require_patient_access, require_user
 from gateway.http.keys import ACCOUNTS, ALERTS, AUDIT, PATIENTS, SETTINGS
-from gateway.http.params import parse_latest, parse_ward
+from gateway.http.params import parse_history, parse_latest, parse_ward
 from gateway.storage.accounts import Role
 from gateway.storage.patients import PatientInputs
 from schemas.api import (
+    News2History,
     News2Out,
+    News2Point,
     News2SubScores,
     ObservationCreate,
     ObservationOut,
@@ -87,6 +90,48 @@ async def patient_news2(request: web.Request) -> web.Response:
         missing=list(result.missing),
         assumed=list(result.assumed),
         computed_at=_time(result.computed_at),
+    )
+    return web.json_response(text=body.model_dump_json())
+
+
+@routes.get("/v1/patients/{patient_id}/news2/history")
+async def patient_news2_history(request: web.Request) -> web.Response:
+    """The score over the last `minutes`, swept by `core/news2_history.py` from what
+    storage reads at each of its instants (at most 242, whatever the range)."""
+    principal = await require_user(request)
+    patient_id, minutes = parse_history(request.query, request.match_info["patient_id"])
+    await require_patient_access(request, principal, patient_id=patient_id)
+    window_s = request.app[SETTINGS].news2_window_s
+    until = time.time()
+    since = until - minutes * 60
+    sweep_plan = plan(since, until)
+    found = await request.app[PATIENTS].news2_history(
+        patient_id,
+        first_us=round(sweep_plan.ticks[0] * 1_000_000),
+        step_us=sweep_plan.step_s * 1_000_000,
+        last_us=round(sweep_plan.ticks[-1] * 1_000_000),
+        window_us=round(window_s * 1_000_000),
+    )
+    if found is None:
+        raise NotFoundError(f"no device for patient {patient_id!r}")
+    points = sweep(
+        patient_id,
+        sweep_plan.ticks,
+        found.samples,
+        found.entries,
+        window_s=window_s,
+        spo2_scale=_SPO2_SCALE,
+    )
+    body = News2History(
+        patient_id=patient_id,
+        since=_time(since),
+        until=_time(until),
+        step_s=sweep_plan.step_s,
+        window_s=window_s,
+        points=[
+            News2Point(ts=_time(p.ts), score=p.score, band=p.band, complete=p.complete)
+            for p in points
+        ],
     )
     return web.json_response(text=body.model_dump_json())
 

@@ -9,6 +9,12 @@ seek on `ix_readings_patient_metric_ts` (or `ix_observations_patient_ts`), so a 
 GROUP BY over the window would read every reading of the last 15 minutes instead.)
 The window is never older than the retention horizon (at least one whole day), so
 these reads need no clamp.
+
+`news2_history` reads what a NEWS2 history sweeps (`core/news2_history.py`): at each of
+its instants (a recursive CTE makes them, at most a few hundred) the freshest reading of
+each vital, the same seeks as above, so a 12 h range costs what 15 min costs, whatever
+the readings' rate; and the clinicians' entries of the range, with the one in force at
+its start.
 """
 
 from __future__ import annotations
@@ -18,15 +24,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Subquery, insert, select
+from sqlalchemy import BigInteger, ColumnElement, Subquery, case, insert, literal, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.core.news2 import NEWS2_METRICS, Vital
+from gateway.core.news2_history import Entry, Sample
 from gateway.storage.schema import Device, Observation, Reading, table_of
 from schemas.clinical import Consciousness
 from schemas.metrics import Metric
 
-__all__ = ["PatientInputs", "PatientStore"]
+__all__ = ["HistoryInputs", "PatientInputs", "PatientStore"]
 
 _r = table_of(Reading).c
 _o = table_of(Observation).c
@@ -41,6 +48,14 @@ class PatientInputs:
     vitals: dict[Metric, Vital]
     consciousness: Consciousness | None  # None: never entered
     oxygen: bool | None  # None: never entered
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryInputs:
+    """What a patient's NEWS2 history is swept from: readings and entries, in time order."""
+
+    samples: list[Sample]
+    entries: list[Entry]
 
 
 def _latest_reading(
@@ -149,3 +164,86 @@ class PatientStore:
                 )
             )
         return found
+
+    async def news2_history(
+        self, patient_id: str, *, first_us: int, step_us: int, last_us: int, window_us: int
+    ) -> HistoryInputs | None:
+        """At each instant first_us, first_us + step_us, … and last_us (the last one may
+        be closer), the freshest reading of each vital no older than `window_us`; the
+        entries from first_us to last_us and the latest of each kind before. None when
+        the patient has no device."""
+        if step_us <= 0 or last_us < first_us:
+            raise ValueError("need step_us > 0 and first_us <= last_us")
+        known = select(_devices.patient_id).where(_devices.patient_id == patient_id).limit(1)
+        start = select(literal(first_us, BigInteger).label("t")).cte("ticks", recursive=True)
+        following = start.c.t + step_us
+        ticks = start.union_all(
+            select(
+                case((following > last_us, literal(last_us, BigInteger)), else_=following)
+            ).where(start.c.t < last_us)
+        )
+        columns: list[ColumnElement[Any]] = []
+        for metric in NEWS2_METRICS:
+            for column in (_r.value, _r.ts_us):
+                columns.append(
+                    select(column)
+                    .where(
+                        _r.patient_id == patient_id,
+                        _r.metric == metric.value,
+                        _r.ts_us <= ticks.c.t,
+                        _r.ts_us >= ticks.c.t - window_us,
+                    )
+                    .order_by(_r.ts_us.desc(), _r.id.desc())
+                    .limit(1)
+                    .scalar_subquery()
+                )
+        readings = select(*columns).select_from(ticks).order_by(ticks.c.t)
+
+        def before_start(column: ColumnElement[Any]) -> ColumnElement[Any]:
+            return (
+                select(_o.id)
+                .where(_o.patient_id == patient_id, _o.ts_us < first_us, column.is_not(None))
+                .order_by(_o.ts_us.desc(), _o.id.desc())
+                .limit(1)
+                .scalar_subquery()
+            )
+
+        entries = (
+            select(_o.ts_us, _o.consciousness, _o.oxygen)
+            .where(
+                _o.patient_id == patient_id,
+                _o.ts_us <= last_us,
+                or_(
+                    _o.ts_us >= first_us,
+                    _o.id == before_start(_o.consciousness),
+                    _o.id == before_start(_o.oxygen),
+                ),
+            )
+            .order_by(_o.ts_us, _o.id)
+        )
+        async with self._engine.connect() as conn:
+            if (await conn.execute(known)).first() is None:
+                return None
+            rows = (await conn.execute(readings)).all()
+            entry_rows = (await conn.execute(entries)).all()
+        seen: set[tuple[Metric, int]] = set()
+        samples = []
+        for row in rows:
+            for i, metric in enumerate(NEWS2_METRICS):
+                value, ts_us = row[2 * i], row[2 * i + 1]
+                # Consecutive instants often find the same reading: one sample each.
+                if value is not None and (metric, ts_us) not in seen:
+                    seen.add((metric, ts_us))
+                    samples.append(Sample(metric, int(ts_us) / 1_000_000, float(value)))
+        samples.sort(key=lambda s: s.ts)
+        return HistoryInputs(
+            samples=samples,
+            entries=[
+                Entry(
+                    ts=int(ts_us) / 1_000_000,
+                    consciousness=None if c is None else Consciousness(c),
+                    oxygen=None if o is None else bool(o),
+                )
+                for ts_us, c, o in entry_rows
+            ],
+        )

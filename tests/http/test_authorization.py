@@ -70,6 +70,12 @@ ENDPOINTS = [
     Endpoint(
         "GET", "/v1/patients/{patient_id}/news2", Access.WARD, "/v1/patients/{icu_patient}/news2"
     ),
+    Endpoint(
+        "GET",
+        "/v1/patients/{patient_id}/news2/history",
+        Access.WARD,
+        "/v1/patients/{icu_patient}/news2/history?minutes=60",
+    ),
     Endpoint("GET", "/v1/patients", Access.WARD, "/v1/patients?ward=icu"),
     Endpoint("GET", "/v1/reports/alarms", Access.WARD, "/v1/reports/alarms?ward=icu"),
     Endpoint(

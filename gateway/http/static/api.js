@@ -87,6 +87,13 @@ export const worklist = (ward) => request(`/v1/patients?${query({ ward })}`);
 
 export const news2 = (patientId) => request(`/v1/patients/${encodeURIComponent(patientId)}/news2`);
 
+/** NEWS2 over the last `minutes` (≤ 720): {step_s, points: [{ts, score, band, complete}]}. */
+export const news2History = (patientId, minutes) =>
+  request(`/v1/patients/${encodeURIComponent(patientId)}/news2/history?${query({ minutes })}`);
+
+/** The alarm-fatigue report of the last `since` (24h, 7d), of one ward or every ward of mine. */
+export const alarmReport = ({ since, ward }) => request(`/v1/reports/alarms?${query({ since, ward: ward || undefined })}`);
+
 /** Record ACVPU and/or air or oxygen for NEWS2 (either may be left undefined). */
 export const observe = (patientId, { consciousness, oxygen }) =>
   request(`/v1/patients/${encodeURIComponent(patientId)}/observations`, {

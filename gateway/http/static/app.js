@@ -6,6 +6,7 @@ import { AlertBook, isOffline, tileAlarm } from "./alerts.js";
 import { h, setText } from "./dom.js";
 import { AlertPanel } from "./panel.js";
 import { PatientView } from "./patient.js";
+import { ReportView } from "./report.js";
 import { DashboardStream } from "./stream.js";
 import { Patient, SPARK_WINDOW_MS, TILE_METRICS, formatClock } from "./vitals.js";
 import { WardView } from "./ward.js";
@@ -73,6 +74,21 @@ const patientView = new PatientView(
   { rulesFor, failed, news2Changed: () => pollNews2() },
 );
 
+const reportView = new ReportView(
+  {
+    section: $("report"),
+    title: $("report-title"),
+    since: [...document.querySelectorAll("input[name=report-since]")],
+    ward: $("report-ward"),
+    body: $("report-body"),
+  },
+  {
+    wards: () => [...state.wards].sort(),
+    labelOf: (rule) => state.rules.find((r) => r.name === rule)?.label || rule,
+    failed,
+  },
+);
+
 // --- sign-in --------------------------------------------------------------------
 
 function showLogin(message = "") {
@@ -86,6 +102,7 @@ function showLogin(message = "") {
   ward.setPatients([]);
   renderAlerts();
   patientView.close();
+  reportView.close();
   $("station").hidden = true;
   $("controls").hidden = true;
   $("login").hidden = false;
@@ -474,6 +491,13 @@ function openPatient(patientId) {
 }
 
 function route() {
+  if (location.hash === "#report") {
+    patientView.close();
+    $("ward").hidden = true;
+    reportView.open(state.ward);
+    return;
+  }
+  reportView.close();
   const match = /^#patient\/(.+)$/.exec(location.hash);
   const patient = match ? state.patients.get(decodeURIComponent(match[1])) : undefined;
   if (patient) {
@@ -521,7 +545,7 @@ $("ward-filter").addEventListener("change", (e) => {
 });
 window.addEventListener("hashchange", route);
 document.addEventListener("keydown", (e) => {
-  if (e.key === "Escape" && patientView.isOpen) location.hash = "";
+  if (e.key === "Escape" && (patientView.isOpen || reportView.isOpen)) location.hash = "";
 });
 setInterval(tick, 1000);
 tick();

@@ -5,6 +5,7 @@
 import * as api from "./api.js";
 import { alertLabel, statusText } from "./alerts.js";
 import { h, setText } from "./dom.js";
+import { news2Chart } from "./news2chart.js";
 import { trendChart } from "./svg.js";
 import { METRICS, formatDateTime, formatLimit, formatValue } from "./vitals.js";
 
@@ -94,13 +95,15 @@ export class PatientView {
     const from = to - this.hours * HOUR;
     const [bucket, bucketMs] = BUCKETS[this.hours];
     try {
-      const [charts, history, news2] = await Promise.all([
+      const [charts, history, news2, scores] = await Promise.all([
         Promise.all(CHARTS.map((c) => this._chart(patient, c, from, to, bucket, bucketMs))),
         api.alertHistory(patient.id),
         api.news2(patient.id).catch(() => null),
+        api.news2History(patient.id, this.hours * 60).catch(() => null),
       ]);
       if (run !== this._loading || this.patient !== patient) return; // superseded
       this.els.charts.replaceChildren(...charts);
+      this._news2History(scores, from, to);
       this._news2(news2);
       this._history(history.items);
     } catch (e) {
@@ -135,6 +138,26 @@ export class PatientView {
       : `NEWS2 ≥${body.score} · incomplete: no ${body.missing.join(", ")}`;
     if (body.assumed.length) text += ` · assumed: ${body.assumed.join(", ").replaceAll("_", " ")}`;
     setText(el, text);
+  }
+
+  /** The NEWS2 history chart under the vitals, over the same range. */
+  _news2History(body, from, to) {
+    const box = this.els.section.querySelector("#patient-news2-chart");
+    if (!box) return;
+    if (!body) {
+      box.replaceChildren();
+      return;
+    }
+    const last = body.points[body.points.length - 1];
+    box.replaceChildren(
+      h("figure", { class: "trend trend--news2" }, [
+        h("figcaption", { class: "trend__caption" }, [
+          h("span", { class: "trend__title", text: `NEWS2, every ${body.step_s} s` }),
+          last ? h("span", { class: "news2-line", "data-band": last.complete ? last.band : "incomplete", text: `${last.complete ? "" : "≥"}${last.score} · ${last.band}` }) : null,
+        ]),
+        news2Chart({ from, to, points: body.points, label: `NEWS2 score, last ${rangeText(this.hours)}; band lines at 5 (medium) and 7 (high)` }),
+      ]),
+    );
   }
 
   async _observe() {

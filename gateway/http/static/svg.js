@@ -12,7 +12,7 @@ export function svg(name, attrs = {}, children = []) {
   return node;
 }
 
-function text(x, y, content, attrs = {}) {
+export function text(x, y, content, attrs = {}) {
   const node = svg("text", { x, y, ...attrs });
   node.textContent = content;
   return node;
@@ -98,7 +98,7 @@ function niceStep(lo, hi, count) {
   return (norm <= 1 ? 1 : norm <= 2 ? 2 : norm <= 5 ? 5 : 10) * mag;
 }
 
-function timeStep(rangeMs) {
+export function timeStep(rangeMs) {
   const hour = 3_600_000;
   if (rangeMs <= hour) return 15 * 60_000;
   if (rangeMs <= 4 * hour) return hour;
