@@ -2,8 +2,7 @@
 
 Short glue: `storage/patients.py` reads the inputs (one query for a patient or a whole
 ward), `core/news2.py` scores them, the `schemas.api` models shape the answers. The
-score is computed on request; the patient's SpO2 scale is 1 until per-patient settings
-exist.
+score is computed on request, on each patient's SpO2 scale (their settings; 1 if none).
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ from pydantic import ValidationError
 from gateway.core.news2 import News2, News2Inputs, SpO2Scale, most_urgent_first, score
 from gateway.errors import ForbiddenError, InvalidParameter, NotFoundError
 from gateway.http.auth import require_patient_access, require_user
-from gateway.http.keys import ACCOUNTS, ALERTS, AUDIT, PATIENTS, SETTINGS
+from gateway.http.keys import ACCOUNTS, ALERTS, AUDIT, PATIENT_SETTINGS, PATIENTS, SETTINGS
 from gateway.http.params import parse_latest, parse_ward
 from gateway.storage.accounts import Role
 from gateway.storage.patients import PatientInputs
@@ -37,16 +36,19 @@ routes = web.RouteTableDef()
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # An observation may carry a time this far ahead of the gateway's clock (a tablet's).
 _CLOCK_SKEW_S = 5.0
-# Every patient is on SpO2 scale 1 until per-patient settings (issue 15) store a 2.
-_SPO2_SCALE: SpO2Scale = 1
 
 
 def _time(seconds: float) -> datetime:
     return datetime.fromtimestamp(seconds, UTC)
 
 
-def _scores(request: web.Request, found: list[PatientInputs], now: float) -> list[News2]:
+async def _scores(request: web.Request, found: list[PatientInputs], now: float) -> list[News2]:
     window_s = request.app[SETTINGS].news2_window_s
+    scales: dict[str, SpO2Scale] = {}
+    if found:
+        # Few rows (patients whose settings were ever set): one read for a whole ward.
+        every = await request.app[PATIENT_SETTINGS].every()
+        scales = {s.patient_id: s.settings.spo2_scale for s in every}
     return [
         score(
             News2Inputs(
@@ -55,7 +57,7 @@ def _scores(request: web.Request, found: list[PatientInputs], now: float) -> lis
                 vitals=p.vitals,
                 consciousness=p.consciousness,
                 oxygen=p.oxygen,
-                spo2_scale=_SPO2_SCALE,
+                spo2_scale=scales.get(p.patient_id, 1),
                 window_s=window_s,
             )
         )
@@ -76,7 +78,7 @@ async def patient_news2(request: web.Request) -> web.Response:
     found = await request.app[PATIENTS].news2_inputs(_since_us(request, now), patient_id=patient_id)
     if not found:
         raise NotFoundError(f"no device for patient {patient_id!r}")
-    (result,) = _scores(request, found, now)
+    (result,) = await _scores(request, found, now)
     body = News2Out(
         patient_id=result.patient_id,
         score=result.score,
@@ -101,7 +103,7 @@ async def ward_worklist(request: web.Request) -> web.Response:
         raise ForbiddenError(f"ward {ward!r} is not one of yours")
     now = time.time()
     found = await request.app[PATIENTS].news2_inputs(_since_us(request, now), ward=ward)
-    ranked = most_urgent_first(_scores(request, found, now))
+    ranked = most_urgent_first(await _scores(request, found, now))
     body = Worklist(
         ward=ward,
         items=[
