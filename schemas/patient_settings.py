@@ -22,8 +22,9 @@ from pydantic import (
 
 __all__ = ["OverrideBody", "PatientSettingsBody", "PatientSettingsOut", "RulesQuery"]
 
-_Number = Annotated[float, Field(allow_inf_nan=False)]
-_NonNegative = Annotated[float, Field(allow_inf_nan=False, ge=0)]
+_Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+_NonNegative = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=0)]
+# Strict: "88" for a limit is a typo, not a number.
 # A rule name as rules files spell them (`spo2-low`, `resp_rate-high`).
 _RuleName = Annotated[str, Field(min_length=1, max_length=64)]
 
