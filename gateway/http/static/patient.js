@@ -5,6 +5,7 @@
 import * as api from "./api.js";
 import { alertLabel, statusText } from "./alerts.js";
 import { h, setText } from "./dom.js";
+import { chartRules, limitsContent, loadLimits } from "./limits.js";
 import { trendChart } from "./svg.js";
 import { METRICS, formatDateTime, formatLimit, formatValue } from "./vitals.js";
 
@@ -27,7 +28,7 @@ const REFRESH_MS = 30_000;
 export class PatientView {
   /**
    * @param {object} els  section, title, subtitle, status, charts, history, empty, range (radio
-   *   inputs), news2, form, consciousness, oxygen, result
+   *   inputs), news2, form, consciousness, oxygen, result, limits
    * @param {{rulesFor: (metric: string) => object[], failed: (e: Error) => void,
    *          news2Changed: () => void}} hooks
    */
@@ -93,14 +94,17 @@ export class PatientView {
     const to = Date.now();
     const from = to - this.hours * HOUR;
     const [bucket, bucketMs] = BUCKETS[this.hours];
+    // The patient's own limits: their charts draw these (the ward's if they fail).
+    const limits = loadLimits(patient.id).catch(() => null);
     try {
       const [charts, history, news2] = await Promise.all([
-        Promise.all(CHARTS.map((c) => this._chart(patient, c, from, to, bucket, bucketMs))),
+        Promise.all(CHARTS.map((c) => this._chart(patient, c, from, to, bucket, bucketMs, limits))),
         api.alertHistory(patient.id),
         api.news2(patient.id).catch(() => null),
       ]);
       if (run !== this._loading || this.patient !== patient) return; // superseded
       this.els.charts.replaceChildren(...charts);
+      this.els.limits.replaceChildren(...limitsContent(await limits));
       this._news2(news2);
       this._history(history.items);
     } catch (e) {
@@ -159,7 +163,7 @@ export class PatientView {
     }
   }
 
-  async _chart(patient, spec, from, to, bucket, bucketMs) {
+  async _chart(patient, spec, from, to, bucket, bucketMs, patientLimits) {
     const series = await Promise.all(
       spec.metrics.map(async (metric) => {
         const body = await api.summary({ patientId: patient.id, metric, since: from, until: to, bucket });
@@ -175,7 +179,8 @@ export class PatientView {
       }),
     );
     const primary = spec.metrics[0];
-    const thresholds = spec.metrics.flatMap((m) => this.hooks.rulesFor(m));
+    const own = await patientLimits;
+    const thresholds = spec.metrics.flatMap((m) => (own ? chartRules(own.rules, m) : this.hooks.rulesFor(m)));
     const now = spec.metrics
       .map((m) => patient.latest.get(m))
       .map((r, i) => formatValue(spec.metrics[i], r?.value))
