@@ -15,11 +15,11 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from gateway.core.patient_rules import Override, PatientSettings, check_overrides
-from gateway.errors import InvalidSettings, NotFoundError
-from gateway.http.auth import require_patient_access, require_user
-from gateway.http.keys import ACCOUNTS, ALERTS, AUDIT, PATIENT_SETTINGS
+from gateway.errors import InvalidSettings
+from gateway.http.auth import require_known_patient, require_user
+from gateway.http.keys import ALERTS, AUDIT, PATIENT_SETTINGS
 from gateway.http.params import parse_latest
-from gateway.storage.accounts import Principal, Role
+from gateway.storage.accounts import Principal
 from gateway.storage.patient_settings import StoredSettings, overrides_json
 from schemas.patient_settings import OverrideBody, PatientSettingsBody, PatientSettingsOut
 
@@ -33,11 +33,7 @@ async def _patient(request: web.Request) -> tuple[Principal, str]:
     of their wards; admins: a patient with a device)."""
     principal = await require_user(request)
     patient_id = parse_latest(request.query, request.match_info["patient_id"])
-    await require_patient_access(request, principal, patient_id=patient_id)
-    if principal.role is Role.ADMIN and not await request.app[ACCOUNTS].wards_of(
-        patient_id=patient_id
-    ):
-        raise NotFoundError(f"no device for patient {patient_id!r}")
+    await require_known_patient(request, principal, patient_id)
     return principal, patient_id
 
 

@@ -15,10 +15,9 @@ from pydantic import ValidationError
 
 from gateway.core.news2 import News2, News2Inputs, SpO2Scale, most_urgent_first, score
 from gateway.errors import ForbiddenError, InvalidParameter, NotFoundError
-from gateway.http.auth import require_patient_access, require_user
-from gateway.http.keys import ACCOUNTS, ALERTS, AUDIT, PATIENT_SETTINGS, PATIENTS, SETTINGS
+from gateway.http.auth import require_known_patient, require_patient_access, require_user
+from gateway.http.keys import ALERTS, AUDIT, PATIENT_SETTINGS, PATIENTS, SETTINGS
 from gateway.http.params import parse_latest, parse_ward
-from gateway.storage.accounts import Role
 from gateway.storage.patients import PatientInputs
 from schemas.api import (
     News2Out,
@@ -125,11 +124,7 @@ async def ward_worklist(request: web.Request) -> web.Response:
 async def add_observation(request: web.Request) -> web.Response:
     principal = await require_user(request)
     patient_id = parse_latest(request.query, request.match_info["patient_id"])
-    await require_patient_access(request, principal, patient_id=patient_id)
-    if principal.role is Role.ADMIN and not await request.app[ACCOUNTS].wards_of(
-        patient_id=patient_id
-    ):
-        raise NotFoundError(f"no device for patient {patient_id!r}")
+    await require_known_patient(request, principal, patient_id)
     try:
         body = ObservationCreate.model_validate_json(await request.read())
     except ValidationError as e:
