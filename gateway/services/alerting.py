@@ -270,10 +270,7 @@ class AlertService:
         """Put the stored settings of these patients (all: None) in force."""
         if self._settings is None:
             return
-        if patient_ids is None:
-            found = await self._settings.every()
-        else:
-            found = [s for p in patient_ids if (s := await self._settings.get(p)) is not None]
+        found = await self._settings.every(patient_ids)
         now = time.time()
         for stored in found:
             self._pending += self._engine.set_settings(stored.patient_id, stored.settings, now)

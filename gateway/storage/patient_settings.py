@@ -9,7 +9,7 @@ by rule name, spelled as the API spells them (null fields left out).
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Collection, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -86,10 +86,16 @@ class PatientSettingsStore:
             row = (await conn.execute(select(_t).where(_t.c.patient_id == patient_id))).first()
         return None if row is None else _stored(row)
 
-    async def every(self) -> list[StoredSettings]:
-        """Every patient's settings that were ever set, by patient id."""
+    async def every(self, patient_ids: Collection[str] | None = None) -> list[StoredSettings]:
+        """Every patient's settings that were ever set (of `patient_ids` only, if given),
+        by patient id."""
+        query = select(_t).order_by(_t.c.patient_id)
+        if patient_ids is not None:
+            if not patient_ids:
+                return []
+            query = query.where(_t.c.patient_id.in_(sorted(patient_ids)))
         async with self._connect(write=False) as conn:
-            rows = (await conn.execute(select(_t).order_by(_t.c.patient_id))).all()
+            rows = (await conn.execute(query)).all()
         return [_stored(r) for r in rows]
 
     async def put(
