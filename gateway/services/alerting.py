@@ -124,7 +124,8 @@ class AlertService:
         self._settings = settings
         # Where NEWS2's stored inputs are read from (None: the engine's own only).
         self._patients = patients
-        # Observations handed over by other replicas, being scored (kept referenced).
+        # Work started from a notification (an observation handed over by another
+        # replica, being scored; settings stored elsewhere, being read): kept referenced.
         self._observing: set[asyncio.Task[None]] = set()
         self._ownership = ownership
         # Alert ids reserved from the shared counter, not used yet (replicas only).
@@ -798,9 +799,7 @@ class AlertService:
             except Exception as e:
                 log.warning("observation of %s not scored: %s", patient_id, e)
 
-        task = asyncio.create_task(observe(), name="news2-observe")
-        self._observing.add(task)
-        task.add_done_callback(self._observing.discard)
+        self._in_background(observe(), "news2-observe")
 
     def _drafts(self, transitions: list[Transition]) -> list[EventDraft]:
         """The events of `transitions`, to be numbered by the transaction storing them."""
