@@ -61,6 +61,8 @@ export const rules = () => request("/v1/rules");
 export const patientRules = (patientId) => request(`/v1/rules?${query({ patient_id: patientId })}`);
 export const patientSettings = (patientId) =>
   request(`/v1/patients/${encodeURIComponent(patientId)}/settings`);
+export const putPatientSettings = (patientId, body) =>
+  request(`/v1/patients/${encodeURIComponent(patientId)}/settings`, { method: "PUT", body });
 
 export async function latest(patientId) {
   try {

@@ -5,7 +5,7 @@
 import * as api from "./api.js";
 import { alertLabel, statusText } from "./alerts.js";
 import { h, setText } from "./dom.js";
-import { chartRules, limitsContent, loadLimits } from "./limits.js";
+import { LimitsSection, chartRules, loadLimits } from "./limits.js";
 import { trendChart } from "./svg.js";
 import { METRICS, formatDateTime, formatLimit, formatValue } from "./vitals.js";
 
@@ -39,6 +39,7 @@ export class PatientView {
     this.hours = DEFAULT_HOURS;
     this._timer = null;
     this._loading = 0;
+    this.limits = new LimitsSection(els.limits, { saved: () => this.refresh(), failed: (e) => hooks.failed(e) });
     for (const input of els.range) {
       input.addEventListener("change", () => {
         if (input.checked) {
@@ -104,7 +105,7 @@ export class PatientView {
       ]);
       if (run !== this._loading || this.patient !== patient) return; // superseded
       this.els.charts.replaceChildren(...charts);
-      this.els.limits.replaceChildren(...limitsContent(await limits));
+      this.limits.show(patient.id, await limits);
       this._news2(news2);
       this._history(history.items);
     } catch (e) {
