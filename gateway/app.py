@@ -23,6 +23,7 @@ from gateway.http import (
     audit,
     health,
     openapi,
+    patient_settings,
     patients,
     readings,
     reports,
@@ -43,6 +44,7 @@ from gateway.http.keys import (
     HUB,
     METRICS,
     NOTIFICATIONS,
+    PATIENT_SETTINGS,
     PATIENTS,
     QUERIES,
     RULES,
@@ -68,6 +70,7 @@ from gateway.settings import Settings
 from gateway.storage.database import open_storage
 from gateway.storage.notify import CHANNEL_DEVICES
 from gateway.storage.owners import OwnerStore
+from gateway.storage.patient_settings import PatientSettingsStore
 from gateway.storage.rules_store import RulesStore
 from schemas.codes import CloseCode
 
@@ -111,6 +114,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_routes(readings.routes)
     app.router.add_routes(reports.routes)
     app.router.add_routes(patients.routes)
+    app.router.add_routes(patient_settings.routes)
     app.router.add_routes(openapi.routes)
     app.router.add_routes(asyncapi.routes)
     app.router.add_routes(web_routes)
@@ -127,6 +131,7 @@ async def _storage(app: web.Application) -> AsyncIterator[None]:
     app[ALERT_STORE] = storage.alerts
     app[QUERIES] = storage.queries
     app[PATIENTS] = storage.patients
+    app[PATIENT_SETTINGS] = PatientSettingsStore(storage.engine)
     app[NOTIFICATIONS] = notifications = storage.notifications()
     app[DEVICES].fence_with(storage.epochs)
     registry = app[DEVICES]
@@ -204,6 +209,7 @@ async def _alerts(app: web.Application) -> AsyncIterator[None]:
         wakeups=app[NOTIFICATIONS],
         patients=storage.patients,
         news2_window_s=settings.news2_window_s,
+        settings=app[PATIENT_SETTINGS],
     ) as service:
         app[ALERTS] = service
         yield

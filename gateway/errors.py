@@ -8,6 +8,7 @@ GatewayError
 ├── NotFoundError      no such device, user, alert (HTTP 404)
 ├── ConflictError      already exists (HTTP 409)
 ├── InvalidParameter   a request parameter is unusable (HTTP 400)
+│   └── InvalidSettings  well-formed patient settings that cannot apply (HTTP 422)
 ├── StorageError       the database refused a write; nothing was acknowledged
 │   ├── StorageUnavailable  it takes no writes at all (locked, full, unreachable)
 │   ├── SeqConflict         a guarded seq advance found the database moved on
@@ -33,6 +34,7 @@ __all__ = [
     "ForbiddenError",
     "GatewayError",
     "InvalidParameter",
+    "InvalidSettings",
     "NotFoundError",
     "OverloadedError",
     "OwnershipLost",
@@ -85,6 +87,12 @@ class InvalidParameter(GatewayError):
         super().__init__(f"{param}: {detail}")
         self.param = param
         self.detail = detail
+
+
+class InvalidSettings(InvalidParameter):
+    """A patient's settings are well-formed JSON of the right shape but cannot apply
+    (an unknown rule, a NEWS2 rule, a limit on the wrong side…): HTTP 422, `param`
+    names the field."""
 
 
 class StorageUnavailable(StorageError):
@@ -146,6 +154,7 @@ class ErrorAnswer:
 _ANSWERS: Final[Mapping[type[BaseException], ErrorAnswer]] = {
     # On the dashboard stream: a `silence` longer than max_silence_s.
     InvalidParameter: ErrorAnswer(400, ProblemCode.BAD_REQUEST, DashboardErrorCode.BAD_MESSAGE),
+    InvalidSettings: ErrorAnswer(422, ProblemCode.INVALID_SETTINGS),
     AuthError: ErrorAnswer(401, ProblemCode.UNAUTHORIZED),
     ForbiddenError: ErrorAnswer(403, ProblemCode.FORBIDDEN, DashboardErrorCode.FORBIDDEN),
     NotFoundError: ErrorAnswer(404, ProblemCode.NOT_FOUND, DashboardErrorCode.NOT_FOUND),

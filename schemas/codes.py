@@ -97,6 +97,7 @@ class ProblemCode(StrEnum):
     STORAGE_UNAVAILABLE = "storage_unavailable"
     OVERLOADED = "overloaded"
     INVALID_RULES = "invalid_rules"
+    INVALID_SETTINGS = "invalid_settings"
     INTERNAL = "internal"
 
 
@@ -113,6 +114,7 @@ PROBLEM_TITLES: Final[Mapping[str, str]] = {
     ProblemCode.STORAGE_UNAVAILABLE: "Storage unavailable",
     ProblemCode.OVERLOADED: "Too many connections",
     ProblemCode.INVALID_RULES: "Invalid alert rules",
+    ProblemCode.INVALID_SETTINGS: "Invalid patient settings",
     ProblemCode.INTERNAL: "Internal error",
 }
 

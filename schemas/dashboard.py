@@ -33,7 +33,9 @@ __all__ = [
     "AlertOut",
     "DashboardError",
     "ReplicaRulesOut",
+    "RuleLimits",
     "RuleOut",
+    "RuleOverrideOut",
     "RulesOut",
     "SilenceBody",
     "SilenceRequest",
@@ -221,20 +223,53 @@ class AlertList(BaseModel):
     last_event_id: int
 
 
+class RuleLimits(BaseModel):
+    """A threshold rule's ward default, beside a patient's override of it."""
+
+    threshold: float
+    for_s: float
+    clear_margin: float
+
+
+class RuleOverrideOut(BaseModel):
+    """A patient's override of a threshold rule, as entered (null: the ward's value)."""
+
+    below: float | None
+    above: float | None
+    for_s: float | None
+    clear_margin: float | None
+    disabled: bool
+    reason: str
+    applied: bool = Field(
+        description="False when it no longer fits the rule (reloaded since): the default applies."
+    )
+
+
 class RuleOut(BaseModel):
-    """An alert rule in force, as the dashboard draws its thresholds."""
+    """An alert rule in force, as the dashboard draws its thresholds. A NEWS2 rule
+    (`kind` news2) has no metric, direction, threshold or clear margin: it names the
+    lowest band that raises it (`band_at_least`). With `?patient_id=`, the values are
+    the patient's effective ones, with the ward's `default` and the patient's
+    `override` beside them."""
 
     name: str
-    metric: str
-    direction: Literal["below", "above"]
-    threshold: float
-    clear_margin: float
+    kind: Literal["threshold", "news2"] = "threshold"
+    metric: str | None
+    direction: Literal["below", "above"] | None
+    threshold: float | None
+    clear_margin: float | None
     for_s: float
     priority: Literal["high", "medium", "low"]
     label: str = Field(description="What clinicians read for it (its name if none is set).")
     escalate_after_s: float | None = Field(
         description="Seconds between escalations of an unacknowledged alert; null: never."
     )
+    band_at_least: News2Band | None = Field(None, description="NEWS2 rules: the lowest band.")
+    disabled: bool = Field(False, description="Off for this patient (their override).")
+    default: RuleLimits | None = Field(
+        None, description="The ward's values, when the patient overrides this rule."
+    )
+    override: RuleOverrideOut | None = Field(None, description="The patient's override.")
 
 
 class ReplicaRulesOut(BaseModel):
@@ -250,6 +285,7 @@ class RulesOut(BaseModel):
     and every live replica's version (all equal once a reload has spread)."""
 
     rules: list[RuleOut]
+    patient_id: str | None = Field(None, description="Whose effective rules these are.")
     version: str = Field(description="Content hash of these rules (12 hex digits).")
     replicas: list[ReplicaRulesOut]
     max_silence_s: float = Field(

@@ -38,6 +38,14 @@ carries the patient's score when the event happened, as of the last scoring
 alert is raised on the device whose reading last reached the engine (the patient's); a
 patient with no device here yet raises nothing until one sends.
 
+Per-patient settings (`core/patient_rules.py`, `set_settings`): each patient is
+evaluated under their effective rules (the ward's with their overrides) and scored on
+their SpO2 scale. A change takes effect at the next reading, as a rules reload does
+(`replace_rules`): an active alert whose limit changed, or whose rule is now disabled
+for the patient, is cleared at once (it stays open for acknowledgement), and a
+condition still violated under the new limit raises a new alert; a change of `for_s`
+or `clear_margin` only keeps the alert. A new SpO2 scale is scored at the next `check`.
+
 Revoking a device closes its open alerts at once (`revoke_device`): each becomes
 `cleared_ack` with `closed_by` (who revoked it) and `closed_reason` "device_revoked"
 instead of an acknowledgement, since no clinician saw it to the end; the device is
@@ -63,11 +71,13 @@ from gateway.core.news2 import (
     NEWS2_METRICS,
     News2,
     News2Inputs,
+    SpO2Scale,
     Vital,
     score,
     sub_score,
 )
 from gateway.core.offline import DEFAULT_OFFLINE_AFTER_S, OfflineTracker
+from gateway.core.patient_rules import DEFAULT_SETTINGS, PatientSettings, effective_rules
 from gateway.core.rules import (
     CLEAR_TOLERANCE,
     OFFLINE_LABEL,
@@ -410,12 +420,19 @@ class _Patient:
         "news2_tracks",
         "oxygen",
         "score",
+        "spo2_scale",
         "tracks",
         "vitals",
     )
 
-    def __init__(self, tracks: dict[str, _Track], news2_tracks: dict[str, _News2Track]) -> None:
+    def __init__(
+        self,
+        tracks: dict[str, _Track],
+        news2_tracks: dict[str, _News2Track],
+        spo2_scale: SpO2Scale = 1,
+    ) -> None:
         self.tracks = tracks
+        self.spo2_scale: SpO2Scale = spo2_scale
         self.news2_tracks = news2_tracks
         by_metric: dict[str, tuple[_Track, ...]] = {}
         for track in tracks.values():
@@ -481,6 +498,10 @@ class AlertEngine:
         self._max_silence_s = max_silence_s
         self._news2_window_s = news2_window_s
         self._rules = rules
+        # Patients' own settings (every patient's, evaluated here or not: they are
+        # few and small) and the effective rules of those with overrides.
+        self._settings: dict[str, PatientSettings] = {}
+        self._effective: dict[str, RuleSet] = {}
         self._next_id = first_alert_id
         # Replicas draw alert ids from a shared counter (reserved ahead by the caller);
         # alone, the engine counts on from `first_alert_id`.
@@ -503,6 +524,44 @@ class AlertEngine:
     @property
     def next_alert_id(self) -> int:
         return self._next_id
+
+    def rules_of(self, patient_id: str) -> RuleSet:
+        """The rules the patient is evaluated under: the ward's, with their overrides."""
+        return self._effective.get(patient_id, self._rules)
+
+    def settings_of(self, patient_id: str) -> PatientSettings:
+        return self._settings.get(patient_id, DEFAULT_SETTINGS)
+
+    @property
+    def longest_for_s(self) -> float:
+        """The longest `for_s` of any rule, ward default or a patient's override."""
+        return max((r.longest_for_s for r in (self._rules, *self._effective.values())), default=0.0)
+
+    def set_settings(
+        self, patient_id: str, settings: PatientSettings, now: float
+    ) -> list[Transition]:
+        """Put the patient's settings in force (see the module docstring); returns the
+        alerts the change cleared."""
+        old = self.settings_of(patient_id)
+        if settings == DEFAULT_SETTINGS:
+            self._settings.pop(patient_id, None)
+        else:
+            self._settings[patient_id] = settings
+        rules = effective_rules(self._rules, settings.overrides)
+        if rules is self._rules:
+            self._effective.pop(patient_id, None)
+        else:
+            self._effective[patient_id] = rules
+        patient = self._patients.get(patient_id)
+        out: list[Transition] = []
+        if patient is None:
+            return out
+        if old.overrides != settings.overrides:
+            patient = self._patients[patient_id] = self._rebuilt(patient, rules, now, out)
+        if patient.spo2_scale != settings.spo2_scale:
+            patient.spo2_scale = settings.spo2_scale
+            patient.expires_at = float("-inf")  # scored on the new scale at the next check
+        return out
 
     def open_alerts(self) -> list[Alert]:
         """Snapshots of every alert not yet closed, oldest first."""
@@ -547,7 +606,7 @@ class AlertEngine:
 
         patient = self._patients.get(patient_id)
         if patient is None:
-            patient = self._patients[patient_id] = self._new_patient()
+            patient = self._patients[patient_id] = self._new_patient(patient_id)
         patient.device_id = device_id
         by_metric = patient.by_metric
         vitals = patient.vitals
@@ -625,7 +684,7 @@ class AlertEngine:
         again and returns what that raised or cleared."""
         patient = self._patients.get(patient_id)
         if patient is None:
-            patient = self._patients[patient_id] = self._new_patient()
+            patient = self._patients[patient_id] = self._new_patient(patient_id)
         if consciousness is not None:
             patient.consciousness = consciousness
         if oxygen is not None:
@@ -647,7 +706,7 @@ class AlertEngine:
         where fresher than what the engine has; scored at the next `check`."""
         patient = self._patients.get(patient_id)
         if patient is None:
-            patient = self._patients[patient_id] = self._new_patient()
+            patient = self._patients[patient_id] = self._new_patient(patient_id)
         for metric, vital in vitals.items():
             old = patient.vitals.get(metric)
             if old is None or vital.ts > old[1]:
@@ -665,7 +724,9 @@ class AlertEngine:
         scored = patient.score
         if scored is None:
             return True
-        points = sub_score(Metric(metric), value, oxygen=bool(patient.oxygen))
+        points = sub_score(
+            Metric(metric), value, spo2_scale=patient.spo2_scale, oxygen=bool(patient.oxygen)
+        )
         before: int | None = getattr(scored.sub_scores, metric)
         return points != before
 
@@ -679,6 +740,7 @@ class AlertEngine:
                 vitals={Metric(m): Vital(v, ts) for m, (v, ts) in patient.vitals.items()},
                 consciousness=patient.consciousness,
                 oxygen=patient.oxygen,
+                spo2_scale=patient.spo2_scale,
                 window_s=window,
             )
         )
@@ -888,41 +950,53 @@ class AlertEngine:
         """
         out: list[Transition] = []
         self._rules = rules
-        for patient_id, patient in self._patients.items():
-            tracks: dict[str, _Track] = {}
-            for rule in rules:
-                old = patient.tracks.get(rule.name)
-                if old is not None and old.rule == rule:
-                    tracks[rule.name] = old
-                    continue
-                track = tracks[rule.name] = _Track(rule)
-                if old is None:
-                    continue
-                if old.same_condition(rule):
-                    track.last_ts = old.last_ts
-                    track.run_start = old.run_start
-                    track.run_first, track.run_worst = old.run_first, old.run_worst
-                if old.episode is not None and _describes(rule, old.episode.alert):
-                    track.episode, old.episode = old.episode, None
-            for name, old in patient.tracks.items():
-                # Carried-over alerts were taken off their old track above.
-                if old.episode is not None and tracks.get(name) is not old:
-                    out.append(self._clear(old.episode, now))
-            news2: dict[str, _News2Track] = {}
-            for n_rule in rules.news2:
-                n_old = patient.news2_tracks.get(n_rule.name)
-                n_track = news2[n_rule.name] = _News2Track(n_rule)
-                if n_old is not None and n_old.rule == n_rule:
-                    n_track.run_start = n_old.run_start
-                carried = None if n_old is None else n_old.episode
-                if n_old is not None and carried is not None and _describes(n_rule, carried.alert):
-                    n_track.episode, n_old.episode = carried, None
-            for n_old in patient.news2_tracks.values():
-                if n_old.episode is not None:
-                    out.append(self._clear(n_old.episode, now))
-            fresh = self._patients[patient_id] = _Patient(tracks, news2)
-            fresh.take_over(patient)
+        self._effective = {
+            patient_id: effective
+            for patient_id, settings in self._settings.items()
+            if (effective := effective_rules(rules, settings.overrides)) is not rules
+        }
+        for patient_id, patient in list(self._patients.items()):
+            self._patients[patient_id] = self._rebuilt(patient, self.rules_of(patient_id), now, out)
         return out
+
+    def _rebuilt(
+        self, patient: _Patient, rules: RuleSet, now: float, out: list[Transition]
+    ) -> _Patient:
+        """`patient` under `rules` (see `replace_rules`), clears appended to `out`."""
+        tracks: dict[str, _Track] = {}
+        for rule in rules:
+            old = patient.tracks.get(rule.name)
+            if old is not None and old.rule == rule:
+                tracks[rule.name] = old
+                continue
+            track = tracks[rule.name] = _Track(rule)
+            if old is None:
+                continue
+            if old.same_condition(rule):
+                track.last_ts = old.last_ts
+                track.run_start = old.run_start
+                track.run_first, track.run_worst = old.run_first, old.run_worst
+            if old.episode is not None and _describes(rule, old.episode.alert):
+                track.episode, old.episode = old.episode, None
+        for name, old in patient.tracks.items():
+            # Carried-over alerts were taken off their old track above.
+            if old.episode is not None and tracks.get(name) is not old:
+                out.append(self._clear(old.episode, now))
+        news2: dict[str, _News2Track] = {}
+        for n_rule in rules.news2:
+            n_old = patient.news2_tracks.get(n_rule.name)
+            n_track = news2[n_rule.name] = _News2Track(n_rule)
+            if n_old is not None and n_old.rule == n_rule:
+                n_track.run_start = n_old.run_start
+            carried = None if n_old is None else n_old.episode
+            if n_old is not None and carried is not None and _describes(n_rule, carried.alert):
+                n_track.episode, n_old.episode = carried, None
+        for n_old in patient.news2_tracks.values():
+            if n_old.episode is not None:
+                out.append(self._clear(n_old.episode, now))
+        fresh = _Patient(tracks, news2, patient.spo2_scale)
+        fresh.take_over(patient)
+        return fresh
 
     def restore(self, alerts: Iterable[Alert], now: float) -> list[Transition]:
         """Take back the stored open (not closed) alerts after a restart.
@@ -950,13 +1024,13 @@ class AlertEngine:
                 if older is not None:
                     out.append(self._clear(older, now))
                 continue
-            rule = self._rules.by_name.get(alert.rule)
+            rule = self.rules_of(alert.patient_id).by_name.get(alert.rule)
             if rule is None or not _describes(rule, alert):
                 out.append(self._clear(ep, now))
                 continue
             patient = self._patients.get(alert.patient_id)
             if patient is None:
-                patient = self._patients[alert.patient_id] = self._new_patient()
+                patient = self._patients[alert.patient_id] = self._new_patient(alert.patient_id)
             if isinstance(rule, News2Rule):
                 # Scored at the next check: the band decides whether it holds.
                 patient.expires_at = float("-inf")
@@ -970,10 +1044,12 @@ class AlertEngine:
                 out.append(self._clear(older_ep, now))
         return out
 
-    def _new_patient(self) -> _Patient:
+    def _new_patient(self, patient_id: str) -> _Patient:
+        rules = self.rules_of(patient_id)
         return _Patient(
-            {rule.name: _Track(rule) for rule in self._rules},
-            {rule.name: _News2Track(rule) for rule in self._rules.news2},
+            {rule.name: _Track(rule) for rule in rules},
+            {rule.name: _News2Track(rule) for rule in rules.news2},
+            self.settings_of(patient_id).spo2_scale,
         )
 
     def _find(self, alert_id: int) -> _Episode:

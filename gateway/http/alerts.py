@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import asdict
+
 from aiohttp import web
 from pydantic import ValidationError
 
-from gateway.core.rules import RulesError
+from gateway.core.patient_rules import Explained, Override, explain
+from gateway.core.rules import News2Rule, RulesError
 from gateway.errors import InvalidParameter
-from gateway.http.auth import require_admin, require_user
-from gateway.http.keys import ALERT_STORE, ALERTS, AUDIT, HUB, RULES, SETTINGS
+from gateway.http.auth import require_admin, require_patient_access, require_user
+from gateway.http.keys import ALERT_STORE, ALERTS, AUDIT, HUB, PATIENT_SETTINGS, RULES, SETTINGS
+from gateway.http.params import parse_rules_query
 from gateway.http.problems import json_error
 from gateway.storage.accounts import Role
 from schemas.api import AlertsQuery, RulesReloaded
@@ -17,7 +22,9 @@ from schemas.dashboard import (
     AlertList,
     AlertOut,
     ReplicaRulesOut,
+    RuleLimits,
     RuleOut,
+    RuleOverrideOut,
     RulesOut,
     SilenceBody,
 )
@@ -113,28 +120,60 @@ async def silence(request: web.Request) -> web.Response:
     return web.json_response(text=text)
 
 
+def _rule_out(e: Explained) -> RuleOut:
+    """One rule as listed: its effective values (the ward's without a patient)."""
+    rule = e.default if e.effective is None else e.effective
+    shared = {
+        "name": rule.name,
+        "for_s": rule.for_s,
+        "priority": rule.priority.value,
+        "label": rule.shown_as,
+        "escalate_after_s": rule.escalation_s,
+    }
+    if isinstance(rule, News2Rule):
+        return RuleOut(
+            **shared,
+            kind="news2",
+            metric=None,
+            direction=None,
+            threshold=None,
+            clear_margin=None,
+            band_at_least=rule.band_at_least,
+        )
+    default, o = e.default, e.override
+    return RuleOut(
+        **shared,
+        metric=rule.metric.value,
+        direction=rule.direction,
+        threshold=rule.threshold,
+        clear_margin=rule.clear_margin,
+        disabled=e.effective is None,
+        default=None
+        if o is None or isinstance(default, News2Rule)
+        else RuleLimits(
+            threshold=default.threshold, for_s=default.for_s, clear_margin=default.clear_margin
+        ),
+        override=None if o is None else RuleOverrideOut(**asdict(o), applied=e.applied),
+    )
+
+
 @routes.get("/v1/rules")
 async def list_rules(request: web.Request) -> web.Response:
-    """The alert rules in force here, for drawing thresholds; their version, and every
-    live replica's (all equal once a reload has spread)."""
-    await require_user(request)
+    """The alert rules in force here, for drawing thresholds (with `patient_id`: that
+    patient's effective rules, each override beside the ward's default); their
+    version, and every live replica's (all equal once a reload has spread)."""
+    principal = await require_user(request)
+    patient_id = parse_rules_query(request.query)
     rules = request.app[ALERTS].rules
+    overrides: Mapping[str, Override] = {}
+    if patient_id is not None:
+        await require_patient_access(request, principal, patient_id=patient_id)
+        stored = await request.app[PATIENT_SETTINGS].get(patient_id)
+        overrides = {} if stored is None else stored.settings.overrides
     replicas = await request.app[RULES].replicas()
     body = RulesOut(
-        rules=[
-            RuleOut(
-                name=r.name,
-                metric=r.metric.value,
-                direction=r.direction,
-                threshold=r.threshold,
-                clear_margin=r.clear_margin,
-                for_s=r.for_s,
-                priority=r.priority.value,
-                label=r.shown_as,
-                escalate_after_s=r.escalation_s,
-            )
-            for r in rules
-        ],
+        rules=[_rule_out(e) for e in explain(rules, overrides)],
+        patient_id=patient_id,
         version=rules.version,
         replicas=[
             ReplicaRulesOut(

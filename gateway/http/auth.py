@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from gateway.errors import AuthError, ForbiddenError
+from gateway.errors import AuthError, ForbiddenError, NotFoundError
 from gateway.http.keys import ACCOUNTS, SETTINGS
 from gateway.storage.accounts import Principal, Role
 
@@ -19,6 +19,7 @@ __all__ = [
     "check_origin",
     "require_admin",
     "require_device",
+    "require_known_patient",
     "require_patient_access",
     "require_user",
 ]
@@ -117,3 +118,16 @@ async def require_patient_access(
     if not any(principal.sees(w) for w in wards):
         subject = f"patient {patient_id!r}" if patient_id is not None else f"device {device_id!r}"
         raise ForbiddenError(f"{subject} is not in your wards")
+
+
+async def require_known_patient(
+    request: web.Request, principal: Principal, patient_id: str
+) -> None:
+    """`require_patient_access` for a write about the patient: an admin, who passes that
+    for any id, gets NotFoundError for a patient with no device (a typo), not a record
+    about nobody."""
+    await require_patient_access(request, principal, patient_id=patient_id)
+    if principal.role is Role.ADMIN and not await request.app[ACCOUNTS].wards_of(
+        patient_id=patient_id
+    ):
+        raise NotFoundError(f"no device for patient {patient_id!r}")

@@ -18,6 +18,7 @@ from gateway.storage.alerts import AlertStore
 from gateway.storage.audit import AuditLog
 from gateway.storage.database import Storage
 from gateway.storage.notify import Notifications
+from gateway.storage.patient_settings import PatientSettingsStore
 from gateway.storage.patients import PatientStore
 from gateway.storage.queries import ReadingQueries
 
@@ -35,6 +36,7 @@ __all__ = [
     "METRICS",
     "NOTIFICATIONS",
     "PATIENTS",
+    "PATIENT_SETTINGS",
     "QUERIES",
     "RULES",
     "SETTINGS",
@@ -54,6 +56,8 @@ METRICS = web.AppKey("metrics", Metrics)
 CONNECTIONS = web.AppKey("connections", ConnectionGate)
 AUDIT = web.AppKey("audit", AuditLog)
 PATIENTS = web.AppKey("patients", PatientStore)
+# Patients' own settings (SpO2 scale, overrides of the ward's rules).
+PATIENT_SETTINGS = web.AppKey("patient_settings", PatientSettingsStore)
 AUTH_THROTTLE = web.AppKey("auth_throttle", AuthThrottle)
 ALERT_STORE = web.AppKey("alert_store", AlertStore)
 ALERTS = web.AppKey("alerts", AlertService)

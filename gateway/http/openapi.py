@@ -59,6 +59,7 @@ from schemas.api import (
     Worklist,
 )
 from schemas.dashboard import AlertEvent, AlertList, RulesOut, SilenceBody
+from schemas.patient_settings import PatientSettingsBody, PatientSettingsOut, RulesQuery
 
 __all__ = ["OPERATIONS", "Auth", "Operation", "Reply", "build_document", "routes"]
 
@@ -90,7 +91,7 @@ class Operation:
     """One REST operation. `operation_id` is what generated clients name their method
     (`listReadings`, `ackAlert`): a verb and a noun, camelCase, unique."""
 
-    method: Literal["GET", "POST", "DELETE"]
+    method: Literal["GET", "POST", "PUT", "DELETE"]
     path: str
     summary: str
     tag: str
@@ -109,6 +110,7 @@ _ERRORS = {
     403: "Credentials valid, but not allowed here.",
     404: "No such resource.",
     409: "Conflicts with the current state.",
+    422: "Well-formed, but cannot apply (`invalid_settings`): `param` names the field.",
     503: "The database or the rules are unavailable right now.",
 }
 _CHALLENGE = {"WWW-Authenticate": 'Always `Bearer realm="vitals"`.'}
@@ -202,6 +204,30 @@ OPERATIONS: tuple[Operation, ...] = (
     ),
     Operation(
         "GET",
+        "/v1/patients/{patient_id}/settings",
+        "A patient's own settings: SpO2 scale, overrides of the ward's threshold rules",
+        "patients",
+        Auth.USER,
+        {200: Reply("The settings (defaults if never set).", PatientSettingsOut)},
+        errors=(400, 404),
+        path_params=PatientPath,
+        operation_id="getPatientSettings",
+    ),
+    Operation(
+        "PUT",
+        "/v1/patients/{patient_id}/settings",
+        "Replace a patient's whole settings document (an override left out is removed);"
+        " in force from the patient's next reading",
+        "patients",
+        Auth.USER,
+        {200: Reply("The settings as stored.", PatientSettingsOut)},
+        errors=(400, 404, 422),
+        path_params=PatientPath,
+        body=PatientSettingsBody,
+        operation_id="putPatientSettings",
+    ),
+    Operation(
+        "GET",
         "/v1/alerts",
         "Alerts in their current state (a clinician sees their wards' only)",
         "alerts",
@@ -241,6 +267,8 @@ OPERATIONS: tuple[Operation, ...] = (
         "alerts",
         Auth.USER,
         {200: Reply("The rules, their version, and each live replica's version.", RulesOut)},
+        errors=(400,),
+        query=RulesQuery,
         operation_id="listRules",
     ),
     Operation(

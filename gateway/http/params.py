@@ -37,6 +37,7 @@ __all__ = [
     "parse_history",
     "parse_latest",
     "parse_readings",
+    "parse_rules_query",
     "parse_summary",
     "parse_timestamp",
     "parse_ward",
@@ -223,6 +224,13 @@ def parse_ward(query: MultiMapping[str]) -> str:
     if ward is None:
         raise InvalidParameter("ward", "required")
     return _ident("ward", ward)
+
+
+def parse_rules_query(query: MultiMapping[str]) -> str | None:
+    """The optional `patient_id` of `GET /v1/rules`, its only parameter."""
+    _check_names(query, frozenset({"patient_id"}))
+    patient_id = query.get("patient_id")
+    return None if patient_id is None else _ident("patient_id", patient_id)
 
 
 def _check_names(query: MultiMapping[str], allowed: Collection[str]) -> None:

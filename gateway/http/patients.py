@@ -2,8 +2,7 @@
 
 Short glue: `storage/patients.py` reads the inputs (one query for a patient or a whole
 ward), `core/news2.py` scores them, the `schemas.api` models shape the answers. The
-score is computed on request; the patient's SpO2 scale is 1 until per-patient settings
-exist.
+score is computed on request, on each patient's SpO2 scale (their settings; 1 if none).
 """
 
 from __future__ import annotations
@@ -17,10 +16,9 @@ from pydantic import ValidationError
 from gateway.core.news2 import News2, News2Inputs, SpO2Scale, most_urgent_first, score
 from gateway.core.news2_history import plan, sweep
 from gateway.errors import ForbiddenError, InvalidParameter, NotFoundError
-from gateway.http.auth import require_patient_access, require_user
-from gateway.http.keys import ACCOUNTS, ALERTS, AUDIT, PATIENTS, SETTINGS
+from gateway.http.auth import require_known_patient, require_patient_access, require_user
+from gateway.http.keys import ALERTS, AUDIT, PATIENT_SETTINGS, PATIENTS, SETTINGS
 from gateway.http.params import parse_history, parse_latest, parse_ward
-from gateway.storage.accounts import Role
 from gateway.storage.patients import PatientInputs
 from schemas.api import (
     News2History,
@@ -40,16 +38,19 @@ routes = web.RouteTableDef()
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # An observation may carry a time this far ahead of the gateway's clock (a tablet's).
 _CLOCK_SKEW_S = 5.0
-# Every patient is on SpO2 scale 1 until per-patient settings (issue 15) store a 2.
-_SPO2_SCALE: SpO2Scale = 1
 
 
 def _time(seconds: float) -> datetime:
     return datetime.fromtimestamp(seconds, UTC)
 
 
-def _scores(request: web.Request, found: list[PatientInputs], now: float) -> list[News2]:
+async def _scores(request: web.Request, found: list[PatientInputs], now: float) -> list[News2]:
     window_s = request.app[SETTINGS].news2_window_s
+    scales: dict[str, SpO2Scale] = {}
+    if found:
+        # Few rows (patients whose settings were ever set): one read for a whole ward.
+        every = await request.app[PATIENT_SETTINGS].every()
+        scales = {s.patient_id: s.settings.spo2_scale for s in every}
     return [
         score(
             News2Inputs(
@@ -58,7 +59,7 @@ def _scores(request: web.Request, found: list[PatientInputs], now: float) -> lis
                 vitals=p.vitals,
                 consciousness=p.consciousness,
                 oxygen=p.oxygen,
-                spo2_scale=_SPO2_SCALE,
+                spo2_scale=scales.get(p.patient_id, 1),
                 window_s=window_s,
             )
         )
@@ -79,7 +80,7 @@ async def patient_news2(request: web.Request) -> web.Response:
     found = await request.app[PATIENTS].news2_inputs(_since_us(request, now), patient_id=patient_id)
     if not found:
         raise NotFoundError(f"no device for patient {patient_id!r}")
-    (result,) = _scores(request, found, now)
+    (result,) = await _scores(request, found, now)
     body = News2Out(
         patient_id=result.patient_id,
         score=result.score,
@@ -114,13 +115,15 @@ async def patient_news2_history(request: web.Request) -> web.Response:
     )
     if found is None:
         raise NotFoundError(f"no device for patient {patient_id!r}")
+    # Today's scale over the whole range: a change of scale is not stored with its time.
+    stored = await request.app[PATIENT_SETTINGS].get(patient_id)
     points = sweep(
         patient_id,
         sweep_plan.ticks,
         found.samples,
         found.entries,
         window_s=window_s,
-        spo2_scale=_SPO2_SCALE,
+        spo2_scale=stored.settings.spo2_scale if stored is not None else 1,
     )
     body = News2History(
         patient_id=patient_id,
@@ -146,7 +149,7 @@ async def ward_worklist(request: web.Request) -> web.Response:
         raise ForbiddenError(f"ward {ward!r} is not one of yours")
     now = time.time()
     found = await request.app[PATIENTS].news2_inputs(_since_us(request, now), ward=ward)
-    ranked = most_urgent_first(_scores(request, found, now))
+    ranked = most_urgent_first(await _scores(request, found, now))
     body = Worklist(
         ward=ward,
         items=[
@@ -168,11 +171,7 @@ async def ward_worklist(request: web.Request) -> web.Response:
 async def add_observation(request: web.Request) -> web.Response:
     principal = await require_user(request)
     patient_id = parse_latest(request.query, request.match_info["patient_id"])
-    await require_patient_access(request, principal, patient_id=patient_id)
-    if principal.role is Role.ADMIN and not await request.app[ACCOUNTS].wards_of(
-        patient_id=patient_id
-    ):
-        raise NotFoundError(f"no device for patient {patient_id!r}")
+    await require_known_patient(request, principal, patient_id)
     try:
         body = ObservationCreate.model_validate_json(await request.read())
     except ValidationError as e:

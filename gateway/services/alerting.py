@@ -30,6 +30,12 @@ readings it evaluates; this service gives it what is stored besides — every pa
 inputs at restore, the adopted patients' at adoption (`seed`), and a clinician's new
 observation (`observed`, handed to the patient's owner as `{"op": "observe"}`), and
 lends the latest score out read-only (`news2`, for the vitals messages).
+
+Patients' own settings (SpO2 scale, overrides of the ward's rules; the engine's
+`set_settings`): every patient's are read at start, an adopted patient's again at its
+adoption, and a patient's when they change here (`settings_changed`, after the API
+stored them) or on another replica (CHANNEL_SETTINGS; every patient's again when the
+listener reconnects, since a notification sent meanwhile is lost).
 """
 
 from __future__ import annotations
@@ -40,7 +46,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +61,7 @@ from gateway.core.alert_engine import (
     UnknownAlertError,
 )
 from gateway.core.news2 import DEFAULT_WINDOW_S, News2
+from gateway.core.patient_rules import DEFAULT_SETTINGS
 from gateway.core.rows import METRIC, TS_US, VALUE
 from gateway.core.rules import RuleSet, load_rules
 from gateway.errors import ForbiddenError, OwnershipLost, SeqConflict, StorageError
@@ -71,8 +78,10 @@ from gateway.storage.notify import (
     CHANNEL_COMMANDS,
     CHANNEL_OWNERS,
     CHANNEL_READINGS,
+    CHANNEL_SETTINGS,
     Notifications,
 )
+from gateway.storage.patient_settings import PatientSettingsStore
 from gateway.storage.patients import PatientStore
 from schemas.codes import AlertStatus
 
@@ -108,11 +117,15 @@ class AlertService:
         *,
         feed: EventFeed,
         patients: PatientStore | None = None,
+        settings: PatientSettingsStore | None = None,
     ) -> None:
         self._engine = engine
+        # Where patients' own settings are read from (None: ward rules for everyone).
+        self._settings = settings
         # Where NEWS2's stored inputs are read from (None: the engine's own only).
         self._patients = patients
-        # Observations handed over by other replicas, being scored (kept referenced).
+        # Work started from a notification (an observation handed over by another
+        # replica, being scored; settings stored elsewhere, being read): kept referenced.
         self._observing: set[asyncio.Task[None]] = set()
         self._ownership = ownership
         # Alert ids reserved from the shared counter, not used yet (replicas only).
@@ -165,6 +178,7 @@ class AlertService:
         wakeups: Notifications | None = None,
         patients: PatientStore | None = None,
         news2_window_s: float = DEFAULT_WINDOW_S,
+        settings: PatientSettingsStore | None = None,
     ) -> AsyncIterator[AlertService]:
         """Load the rules, restore stored open alerts, run the timer until exit.
 
@@ -183,12 +197,25 @@ class AlertService:
             news2_window_s=news2_window_s,
         )
         service = cls(
-            engine, store, hub, rules_path, metrics, ownership, feed=feed, patients=patients
+            engine,
+            store,
+            hub,
+            rules_path,
+            metrics,
+            ownership,
+            feed=feed,
+            patients=patients,
+            settings=settings,
         )
         service._news2_window_s = news2_window_s
         service._ids = ids
         service._wakeups = wakeups
+        # Before any alert is restored: a restored alert is checked against its patient's
+        # effective rules.
+        await service._load_settings()
         tasks = [asyncio.create_task(service._tick_forever(), name="alert-timer")]
+        if wakeups is not None and settings is not None:
+            wakeups.listen(CHANNEL_SETTINGS, service._settings_heard, service._settings_missed)
         if ownership is None:
             await service._restore(state)
         else:
@@ -235,6 +262,61 @@ class AlertService:
     def rules(self) -> RuleSet:
         """The rules in force (a refused reload leaves the previous ones)."""
         return self._engine.rules
+
+    def rules_of(self, patient_id: str) -> RuleSet:
+        """The rules the patient is evaluated under: the ward's with their overrides."""
+        return self._engine.rules_of(patient_id)
+
+    async def _load_settings(self, patient_ids: list[str] | None = None) -> None:
+        """Put the stored settings of these patients (all: None) in force."""
+        if self._settings is None:
+            return
+        found = await self._settings.every(patient_ids)
+        now = time.time()
+        for stored in found:
+            self._pending += self._engine.set_settings(stored.patient_id, stored.settings, now)
+        if patient_ids is not None:
+            for p in set(patient_ids) - {s.patient_id for s in found}:
+                self._pending += self._engine.set_settings(p, DEFAULT_SETTINGS, now)
+
+    async def settings_changed(self, patient_id: str) -> None:
+        """The patient's settings were stored: in force here from the next reading, once
+        the alerts the change clears are stored and pushed (other replicas were woken
+        by the store). StorageError if those events could not be stored: the settings
+        are in force all the same, the events stay pending."""
+        if self._settings is None:
+            return
+        stored = await self._settings.get(patient_id)
+        settings = DEFAULT_SETTINGS if stored is None else stored.settings
+        transitions = self._engine.set_settings(patient_id, settings, time.time())
+        if transitions:
+            await self._enqueue_and_wait(transitions)
+
+    def _settings_heard(self, payload: str) -> None:
+        """Another replica stored a patient's settings: read and apply them here."""
+        self._in_background(self._settings_changed_quietly(payload), "settings-changed")
+
+    def _settings_missed(self) -> None:
+        """The listener (re)connected: a change may have been missed, read them all."""
+        self._in_background(self._reload_settings_quietly(), "settings-reload")
+
+    async def _settings_changed_quietly(self, patient_id: str) -> None:
+        try:
+            await self.settings_changed(patient_id)
+        except Exception as e:
+            log.warning("settings of %s not applied yet: %s", patient_id, e)
+
+    async def _reload_settings_quietly(self) -> None:
+        try:
+            await self._load_settings()
+            self._enqueue([])
+        except Exception as e:
+            log.warning("patients' settings not reloaded: %s", e)
+
+    def _in_background(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(work, name=name)
+        self._observing.add(task)
+        task.add_done_callback(self._observing.discard)
 
     def news2(self, patient_id: str) -> News2 | None:
         """The patient's latest NEWS2 as the engine scored it; None unless this replica
@@ -502,7 +584,8 @@ class AlertService:
             now = time.time()
             # Far enough back to rebuild every pending `for_s` run, and to cover the
             # readings stored while the patient had no live owner.
-            longest = self._engine.rules.longest_for_s
+            await self._load_settings(list(patients))
+            longest = self._engine.longest_for_s
             replay_s = longest + LEASE_S + 4 * BEAT_S
             state = await self._store.patient_state(patients, int((now - replay_s) * 1e6))
             for device_id, _patient, ward, _seen, _revoked in state.devices:
@@ -716,9 +799,7 @@ class AlertService:
             except Exception as e:
                 log.warning("observation of %s not scored: %s", patient_id, e)
 
-        task = asyncio.create_task(observe(), name="news2-observe")
-        self._observing.add(task)
-        task.add_done_callback(self._observing.discard)
+        self._in_background(observe(), "news2-observe")
 
     def _drafts(self, transitions: list[Transition]) -> list[EventDraft]:
         """The events of `transitions`, to be numbered by the transaction storing them."""

@@ -34,6 +34,7 @@ __all__ = [
     "CHANNEL_OWNERS",
     "CHANNEL_READINGS",
     "CHANNEL_RULES",
+    "CHANNEL_SETTINGS",
     "CHANNEL_VITALS",
     "LISTENER_NAME",
     "NOTIFY_MAX_BYTES",
@@ -49,6 +50,7 @@ log = logging.getLogger(__name__)
 CHANNEL_EVENTS = "vitals_events"  # payload: the newest event id of a commit
 CHANNEL_DEVICES = "vitals_devices"  # payload: "<device id> <connection epoch>"
 CHANNEL_RULES = "vitals_rules"  # payload: the rules' version
+CHANNEL_SETTINGS = "vitals_settings"  # payload: the patient id whose settings changed
 CHANNEL_COMMANDS = "vitals_commands"  # payload: JSON, an acknowledgement handed over
 CHANNEL_OWNERS = "vitals_owners"  # payload: "<replica id> <epoch> <patient id>"
 # Readings of a patient stored by a replica that does not evaluate it (its other device

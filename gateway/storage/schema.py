@@ -38,6 +38,7 @@ __all__ = [
     "Device",
     "Observation",
     "PatientOwner",
+    "PatientSettingsRow",
     "Probe",
     "Reading",
     "Replica",
@@ -165,6 +166,20 @@ class Observation(Base):
         # A patient's latest entry: one index seek, newest first.
         Index("ix_observations_patient_ts", "patient_id", "ts_us", "id"),
     )
+
+
+class PatientSettingsRow(Base):
+    """A patient's own settings (`PUT /v1/patients/{id}/settings`), one row each,
+    replaced whole: NEWS2's SpO2 scale and overrides of the ward's threshold rules
+    (JSON, by rule name, as the API spells them). No row: scale 1, no overrides."""
+
+    __tablename__ = "patient_settings"
+
+    patient_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    spo2_scale: Mapped[int] = mapped_column(Integer)
+    overrides: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    updated_by: Mapped[str] = mapped_column(String(64))
 
 
 class AlertRow(Base):

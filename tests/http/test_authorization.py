@@ -85,6 +85,19 @@ ENDPOINTS = [
         "/v1/patients/{icu_patient}/observations",
         body={"consciousness": "V", "oxygen": True},
     ),
+    Endpoint(
+        "GET",
+        "/v1/patients/{patient_id}/settings",
+        Access.WARD,
+        "/v1/patients/{icu_patient}/settings",
+    ),
+    Endpoint(
+        "PUT",
+        "/v1/patients/{patient_id}/settings",
+        Access.WARD,
+        "/v1/patients/{icu_patient}/settings",
+        body={"spo2_scale": 2, "overrides": {"spo2-low": {"below": 88, "reason": "COPD"}}},
+    ),
     Endpoint("GET", "/v1/alerts", Access.LISTED),
     Endpoint("POST", "/v1/alerts/{alert_id}/ack", Access.WARD, "/v1/alerts/{icu_alert}/ack"),
     Endpoint(

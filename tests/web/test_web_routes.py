@@ -87,5 +87,12 @@ async def test_rules_list_the_rules_in_force(gateway: Gateway) -> None:
         "priority": "high",
         "label": "SpO₂ low",
         "escalate_after_s": 120.0,
+        "kind": "threshold",
+        "band_at_least": None,
+        "disabled": False,
+        "default": None,
+        "override": None,
     }
     assert rules["heart_rate-high"]["direction"] == "above"
+    # NEWS2 rules are listed too, without a metric: the page draws no line for them.
+    assert (rules["news2-high"]["kind"], rules["news2-high"]["metric"]) == ("news2", None)

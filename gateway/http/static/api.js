@@ -58,6 +58,11 @@ export const login = (token) => request("/v1/session", { method: "POST", body: {
 export const logout = () => request("/v1/session/logout", { method: "POST" });
 export const devices = () => request("/v1/devices");
 export const rules = () => request("/v1/rules");
+export const patientRules = (patientId) => request(`/v1/rules?${query({ patient_id: patientId })}`);
+export const patientSettings = (patientId) =>
+  request(`/v1/patients/${encodeURIComponent(patientId)}/settings`);
+export const putPatientSettings = (patientId, body) =>
+  request(`/v1/patients/${encodeURIComponent(patientId)}/settings`, { method: "PUT", body });
 
 export async function latest(patientId) {
   try {

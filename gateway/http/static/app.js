@@ -46,7 +46,8 @@ const state = {
   ticks: 0,
 };
 
-const rulesFor = (metric) => state.rules.filter((r) => r.metric === metric);
+// NEWS2 rules have no metric (and no line to draw): only threshold rules match.
+const rulesFor = (metric) => state.rules.filter((r) => r.metric && r.metric === metric);
 
 const ward = new WardView($("tiles"), { open: openPatient, rulesFor });
 const panel = new AlertPanel($("alert-list"), {
@@ -70,6 +71,7 @@ const patientView = new PatientView(
     consciousness: $("obs-consciousness"),
     oxygen: $("obs-oxygen"),
     result: $("obs-result"),
+    limits: $("patient-limits"),
   },
   { rulesFor, failed, news2Changed: () => pollNews2() },
 );

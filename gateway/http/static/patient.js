@@ -6,6 +6,7 @@ import * as api from "./api.js";
 import { alertLabel, statusText } from "./alerts.js";
 import { h, setText } from "./dom.js";
 import { news2Chart } from "./news2chart.js";
+import { LimitsSection, chartRules, loadLimits } from "./limits.js";
 import { trendChart } from "./svg.js";
 import { METRICS, formatDateTime, formatLimit, formatValue } from "./vitals.js";
 
@@ -28,7 +29,7 @@ const REFRESH_MS = 30_000;
 export class PatientView {
   /**
    * @param {object} els  section, title, subtitle, status, charts, history, empty, range (radio
-   *   inputs), news2, form, consciousness, oxygen, result
+   *   inputs), news2, form, consciousness, oxygen, result, limits
    * @param {{rulesFor: (metric: string) => object[], failed: (e: Error) => void,
    *          news2Changed: () => void}} hooks
    */
@@ -39,6 +40,7 @@ export class PatientView {
     this.hours = DEFAULT_HOURS;
     this._timer = null;
     this._loading = 0;
+    this.limits = new LimitsSection(els.limits, { saved: () => this.refresh(), failed: (e) => hooks.failed(e) });
     for (const input of els.range) {
       input.addEventListener("change", () => {
         if (input.checked) {
@@ -94,9 +96,11 @@ export class PatientView {
     const to = Date.now();
     const from = to - this.hours * HOUR;
     const [bucket, bucketMs] = BUCKETS[this.hours];
+    // The patient's own limits: their charts draw these (the ward's if they fail).
+    const limits = loadLimits(patient.id).catch(() => null);
     try {
       const [charts, history, news2, scores] = await Promise.all([
-        Promise.all(CHARTS.map((c) => this._chart(patient, c, from, to, bucket, bucketMs))),
+        Promise.all(CHARTS.map((c) => this._chart(patient, c, from, to, bucket, bucketMs, limits))),
         api.alertHistory(patient.id),
         api.news2(patient.id).catch(() => null),
         api.news2History(patient.id, this.hours * 60).catch(() => null),
@@ -104,6 +108,7 @@ export class PatientView {
       if (run !== this._loading || this.patient !== patient) return; // superseded
       this.els.charts.replaceChildren(...charts);
       this._news2History(scores, from, to);
+      this.limits.show(patient.id, await limits);
       this._news2(news2);
       this._history(history.items);
     } catch (e) {
@@ -182,7 +187,7 @@ export class PatientView {
     }
   }
 
-  async _chart(patient, spec, from, to, bucket, bucketMs) {
+  async _chart(patient, spec, from, to, bucket, bucketMs, patientLimits) {
     const series = await Promise.all(
       spec.metrics.map(async (metric) => {
         const body = await api.summary({ patientId: patient.id, metric, since: from, until: to, bucket });
@@ -198,7 +203,8 @@ export class PatientView {
       }),
     );
     const primary = spec.metrics[0];
-    const thresholds = spec.metrics.flatMap((m) => this.hooks.rulesFor(m));
+    const own = await patientLimits;
+    const thresholds = spec.metrics.flatMap((m) => (own ? chartRules(own.rules, m) : this.hooks.rulesFor(m)));
     const now = spec.metrics
       .map((m) => patient.latest.get(m))
       .map((r, i) => formatValue(spec.metrics[i], r?.value))
