@@ -17,13 +17,14 @@ from typing import TYPE_CHECKING
 import pytest
 import pytest_asyncio
 
+from gateway.http.web import STATIC_DIR
 from tests.support.processes import GatewayProcess
 
 from .browsing import CHROMIUM, CHROMIUM_ARGS, DESKTOP, RESULTS_DIR, OpenPage, PageProblems
 from .harness import CLINICIANS, DEVICES, Provisioned, provision, quick_rules
 
 if TYPE_CHECKING:
-    from playwright.async_api import Browser, BrowserContext, Page, ViewportSize
+    from playwright.async_api import Browser, BrowserContext, Page, Route, ViewportSize
 
 
 def _unavailable(reason: str) -> None:
@@ -128,3 +129,34 @@ def results_dir() -> Path:
     """Where screenshots and measurements go for people to look at."""
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     return RESULTS_DIR
+
+
+STATIC_ORIGIN = "http://dashboard.test"
+_STATIC_TYPES = {".js": "text/javascript", ".html": "text/html"}
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def static_page(browser: Browser) -> AsyncIterator[Page]:
+    """A blank page on a made-up origin whose /static/ is the package's static folder,
+    for the page's pure modules; shared by one module's tests, which keep their state
+    in their own objects."""
+
+    async def serve(route: Route) -> None:
+        path = route.request.url.removeprefix(STATIC_ORIGIN)
+        if path == "/blank.html":
+            await route.fulfill(body="<!doctype html><title>t</title>", content_type="text/html")
+            return
+        file = STATIC_DIR / path.removeprefix("/static/")
+        if not path.startswith("/static/") or not file.is_file():
+            await route.fulfill(status=404)
+            return
+        await route.fulfill(body=file.read_bytes(), content_type=_STATIC_TYPES[file.suffix])
+
+    context = await browser.new_context()
+    try:
+        await context.route(f"{STATIC_ORIGIN}/**", serve)
+        p = await context.new_page()
+        await p.goto(f"{STATIC_ORIGIN}/blank.html")
+        yield p
+    finally:
+        await context.close()
