@@ -97,15 +97,22 @@ async def open_page(
     browser: Browser, live_gateway: GatewayProcess, provisioned: Provisioned
 ) -> AsyncIterator[OpenPage]:
     """`await open_page(login_as="dr-ana")`: the dashboard in a fresh browser context
-    (its own cookies), signed in through the login form when `login_as` is given.
+    (its own cookies), signed in through the login form when `login_as` is given;
+    `init_script` runs in the page before its own scripts (to instrument an API).
     At the end, no page may have broken its CSP or thrown."""
     contexts: list[BrowserContext] = []
     problems = PageProblems()
 
-    async def open_(login_as: str | None = None, viewport: ViewportSize = DESKTOP) -> Page:
+    async def open_(
+        login_as: str | None = None,
+        viewport: ViewportSize = DESKTOP,
+        init_script: str | None = None,
+    ) -> Page:
         context = await browser.new_context(viewport=viewport)
         context.set_default_timeout(10_000)
         contexts.append(context)
+        if init_script is not None:
+            await context.add_init_script(init_script)
         page = await context.new_page()
         problems.watch(page)
         await page.goto(live_gateway.url + "/")
