@@ -25,7 +25,7 @@ from .harness import DEVICES, Device, Provisioned, send_readings, ts_text
 
 if os.environ.get("CI") != "true":  # under CI a missing Playwright must fail, not skip
     pytest.importorskip("playwright.async_api", reason="Playwright: pip install -e '.[test]'")
-from playwright.async_api import Locator, Page, expect
+from playwright.async_api import Browser, Locator, Page, expect
 
 pytestmark = [
     pytest.mark.browser,
@@ -382,3 +382,71 @@ async def test_acknowledge_all_for_a_patient_answers_each_of_its_alarms(
         ("bed-103", "temperature-high", "active_unack"),
     ]
     assert all(a["acked_by"] == "dr-ana" for a in stored if a["patient_id"] == "bed-102")
+
+
+# Chrome's rule for Web Audio, which headless Chromium does not apply (it lets every page
+# sound): a context made before the page has had a user gesture starts suspended, and
+# resume() starts it only during a gesture. Read from the real navigator.userActivation.
+GESTURE_RULE = """
+const Ungated = window.AudioContext;
+window.AudioContext = class extends Ungated {
+  constructor(...args) {
+    super(...args);
+    this.gated = !navigator.userActivation.hasBeenActive;
+    if (this.gated) super.suspend();
+  }
+  get state() { return this.gated ? "suspended" : super.state; }
+  resume() {
+    if (this.gated && !navigator.userActivation.isActive) return Promise.resolve();
+    this.gated = false;
+    return super.resume().then(() => this.dispatchEvent(new Event("statechange")));
+  }
+};
+"""
+
+
+async def test_sign_in_is_the_gesture_and_a_reopened_page_asks_for_a_click(
+    browser: Browser, live_gateway: GatewayProcess, provisioned: Provisioned
+) -> None:
+    """Under Chrome's rule that a page sounds only after a user gesture, signing in is
+    that gesture: the alarm is heard with no other click. A second browser opening the
+    page on the same session, with no gesture yet, is held back and says "click to
+    allow" in amber; its first click anywhere lets the due alarm sound at once."""
+    contexts = []
+    try:
+        for _ in range(2):
+            context = await browser.new_context()
+            contexts.append(context)
+            await context.add_init_script(RECORD_TONES + GESTURE_RULE)
+        page = await contexts[0].new_page()
+        await page.goto(live_gateway.url + "/")
+        await page.fill("#token", provisioned.users["dr-ana"].token)
+        await page.click("#login-submit")
+        await page.locator("#connection[data-state=connected]").wait_for()
+        toggle = page.locator("#sound-toggle")
+        await expect(toggle).to_have_attribute("data-blocked", "false")
+        await send(live_gateway, provisioned.devices["watch-101"], systolic_bp=80.0)
+        await expect(toggle).to_have_attribute("data-tone", "high")
+        assert {t["state"] for t in await tones(page)} == {"running"}
+
+        await contexts[1].add_cookies(await contexts[0].cookies())
+        page = await contexts[1].new_page()
+        await page.goto(live_gateway.url + "/")
+        await page.locator("#connection[data-state=connected]").wait_for()
+        toggle = page.locator("#sound-toggle")
+        await expect(toggle).to_have_attribute("data-tone", "high")
+        await expect(toggle).to_have_attribute("data-blocked", "true")
+        await expect(toggle).to_have_text("Sound on · click to allow")
+        colour = await toggle.evaluate("el => getComputedStyle(el).borderTopColor")
+        assert colour == "rgb(245, 181, 11)"  # the amber of a station that cannot sound
+        assert {t["state"] for t in await tones(page)} == {"suspended"}
+
+        clicked = await page.evaluate("Date.now()")
+        await page.locator("#ward-title").click()
+        await expect(toggle).to_have_attribute("data-blocked", "false")
+        await expect(toggle).to_have_text("Sound on")
+        heard = [t["at"] for t in await tones(page) if t["state"] == "running"]
+        assert heard and min(heard) - clicked < 1_000, heard
+    finally:
+        for context in contexts:
+            await context.close()

@@ -47,7 +47,7 @@ const state = {
   ticks: 0,
 };
 
-const speaker = new AlarmSpeaker(() => ("AudioContext" in window ? new AudioContext() : null), showSound);
+const speaker = new AlarmSpeaker(() => ("AudioContext" in window ? new AudioContext() : null), soundAllowed);
 
 const rulesFor = (metric) => state.rules.filter((r) => r.metric === metric);
 
@@ -456,6 +456,14 @@ function toggleSound() {
   state.sound = !state.sound;
   speaker.unlock();
   showSound();
+  soundNow();
+}
+
+/** The browser let the page sound (or held it back again): a due tone starts afresh. */
+function soundAllowed() {
+  showSound();
+  if (speaker.blocked) return;
+  state.tone = null;
   soundNow();
 }
 
