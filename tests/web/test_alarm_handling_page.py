@@ -232,8 +232,9 @@ async def test_escalated_alert_is_marked_on_its_card_and_tile(
 ) -> None:
     """An alert nobody acknowledges within escalate_after_s (2 s here) is escalated: its
     card and its patient's tile say ESCALATED and carry the mark, unlike another high
-    alert not yet escalated; the tile goes first; acknowledging removes the mark."""
-    page = await open_page(login_as="dr-ana")
+    alert not yet escalated; the tile goes first; the escalation sounds at once, before
+    the tone's next repeat; acknowledging removes the mark."""
+    page = await open_page(login_as="dr-ana", init_script=RECORD_TONES)
     await send(live_gateway, provisioned.devices["watch-103"], heart_rate=150.0)
     await send(live_gateway, provisioned.devices["watch-102"], systolic_bp=80.0)
 
@@ -260,6 +261,9 @@ async def test_escalated_alert_is_marked_on_its_card_and_tile(
         "systolic_bp-low": True,
         "heart_rate-high": False,
     }
+
+    high = await bursts(page, "high")
+    assert len([b for b in high if b[0] - high[0][0] < 5_500]) >= 2, high  # repeat: 6 s
 
     await escalated.locator(".alert__ack").click()
     await expect(escalated).to_have_attribute("data-status", "active_ack")

@@ -41,6 +41,7 @@ def alert(
         "priority": priority,
         "status": status,
         "silenced_until": silenced_until,
+        "escalation": 0,
         "patient_id": f"bed-{alert_id}",
     }
 
@@ -150,6 +151,31 @@ async def test_a_silenced_alarm_is_quiet_until_its_silence_ends_then_sounds_agai
         ["play", "medium"],
         ["none", "medium"],
         ["play", "high"],
+    ]
+
+
+async def test_an_escalation_sounds_at_once_unless_silenced(static_page: Page) -> None:
+    """An alarm that escalates plays its burst at once rather than at its next repeat,
+    once per escalation; a silenced alarm that escalates stays quiet."""
+    first = alert(1, "high") | {"escalation": 1}
+    second = alert(1, "high") | {"escalation": 2}
+    silenced = second | {"silenced_until": iso(T0 + 60_000)}
+    got = await steps(
+        static_page,
+        [
+            (0, [alert(1, "high")]),
+            (1_000, [first]),
+            (2_000, [first]),
+            (3_000, [second]),
+            (4_000, [silenced | {"escalation": 3}]),
+        ],
+    )
+    assert got == [
+        ["play", "high"],
+        ["play", "high"],
+        ["none", "high"],
+        ["play", "high"],
+        ["stop", None],
     ]
 
 

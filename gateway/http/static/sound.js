@@ -4,10 +4,10 @@
 // In the spirit of IEC 60601-1-8: what sounds is the highest priority among alerts
 // that are active, unacknowledged and not silenced. Acknowledging (someone owns it) or
 // clearing ends its sound; silencing pauses it until `silenced_until`, after which it
-// sounds again if still active and unacknowledged. Each priority has its own burst:
-// high a fast burst of ten pulses (3 + 2, 3 + 2) repeated often, medium three slower
-// pulses repeated less often, low two soft pulses, rarely. Pitches differ too, so a
-// listener can tell them apart without counting.
+// sounds again if still active and unacknowledged; an escalation sounds at once. Each
+// priority has its own burst: high a fast burst of ten pulses (3 + 2, 3 + 2) repeated
+// often, medium three slower pulses repeated less often, low two soft pulses, rarely.
+// Pitches differ too, so a listener can tell them apart without counting.
 
 import { PRIORITY_RANK, isSilenced } from "./alerts.js";
 
@@ -55,19 +55,34 @@ export function soundingPriority(alerts, now) {
   return best;
 }
 
+/** The highest escalation count among the sounding alerts of `priority`. */
+function escalationOf(alerts, priority, now) {
+  let most = 0;
+  for (const alert of alerts) {
+    if (alert.priority === priority && sounds(alert, now)) most = Math.max(most, alert.escalation ?? 0);
+  }
+  return most;
+}
+
 /**
  * What the speaker does now, given the alerts on screen (already filtered by ward), the
- * clock (ms) and the last tone started (`{priority, at}` or null). Returns a frozen
- * `{action, priority, last}`: `action` is "play" (start the priority's burst now,
+ * clock (ms) and the last tone started (`{priority, at, escalation}` or null). Returns a
+ * frozen `{action, priority, last}`: `action` is "play" (start the priority's burst now,
  * cutting any other short), "stop" (nothing sounds any more: cut what plays) or "none";
  * `last` is what to pass next time. A priority starts at once when it begins to sound
- * (a new alarm, a higher one, a silence that ended) and then every `repeatMs`.
+ * (a new alarm, a higher one, a silence that ended) or escalates, then every `repeatMs`.
  */
 export function dueTone(alerts, now, last = null) {
   const priority = soundingPriority(alerts, now);
   if (priority === null) return Object.freeze({ action: last ? "stop" : "none", priority, last: null });
-  if (last === null || last.priority !== priority || now - last.at >= TONES[priority].repeatMs) {
-    return Object.freeze({ action: "play", priority, last: Object.freeze({ priority, at: now }) });
+  const escalation = escalationOf(alerts, priority, now);
+  if (
+    last === null ||
+    last.priority !== priority ||
+    escalation > (last.escalation ?? 0) ||
+    now - last.at >= TONES[priority].repeatMs
+  ) {
+    return Object.freeze({ action: "play", priority, last: Object.freeze({ priority, at: now, escalation }) });
   }
   return Object.freeze({ action: "none", priority, last });
 }
