@@ -17,13 +17,14 @@ from typing import TYPE_CHECKING
 import pytest
 import pytest_asyncio
 
+from gateway.http.web import STATIC_DIR
 from tests.support.processes import GatewayProcess
 
 from .browsing import CHROMIUM, CHROMIUM_ARGS, DESKTOP, RESULTS_DIR, OpenPage, PageProblems
 from .harness import CLINICIANS, DEVICES, Provisioned, provision, quick_rules
 
 if TYPE_CHECKING:
-    from playwright.async_api import Browser, BrowserContext, Page, ViewportSize
+    from playwright.async_api import Browser, BrowserContext, Page, Route, ViewportSize
 
 
 def _unavailable(reason: str) -> None:
@@ -96,15 +97,22 @@ async def open_page(
     browser: Browser, live_gateway: GatewayProcess, provisioned: Provisioned
 ) -> AsyncIterator[OpenPage]:
     """`await open_page(login_as="dr-ana")`: the dashboard in a fresh browser context
-    (its own cookies), signed in through the login form when `login_as` is given.
+    (its own cookies), signed in through the login form when `login_as` is given;
+    `init_script` runs in the page before its own scripts (to instrument an API).
     At the end, no page may have broken its CSP or thrown."""
     contexts: list[BrowserContext] = []
     problems = PageProblems()
 
-    async def open_(login_as: str | None = None, viewport: ViewportSize = DESKTOP) -> Page:
+    async def open_(
+        login_as: str | None = None,
+        viewport: ViewportSize = DESKTOP,
+        init_script: str | None = None,
+    ) -> Page:
         context = await browser.new_context(viewport=viewport)
         context.set_default_timeout(10_000)
         contexts.append(context)
+        if init_script is not None:
+            await context.add_init_script(init_script)
         page = await context.new_page()
         problems.watch(page)
         await page.goto(live_gateway.url + "/")
@@ -128,3 +136,34 @@ def results_dir() -> Path:
     """Where screenshots and measurements go for people to look at."""
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     return RESULTS_DIR
+
+
+STATIC_ORIGIN = "http://dashboard.test"
+_STATIC_TYPES = {".js": "text/javascript", ".html": "text/html"}
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def static_page(browser: Browser) -> AsyncIterator[Page]:
+    """A blank page on a made-up origin whose /static/ is the package's static folder,
+    for the page's pure modules; shared by one module's tests, which keep their state
+    in their own objects."""
+
+    async def serve(route: Route) -> None:
+        path = route.request.url.removeprefix(STATIC_ORIGIN)
+        if path == "/blank.html":
+            await route.fulfill(body="<!doctype html><title>t</title>", content_type="text/html")
+            return
+        file = STATIC_DIR / path.removeprefix("/static/")
+        if not path.startswith("/static/") or not file.is_file():
+            await route.fulfill(status=404)
+            return
+        await route.fulfill(body=file.read_bytes(), content_type=_STATIC_TYPES[file.suffix])
+
+    context = await browser.new_context()
+    try:
+        await context.route(f"{STATIC_ORIGIN}/**", serve)
+        p = await context.new_page()
+        await p.goto(f"{STATIC_ORIGIN}/blank.html")
+        yield p
+    finally:
+        await context.close()

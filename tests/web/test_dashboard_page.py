@@ -333,14 +333,18 @@ async def test_a_revoked_devices_alert_and_tile_leave_open_pages_live(
     await expect(page.locator("#alert-list .alert")).to_have_count(0)
 
 
-async def test_ward_filter_limits_tiles_and_alerts_and_sound_is_opt_in(
+async def test_ward_filter_limits_tiles_alerts_and_sound_which_is_on_after_sign_in(
     open_page: OpenPage, live_gateway: GatewayProcess, provisioned: Provisioned
 ) -> None:
     """Choosing a ward shows only its patients and its alerts (the choice is built from
-    the wards seen); sound starts off and is turned on by the user."""
+    the wards seen), and only its alarms sound; sound is on from the sign-in and the
+    user can mute it."""
     await raise_hypotension(live_gateway, provisioned.devices["watch-101"])
     page = await open_page(login_as="dr-ana")
     await alert_card(page, "systolic_bp-low", "bed-101").wait_for()
+    sound = page.locator("#sound-toggle")
+    await expect(sound).to_have_attribute("aria-pressed", "true")
+    await expect(sound).to_have_attribute("data-tone", "high")
     select = page.locator("#ward-filter")
     await expect(select.locator("option")).to_have_text(["All wards", "icu", "ward-4b"])
 
@@ -349,15 +353,17 @@ async def test_ward_filter_limits_tiles_and_alerts_and_sound_is_opt_in(
     await expect(tile(page, "bed-101")).to_be_hidden()
     await expect(alert_card(page, "systolic_bp-low", "bed-101")).to_have_count(0)
     await expect(page.locator("#alerts-empty")).to_be_visible()
+    await expect(sound).to_have_attribute("data-tone", "")
 
     await select.select_option("")
     await expect(page.locator(".tile:visible")).to_have_count(len(DEVICES))
     await expect(alert_card(page, "systolic_bp-low", "bed-101")).to_be_visible()
+    await expect(sound).to_have_attribute("data-tone", "high")
 
-    sound = page.get_by_role("button", name="Sound off")
-    await sound.click()
-    await expect(page.locator("#sound-toggle")).to_have_attribute("aria-pressed", "true")
-    await expect(page.locator("#sound-toggle")).to_have_text("Sound on")
+    await page.get_by_role("button", name="Sound on").click()
+    await expect(sound).to_have_attribute("aria-pressed", "false")
+    await expect(sound).to_have_text("Sound muted")
+    await expect(sound).to_have_attribute("data-tone", "")
 
 
 async def test_pages_recover_from_gateway_restart_resuming_or_signing_in(

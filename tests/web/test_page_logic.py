@@ -4,51 +4,24 @@ without a gateway: files served from the package, the WebSocket replaced by a fa
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import pytest_asyncio
-
-from gateway.http.web import STATIC_DIR
 
 if os.environ.get("CI") != "true":  # under CI a missing Playwright must fail, not skip
     pytest.importorskip("playwright.async_api", reason="Playwright: pip install -e '.[test]'")
-from playwright.async_api import Browser, Page, Route
+from playwright.async_api import Page
 
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.asyncio(loop_scope="session"),  # the session's one browser (see conftest)
 ]
 
-ORIGIN = "http://dashboard.test"
-_TYPES = {".js": "text/javascript", ".html": "text/html"}
 
-
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def page(browser: Browser) -> AsyncIterator[Page]:
-    """A blank page on a made-up origin whose /static/ is the package's static folder;
-    shared by this module's tests, which keep their state in their own objects."""
-
-    async def serve(route: Route) -> None:
-        path = route.request.url.removeprefix(ORIGIN)
-        if path == "/blank.html":
-            await route.fulfill(body="<!doctype html><title>t</title>", content_type="text/html")
-            return
-        file = STATIC_DIR / path.removeprefix("/static/")
-        if not path.startswith("/static/") or not file.is_file():
-            await route.fulfill(status=404)
-            return
-        await route.fulfill(body=file.read_bytes(), content_type=_TYPES[file.suffix])
-
-    context = await browser.new_context()
-    try:
-        await context.route(f"{ORIGIN}/**", serve)
-        p = await context.new_page()
-        await p.goto(f"{ORIGIN}/blank.html")
-        yield p
-    finally:
-        await context.close()
+@pytest.fixture
+def page(static_page: Page) -> Page:
+    """The package's static files on a blank page (conftest's `static_page`)."""
+    return static_page
 
 
 async def run(page: Page, body: str) -> Any:

@@ -7,6 +7,7 @@ import { h, setText } from "./dom.js";
 import { AlertPanel } from "./panel.js";
 import { PatientView } from "./patient.js";
 import { ReportView } from "./report.js";
+import { AlarmSpeaker, dueTone } from "./sound.js";
 import { DashboardStream } from "./stream.js";
 import { Patient, SPARK_WINDOW_MS, TILE_METRICS, formatClock } from "./vitals.js";
 import { WardView } from "./ward.js";
@@ -36,15 +37,18 @@ const state = {
   /** @type {DashboardStream | null} */
   stream: null,
   ward: readWard(),
+  /** sound on (after sign-in) or muted */
   sound: false,
-  /** @type {AudioContext | null} */
-  audio: null,
+  /** the last tone started, {priority, at}, for sound.js `dueTone` */
+  tone: null,
   /** @type {Set<string>} wards in the filter's list */
   wards: new Set(),
   reloadTimer: null,
   bannerTimer: null,
   ticks: 0,
 };
+
+const speaker = new AlarmSpeaker(() => ("AudioContext" in window ? new AudioContext() : null), soundAllowed);
 
 // NEWS2 rules have no metric (and no line to draw): only threshold rules match.
 const rulesFor = (metric) => state.rules.filter((r) => r.metric && r.metric === metric);
@@ -123,6 +127,7 @@ async function onLogin(event) {
   const error = $("login-error");
   const token = input.value.trim();
   if (!token) return;
+  speaker.unlock(); // the sign-in is the gesture browsers want before a page may sound
   button.disabled = true;
   try {
     const me = await api.login(token);
@@ -164,6 +169,9 @@ async function startStation(me) {
   $("station").hidden = false;
   $("controls").hidden = false;
   setText($("user"), `${me.name} (${me.role})`);
+  state.sound = true; // on after sign-in; the toggle mutes it
+  speaker.unlock();
+  showSound();
   try {
     const body = await api.rules();
     state.rules = body.rules;
@@ -315,7 +323,6 @@ function onAlert(event, { replay, resumed }) {
   // while disconnected, are announced.
   if (change.isNew && alert.status === "active_unack" && (!replay || resumed)) {
     announce(`New ${alert.priority} priority alert: ${alert.label || alert.rule}, patient ${alert.patient_id}, ward ${alert.ward}.`);
-    if (alert.priority === "high") beep(3);
   }
 }
 
@@ -394,6 +401,7 @@ function renderAlerts() {
   setText($("ack-offline"), `Acknowledge all ${offline.length} device-offline`);
   const unacked = state.book.open().filter((a) => a.status === "active_unack" && a.priority === "high").length;
   if (state.me) setText(document.querySelector("title"), `${unacked ? `(${unacked}) ` : ""}Vitals — central station`);
+  soundNow();
 }
 
 function updateTile(patientId) {
@@ -455,35 +463,37 @@ function announce(text) {
   while (region.childElementCount > 5) region.firstElementChild.remove();
 }
 
-/** Short pulses (IEC 60601-1-8 style) through WebAudio, only once the user turned sound on. */
-function beep(pulses) {
-  const ctx = state.audio;
-  if (!state.sound || !ctx) return;
-  let t = ctx.currentTime + 0.02;
-  for (let i = 0; i < pulses; i += 1) {
-    const osc = ctx.createOscillator();
-    const gain = ctx.createGain();
-    osc.type = "sine";
-    osc.frequency.value = 880;
-    gain.gain.setValueAtTime(0, t);
-    gain.gain.linearRampToValueAtTime(0.25, t + 0.015);
-    gain.gain.setValueAtTime(0.25, t + 0.14);
-    gain.gain.linearRampToValueAtTime(0, t + 0.16);
-    osc.connect(gain).connect(ctx.destination);
-    osc.start(t);
-    osc.stop(t + 0.17);
-    t += 0.24;
-  }
+/** Play, repeat or stop the alarm tone the visible alerts call for (sound.js). */
+function soundNow(now = Date.now()) {
+  const decision = dueTone(state.sound && state.me ? state.book.open(state.ward) : [], now, state.tone);
+  state.tone = decision.last;
+  speaker.update(decision);
+  $("sound-toggle").dataset.tone = decision.priority ?? "";
 }
 
 function toggleSound() {
   state.sound = !state.sound;
-  if (state.sound && !state.audio && "AudioContext" in window) state.audio = new AudioContext();
-  if (state.sound) state.audio?.resume();
+  speaker.unlock();
+  showSound();
+  soundNow();
+}
+
+/** The browser let the page sound (or held it back again): a due tone starts afresh. */
+function soundAllowed() {
+  showSound();
+  if (speaker.blocked) return;
+  state.tone = null;
+  soundNow();
+}
+
+/** The mute toggle says whether the station sounds, and if the browser holds it back. */
+function showSound() {
   const button = $("sound-toggle");
+  const blocked = state.sound && speaker.blocked;
   button.setAttribute("aria-pressed", String(state.sound));
-  setText(button.querySelector(".sound__text"), state.sound ? "Sound on" : "Sound off");
-  if (state.sound) beep(1);
+  button.dataset.blocked = String(blocked);
+  const text = !state.sound ? "Sound muted" : blocked ? "Sound on · click to allow" : "Sound on";
+  setText(button.querySelector(".sound__text"), text);
 }
 
 // --- navigation ---------------------------------------------------------------------------
@@ -525,6 +535,7 @@ function tick() {
     else ward.updateAges(p, now);
   }
   panel.tick(now);
+  soundNow(now); // repeats, and a silence that ends sounds again
 }
 
 // --- boot -------------------------------------------------------------------------------
@@ -532,6 +543,10 @@ function tick() {
 $("login-form").addEventListener("submit", onLogin);
 $("logout").addEventListener("click", onLogout);
 $("sound-toggle").addEventListener("click", toggleSound);
+// A page reopened on a live session had no gesture yet: its first one lets it sound.
+for (const type of ["pointerdown", "keydown"]) {
+  document.addEventListener(type, () => state.me && speaker.blocked && speaker.unlock(), { capture: true });
+}
 $("ack-offline").addEventListener("click", ackAllOffline);
 $("patient-back").addEventListener("click", () => {
   location.hash = "";
