@@ -6,14 +6,19 @@ import json
 import subprocess
 import threading
 import time
-import urllib.request
 from datetime import datetime
 from pathlib import Path
 
 import pytest
 
 from gateway.settings import shipped_config_dir
-from tests.support.processes import VITALS, GatewayProcess, vitals
+from tests.support.processes import (
+    VITALS,
+    GatewayProcess,
+    read_json_lines,
+    vitals,
+    wait_for_dashboards,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -31,24 +36,6 @@ duration = 60.0
 target = 84.0
 onset = 0.0
 """
-
-
-def _read_lines(proc: subprocess.Popen[str], into: list[tuple[float, dict[str, object]]]) -> None:
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        into.append((time.time(), json.loads(line)))
-
-
-def _wait_for_dashboards(url: str, count: int, timeout: float) -> None:
-    """Until the gateway's /metrics counts `count` open dashboard streams."""
-    deadline = time.monotonic() + timeout
-    expected = f"vitals_dashboard_connections {float(count)}"
-    while time.monotonic() < deadline:
-        with urllib.request.urlopen(f"{url}/metrics", timeout=2) as response:
-            if expected in response.read().decode():
-                return
-        time.sleep(0.1)
-    raise AssertionError(f"no {count} dashboard stream(s) within {timeout} s")
 
 
 def test_watcher_sees_the_alert_within_two_seconds_of_the_raising_reading(
@@ -79,12 +66,12 @@ def test_watcher_sees_the_alert_within_two_seconds_of_the_raising_reading(
             stderr=watch_err,  # the child keeps its own copy of the descriptor
             text=True,
         )
-    reader = threading.Thread(target=_read_lines, args=(watch, events), daemon=True)
+    reader = threading.Thread(target=read_json_lines, args=(watch, events), daemon=True)
     reader.start()
     try:
         # The alert must find the watcher subscribed: a cold `vitals watch` start on a
         # busy machine can take seconds, and the simulation lasts only a few more.
-        _wait_for_dashboards(gw.url, 1, timeout=20)
+        wait_for_dashboards(gw.url, 1, timeout=20)
         sim = vitals(
             "simulate",
             "--url",

@@ -6,11 +6,9 @@ again; an unanswered NEWS2 high alert escalates on time."""
 from __future__ import annotations
 
 import asyncio
-import json
 import subprocess
 import threading
 import time
-import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,7 +18,7 @@ import pytest
 
 from gateway.settings import shipped_config_dir
 from tests.support.frames import batch_text, reading
-from tests.support.processes import VITALS, GatewayProcess
+from tests.support.processes import VITALS, GatewayProcess, read_json_lines, wait_for_dashboards
 
 pytestmark = pytest.mark.e2e
 
@@ -32,24 +30,6 @@ ESCALATE_AFTER_S = 2
 SILENCE_S = 1
 
 Event = tuple[float, dict[str, Any]]
-
-
-def _read_lines(proc: subprocess.Popen[str], into: list[Event]) -> None:
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        into.append((time.time(), json.loads(line)))
-
-
-def _wait_for_dashboards(url: str, count: int, timeout: float) -> None:
-    """Until the gateway's /metrics counts `count` open dashboard streams."""
-    deadline = time.monotonic() + timeout
-    expected = f"vitals_dashboard_connections {float(count)}"
-    while time.monotonic() < deadline:
-        with urllib.request.urlopen(f"{url}/metrics", timeout=2) as response:
-            if expected in response.read().decode():
-                return
-        time.sleep(0.1)
-    raise AssertionError(f"no {count} dashboard stream(s) within {timeout} s")
 
 
 def _alerts(events: list[Event]) -> list[tuple[float, dict[str, Any]]]:
@@ -103,7 +83,7 @@ async def test_news2_bands_silence_and_escalation_reach_the_terminal_dashboard(
     events: list[Event] = []
     watch_log = tmp_path / "watch.log"
     watch = _watch(gw.url, nurse, watch_log)
-    reader = threading.Thread(target=_read_lines, args=(watch, events), daemon=True)
+    reader = threading.Thread(target=read_json_lines, args=(watch, events), daemon=True)
     reader.start()
     seq = 0
 
@@ -115,7 +95,7 @@ async def test_news2_bands_silence_and_escalation_reach_the_terminal_dashboard(
         assert (await ws.receive_json(timeout=10))["seq"] == seq
 
     try:
-        await asyncio.to_thread(_wait_for_dashboards, gw.url, 1, 20)
+        await asyncio.to_thread(wait_for_dashboards, gw.url, 1, 20)
         device = {"Authorization": f"Bearer {device_token}"}
         user = {"Authorization": f"Bearer {nurse}"}
         async with (

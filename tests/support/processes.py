@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
+import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,7 +15,16 @@ from typing import Any
 
 from gateway.client.process import ServerProcess, free_port, vitals_command, vitals_serve
 
-__all__ = ["VITALS", "GatewayProcess", "add_device", "add_user", "free_port", "vitals"]
+__all__ = [
+    "VITALS",
+    "GatewayProcess",
+    "add_device",
+    "add_user",
+    "free_port",
+    "read_json_lines",
+    "vitals",
+    "wait_for_dashboards",
+]
 
 VITALS = vitals_command()
 
@@ -108,3 +119,23 @@ class GatewayProcess:
         """Whatever still runs is killed: the end of a test that already checked its stop."""
         if self.server is not None and self.server.running:
             self.server.kill()
+
+
+def read_json_lines(proc: subprocess.Popen[str], into: list[tuple[float, dict[str, Any]]]) -> None:
+    """Each line `proc` prints (`vitals watch --json`), parsed, with when it came; run in
+    a thread until the process's output ends."""
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        into.append((time.time(), json.loads(line)))
+
+
+def wait_for_dashboards(url: str, count: int, timeout: float) -> None:
+    """Until the gateway's /metrics counts `count` open dashboard streams."""
+    deadline = time.monotonic() + timeout
+    expected = f"vitals_dashboard_connections {float(count)}"
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(f"{url}/metrics", timeout=2) as response:
+            if expected in response.read().decode():
+                return
+        time.sleep(0.1)
+    raise AssertionError(f"no {count} dashboard stream(s) within {timeout} s")
