@@ -108,7 +108,7 @@ def test_search_parsing() -> None:
         }
     )
     assert search.patient_id == "p-1"
-    assert search.metrics == {"systolic_bp", "diastolic_bp", "heart_rate"}
+    assert search.metrics == frozenset({"systolic_bp", "diastolic_bp", "heart_rate"})
     assert (search.since_us, search.until_us) == (T0, T0 - 13 * 3600 * 10**6 + 86_400 * 10**6)
     assert search.count == 10
     bad = [
