@@ -10,6 +10,7 @@ every shape against the `fhir.resources` models.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
@@ -35,6 +36,7 @@ __all__ = [
     "device_resource",
     "encode_cursor",
     "fhir_time",
+    "ndjson",
     "observation_id",
     "observations",
     "operation_outcome",
@@ -229,6 +231,95 @@ def observations(
         if first.id == r.id:
             out.append(_panel(first, list(group)))
     return out
+
+
+# --- NDJSON, fast -------------------------------------------------------------------
+# An export encodes every reading: building a dict per reading and `json.dumps` of it
+# cost about 45 µs a reading, most of an export's CPU (21,000 readings/s in the bench).
+# The shapes are fixed per metric, so each is rendered once with placeholders and
+# filled with `str.format`; `test_fhir_core.py` checks the text parses to the very
+# dicts above.
+
+_SLOTS = {"id": "@@id@@", "p": "@@p@@", "d": "@@d@@", "t": "@@t@@"}
+
+
+def _template(resource: dict[str, Any], numbers: Sequence[str]) -> str:
+    text = json.dumps(resource, separators=(",", ":"), ensure_ascii=False)
+    text = text.replace("{", "{{").replace("}", "}}")
+    for name in numbers:
+        text = text.replace(f'"@@{name}@@"', "{" + name + "}")
+    for name, slot in _SLOTS.items():
+        text = text.replace(slot, "{" + name + "}")
+    return text
+
+
+@functools.cache
+def _single_template(metric: str) -> str:
+    resource = _single(FhirReading(0, "@@d@@", "@@p@@", metric, 0, "@@v@@"))  # type: ignore[arg-type]
+    resource.update(id="@@id@@", effectiveDateTime="@@t@@")
+    return _template(resource, ["v"])
+
+
+@functools.cache
+def _panel_template() -> str:
+    systolic = FhirReading(0, "@@d@@", "@@p@@", Metric.SYSTOLIC_BP, 0, "@@s@@")  # type: ignore[arg-type]
+    diastolic = FhirReading(1, "@@d@@", "@@p@@", Metric.DIASTOLIC_BP, 0, "@@v@@")  # type: ignore[arg-type]
+    resource = _panel(systolic, [systolic, diastolic])
+    resource.update(id="@@id@@", effectiveDateTime="@@t@@")
+    return _template(resource, ["s", "v"])
+
+
+def _text(value: str) -> str:
+    """A string's JSON content (ids are plain ASCII: escaping is the rare path)."""
+    return value if value.isalnum() or set(value) <= _PLAIN else json.dumps(value)[1:-1]
+
+
+_PLAIN = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-")
+
+
+def ndjson(rows: Sequence[FhirReading], stored: Mapping[BpKey, Sequence[FhirReading]]) -> str:
+    """`observations(rows, stored)` as NDJSON text, one resource a line, in the same
+    order."""
+    groups: dict[BpKey, list[FhirReading]] = {}
+    for r in rows:
+        if r.metric in BP_METRICS:
+            groups.setdefault((r.device_id, r.ts_us), []).append(r)
+    lines = []
+    done: set[BpKey] = set()
+    for r in rows:
+        if r.metric not in BP_METRICS:
+            lines.append(
+                _single_template(r.metric).format(
+                    id=observation_id(r),
+                    p=_text(r.patient_id),
+                    d=_text(r.device_id),
+                    t=fhir_time(r.ts_us),
+                    v=repr(float(r.value)),
+                )
+            )
+            continue
+        key = (r.device_id, r.ts_us)
+        if key in done:
+            continue  # its panel is out already
+        done.add(key)
+        group = groups[key]
+        if key not in stored and len(group) == 2 and group[0].metric != group[1].metric:
+            # The common case: one whole pair in this batch, the panel at its lower id.
+            systolic, diastolic = sorted(group, key=lambda g: g.metric != Metric.SYSTOLIC_BP)
+            lines.append(
+                _panel_template().format(
+                    id=observation_id(min(group, key=lambda g: g.id)),
+                    p=_text(r.patient_id),
+                    d=_text(r.device_id),
+                    t=fhir_time(r.ts_us),
+                    s=repr(float(systolic.value)),
+                    v=repr(float(diastolic.value)),
+                )
+            )
+        else:
+            resources = observations(group, stored)
+            lines.extend(json.dumps(o, separators=(",", ":")) for o in resources)
+    return "".join(line + "\n" for line in lines)
 
 
 def patient_resource(patient_id: str) -> dict[str, Any]:

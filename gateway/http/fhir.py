@@ -8,6 +8,7 @@ into an OperationOutcome with the same status and headers (`_fhir`).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -222,7 +223,10 @@ async def export_file(request: web.Request) -> web.StreamResponse:
                     if keys:
                         patients = {r.device_id: r.patient_id for r in rows}
                         halves = await store.bp_halves(patients, keys, job.snapshot)
-                    await response.write(_ndjson(fhir.observations(rows, halves)))
+                    # Encoded off the event loop: acks and other requests get the
+                    # loop back within the GIL's switch interval, not after a batch.
+                    text = await asyncio.to_thread(fhir.ndjson, rows, halves)
+                    await response.write(text.encode())
         else:
             devices = await store.export_devices(job)
             if kind == "Patient":

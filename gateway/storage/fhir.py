@@ -30,8 +30,9 @@ _d = table_of(Device).c
 _exports = table_of(FhirExport)
 _x = _exports.c
 
-# Readings per round trip of an export file: the most one file's stream holds at once.
-EXPORT_BATCH = 5000
+# Readings per round trip of an export file: the most one file's stream holds at once
+# (about 1.5 MB of NDJSON).
+EXPORT_BATCH = 2000
 # Instants per `IN (...)` of a blood-pressure lookup (SQLite's bound-parameter limit).
 _IN_CHUNK = 500
 

@@ -5,6 +5,7 @@ socket, no database.
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -133,3 +134,23 @@ def test_cursor_round_trip_and_refusals() -> None:
     for text, against in ((fhir.encode_cursor(search, cursor), other), ("!!", search)):
         with pytest.raises(InvalidParameter):
             fhir.decode_cursor(text, against)
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 8])
+def test_ndjson_is_the_observations_as_text(size: int) -> None:
+    """The fast NDJSON encoder gives, line for line, the very resources `observations`
+    builds, pairs split by batch edges or not, a lone half and odd ids included."""
+    rows = [
+        *ROWS,
+        row(9, "diastolic_bp", 70, T0 + 2_000_000),
+        row(10, "heart_rate", 61.5, T0 + 3_000_000, device="w.2_x"),
+    ]
+    for i in range(0, len(rows), size):
+        page = rows[i : i + size]
+        keys = fhir.bp_keys_to_resolve(page)
+        stored = {
+            key: [r for r in rows if (r.device_id, r.ts_us) == key and r.metric in fhir.BP_METRICS]
+            for key in keys
+        }
+        lines = fhir.ndjson(page, stored).splitlines()
+        assert [json.loads(line) for line in lines] == fhir.observations(page, stored)
