@@ -84,6 +84,8 @@ DISPLAY: dict[str, list[tuple[str, str]]] = {
         ("export_readings_per_s", "export rate, readings/s (alone)"),
         ("export_mib_per_s", "export NDJSON MiB/s (alone)"),
         ("export_rss_growth_mib", "gateway RSS growth during the export"),
+        ("ward_acked_readings_per_s", "ward acked readings/s, no export"),
+        ("ward_acked_exporting_readings_per_s", "ward acked readings/s, exports running"),
         ("ward_ack_p99_ms", "ward ack p99, no export"),
         ("ward_ack_p99_exporting_ms", "ward ack p99, exports running"),
         ("ack_p99_ratio", "ack p99 ratio (exporting / not)"),

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 from bench.config import BenchConfig
 from bench.processes import BenchError
 from bench.scenarios.common import RunResult, gateway, stop_notes
-from bench.scenarios.ward import drive
+from bench.scenarios.ward import WardRun, drive
 from bench.stats import latency_summary
 
 __all__ = ["ExportPass", "export_once", "prefill", "run"]
@@ -173,6 +173,11 @@ def run(cfg: BenchConfig, workdir: Path, rep: int) -> RunResult:
     ratio = None
     if quiet_acks["p99"] and busy_acks["p99"] is not None:
         ratio = busy_acks["p99"] / quiet_acks["p99"]
+    batch = cfg.ward_batch_size
+
+    def acked_per_s(ward: WardRun) -> float:
+        return sum(r["acked_in_window"] for r in ward.results) * batch / cfg.duration_s
+
     busy_rate = None
     if passes:
         busy_rate = sum(p.readings for p in passes) / sum(p.seconds for p in passes)
@@ -181,6 +186,8 @@ def run(cfg: BenchConfig, workdir: Path, rep: int) -> RunResult:
             "export_readings_per_s": alone.readings / alone.seconds,
             "export_mib_per_s": alone.nbytes / alone.seconds / 2**20,
             "export_rss_growth_mib": (rss.peak_kib - before) / 1024,
+            "ward_acked_readings_per_s": acked_per_s(quiet),
+            "ward_acked_exporting_readings_per_s": acked_per_s(busy),
             "ward_ack_p99_ms": quiet_acks["p99"],
             "ward_ack_p99_exporting_ms": busy_acks["p99"],
             "ack_p99_ratio": ratio,

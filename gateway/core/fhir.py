@@ -13,7 +13,7 @@ import base64
 import functools
 import hashlib
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Final, NamedTuple
@@ -37,6 +37,7 @@ __all__ = [
     "encode_cursor",
     "fhir_time",
     "ndjson",
+    "ndjson_slices",
     "observation_id",
     "observations",
     "operation_outcome",
@@ -320,6 +321,25 @@ def ndjson(rows: Sequence[FhirReading], stored: Mapping[BpKey, Sequence[FhirRead
             resources = observations(group, stored)
             lines.extend(json.dumps(o, separators=(",", ":")) for o in resources)
     return "".join(line + "\n" for line in lines)
+
+
+def ndjson_slices(
+    rows: Sequence[FhirReading], stored: Mapping[BpKey, Sequence[FhirReading]], size: int
+) -> Iterator[str]:
+    """`ndjson(rows, stored)` in slices of `size` readings, so a caller on an event loop
+    can let other work run between them; a pair split by a slice edge is still one
+    panel (each slice sees the other half among its stored halves)."""
+    by_key: dict[BpKey, list[FhirReading]] = {}
+    for r in rows:
+        if r.metric in BP_METRICS:
+            by_key.setdefault((r.device_id, r.ts_us), []).append(r)
+    for i in range(0, len(rows), size):
+        part = rows[i : i + size]
+        local = {
+            key: list({h.id: h for h in (*by_key.get(key, ()), *stored.get(key, ()))}.values())
+            for key in bp_keys_to_resolve(part)
+        }
+        yield ndjson(part, local)
 
 
 def patient_resource(patient_id: str) -> dict[str, Any]:

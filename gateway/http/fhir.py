@@ -41,6 +41,9 @@ NDJSON = "application/fhir+ndjson"
 _TYPES = ("Observation", "Patient", "Device")
 _FORMATS = ("application/fhir+ndjson", "application/ndjson", "ndjson")
 
+# Readings encoded between two turns of the event loop (about 2 ms at 120,000/s).
+_SLICE = 250
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -223,10 +226,13 @@ async def export_file(request: web.Request) -> web.StreamResponse:
                     if keys:
                         patients = {r.device_id: r.patient_id for r in rows}
                         halves = await store.bp_halves(patients, keys, job.snapshot)
-                    # Encoded off the event loop: acks and other requests get the
-                    # loop back within the GIL's switch interval, not after a batch.
-                    text = await asyncio.to_thread(fhir.ndjson, rows, halves)
-                    await response.write(text.encode())
+                    # Encoded on the loop in slices of about 2 ms, yielding between
+                    # them: acks wait at most a slice. (In a thread, the encoder held
+                    # the GIL against the loop: the ward's ack p99 went from 0.2 to
+                    # 4.7 s during an export.)
+                    for text in fhir.ndjson_slices(rows, halves, _SLICE):
+                        await response.write(text.encode())
+                        await asyncio.sleep(0)
         else:
             devices = await store.export_devices(job)
             if kind == "Patient":
