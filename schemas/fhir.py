@@ -90,7 +90,8 @@ class ExportQuery(BaseModel):
 class ManifestFile(BaseModel):
     type: str
     url: str
-    count: int
+    count: int | None = None  # resources in the file (Patient, Device)
+    readings: int | None = None  # readings in an Observation file (a pair is one panel)
 
 
 class BulkManifest(BaseModel):

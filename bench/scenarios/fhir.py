@@ -142,7 +142,7 @@ def export_once(base: str, token: str) -> ExportPass:
         if resp.status != 200:
             raise BenchError(f"export file answered {resp.status}")
     _request(base, "DELETE", status_path, token).read()
-    readings = sum(item["count"] for item in manifest["output"])
+    readings = sum(item["readings"] for item in manifest["output"])
     return ExportPass(lines, readings, time.monotonic() - started, nbytes)
 
 

@@ -188,12 +188,21 @@ async def export_status(request: web.Request) -> web.StreamResponse:
         "request": job.request,
         "requiresAccessToken": True,
         "output": [
-            {"type": kind, "url": f"{base}/{n}.ndjson", "count": count}
+            _output(kind, f"{base}/{n}.ndjson", count)
             for n, (kind, _, _, count) in enumerate(job.files)
         ],
         "error": [],
     }
     return web.json_response(manifest)
+
+
+def _output(kind: str, url: str, count: int) -> dict[str, Any]:
+    """A manifest's file. `count` is the spec's resources in the file: known for
+    Patient and Device files; an Observation file's is its readings (`readings`, ours),
+    two blood-pressure readings making one panel."""
+    if kind == "Observation":
+        return {"type": kind, "url": url, "readings": count}
+    return {"type": kind, "url": url, "count": count}
 
 
 @routes.delete("/v1/fhir/_export/{job_id}")

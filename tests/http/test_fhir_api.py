@@ -285,6 +285,8 @@ class TestBulkExport:
             assert {r["resourceType"] for r in resources} == {item["type"]}
             got.setdefault(item["type"], []).extend(resources)
         assert sorted(p["id"] for p in got["Patient"]) == ["p-1", "p-2"]
+        counts = {f["type"]: f.get("count", f.get("readings")) for f in manifest["output"]}
+        assert counts == {"Patient": 2, "Device": 2, "Observation": 14}
         assert {d["id"] for d in got["Device"]} == {"watch-1", "watch-2"}  # watch-3: later
         _, whole, _ = await get(seeded, "/v1/fhir/Observation?patient=p-1", seeded.admin_token)
         want = {e["resource"]["id"] for e in whole["entry"]}
@@ -340,7 +342,7 @@ class TestBulkExport:
         and 2 readings, and `_since` keeps only readings received at or after it."""
         status_url = await kick_off(seeded, seeded.admin_token, "?_type=Observation")
         manifest = await wait_manifest(fhirpy(seeded, seeded.admin_token), status_url)
-        assert [f["count"] for f in manifest["output"]] == [4, 4, 4, 2]
+        assert [f["readings"] for f in manifest["output"]] == [4, 4, 4, 2]
         ids = [
             r["id"]
             for f in manifest["output"]
@@ -372,4 +374,4 @@ class TestBulkExport:
         manifest = await wait_manifest(
             client, str(seeded.client.make_url(f"/v1/fhir/_export/{job_id}"))
         )
-        assert sum(f["count"] for f in manifest["output"]) == 14
+        assert sum(f["readings"] for f in manifest["output"]) == 14

@@ -59,7 +59,7 @@ async def test_export_started_on_one_replica_is_served_by_the_other(
         await asyncio.sleep(0.05)
     assert manifest is not None
     (item,) = manifest["output"]
-    assert item["count"] == 3
+    assert item["readings"] == 3
     async with b.client.get(f"{status_path}/0.ndjson", headers=auth) as resp:
         assert resp.status == 200
         lines = [json.loads(line) for line in (await resp.text()).splitlines()]
