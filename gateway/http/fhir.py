@@ -166,6 +166,9 @@ async def _own_job(request: web.Request) -> ExportJob:
         raise NotFoundError("no such export (finished and deleted, cancelled, or never made)")
     if principal.role is not Role.ADMIN and principal.name != job.requested_by:
         raise ForbiddenError("another user's export")
+    if job.wards is not None and not all(principal.sees(w) for w in job.wards):
+        # The requester left one of the export's wards since kick-off.
+        raise ForbiddenError("this export covers wards you no longer see")
     return job
 
 

@@ -18,12 +18,14 @@ from fhir.resources.R4B.observation import Observation
 from fhir.resources.R4B.operationoutcome import OperationOutcome
 from fhir.resources.R4B.patient import Patient
 from fhirpy import AsyncFHIRClient
+from sqlalchemy import update
 from yarl import URL
 
-from gateway.http.keys import ACCOUNTS, FHIR
+from gateway.http.keys import ACCOUNTS, FHIR, STORAGE
 from gateway.services.fhir_export import STALE_US
 from gateway.storage.accounts import Role
 from gateway.storage.fhir import ExportJob
+from gateway.storage.schema import User
 from tests.support.alert_helpers import TIMEOUT_S, at, open_device, series
 from tests.support.frames import reading
 
@@ -375,3 +377,15 @@ class TestBulkExport:
             client, str(seeded.client.make_url(f"/v1/fhir/_export/{job_id}"))
         )
         assert sum(f["readings"] for f in manifest["output"]) == 14
+
+    async def test_a_clinician_who_left_a_ward_loses_its_export(self, seeded: Gateway) -> None:
+        """Once the requester no longer sees a ward the export covers, its status and
+        files are 403 to them."""
+        status_url = await kick_off(seeded, seeded.clinician_token)
+        manifest = await wait_manifest(fhirpy(seeded, seeded.clinician_token), status_url)
+        async with seeded.app[STORAGE].engine.begin() as conn:
+            await conn.execute(update(User).where(User.name == "dr-lee").values(wards=["cardio"]))
+        for url in (status_url, manifest["output"][0]["url"]):
+            status, body, _ = await get(seeded, url, seeded.clinician_token)
+            assert status == 403
+            validate(body)
