@@ -58,6 +58,9 @@ def parse_args(argv: list[str] | None = None) -> BenchConfig:
     p.add_argument("--ward-dashboards", type=int, help="dashboards in the ward load (default 50)")
     p.add_argument("--connections", type=int, help="idle connections in capacity (default 10000)")
     p.add_argument("--fanout-dashboards", type=int, help="dashboards for fan-out (default 1000)")
+    p.add_argument(
+        "--fhir-readings", type=int, help="readings the FHIR export scenario exports (1000000)"
+    )
     p.add_argument("--tmpdir", type=Path, help="where temp databases go (default: system temp)")
     p.add_argument("--profile", action="store_true", help="py-spy the gateway in the first run")
     p.add_argument("--output", type=Path, help="results JSON (default bench/results/latest.json)")
@@ -72,6 +75,8 @@ def parse_args(argv: list[str] | None = None) -> BenchConfig:
         "warmup_s": args.warmup,
         "repeat": args.repeat,
         "postgres_repeat": args.repeat,
+        "fhir_repeat": args.repeat,
+        "fhir_readings": args.fhir_readings,
         "workers": args.workers,
         "ward_devices": args.ward_devices,
         "ward_dashboards": args.ward_dashboards,

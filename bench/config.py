@@ -25,7 +25,7 @@ __all__ = [
 TARGET_INGEST_PER_S = 50_000
 
 # Scenario groups of `--only`, in the order they run.
-SCENARIOS = ("baseline", "ingest", "ward", "capacity", "postgres")
+SCENARIOS = ("baseline", "ingest", "ward", "capacity", "postgres", "fhir")
 
 # The issue's targets for replicas on PostgreSQL (bench/scenarios/postgres.py).
 TARGET_PG_INGEST_PER_S = 40_000  # one replica, durable readings/s
@@ -58,6 +58,10 @@ class BenchConfig:
     # PostgreSQL (one replica, two behind HAProxy): the ingest and ward loads above,
     # each on a database of its own; fewer repetitions, to keep the group near 2 min.
     postgres_repeat: int = 1
+    # FHIR Bulk Data export (bench/scenarios/fhir.py): readings in the database it
+    # exports, under the ward load above; once, as each run fills its own database.
+    fhir_readings: int = 1_000_000
+    fhir_repeat: int = 1
     # Failover: devices streaming through HAProxy when a replica is SIGKILLed.
     failover_devices: int = 200
     failover_rate_hz: float = 1.0
@@ -83,6 +87,8 @@ class BenchConfig:
 
     def repeats(self, group: str) -> int:
         """Repetitions of each run of scenario group `group`."""
+        if group == "fhir":
+            return self.fhir_repeat
         return self.postgres_repeat if group == "postgres" else self.repeat
 
     def replace(self, **changes: Any) -> BenchConfig:
@@ -111,6 +117,7 @@ QUICK = BenchConfig(
     fanout_dashboards=100,
     fanout_alerts=3,
     failover_devices=50,
+    fhir_readings=100_000,
     failover_steady_s=2.0,
     failover_wait_s=15.0,
     grace_s=3.0,

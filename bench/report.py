@@ -80,6 +80,17 @@ DISPLAY: dict[str, list[tuple[str, str]]] = {
         ("loadgen_cpu_share", "load generator share of CPU"),
         ("other_cpu_cores", "other processes' CPU"),
     ],
+    "fhir_export": [
+        ("export_readings_per_s", "export rate, readings/s (alone)"),
+        ("export_mib_per_s", "export NDJSON MiB/s (alone)"),
+        ("export_rss_growth_mib", "gateway RSS growth during the export"),
+        ("ward_acked_readings_per_s", "ward acked readings/s, no export"),
+        ("ward_acked_exporting_readings_per_s", "ward acked readings/s, exports running"),
+        ("ward_ack_p99_ms", "ward ack p99, no export"),
+        ("ward_ack_p99_exporting_ms", "ward ack p99, exports running"),
+        ("ack_p99_ratio", "ack p99 ratio (exporting / not)"),
+        ("export_under_ward_readings_per_s", "export rate under the ward load"),
+    ],
     "capacity": [
         ("connections", "idle device connections"),
         ("rss_per_connection_kib", "gateway RSS per connection"),
@@ -173,6 +184,8 @@ def unit_of(figure: str) -> str:
         ("_per_s", "/s"),
         ("_ms", "ms"),
         ("_kib", "KiB"),
+        ("_mib", "MiB"),
+        ("_ratio", "ratio"),
         ("_cores", "cores"),
         ("_share", "fraction"),
     ):

@@ -21,6 +21,7 @@ from gateway.http import (
     alerts,
     asyncapi,
     audit,
+    fhir,
     health,
     openapi,
     patient_settings,
@@ -41,6 +42,8 @@ from gateway.http.keys import (
     CONNECTIONS,
     DEVICES,
     FEED,
+    FHIR,
+    FHIR_EXPORTS,
     HUB,
     METRICS,
     NOTIFICATIONS,
@@ -58,6 +61,7 @@ from gateway.http.web import routes as web_routes
 from gateway.services.alerting import AlertService
 from gateway.services.committer import GroupCommitter
 from gateway.services.feed import EventFeed
+from gateway.services.fhir_export import ExportPlanner
 from gateway.services.hub import Hub
 from gateway.services.metrics import Metrics, metrics_handler
 from gateway.services.ownership import Ownership
@@ -68,6 +72,7 @@ from gateway.services.rules_sync import RulesSync
 from gateway.services.vitals import VitalsPublisher
 from gateway.settings import Settings
 from gateway.storage.database import open_storage
+from gateway.storage.fhir import FhirStore
 from gateway.storage.notify import CHANNEL_DEVICES
 from gateway.storage.owners import OwnerStore
 from gateway.storage.patient_settings import PatientSettingsStore
@@ -100,7 +105,17 @@ def create_app(settings: Settings) -> web.Application:
     # every listener (feed, vitals, rules, registry, alerts) is registered, and stops
     # first.
     app.cleanup_ctx.extend(
-        [_storage, _retention, _feed, _alerts, _committer, _rules, _stream_watchers, _listening]
+        [
+            _storage,
+            _retention,
+            _feed,
+            _alerts,
+            _committer,
+            _rules,
+            _stream_watchers,
+            _fhir_exports,
+            _listening,
+        ]
     )
     app.on_shutdown.append(_close_streams)
     app.router.add_get("/v1/devices/stream", device_stream)
@@ -115,6 +130,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_routes(reports.routes)
     app.router.add_routes(patients.routes)
     app.router.add_routes(patient_settings.routes)
+    app.router.add_routes(fhir.routes)
     app.router.add_routes(openapi.routes)
     app.router.add_routes(asyncapi.routes)
     app.router.add_routes(web_routes)
@@ -138,6 +154,16 @@ async def _storage(app: web.Application) -> AsyncIterator[None]:
     notifications.listen(CHANNEL_DEVICES, registry.newer_epoch, registry.catch_up)
     yield
     await storage.close()
+
+
+async def _fhir_exports(app: web.Application) -> AsyncIterator[None]:
+    """The FHIR facade's reads, and the planner of Bulk Data exports (its jobs are rows:
+    one cut short by a stop is taken over by the next poll, here or on a replica)."""
+    app[FHIR] = store = FhirStore(app[STORAGE].engine, retention_days=app[SETTINGS].retention_days)
+    file_readings = app[SETTINGS].fhir_export_file_readings
+    async with ExportPlanner.running(store, file_readings=file_readings) as planner:
+        app[FHIR_EXPORTS] = planner
+        yield
 
 
 async def _retention(app: web.Application) -> AsyncIterator[None]:

@@ -63,6 +63,8 @@ class Settings(BaseSettings):
     max_silence_s: float = Field(120.0, gt=0)
     heartbeat_s: float = Field(30.0, gt=0)
     news2_window_s: float = Field(900.0, gt=0)
+    # Readings per NDJSON file of a FHIR Bulk Data export (one download each).
+    fhir_export_file_readings: int = Field(250_000, ge=1)
     max_batch: int = Field(500, ge=1, le=100_000)
     max_frame_bytes: int = Field(262_144, ge=1024)
     commit_max_rows: int = Field(10_000, ge=1)

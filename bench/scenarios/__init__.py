@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench.config import BenchConfig
-from bench.scenarios import baseline, capacity, ingest, postgres, ward
+from bench.scenarios import baseline, capacity, fhir, ingest, postgres, ward
 from bench.scenarios.common import RunResult
 
 __all__ = ["GROUPS", "TITLES", "RunResult", "ScenarioRun"]
@@ -29,6 +29,7 @@ GROUPS: dict[str, list[tuple[str, ScenarioRun]]] = {
         ("cluster_ward", postgres.run_cluster_ward),
         ("failover", postgres.run_failover),
     ],
+    "fhir": [("fhir_export", fhir.run)],
 }
 
 TITLES = {
@@ -42,4 +43,5 @@ TITLES = {
     "pg_ward": "Ward load: one replica on PostgreSQL",
     "cluster_ward": "Ward load: two replicas through HAProxy, dashboards on each",
     "failover": "Failover: a replica SIGKILLed under devices streaming through HAProxy",
+    "fhir_export": "FHIR Bulk Data export of the readings, alone and under the ward load",
 }

@@ -8,6 +8,7 @@ from gateway.core.limits import AuthThrottle, ConnectionGate
 from gateway.services.alerting import AlertService
 from gateway.services.committer import GroupCommitter
 from gateway.services.feed import EventFeed
+from gateway.services.fhir_export import ExportPlanner
 from gateway.services.hub import Hub
 from gateway.services.metrics import Metrics
 from gateway.services.registry import DeviceRegistry
@@ -17,6 +18,7 @@ from gateway.storage.accounts import AccountStore
 from gateway.storage.alerts import AlertStore
 from gateway.storage.audit import AuditLog
 from gateway.storage.database import Storage
+from gateway.storage.fhir import FhirStore
 from gateway.storage.notify import Notifications
 from gateway.storage.patient_settings import PatientSettingsStore
 from gateway.storage.patients import PatientStore
@@ -32,6 +34,8 @@ __all__ = [
     "CONNECTIONS",
     "DEVICES",
     "FEED",
+    "FHIR",
+    "FHIR_EXPORTS",
     "HUB",
     "METRICS",
     "NOTIFICATIONS",
@@ -67,3 +71,6 @@ RULES = web.AppKey("rules", RulesSync)
 NOTIFICATIONS: web.AppKey[Notifications] = web.AppKey("notifications")
 # Every alert event goes to the hub through it, local or from another replica.
 FEED = web.AppKey("feed", EventFeed)
+# The FHIR facade's reads and the Bulk Data export jobs this replica plans.
+FHIR = web.AppKey("fhir", FhirStore)
+FHIR_EXPORTS = web.AppKey("fhir_exports", ExportPlanner)

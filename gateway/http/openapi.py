@@ -59,6 +59,16 @@ from schemas.api import (
     Worklist,
 )
 from schemas.dashboard import AlertEvent, AlertList, RulesOut, SilenceBody
+from schemas.fhir import (
+    BulkManifest,
+    ExportFilePath,
+    ExportJobPath,
+    ExportQuery,
+    FhirIdPath,
+    FhirResource,
+    ObservationQuery,
+    OperationOutcomeBody,
+)
 from schemas.patient_settings import PatientSettingsBody, PatientSettingsOut, RulesQuery
 
 __all__ = ["OPERATIONS", "Auth", "Operation", "Reply", "build_document", "routes"]
@@ -102,6 +112,9 @@ class Operation:
     path_params: type[BaseModel] | None = None  # each field is a path parameter
     body: type[BaseModel] | None = None  # JSON request body
     operation_id: str = field(kw_only=True)
+    # The body of its errors: the problem document, or FHIR's OperationOutcome.
+    error_model: type[BaseModel] = field(default=ErrorBody, kw_only=True)
+    error_media: str = field(default=PROBLEM_CONTENT_TYPE, kw_only=True)
 
 
 _ERRORS = {
@@ -114,6 +127,117 @@ _ERRORS = {
     503: "The database or the rules are unavailable right now.",
 }
 _CHALLENGE = {"WWW-Authenticate": 'Always `Bearer realm="vitals"`.'}
+
+_FHIR_JSON = "application/fhir+json"
+_FHIR_ERRORS: dict[str, Any] = {"error_model": OperationOutcomeBody, "error_media": _FHIR_JSON}
+_FHIR_OPERATIONS = (
+    Operation(
+        "GET",
+        "/v1/fhir/metadata",
+        "FHIR R4: the CapabilityStatement of the read-only facade",
+        "fhir",
+        Auth.PUBLIC,
+        {200: Reply("The CapabilityStatement.", FhirResource, media=_FHIR_JSON)},
+        operation_id="getFhirMetadata",
+        **_FHIR_ERRORS,
+    ),
+    Operation(
+        "GET",
+        "/v1/fhir/Patient/$export",
+        "FHIR Bulk Data kick-off (`Prefer: respond-async`): every patient in the caller's wards",
+        "fhir",
+        Auth.USER,
+        {
+            202: Reply(
+                "Accepted; poll the status URL.",
+                headers={"Content-Location": "The export's status URL."},
+            )
+        },
+        errors=(400,),
+        query=ExportQuery,
+        operation_id="exportFhirPatients",
+        **_FHIR_ERRORS,
+    ),
+    Operation(
+        "GET",
+        "/v1/fhir/_export/{job_id}",
+        "FHIR Bulk Data status: 202 while planning, then the manifest (the caller's own export)",
+        "fhir",
+        Auth.USER,
+        {
+            200: Reply("The manifest: NDJSON file URLs.", BulkManifest),
+            202: Reply(
+                "Still planning.",
+                headers={"X-Progress": "How far planning got.", "Retry-After": "Seconds."},
+            ),
+            500: Reply("The export failed.", OperationOutcomeBody, media=_FHIR_JSON),
+        },
+        errors=(404,),
+        path_params=ExportJobPath,
+        operation_id="getFhirExportStatus",
+        **_FHIR_ERRORS,
+    ),
+    Operation(
+        "DELETE",
+        "/v1/fhir/_export/{job_id}",
+        "FHIR Bulk Data: cancel an export, or delete a finished one's files",
+        "fhir",
+        Auth.USER,
+        {202: Reply("Cancelled.")},
+        errors=(404,),
+        path_params=ExportJobPath,
+        operation_id="cancelFhirExport",
+        **_FHIR_ERRORS,
+    ),
+    Operation(
+        "GET",
+        "/v1/fhir/_export/{job_id}/{file}",
+        "FHIR Bulk Data: one NDJSON file of an export, streamed",
+        "fhir",
+        Auth.USER,
+        {200: Reply("One resource per line.", text="application/fhir+ndjson")},
+        errors=(404,),
+        path_params=ExportFilePath,
+        operation_id="getFhirExportFile",
+        **_FHIR_ERRORS,
+    ),
+    Operation(
+        "GET",
+        "/v1/fhir/Patient/{id}",
+        "FHIR R4 read: a Patient",
+        "fhir",
+        Auth.USER,
+        {200: Reply("The Patient.", FhirResource, media=_FHIR_JSON)},
+        errors=(404,),
+        path_params=FhirIdPath,
+        operation_id="readFhirPatient",
+        **_FHIR_ERRORS,
+    ),
+    Operation(
+        "GET",
+        "/v1/fhir/Device/{id}",
+        "FHIR R4 read: a Device",
+        "fhir",
+        Auth.USER,
+        {200: Reply("The Device.", FhirResource, media=_FHIR_JSON)},
+        errors=(404,),
+        path_params=FhirIdPath,
+        operation_id="readFhirDevice",
+        **_FHIR_ERRORS,
+    ),
+    Operation(
+        "GET",
+        "/v1/fhir/Observation",
+        "FHIR R4 search: a patient's vital-signs Observations, paged by `Bundle.link` next",
+        "fhir",
+        Auth.USER,
+        {200: Reply("A searchset Bundle.", FhirResource, media=_FHIR_JSON)},
+        errors=(400,),
+        query=ObservationQuery,
+        operation_id="searchFhirObservations",
+        **_FHIR_ERRORS,
+    ),
+)
 
 OPERATIONS: tuple[Operation, ...] = (
     Operation(
@@ -416,6 +540,7 @@ OPERATIONS: tuple[Operation, ...] = (
         query=AuditQuery,
         operation_id="listAudit",
     ),
+    *_FHIR_OPERATIONS,
     Operation(
         "GET",
         "/healthz",
@@ -450,7 +575,8 @@ Telemetry gateway for wearable vital-sign monitors.
 
 Every error answer is an RFC 9457 problem (`application/problem+json`, schema
 `ErrorBody`): `type`, `title`, `status` and `detail`, plus the stable code as `error`
-and, on a 400, the parameter at fault as `param`.
+and, on a 400, the parameter at fault as `param`. Under `/v1/fhir` (the FHIR R4 facade)
+errors are FHIR `OperationOutcome`s (`application/fhir+json`) with the same statuses.
 
 Users authenticate with `Authorization: Bearer <token>` or with the
 `{SESSION_COOKIE}` cookie from `POST /v1/session`; a bearer header, when present, is the
@@ -476,6 +602,7 @@ def build_document(operations: Iterable[Operation] = OPERATIONS) -> dict[str, An
     operations = tuple(operations)
     uses: list[ModelUse] = [(ErrorBody, "serialization")]
     for op in operations:
+        uses.append((op.error_model, "serialization"))
         for model in (op.query, op.path_params, op.body):
             if model is not None:
                 uses.append((model, "validation"))
@@ -509,8 +636,8 @@ def build_document(operations: Iterable[Operation] = OPERATIONS) -> dict[str, An
         for status in sorted({*op.errors, *auth_errors}):
             reply = Reply(
                 _ERRORS[status],
-                ErrorBody,
-                media=PROBLEM_CONTENT_TYPE,
+                op.error_model,
+                media=op.error_media,
                 headers=_CHALLENGE if status == 401 else {},
             )
             responses[str(status)] = _response(reply, ref)

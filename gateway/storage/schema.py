@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from typing import cast
+from typing import Any, cast
 
 from sqlalchemy import (
     JSON,
@@ -36,6 +36,7 @@ __all__ = [
     "ClusterRules",
     "Counter",
     "Device",
+    "FhirExport",
     "Observation",
     "PatientOwner",
     "PatientSettingsRow",
@@ -329,6 +330,37 @@ class AuditEntry(Base):
     target: Mapped[str] = mapped_column(String(128))
     address: Mapped[str] = mapped_column(String(64))  # client address, or "cli"
     detail: Mapped[str] = mapped_column(Text, default="")
+
+
+class FhirExport(Base):
+    """A FHIR Bulk Data export (`$export`): who asked, for what, and its files.
+
+    Kept in the database so any replica answers its status and serves its files. The
+    export is the readings with ids up to `snapshot` (the highest committed at
+    kick-off, `transaction_us`); `files` are id ranges of it, cut while the job plans
+    (`planned_to`: the id planned up to) and fixed from then on. A cancelled export's
+    row is deleted.
+    """
+
+    __tablename__ = "fhir_exports"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    requested_by: Mapped[str] = mapped_column(String(64))
+    # The wards it covers (JSON list); null: every ward (an admin's export).
+    wards: Mapped[list[str] | None] = mapped_column(JSON, default=None)
+    request: Mapped[str] = mapped_column(Text)  # the kick-off URL, for the manifest
+    types: Mapped[str] = mapped_column(String(64))  # resource types, comma-separated
+    since_us: Mapped[int | None] = mapped_column(BigInteger, default=None)  # `_since`
+    transaction_us: Mapped[int] = mapped_column(BigInteger)
+    snapshot: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(16))  # planning, complete, failed
+    planned_to: Mapped[int] = mapped_column(BigInteger, default=0)
+    # [[type, lo, hi, count], ...]: Observations are the readings with lo < id <= hi.
+    files: Mapped[list[list[Any]]] = mapped_column(JSON, default=list)
+    # Wall clock (µs) of the planner's last step: a poll on any replica takes over a
+    # planning job whose planner went quiet (its replica stopped).
+    heartbeat_us: Mapped[int] = mapped_column(BigInteger)
+    error: Mapped[str | None] = mapped_column(Text, default=None)
 
 
 # The partitions of readings on PostgreSQL (`readings_p20261205`, `readings_default`):

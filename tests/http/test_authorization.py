@@ -21,6 +21,7 @@ from gateway.http.keys import ACCOUNTS, AUTH_THROTTLE
 from gateway.http.openapi import OPERATIONS, Auth
 from gateway.storage.accounts import Role
 from schemas.api import ErrorBody
+from schemas.fhir import OperationOutcomeBody
 from tests.support.alert_helpers import TIMEOUT_S, Message, open_dashboard, open_device, series
 from tests.support.app_routes import routes_of
 
@@ -45,6 +46,7 @@ class Endpoint:
     url: str = ""  # what to call, formatted with `World.names`; default: the route
     body: Any = None  # a valid JSON body, if it takes one
     websocket: bool = False
+    headers: tuple[tuple[str, str], ...] = ()  # what a valid call sends besides credentials
 
     def __str__(self) -> str:
         return f"{self.method} {self.route}"
@@ -130,12 +132,34 @@ ENDPOINTS = [
     Endpoint("GET", "/v1/audit", Access.ADMIN),
     Endpoint("GET", "/v1/devices/stream", Access.DEVICE, websocket=True),
     Endpoint("GET", "/v1/dashboard/stream", Access.LISTED, websocket=True),
+    Endpoint("GET", "/v1/fhir/Patient/{id}", Access.WARD, "/v1/fhir/Patient/{icu_patient}"),
+    Endpoint("GET", "/v1/fhir/Device/{id}", Access.WARD, "/v1/fhir/Device/{icu_device}"),
+    Endpoint(
+        "GET", "/v1/fhir/Observation", Access.WARD, "/v1/fhir/Observation?patient={icu_patient}"
+    ),
+    # Every patient of the caller's wards; an export is its requester's (or an admin's):
+    # the world's was started by the icu clinician.
+    Endpoint(
+        "GET",
+        "/v1/fhir/Patient/$export",
+        Access.LISTED,
+        headers=(("Prefer", "respond-async"),),
+    ),
+    Endpoint("GET", "/v1/fhir/_export/{job_id}", Access.WARD, "/v1/fhir/_export/{icu_export}"),
+    Endpoint("DELETE", "/v1/fhir/_export/{job_id}", Access.WARD, "/v1/fhir/_export/{icu_export}"),
+    Endpoint(
+        "GET",
+        "/v1/fhir/_export/{job_id}/{file}",
+        Access.WARD,
+        "/v1/fhir/_export/{icu_export}/0.ndjson",
+    ),
 ]
 # Public by design: the documents, probes and metrics; logging in and out, whose
 # credential (if any) is the body or the cookie being ended (tested on their own below).
 PUBLIC = {
     ("GET", "/openapi.json"),
     ("GET", "/asyncapi.json"),
+    ("GET", "/v1/fhir/metadata"),
     ("GET", "/metrics"),
     ("GET", "/healthz"),
     ("GET", "/readyz"),
@@ -196,6 +220,7 @@ async def world(gateway: Gateway) -> World:
     for token in devices.values():
         await raise_alert(gateway, token)
     alerts = await wait_for_alerts(gateway, 2)
+    export = await finished_export(gateway, gateway.clinician_token)
     return World(
         gateway,
         tokens={
@@ -212,6 +237,7 @@ async def world(gateway: Gateway) -> World:
             "icu_device": "watch-icu",
             "icu_alert": str(alerts[ICU]),
             "some_user": "dr-gone",
+            "icu_export": export,
         },
         devices=devices,
         alerts=alerts,
@@ -222,6 +248,20 @@ async def raise_alert(gateway: Gateway, device_token: str) -> None:
     """Readings from the device, the last of them raising systolic_bp-low at once."""
     async with open_device(gateway, device_token) as device:
         await device.send(series("heart_rate", [72.0, 75.0]) + series("systolic_bp", [80.0]))
+
+
+async def finished_export(gateway: Gateway, token: str) -> str:
+    """The id of a FHIR export `token`'s user started, once its files are ready."""
+    headers = {**gateway.auth(token), "Prefer": "respond-async"}
+    async with gateway.client.get("/v1/fhir/Patient/$export", headers=headers) as resp:
+        assert resp.status == 202, await resp.text()
+        job = resp.headers["Content-Location"].rsplit("/", 1)[1]
+    for _ in range(int(TIMEOUT_S / 0.02)):
+        async with gateway.client.get(f"/v1/fhir/_export/{job}", headers=headers) as resp:
+            if resp.status == 200:
+                return job
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"export not ready after {TIMEOUT_S} s")
 
 
 async def wait_for_alerts(gateway: Gateway, count: int) -> dict[str, int]:
@@ -256,19 +296,33 @@ async def call(
             text = await resp.text()
     else:
         async with client.request(
-            endpoint.method, url, headers=headers, json=endpoint.body
+            endpoint.method, url, headers={**dict(endpoint.headers), **headers}, json=endpoint.body
         ) as resp:
             status, text = resp.status, await resp.text()
+            if resp.content_type == "application/fhir+ndjson":
+                text = text.splitlines()[0]  # an export file: its first resource
     if status >= 400:
         assert_clean_error(status, text)
     return status, json.loads(text) if text else None
 
 
 def assert_clean_error(status: int, text: str) -> None:
-    """An error body is an `ErrorBody`, with no stack trace and no SQL in it."""
-    ErrorBody.model_validate_json(text)
+    """An error body is an `ErrorBody` (under /v1/fhir an OperationOutcome), with no
+    stack trace and no SQL in it."""
+    if '"resourceType":"OperationOutcome"' in text:
+        OperationOutcomeBody.model_validate_json(text)
+    else:
+        ErrorBody.model_validate_json(text)
     for leak in ("Traceback", 'File "', "SELECT", "INSERT", "sqlite", "sqlalchemy"):
         assert leak.lower() not in text.lower(), (status, text)
+
+
+def error_code(body: dict[str, Any]) -> str:
+    """The problem's `error`, or an OperationOutcome's issue code in the same words."""
+    if body.get("resourceType") == "OperationOutcome":
+        code = str(body["issue"][0]["code"])
+        return {"login": "unauthorized"}.get(code, code)
+    return str(body["error"])
 
 
 MATRIX = [
@@ -288,11 +342,11 @@ class TestMatrix:
         status, body = await call(world, endpoint, world.headers(caller))
         want = expected(endpoint, caller)
         if want == ALLOWED:
-            assert status in (101, 200, 201, 204), (status, body)
+            assert status in (101, 200, 201, 202, 204), (status, body)
         else:
             assert status == want, (status, body)
             assert body is not None
-            assert body["error"] == ("unauthorized" if want == 401 else "forbidden")
+            assert error_code(body) == ("unauthorized" if want == 401 else "forbidden")
 
     def test_table_covers_every_route(self, gateway: Gateway) -> None:
         """Every route has a row, or is public or the web page on purpose, so a new route

@@ -121,15 +121,19 @@ class TestDocument:
         assert ids[("POST", "/v1/session")] == "createSession"
 
     def test_errors_are_documented_as_problem_documents(self) -> None:
-        """Every 4xx and 5xx with a body is application/problem+json of ErrorBody, whose
-        schema has the RFC 9457 members and the gateway's code."""
+        """Every 4xx and 5xx with a body is application/problem+json of ErrorBody (under
+        /v1/fhir: a FHIR OperationOutcome), whose schema has the RFC 9457 members and the
+        gateway's code."""
         document = build_document()
         for path, ops in document["paths"].items():
             for method, op in ops.items():
                 for status, response in op["responses"].items():
                     if int(status) < 400 or path in ("/healthz", "/readyz"):
                         continue
-                    assert list(response["content"]) == ["application/problem+json"], (
+                    # The FHIR facade answers errors as FHIR does: OperationOutcome.
+                    fhir = path.startswith("/v1/fhir/")
+                    media = "application/fhir+json" if fhir else "application/problem+json"
+                    assert list(response["content"]) == [media], (
                         method,
                         path,
                         status,
