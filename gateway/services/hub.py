@@ -1,7 +1,9 @@
-"""Fan-out to dashboard sockets: the `Hub` holds one `DashboardOutbox` per subscribed
-dashboard, and the newest event id published (`last_event_id`, owned here).
+"""Fan-out to dashboards: the `Hub` holds one `DashboardOutbox` per subscribed
+dashboard (a WebSocket or a Server-Sent Events stream), and the newest event id
+published (`last_event_id`, owned here).
 
-Each event is encoded once by the caller and framed once here, and the same frame goes
+Each event is encoded once by the caller and framed once here per transport that has a
+dashboard (`Framing`: a WebSocket frame, an SSE event), and the same bytes go
 to every dashboard allowed to see it: written at once to a dashboard that keeps up
 (no task switch between the event being stored and it going out), queued otherwise.
 A burst of events stored together goes to a dashboard that keeps up in one write.
@@ -15,20 +17,48 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
 
-from aiohttp import web
-
+from gateway.core import sse
 from gateway.services.frames import FrameSink, text_frame
 from gateway.storage.accounts import Principal
 from schemas.codes import CloseCode
 
-__all__ = ["DashboardOutbox", "Hub"]
+__all__ = ["SSE", "WEBSOCKET", "Closable", "DashboardOutbox", "Framing", "Hub"]
 
 log = logging.getLogger(__name__)
 
 # How long a too-slow dashboard gets to take its close frame before it is cut off.
 CLOSE_TOO_SLOW_WAIT_S = 5.0
+
+
+class Closable(Protocol):
+    """What a dashboard's connection must do for the hub: close with a code and reason
+    (a WebSocket's close frame; an SSE stream just ends)."""
+
+    def close(self, *, code: int = ..., message: bytes = ...) -> Awaitable[bool]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Framing:
+    """How one transport carries the hub's messages: an alert event (its id and JSON)
+    and any other message (its SSE event name and JSON)."""
+
+    name: str
+    alert: Callable[[int, str], bytes]
+    message: Callable[[str, str], bytes]
+
+
+WEBSOCKET = Framing(
+    "websocket", lambda _event_id, text: text_frame(text), lambda _kind, text: text_frame(text)
+)
+SSE = Framing(
+    "sse",
+    lambda event_id, text: sse.event_bytes(text, event="alert", event_id=event_id),
+    lambda kind, text: sse.event_bytes(text, event=kind),
+)
 
 
 class DashboardOutbox:
@@ -41,7 +71,7 @@ class DashboardOutbox:
 
     def __init__(
         self,
-        ws: web.WebSocketResponse,
+        ws: Closable,
         out: FrameSink,
         principal: Principal,
         *,
@@ -49,7 +79,9 @@ class DashboardOutbox:
         queue_max: int,
         on_drop: Callable[[], None] = lambda: None,
         abort: Callable[[], None] = lambda: None,
+        framing: Framing = WEBSOCKET,
     ) -> None:
+        self.framing = framing
         self._on_drop = on_drop
         self._abort = abort
         self.ws = ws
@@ -156,6 +188,10 @@ class Hub:
             self._with_vitals += dashboard.vitals
         return self.last_event_id
 
+    def count(self, framing: Framing) -> int:
+        """How many dashboards use `framing` (the metrics' gauge by transport)."""
+        return sum(d.framing is framing for d in self._dashboards)
+
     def remove(self, dashboard: DashboardOutbox) -> None:
         if dashboard in self._dashboards:
             self._dashboards.remove(dashboard)
@@ -171,13 +207,19 @@ class Hub:
         if not events:
             return
         self._last_event_id = events[-1][0]
-        burst = [(event_id, ward, text_frame(text)) for event_id, ward, text in events]
-        everything = [(event_id, frame) for event_id, _, frame in burst]
-        wards = {ward for _, ward, _ in burst}
+        wards = {ward for _, ward, _ in events}
+        # Per framing, made once: the burst's frames and the frames of all its events.
+        framed: dict[str, tuple[list[tuple[int, str, bytes]], list[tuple[int, bytes]]]] = {}
         for d in tuple(self._dashboards):
             seen = {ward for ward in wards if d.may_see(ward)}
             if not seen:
                 continue
+            made = framed.get(d.framing.name)
+            if made is None:
+                alert = d.framing.alert
+                burst = [(eid, ward, alert(eid, text)) for eid, ward, text in events]
+                made = framed[d.framing.name] = (burst, [(eid, f) for eid, _, f in burst])
+            burst, everything = made
             if len(seen) == len(wards):
                 d.offer_many(everything)
             else:
@@ -205,13 +247,16 @@ class Hub:
         return self._with_vitals > 0
 
     def publish_vitals(self, ward: str, text: str) -> None:
-        frame = text_frame(text)
+        framed: dict[str, bytes] = {}  # per framing, made once
         for d in tuple(self._dashboards):
             if d.vitals and d.may_see(ward):
+                frame = framed.get(d.framing.name)
+                if frame is None:
+                    frame = framed[d.framing.name] = d.framing.message("vitals", text)
                 d.offer_vitals(frame)
 
     def send_to(self, dashboard: DashboardOutbox, text: str) -> None:
-        dashboard.offer(0, text_frame(text))
+        dashboard.offer(0, dashboard.framing.message("error", text))
 
     async def close_all(self, code: int, reason: str) -> None:
         await asyncio.gather(

@@ -45,6 +45,7 @@ class Endpoint:
     url: str = ""  # what to call, formatted with `World.names`; default: the route
     body: Any = None  # a valid JSON body, if it takes one
     websocket: bool = False
+    stream: bool = False  # an endless answer (Server-Sent Events): its status is enough
 
     def __str__(self) -> str:
         return f"{self.method} {self.route}"
@@ -111,6 +112,7 @@ ENDPOINTS = [
     Endpoint("GET", "/v1/audit", Access.ADMIN),
     Endpoint("GET", "/v1/devices/stream", Access.DEVICE, websocket=True),
     Endpoint("GET", "/v1/dashboard/stream", Access.LISTED, websocket=True),
+    Endpoint("GET", "/v1/dashboard/events", Access.LISTED, stream=True),
 ]
 # Public by design: the document, probes and metrics; logging in and out, whose
 # credential (if any) is the body or the cookie being ended (tested on their own below).
@@ -238,6 +240,8 @@ async def call(
         async with client.request(
             endpoint.method, url, headers=headers, json=endpoint.body
         ) as resp:
+            if endpoint.stream and resp.status == 200:
+                return 200, None
             status, text = resp.status, await resp.text()
     if status >= 400:
         assert_clean_error(status, text)

@@ -202,6 +202,9 @@ async def seed(gateway: Gateway) -> None:
         await device.send(series("systolic_bp", [80.0], start=3))  # raises systolic_bp-low
 
 
+EVENT_STREAM = "text/event-stream"
+
+
 def fuzz(document: dict[str, Any], base_url: str, token: str) -> list[str]:
     """Run schemathesis over every operation; one line per failing operation and pass.
 
@@ -218,6 +221,8 @@ def fuzz(document: dict[str, Any], base_url: str, token: str) -> list[str]:
             assert isinstance(result, Ok), result
             operation = result.ok()
             spec = document["paths"][operation.path][operation.method.lower()]
+            if EVENT_STREAM in spec["responses"].get("200", {}).get("content", {}):
+                continue  # an endless answer: tests/http/test_dashboard_sse.py reads it
             names = {p["name"] for p in spec["parameters"]}
             passes = {"valid": operation.as_strategy(GenerationMode.POSITIVE)}
             if names or "requestBody" in spec:
