@@ -467,6 +467,18 @@ class AlertsQuery(BaseModel):
         description="Only alerts changed after this event (a previous `last_event_id`).",
     )
     limit: int = Field(1000, ge=1, le=10_000, description="At most this many alerts.")
+    wait: float | None = Field(
+        None,
+        ge=0,
+        le=60,
+        description=(
+            "Long-poll: with `since_event_id`, answer at once when an alert you may see"
+            " changed after it, otherwise as soon as one does or after this many seconds"
+            " (at most 60) with an empty list. Only alerts changed up to the answer's"
+            " `last_event_id` are listed, in event order; when `limit` of them are, it is"
+            " the last one's, so the next poll from it continues where this one stopped."
+        ),
+    )
 
 
 class DashboardEventsQuery(BaseModel):

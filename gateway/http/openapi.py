@@ -198,7 +198,13 @@ OPERATIONS: tuple[Operation, ...] = (
         "Alerts in their current state (a clinician sees their wards' only)",
         "alerts",
         Auth.USER,
-        {200: Reply("The alerts and the newest event id.", AlertList)},
+        {
+            200: Reply(
+                "The alerts and the newest event id (with `wait`: where the next poll"
+                " continues from).",
+                AlertList,
+            )
+        },
         errors=(400,),
         query=AlertsQuery,
         operation_id="listAlerts",

@@ -16,8 +16,9 @@ ingest or others.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -26,7 +27,7 @@ from gateway.services.frames import FrameSink, text_frame
 from gateway.storage.accounts import Principal
 from schemas.codes import CloseCode
 
-__all__ = ["SSE", "WEBSOCKET", "Closable", "DashboardOutbox", "Framing", "Hub"]
+__all__ = ["SSE", "WEBSOCKET", "Closable", "DashboardOutbox", "Framing", "Hub", "Waiter"]
 
 log = logging.getLogger(__name__)
 
@@ -156,9 +157,34 @@ class DashboardOutbox:
             await self._out.drained()
 
 
+class Waiter:
+    """A long-poll waiting for an event its principal may see (`Hub.waiting`)."""
+
+    def __init__(self, principal: Principal) -> None:
+        self.principal = principal
+        self._woken = asyncio.Event()
+
+    def wake(self) -> None:
+        self._woken.set()
+
+    def clear(self) -> None:
+        """Forget earlier wake-ups: call before reading what the caller has not seen."""
+        self._woken.clear()
+
+    async def wait(self, seconds: float) -> bool:
+        """True once woken since the last `clear`, False after `seconds`."""
+        try:
+            await asyncio.wait_for(self._woken.wait(), seconds)
+        except TimeoutError:
+            return False
+        return True
+
+
 class Hub:
     def __init__(self, on_drop: Callable[[], None] = lambda: None) -> None:
         self._dashboards: set[DashboardOutbox] = set()
+        # Long-polls waiting for events: woken by every publish of a ward they may see.
+        self._waiters: set[Waiter] = set()
         self._with_vitals = 0  # how many of them asked for vitals (asked every commit)
         self.on_drop = on_drop  # called once per dashboard closed as too slow
         # The newest event id handed to dashboards; every event up to it is stored. The
@@ -191,6 +217,16 @@ class Hub:
     def count(self, framing: Framing) -> int:
         """How many dashboards use `framing` (the metrics' gauge by transport)."""
         return sum(d.framing is framing for d in self._dashboards)
+
+    @contextlib.contextmanager
+    def waiting(self, principal: Principal) -> Iterator[Waiter]:
+        """A waiter woken by each later publish of an event `principal` may see."""
+        waiter = Waiter(principal)
+        self._waiters.add(waiter)
+        try:
+            yield waiter
+        finally:
+            self._waiters.discard(waiter)
 
     def remove(self, dashboard: DashboardOutbox) -> None:
         if dashboard in self._dashboards:
@@ -226,6 +262,9 @@ class Hub:
                 d.offer_many([(eid, frame) for eid, ward, frame in burst if ward in seen])
             if d.too_slow:
                 self.remove(d)  # it gets nothing more; it is closing
+        for waiter in tuple(self._waiters):
+            if any(waiter.principal.sees(ward) for ward in wards):
+                waiter.wake()
 
     def credentials(self) -> set[str]:
         """The credentials the open dashboards were authenticated with."""

@@ -297,8 +297,11 @@ class AlertStore:
         wards: frozenset[str] | None = None,
         since_event_id: int,
         limit: int,
+        upto: int | None = None,
     ) -> list[dict[str, Any]]:
         query = select(_alerts).where(_alerts.c.last_event_id > since_event_id)
+        if upto is not None:  # a long-poll's bound: alerts changed up to it only
+            query = query.where(_alerts.c.last_event_id <= upto)
         if status is not None:
             query = query.where(_alerts.c.status == status)
         if patient_id is not None:
