@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from gateway.client.sse import SseEvent, SseParser
 from gateway.core.sse import (
-    SseEvent,
-    SseParser,
     comment_bytes,
     event_bytes,
     id_bytes,
@@ -66,3 +65,13 @@ def test_fields_follow_the_whatwg_rules() -> None:
     )
     assert events == [SseEvent("message", " two spaces", None), SseEvent("message", "", None)]
     assert (parser.retry_ms, parser.last_event_id) == (None, None)
+
+
+def test_with_positions_an_id_only_block_comes_out_as_a_nameless_event() -> None:
+    """For the watcher, the id-only block after the gateway's replay is an event named
+    "" carrying the position; a data-less block without an id still gives nothing."""
+    parser = SseParser(positions=True)
+    events = parser.feed(
+        retry_bytes(10) + event_bytes("x", event="alert", event_id=2) + id_bytes(4)
+    )
+    assert events == [SseEvent("alert", "x", "2"), SseEvent("", "", "4")]

@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from gateway.core.sse import SseEvent, SseParser
+from gateway.client.sse import SseEvent, SseParser
 from gateway.http.keys import HUB, METRICS
 from gateway.services.hub import SSE
 from tests.conftest import Gateway
