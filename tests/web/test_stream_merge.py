@@ -56,12 +56,16 @@ async () => {
     send(text) { this.sent.push(JSON.parse(text)); }
     close() {}
     open() { this.dispatchEvent(new Event("open")); }
-    receive(msg) { this.dispatchEvent(new MessageEvent("message", { data: JSON.stringify(msg) })); }
+    receive(msg) {
+      this.dispatchEvent(new MessageEvent("message", { data: JSON.stringify(msg) }));
+    }
     drop() { this.dispatchEvent(new CloseEvent("close", { code: 1006 })); }
   }
   class FakeSource extends EventTarget {
     static CLOSED = 2;
-    constructor(url) { super(); this.url = url; this.readyState = 0; this.closed = false; sources.push(this); }
+    constructor(url) {
+      super(); this.url = url; this.readyState = 0; this.closed = false; sources.push(this);
+    }
     close() { this.closed = true; this.readyState = 2; }
     open() { this.readyState = 1; this.dispatchEvent(new Event("open")); }
     emit(name, msg) { this.dispatchEvent(new MessageEvent(name, { data: JSON.stringify(msg) })); }
