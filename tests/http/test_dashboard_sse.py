@@ -325,3 +325,30 @@ async def test_a_client_that_falls_behind_is_ended_and_resumes_by_id(gateway: Ga
     assert ids(got) + rest == list(range(1, sent + 4))
     await wait_for(lambda: hub.count(SSE) == 0)  # a client that went away leaves the hub
     assert metrics.registry.get_sample_value("vitals_dashboard_sse_connections") == 0
+
+
+async def test_an_http_1_0_client_gets_the_stream_unchunked(gateway: Gateway) -> None:
+    """A proxy speaking HTTP/1.0 upstream (nginx's default) gets the events as plain
+    bytes up to the connection's end: no chunk framing, which 1.0 does not have."""
+    token = await gateway.add_device("dev-1", "p-1")
+    server = gateway.client.server
+    reader, writer = await asyncio.open_connection(server.host, server.port)
+    try:
+        writer.write(
+            b"GET /v1/dashboard/events HTTP/1.0\r\nHost: gateway\r\n"
+            + f"Authorization: Bearer {gateway.clinician_token}\r\n\r\n".encode()
+        )
+        received = b""
+        async with asyncio.timeout(TIMEOUT_S):
+            while b"\r\n\r\n" not in received or b"id: 0\n\n" not in received:
+                received += await reader.read(4096)
+            async with open_device(gateway, token) as device:
+                await bp_toggles(device, 1)
+            while b"event: alert" not in received:
+                received += await reader.read(4096)
+    finally:
+        writer.close()
+    head, body = received.split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.0 200")
+    assert b"transfer-encoding" not in head.lower()
+    assert body.startswith(b"retry: 2000\n\nid: 0\n\nid: 1\nevent: alert\ndata: {")
