@@ -7,9 +7,7 @@ import asyncio
 import collections
 import contextlib
 import re
-import socket
 from collections.abc import AsyncIterator
-from typing import Any
 
 import aiohttp
 import pytest
@@ -27,6 +25,7 @@ from tests.support.alert_helpers import (
     wait_for,
 )
 from tests.support.frames import reading
+from tests.support.slow_peers import stall, tiny_receive_buffer
 
 BP_LOW, BP_NORMAL = 80.0, 100.0  # systolic_bp-low raises below 91 at once, clears >= 96
 # The id-only block the gateway sends after its replay: the resume position.
@@ -259,32 +258,6 @@ async def test_a_clinician_gets_only_the_events_of_their_wards(gateway: Gateway)
 # --- a slow client --------------------------------------------------------------------
 
 
-def _tiny_receive_buffer(addr_info: Any) -> socket.socket:
-    family, type_, proto, _, _ = addr_info
-    sock = socket.socket(family, type_, proto)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
-    return sock
-
-
-def _stall(gateway: Gateway, response: aiohttp.ClientResponse) -> None:
-    """The client stops reading, and the gateway's side of this one connection gets
-    small buffers, so it backs up after a few messages instead of megabytes."""
-    conn = response.connection
-    assert conn is not None
-    assert conn.transport is not None
-    conn.transport.pause_reading()
-    local = conn.transport.get_extra_info("sockname")
-    server = gateway.client.server.runner.server  # type: ignore[union-attr]
-    assert server is not None
-    for handler in server.connections:
-        transport = handler.transport
-        if transport is not None and transport.get_extra_info("peername") == local:
-            transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
-            transport.set_write_buffer_limits(high=4096)
-            return
-    raise AssertionError("server side of the stalled stream not found")
-
-
 @pytest.mark.parametrize("settings_overrides", [{"dashboard_queue_max": 8}], ids=["queue_max=8"])
 async def test_a_client_that_falls_behind_is_ended_and_resumes_by_id(gateway: Gateway) -> None:
     """A stream whose client stops reading is ended once `dashboard_queue_max` messages
@@ -292,7 +265,7 @@ async def test_a_client_that_falls_behind_is_ended_and_resumes_by_id(gateway: Ga
     was sent, sees the end, and resumes from its last id with nothing lost."""
     token = await gateway.add_device("dev-1", "p-1")
     hub, metrics = gateway.app[HUB], gateway.app[METRICS]
-    connector = aiohttp.TCPConnector(socket_factory=_tiny_receive_buffer)
+    connector = aiohttp.TCPConnector(socket_factory=tiny_receive_buffer)
     async with (
         aiohttp.ClientSession(connector=connector) as session,
         open_events(gateway, session=session) as stalled,
@@ -300,7 +273,7 @@ async def test_a_client_that_falls_behind_is_ended_and_resumes_by_id(gateway: Ga
     ):
         await stalled.position()
         assert metrics.registry.get_sample_value("vitals_dashboard_sse_connections") == 1
-        _stall(gateway, stalled.response)
+        stall(gateway, stalled.response.connection)
         sent = 0
         while len(hub) == 1 and sent < 400:
             await bp_toggles(device, 1, start=sent)

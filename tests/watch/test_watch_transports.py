@@ -9,7 +9,6 @@ import contextlib
 import io
 import json
 import os
-import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -24,19 +23,6 @@ from tests.support.alert_helpers import at, open_device
 from tests.support.frames import reading
 
 WAIT_S = 8.0
-
-
-@pytest.fixture
-async def stdin_pipe() -> AsyncIterator[tuple[Any, int]]:
-    """A pipe as stdin: (read end as a text file, write end's fd)."""
-    r, w = os.pipe()
-    reader = os.fdopen(r, "r")
-    yield reader, w
-    os.close(w)
-    async with asyncio.timeout(WAIT_S):  # the reader thread must see EOF before the close
-        while any(t.name == "vitals-watch-stdin" for t in threading.enumerate()):  # noqa: ASYNC110
-            await asyncio.sleep(0.01)
-    reader.close()
 
 
 def events(out: io.StringIO) -> list[dict[str, Any]]:
