@@ -22,7 +22,7 @@ from aiohttp.http import HttpVersion11
 
 from gateway.core import sse
 from gateway.core.limits import connection_slot
-from gateway.errors import InvalidParameter
+from gateway.errors import InvalidParameter, answer_for
 from gateway.http.auth import check_stream_origin, require_user
 from gateway.http.keys import ALERT_STORE, CONNECTIONS, HUB, SETTINGS
 from gateway.http.observe import EVENT_STREAM
@@ -172,6 +172,13 @@ async def _stream(
         await _keep_alive(stream, sending, settings.sse_keepalive_s)
     except ConnectionResetError:
         pass  # the client went away mid-write
+    except Exception as e:
+        # The answer has begun: no HTTP error can follow. The stream ends, and the
+        # client comes back by id (a database outage is no bug: no traceback).
+        if answer_for(e).expected_close:
+            log.warning("SSE dashboard of %s ended: %s", principal.name, e)
+        else:
+            log.exception("SSE dashboard of %s ended: unexpected error", principal.name)
     finally:
         hub.remove(dashboard)
         if sending is not None:
