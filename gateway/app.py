@@ -30,6 +30,7 @@ from gateway.http import (
     reports,
     session,
 )
+from gateway.http.dashboard_sse import dashboard_events
 from gateway.http.dashboard_stream import dashboard_stream
 from gateway.http.device_stream import device_stream
 from gateway.http.keys import (
@@ -62,7 +63,7 @@ from gateway.services.alerting import AlertService
 from gateway.services.committer import GroupCommitter
 from gateway.services.feed import EventFeed
 from gateway.services.fhir_export import ExportPlanner
-from gateway.services.hub import Hub
+from gateway.services.hub import SSE, Hub
 from gateway.services.metrics import Metrics, metrics_handler
 from gateway.services.ownership import Ownership
 from gateway.services.registry import DeviceRegistry
@@ -98,7 +99,9 @@ def create_app(settings: Settings) -> web.Application:
     app[CONNECTIONS] = ConnectionGate(settings.max_connections)
     app[AUTH_THROTTLE] = AuthThrottle()
     app[HUB] = Hub(on_drop=metrics.dashboard_drops.inc)
-    metrics.track_connections(lambda: len(app[DEVICES]), lambda: len(app[HUB]))
+    metrics.track_connections(
+        lambda: len(app[DEVICES]), lambda: len(app[HUB]), lambda: app[HUB].count(SSE)
+    )
     # The committer stops before the alert service, which then stores what it left (and
     # publishes it through the feed, still running). The rules follower applies rules
     # through the committer, so it runs while that does; listening starts last, once
@@ -120,6 +123,7 @@ def create_app(settings: Settings) -> web.Application:
     app.on_shutdown.append(_close_streams)
     app.router.add_get("/v1/devices/stream", device_stream)
     app.router.add_get("/v1/dashboard/stream", dashboard_stream)
+    app.router.add_get("/v1/dashboard/events", dashboard_events)
     app.router.add_routes(alerts.routes)
     app.router.add_routes(accounts.routes)
     app.router.add_routes(health.routes)

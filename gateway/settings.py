@@ -77,6 +77,7 @@ class Settings(BaseSettings):
     rate_limit_strikes: int = Field(10, ge=1)
     max_connections: int = Field(20_000, ge=1)
     dashboard_queue_max: int = Field(1000, ge=1)
+    sse_keepalive_s: float = Field(15.0, gt=0)  # a comment line on idle SSE streams
     shutdown_grace_s: float = Field(10.0, ge=0)
     auth_timeout_s: float = Field(10.0, gt=0)
     session_ttl_s: float = Field(12 * 3600, gt=0)

@@ -22,6 +22,7 @@ __all__ = [
     "AuditEntryOut",
     "AuditPage",
     "AuditQuery",
+    "DashboardEventsQuery",
     "DeviceCreate",
     "DeviceCreated",
     "DeviceList",
@@ -489,6 +490,36 @@ class AlertsQuery(BaseModel):
         description="Only alerts changed after this event (a previous `last_event_id`).",
     )
     limit: int = Field(1000, ge=1, le=10_000, description="At most this many alerts.")
+    wait: float | None = Field(
+        None,
+        ge=0,
+        le=60,
+        description=(
+            "Long-poll: with `since_event_id`, answer at once when an alert you may see"
+            " changed after it, otherwise as soon as one does or after this many seconds"
+            " (at most 60) with an empty list. Only alerts changed up to the answer's"
+            " `last_event_id` are listed, in event order; when `limit` of them are, it is"
+            " the last one's, so the next poll from it continues where this one stopped."
+        ),
+    )
+
+
+class DashboardEventsQuery(BaseModel):
+    """Query parameters of `GET /v1/dashboard/events` (Server-Sent Events)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    vitals: bool = Field(False, description="Also send `vitals` events (latest values).")
+    since_event_id: int = Field(
+        0,
+        ge=0,
+        le=2**63 - 1,
+        description=(
+            "Resume after this event, as the dashboard socket's `subscribe` (0: the latest"
+            " event of each open alert). A `Last-Event-ID` header, which browsers send when"
+            " they reconnect, takes precedence."
+        ),
+    )
 
 
 class AlarmReportQuery(BaseModel):

@@ -15,7 +15,7 @@ from typing import Any, TextIO
 
 from gateway.cli.common import add_config_options, run
 from gateway.settings import load_settings
-from gateway.watch.client import DEFAULT_URL, WatchOptions, watch
+from gateway.watch.client import DEFAULT_URL, TRANSPORTS, WatchOptions, watch
 
 __all__ = ["default_url", "register"]
 
@@ -45,6 +45,14 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         default=0,
         metavar="N",
         help="start after event N (default 0: the alerts open now)",
+    )
+    p.add_argument(
+        "--transport",
+        choices=TRANSPORTS,
+        default="ws",
+        help="ws: the dashboard WebSocket, falling back to sse when it fails twice (default);"
+        " sse: Server-Sent Events; poll: long-polling (for proxies that strip Upgrade or"
+        " buffer streams)",
     )
     p.set_defaults(func=_watch)
 
@@ -83,6 +91,7 @@ def _watch(args: argparse.Namespace) -> int:
         once=args.once,
         json=args.json,
         cafile=args.cafile,
+        transport=args.transport,
     )
     # Acknowledging needs someone at a keyboard: piped or closed stdin is never read.
     stdin = sys.stdin if not args.once and _is_tty(sys.stdin) else None

@@ -1,9 +1,13 @@
-"""Alert REST endpoints: list alerts, acknowledge or silence one, list and reload the rules."""
+"""Alert REST endpoints: list alerts (or long-poll for changes), acknowledge or silence
+one, list and reload the rules."""
 
 from __future__ import annotations
 
+import asyncio
+import math
 from collections.abc import Mapping
 from dataclasses import asdict
+from typing import Any
 
 from aiohttp import web
 from pydantic import ValidationError
@@ -15,7 +19,7 @@ from gateway.http.auth import require_admin, require_patient_access, require_use
 from gateway.http.keys import ALERT_STORE, ALERTS, AUDIT, HUB, PATIENT_SETTINGS, RULES, SETTINGS
 from gateway.http.params import parse_rules_query
 from gateway.http.problems import json_error
-from gateway.storage.accounts import Role
+from gateway.storage.accounts import Principal, Role
 from schemas.api import AlertsQuery, RulesReloaded
 from schemas.codes import AlertStatus, ProblemCode
 from schemas.dashboard import (
@@ -35,6 +39,8 @@ routes = web.RouteTableDef()
 
 # The documented parameters (schemas.api.AlertsQuery) are the accepted ones.
 _ALLOWED = AlertsQuery.model_fields.keys()
+# The longest long-poll: proxies commonly cut idle requests after 60 to 100 s.
+MAX_WAIT_S = 60.0
 
 
 def _int(request: web.Request, name: str, default: int, low: int, high: int) -> int:
@@ -61,6 +67,9 @@ async def list_alerts(request: web.Request) -> web.Response:
         raise InvalidParameter("status", f"must be one of {', '.join(AlertStatus)}")
     since = _int(request, "since_event_id", 0, 0, 2**63 - 1)
     limit = _int(request, "limit", 1000, 1, 10_000)
+    wait = _wait(request)
+    if wait is not None:
+        return await _long_poll(request, principal, status, since, limit, wait)
     # Taken before the query: every event up to it is stored, so a client resuming from
     # it misses nothing that changed while the query ran.
     last_event_id = request.app[HUB].last_event_id
@@ -71,12 +80,70 @@ async def list_alerts(request: web.Request) -> web.Response:
         limit=limit,
         wards=None if principal.role is Role.ADMIN else principal.wards,
     )
+    return _alert_list(rows, last_event_id)
+
+
+def _alert_list(rows: list[dict[str, Any]], last_event_id: int) -> web.Response:
     body = AlertList(
         # A stored row has the wire model's fields by name (and its last_event_id).
         items=[AlertOut.model_validate(r) for r in rows],
         last_event_id=last_event_id,
     )
     return web.json_response(text=body.model_dump_json())
+
+
+def _wait(request: web.Request) -> float | None:
+    raw = request.query.get("wait")
+    if raw is None:
+        return None
+    try:
+        seconds = float(raw)
+    except ValueError:
+        raise InvalidParameter("wait", f"must be a number of seconds, not {raw!r}") from None
+    if not (math.isfinite(seconds) and 0 <= seconds <= MAX_WAIT_S):
+        raise InvalidParameter("wait", f"must be within 0..{MAX_WAIT_S:g} seconds")
+    return seconds
+
+
+async def _long_poll(
+    request: web.Request,
+    principal: Principal,
+    status: str | None,
+    since: int,
+    limit: int,
+    wait: float,
+) -> web.Response:
+    """The alerts the caller may see changed in (`since`, N], N the hub's newest event
+    id when read; with none, wait for the hub to publish one of the caller's wards (or
+    `wait` seconds) and look again. A full page (`limit`) ends at its last alert's event,
+    so the next poll, from the `last_event_id` answered, continues exactly there."""
+    hub, store = request.app[HUB], request.app[ALERT_STORE]
+    wards = None if principal.role is Role.ADMIN else principal.wards
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    with hub.waiting(principal) as waiter:
+        while True:
+            waiter.clear()  # before the bound: a publish after it wakes the wait below
+            upto = hub.last_event_id
+            rows = await store.list_alerts(
+                status=status,
+                patient_id=request.query.get("patient_id"),
+                since_event_id=since,
+                limit=limit,
+                wards=wards,
+                upto=upto,
+            )
+            left = deadline - loop.time()
+            if rows or left <= 0:
+                break
+            if not await waiter.wait(left):
+                # Nothing the caller may see was published since the bound: it may
+                # continue from the newest event.
+                upto = hub.last_event_id
+                break
+    if len(rows) == limit:
+        upto = int(rows[-1]["last_event_id"])
+    return _alert_list(rows, upto)
 
 
 def _alert_id(request: web.Request) -> int:

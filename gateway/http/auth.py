@@ -17,6 +17,7 @@ __all__ = [
     "SESSION_COOKIE",
     "authenticate",
     "check_origin",
+    "check_stream_origin",
     "require_admin",
     "require_device",
     "require_known_patient",
@@ -71,6 +72,22 @@ def check_origin(request: web.Request) -> None:
     own = f"{request.scheme}://{request.host}"
     if origin != own and origin not in request.app[SETTINGS].allowed_origins:
         raise ForbiddenError(f"origin {origin!r} may not use this session")
+
+
+def check_stream_origin(request: web.Request) -> None:
+    """`check_origin` for a GET stream a page opens with EventSource.
+
+    Browsers send no Origin on a same-origin GET (a cross-site EventSource always has
+    one), so without it the browser's `Sec-Fetch-Site` decides: same-origin, or absent
+    (an older browser or not a browser: a cross-site page still cannot read the answer,
+    which allows no other origin).
+    """
+    if not uses_cookie(request) or "Origin" in request.headers:
+        check_origin(request)
+        return
+    site = request.headers.get("Sec-Fetch-Site")
+    if site not in (None, "same-origin", "none"):
+        raise ForbiddenError(f"a {site} request may not use this session")
 
 
 async def require_user(request: web.Request) -> Principal:

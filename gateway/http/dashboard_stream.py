@@ -88,11 +88,8 @@ async def _stream(request: web.Request, principal: Principal) -> web.WebSocketRe
         async with closes_on_error(request, ws, what):
             store = request.app[ALERT_STORE]
             wards = None if principal.role is Role.ADMIN else principal.wards
-            if subscribe.since_event_id == 0:
-                replay = await store.open_latest(upto, wards)
-            else:
-                replay = await store.events_between(subscribe.since_event_id, upto, wards)
-            for text in replay:
+            replay = await store.replay(subscribe.since_event_id, upto, wards)
+            for _, text in replay:
                 await ws.send_str(text)
             await ws.send_str(Subscribed(last_event_id=upto).model_dump_json())
             sending = asyncio.create_task(dashboard.send_queued(upto), name="dashboard-outbox")

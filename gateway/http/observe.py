@@ -10,8 +10,9 @@ the request is handled (gateway/logs.py).
 
 A WebSocket stream gets its access line when it ends, with status 101 and the stream's
 lifetime as its duration; its opening is the stream's own "connected" line, which
-carries the same request id. Streams are left out of the request-duration histogram:
-their lifetime is not a latency, and the connection gauges count them.
+carries the same request id. Streams (Server-Sent Events too) are left out of the
+request-duration histogram: their lifetime is not a latency, and the connection gauges
+count them.
 
 The access line logs the path, and of the query string only the values of documented,
 non-secret parameters: every other value (a cursor, or a token a client put in the
@@ -33,7 +34,13 @@ from multidict import MultiMapping
 
 from gateway.http.keys import METRICS
 from gateway.logs import current_request_id
-from schemas.api import AlertsQuery, AuditQuery, ReadingsQuery, SummaryQuery
+from schemas.api import (
+    AlertsQuery,
+    AuditQuery,
+    DashboardEventsQuery,
+    ReadingsQuery,
+    SummaryQuery,
+)
 
 __all__ = [
     "REDACTED",
@@ -49,13 +56,14 @@ __all__ = [
 access_log = logging.getLogger("gateway.access")
 
 REQUEST_ID_HEADER = "X-Request-ID"
+EVENT_STREAM = "text/event-stream"
 REQUEST_ID = web.RequestKey("request_id", str)
 # Enough for a UUID, a ULID or a W3C trace id with a span; no spaces, quotes or controls.
 _VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._:+/=-]{1,128}")
 # Values logged as sent: documented parameters that are neither secrets nor capabilities.
 _LOGGED_PARAMS = frozenset(
     name
-    for model in (ReadingsQuery, SummaryQuery, AlertsQuery, AuditQuery)
+    for model in (ReadingsQuery, SummaryQuery, AlertsQuery, AuditQuery, DashboardEventsQuery)
     for name in model.model_fields
     if name != "cursor"  # a position to resume from: anyone holding it may page on
 )
@@ -97,9 +105,11 @@ async def observe_middleware(request: web.Request, handler: Handler) -> web.Stre
     context = current_request_id.set(request_id)
     started = time.perf_counter()
     status = 500  # an exception that no middleware turned into an answer
+    streamed = False
     try:
         response = await handler(request)
         status = response.status
+        streamed = response.content_type == EVENT_STREAM
         return response
     except web.HTTPException as e:
         status = e.status
@@ -110,7 +120,7 @@ async def observe_middleware(request: web.Request, handler: Handler) -> web.Stre
     finally:
         duration = time.perf_counter() - started
         _log_access(request, status, duration)
-        if status != 101:
+        if status != 101 and not streamed:  # a stream's lifetime is no latency
             method = request.method if request.method in _METHODS else "other"
             request.app[METRICS].http_seconds.labels(method, _route(request), str(status)).observe(
                 duration

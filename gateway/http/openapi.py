@@ -26,6 +26,7 @@ from schemas.api import (
     AlertsQuery,
     AuditPage,
     AuditQuery,
+    DashboardEventsQuery,
     DeviceCreate,
     DeviceCreated,
     DeviceList,
@@ -58,7 +59,7 @@ from schemas.api import (
     WhoAmI,
     Worklist,
 )
-from schemas.dashboard import AlertEvent, AlertList, RulesOut, SilenceBody
+from schemas.dashboard import AlertEvent, AlertList, RulesOut, SilenceBody, Vitals
 from schemas.fhir import (
     BulkManifest,
     ExportFilePath,
@@ -94,6 +95,8 @@ class Reply:
     media: str = "application/json"  # of the model's body; problems have their own
     text: str | None = None  # media type of a text body, like text/csv
     headers: Mapping[str, str] = field(default_factory=dict)  # required header -> description
+    # Of a text/event-stream: each event's name and the model of its JSON data.
+    events: Mapping[str, type[BaseModel]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -356,10 +359,40 @@ OPERATIONS: tuple[Operation, ...] = (
         "Alerts in their current state (a clinician sees their wards' only)",
         "alerts",
         Auth.USER,
-        {200: Reply("The alerts and the newest event id.", AlertList)},
+        {
+            200: Reply(
+                "The alerts and the newest event id (with `wait`: where the next poll"
+                " continues from).",
+                AlertList,
+            )
+        },
         errors=(400,),
         query=AlertsQuery,
         operation_id="listAlerts",
+    ),
+    Operation(
+        "GET",
+        "/v1/dashboard/events",
+        "The dashboard stream as Server-Sent Events (for clients behind proxies)",
+        "alerts",
+        Auth.USER,
+        {
+            200: Reply(
+                "A `text/event-stream`: `retry:`, then each alert event as `id: <event_id>`,"
+                " `event: alert` and `data:` the dashboard socket's alert message (replayed"
+                " as the socket's `subscribe` would, then live), an id-only `id: <bound>`"
+                " after the replay, `vitals` events without an id when asked, and a comment"
+                " line every `sse_keepalive_s`. Resume with the `Last-Event-ID` header (sent"
+                " by browsers when they reconnect) or `since_event_id`; a client that falls"
+                " `dashboard_queue_max` messages behind has its stream ended and resumes by"
+                " id. A session cookie is refused from another site's page (403).",
+                text="text/event-stream",
+                events={"alert": AlertEvent, "vitals": Vitals},
+            )
+        },
+        errors=(400, 503),
+        query=DashboardEventsQuery,
+        operation_id="streamDashboardEvents",
     ),
     Operation(
         "POST",
@@ -609,6 +642,8 @@ def build_document(operations: Iterable[Operation] = OPERATIONS) -> dict[str, An
         for reply in op.replies.values():
             if reply.model is not None:
                 uses.append((reply.model, "serialization"))
+            for model in reply.events.values():
+                uses.append((model, "serialization"))
     found = components(uses)
     schemas = found.schemas
     ref = found.ref
@@ -695,7 +730,12 @@ def _response(reply: Reply, ref: _Ref) -> dict[str, Any]:
     content: dict[str, Any] = {}
     if reply.model is not None:
         content[reply.media] = {"schema": ref(reply.model, "serialization")}
-    if reply.text is not None:
+    if reply.text is not None and reply.events:
+        # OpenAPI 3.1 (as tools read it): an event stream's schema describes one event.
+        content[reply.text] = {
+            "schema": {"oneOf": [_event(n, m, ref) for n, m in reply.events.items()]}
+        }
+    elif reply.text is not None:
         content[reply.text] = {"schema": {"type": "string"}}
     if content:
         response["content"] = content
@@ -705,6 +745,24 @@ def _response(reply: Reply, ref: _Ref) -> dict[str, Any]:
             for name, text in reply.headers.items()
         }
     return response
+
+
+def _event(name: str, model: type[BaseModel], ref: _Ref) -> dict[str, Any]:
+    """One kind of server-sent event: its name, and its data as JSON of `model`."""
+    return {
+        "type": "object",
+        "required": ["event", "data"],
+        "properties": {
+            "event": {"const": name},
+            "data": {
+                "type": "string",
+                "contentMediaType": "application/json",
+                "contentSchema": ref(model, "serialization"),
+            },
+            "id": {"type": "string", "pattern": "^[0-9]+$"},
+            "retry": {"type": "integer"},
+        },
+    }
 
 
 routes = document_routes("/openapi.json", build_document)

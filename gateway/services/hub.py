@@ -1,7 +1,9 @@
-"""Fan-out to dashboard sockets: the `Hub` holds one `DashboardOutbox` per subscribed
-dashboard, and the newest event id published (`last_event_id`, owned here).
+"""Fan-out to dashboards: the `Hub` holds one `DashboardOutbox` per subscribed
+dashboard (a WebSocket or a Server-Sent Events stream), and the newest event id
+published (`last_event_id`, owned here).
 
-Each event is encoded once by the caller and framed once here, and the same frame goes
+Each event is encoded once by the caller and framed once here per transport that has a
+dashboard (`Framing`: a WebSocket frame, an SSE event), and the same bytes go
 to every dashboard allowed to see it: written at once to a dashboard that keeps up
 (no task switch between the event being stored and it going out), queued otherwise.
 A burst of events stored together goes to a dashboard that keeps up in one write.
@@ -14,21 +16,50 @@ ingest or others.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol
 
-from aiohttp import web
-
+from gateway.core import sse
 from gateway.services.frames import FrameSink, text_frame
 from gateway.storage.accounts import Principal
 from schemas.codes import CloseCode
 
-__all__ = ["DashboardOutbox", "Hub"]
+__all__ = ["SSE", "WEBSOCKET", "Closable", "DashboardOutbox", "Framing", "Hub", "Waiter"]
 
 log = logging.getLogger(__name__)
 
 # How long a too-slow dashboard gets to take its close frame before it is cut off.
 CLOSE_TOO_SLOW_WAIT_S = 5.0
+
+
+class Closable(Protocol):
+    """What a dashboard's connection must do for the hub: close with a code and reason
+    (a WebSocket's close frame; an SSE stream just ends)."""
+
+    def close(self, *, code: int = ..., message: bytes = ...) -> Awaitable[bool]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Framing:
+    """How one transport carries the hub's messages: an alert event (its id and JSON)
+    and any other message (its SSE event name and JSON)."""
+
+    name: str
+    alert: Callable[[int, str], bytes]
+    message: Callable[[str, str], bytes]
+
+
+WEBSOCKET = Framing(
+    "websocket", lambda _event_id, text: text_frame(text), lambda _kind, text: text_frame(text)
+)
+SSE = Framing(
+    "sse",
+    lambda event_id, text: sse.event_bytes(text, event="alert", event_id=event_id),
+    lambda kind, text: sse.event_bytes(text, event=kind),
+)
 
 
 class DashboardOutbox:
@@ -41,7 +72,7 @@ class DashboardOutbox:
 
     def __init__(
         self,
-        ws: web.WebSocketResponse,
+        ws: Closable,
         out: FrameSink,
         principal: Principal,
         *,
@@ -49,7 +80,9 @@ class DashboardOutbox:
         queue_max: int,
         on_drop: Callable[[], None] = lambda: None,
         abort: Callable[[], None] = lambda: None,
+        framing: Framing = WEBSOCKET,
     ) -> None:
+        self.framing = framing
         self._on_drop = on_drop
         self._abort = abort
         self.ws = ws
@@ -124,9 +157,34 @@ class DashboardOutbox:
             await self._out.drained()
 
 
+class Waiter:
+    """A long-poll waiting for an event its principal may see (`Hub.waiting`)."""
+
+    def __init__(self, principal: Principal) -> None:
+        self.principal = principal
+        self._woken = asyncio.Event()
+
+    def wake(self) -> None:
+        self._woken.set()
+
+    def clear(self) -> None:
+        """Forget earlier wake-ups: call before reading what the caller has not seen."""
+        self._woken.clear()
+
+    async def wait(self, seconds: float) -> bool:
+        """True once woken since the last `clear`, False after `seconds`."""
+        try:
+            await asyncio.wait_for(self._woken.wait(), seconds)
+        except TimeoutError:
+            return False
+        return True
+
+
 class Hub:
     def __init__(self, on_drop: Callable[[], None] = lambda: None) -> None:
         self._dashboards: set[DashboardOutbox] = set()
+        # Long-polls waiting for events: woken by every publish of a ward they may see.
+        self._waiters: set[Waiter] = set()
         self._with_vitals = 0  # how many of them asked for vitals (asked every commit)
         self.on_drop = on_drop  # called once per dashboard closed as too slow
         # The newest event id handed to dashboards; every event up to it is stored. The
@@ -156,6 +214,20 @@ class Hub:
             self._with_vitals += dashboard.vitals
         return self.last_event_id
 
+    def count(self, framing: Framing) -> int:
+        """How many dashboards use `framing` (the metrics' gauge by transport)."""
+        return sum(d.framing is framing for d in self._dashboards)
+
+    @contextlib.contextmanager
+    def waiting(self, principal: Principal) -> Iterator[Waiter]:
+        """A waiter woken by each later publish of an event `principal` may see."""
+        waiter = Waiter(principal)
+        self._waiters.add(waiter)
+        try:
+            yield waiter
+        finally:
+            self._waiters.discard(waiter)
+
     def remove(self, dashboard: DashboardOutbox) -> None:
         if dashboard in self._dashboards:
             self._dashboards.remove(dashboard)
@@ -171,19 +243,28 @@ class Hub:
         if not events:
             return
         self._last_event_id = events[-1][0]
-        burst = [(event_id, ward, text_frame(text)) for event_id, ward, text in events]
-        everything = [(event_id, frame) for event_id, _, frame in burst]
-        wards = {ward for _, ward, _ in burst}
+        wards = {ward for _, ward, _ in events}
+        # Per framing, made once: the burst's frames and the frames of all its events.
+        framed: dict[str, tuple[list[tuple[int, str, bytes]], list[tuple[int, bytes]]]] = {}
         for d in tuple(self._dashboards):
             seen = {ward for ward in wards if d.may_see(ward)}
             if not seen:
                 continue
+            made = framed.get(d.framing.name)
+            if made is None:
+                alert = d.framing.alert
+                burst = [(eid, ward, alert(eid, text)) for eid, ward, text in events]
+                made = framed[d.framing.name] = (burst, [(eid, f) for eid, _, f in burst])
+            burst, everything = made
             if len(seen) == len(wards):
                 d.offer_many(everything)
             else:
                 d.offer_many([(eid, frame) for eid, ward, frame in burst if ward in seen])
             if d.too_slow:
                 self.remove(d)  # it gets nothing more; it is closing
+        for waiter in tuple(self._waiters):
+            if any(waiter.principal.sees(ward) for ward in wards):
+                waiter.wake()
 
     def credentials(self) -> set[str]:
         """The credentials the open dashboards were authenticated with."""
@@ -205,13 +286,16 @@ class Hub:
         return self._with_vitals > 0
 
     def publish_vitals(self, ward: str, text: str) -> None:
-        frame = text_frame(text)
+        framed: dict[str, bytes] = {}  # per framing, made once
         for d in tuple(self._dashboards):
             if d.vitals and d.may_see(ward):
+                frame = framed.get(d.framing.name)
+                if frame is None:
+                    frame = framed[d.framing.name] = d.framing.message("vitals", text)
                 d.offer_vitals(frame)
 
     def send_to(self, dashboard: DashboardOutbox, text: str) -> None:
-        dashboard.offer(0, text_frame(text))
+        dashboard.offer(0, dashboard.framing.message("error", text))
 
     async def close_all(self, code: int, reason: str) -> None:
         await asyncio.gather(

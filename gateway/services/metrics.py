@@ -128,6 +128,11 @@ class Metrics:
         self.dashboard_connections = Gauge(
             "vitals_dashboard_connections", "Open dashboard streams", registry=r
         )
+        self.dashboard_sse_connections = Gauge(
+            "vitals_dashboard_sse_connections",
+            "Open dashboard streams that are Server-Sent Events (of all dashboards)",
+            registry=r,
+        )
         self.readings_accepted = Counter(
             "vitals_readings_accepted", "Readings committed to the database", registry=r
         )
@@ -178,9 +183,15 @@ class Metrics:
         for kind in AUTH_FAILURE_KINDS:
             self.auth_failures.labels(kind)
 
-    def track_connections(self, devices: Callable[[], int], dashboards: Callable[[], int]) -> None:
+    def track_connections(
+        self,
+        devices: Callable[[], int],
+        dashboards: Callable[[], int],
+        sse: Callable[[], int] = lambda: 0,
+    ) -> None:
         self.device_connections.set_function(devices)
         self.dashboard_connections.set_function(dashboards)
+        self.dashboard_sse_connections.set_function(sse)
 
     def track_open_alerts(self, source: OpenAlerts) -> None:
         """Count open alerts from `source` at every scrape."""

@@ -234,17 +234,37 @@ class AlertStore:
         self, after: int, upto: int, wards: frozenset[str] | None = None
     ) -> list[str]:
         """Payloads of events `after` < event_id <= `upto` (of `wards`, None = all), in order."""
-        query = select(_events.c.payload).where(
+        return [payload for _, payload in await self._between(after, upto, wards)]
+
+    async def open_latest(self, upto: int, wards: frozenset[str] | None = None) -> list[str]:
+        """The latest event (<= `upto`) of every alert that is not closed (of `wards`,
+        None = all), in event order."""
+        return [payload for _, payload in await self._open_latest(upto, wards)]
+
+    async def replay(
+        self, since: int, upto: int, wards: frozenset[str] | None = None
+    ) -> list[tuple[int, str]]:
+        """What a dashboard resuming after event `since` is sent before live events
+        (`upto`: the hub's bound), as (event_id, payload) in order: every event after
+        `since`, or from 0 the latest event of each alert still open. The one replay of
+        every dashboard transport (WebSocket, Server-Sent Events)."""
+        if since == 0:
+            return await self._open_latest(upto, wards)
+        return await self._between(since, upto, wards)
+
+    async def _between(
+        self, after: int, upto: int, wards: frozenset[str] | None
+    ) -> list[tuple[int, str]]:
+        query = select(_events.c.event_id, _events.c.payload).where(
             _events.c.event_id > after, _events.c.event_id <= upto
         )
         if wards is not None:
             query = query.where(_events.c.ward.in_(wards))
         async with self._engine.connect() as conn:
-            return list(await conn.scalars(query.order_by(_events.c.event_id)))
+            rows = await conn.execute(query.order_by(_events.c.event_id))
+            return [(r.event_id, r.payload) for r in rows]
 
-    async def open_latest(self, upto: int, wards: frozenset[str] | None = None) -> list[str]:
-        """The latest event (<= `upto`) of every alert that is not closed (of `wards`,
-        None = all), in event order."""
+    async def _open_latest(self, upto: int, wards: frozenset[str] | None) -> list[tuple[int, str]]:
         latest = (
             select(func.max(_events.c.event_id).label("event_id"))
             .where(_events.c.event_id <= upto)
@@ -252,14 +272,15 @@ class AlertStore:
             .subquery()
         )
         query = (
-            select(_events.c.payload)
+            select(_events.c.event_id, _events.c.payload)
             .join(latest, latest.c.event_id == _events.c.event_id)
             .where(_events.c.status != AlertStatus.CLEARED_ACK.value)
         )
         if wards is not None:
             query = query.where(_events.c.ward.in_(wards))
         async with self._engine.connect() as conn:
-            return list(await conn.scalars(query.order_by(_events.c.event_id)))
+            rows = await conn.execute(query.order_by(_events.c.event_id))
+            return [(r.event_id, r.payload) for r in rows]
 
     async def ward_of(self, alert_id: int) -> str | None:
         async with self._engine.connect() as conn:
@@ -276,8 +297,11 @@ class AlertStore:
         wards: frozenset[str] | None = None,
         since_event_id: int,
         limit: int,
+        upto: int | None = None,
     ) -> list[dict[str, Any]]:
         query = select(_alerts).where(_alerts.c.last_event_id > since_event_id)
+        if upto is not None:  # a long-poll's bound: alerts changed up to it only
+            query = query.where(_alerts.c.last_event_id <= upto)
         if status is not None:
             query = query.where(_alerts.c.status == status)
         if patient_id is not None:

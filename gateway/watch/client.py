@@ -1,5 +1,12 @@
 """The I/O shell of `vitals watch`: connect, subscribe, resume, acknowledge, silence, show.
 
+Three transports (`--transport`): the dashboard WebSocket (`ws`, the default; after
+two attempts in a row that end before `subscribed` the next connection is Server-Sent
+Events, and the socket is tried again once that ends), Server-Sent Events (`sse`:
+`GET /v1/dashboard/events`, the same events and ids, resumed by id) and long-polling
+(`poll`: `GET /v1/alerts?since_event_id=N&wait=…`, each answer applied as a replay of
+the alerts' current states). Over `sse` and `poll` acks and silences go through REST.
+
 One `Watcher` per run. Its connection loop opens the dashboard stream (aiohttp only),
 subscribes with the board's last event id, feeds every message to the `AlertBoard`,
 and on any drop (4008 too slow, 1001 shutdown, network) reconnects after a `backoff()`
@@ -29,6 +36,7 @@ from rich.console import Console, RenderableType
 from rich.live import Live
 
 from gateway.client.output import console_for, print_table
+from gateway.client.sse import SseParser
 from gateway.client.tls import client_tls
 from gateway.watch.commands import Command, parse_command
 from gateway.watch.render import fitted_table, screen
@@ -37,6 +45,7 @@ from schemas.codes import AlertStatus, CloseCode, close_reason
 from schemas.dashboard import (
     AckRequest,
     AlertEvent,
+    AlertList,
     DashboardError,
     SilenceRequest,
     Subscribe,
@@ -51,6 +60,7 @@ __all__ = [
     "EXIT_UNREACHABLE",
     "SERVER_MESSAGE_ADAPTER",
     "STREAM_PATH",
+    "TRANSPORTS",
     "ServerMessage",
     "WatchOptions",
     "Watcher",
@@ -62,6 +72,14 @@ log = logging.getLogger(__name__)
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 STREAM_PATH = "/v1/dashboard/stream"
+EVENTS_PATH = "/v1/dashboard/events"
+ALERTS_PATH = "/v1/alerts"
+TRANSPORTS = ("ws", "sse", "poll")
+# Socket attempts in a row that end before `subscribed` before `ws` tries SSE.
+FALLBACK_AFTER = 2
+# A Server-Sent Events stream silent this long (the gateway sends a comment every 15 s)
+# is taken for dead.
+SSE_SILENCE_S = 60.0
 
 EXIT_OK = 0
 EXIT_UNREACHABLE = 1  # --once only: the live view keeps retrying instead
@@ -105,6 +123,8 @@ class WatchOptions:
     max_pending_acks: int = 32  # typed acks and silences waiting for a connection
     cafile: str | None = None  # CA to trust for https/wss
     backoff: Callable[[], Iterator[float]] = backoff
+    transport: str = "ws"  # one of TRANSPORTS
+    poll_wait: float = 25.0  # seconds a long-poll may wait (the gateway allows 60)
 
 
 def _now() -> datetime:
@@ -275,6 +295,23 @@ class _ProtocolError(Exception):
     """The gateway said something a dashboard cannot follow."""
 
 
+class _Refused(Exception):
+    """The gateway refused the token (HTTP 401 or 403) on a REST or SSE request."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(f"HTTP {status}")
+        self.status = status
+
+
+def _http_base(url: str) -> str:
+    """The base URL for REST and SSE: ws(s):// given for the socket becomes http(s)://."""
+    url = url.rstrip("/")
+    for socket_scheme, http_scheme in (("ws://", "http://"), ("wss://", "https://")):
+        if url.startswith(socket_scheme):
+            return http_scheme + url[len(socket_scheme) :]
+    return url
+
+
 class Watcher:
     """One run of `vitals watch`: the connection loop around an `AlertBoard`."""
 
@@ -284,6 +321,8 @@ class Watcher:
         self.link = link
         self._view = view
         self._url = options.url.rstrip("/") + STREAM_PATH
+        self._base = _http_base(options.url)
+        self._socket_failures = 0  # socket attempts in a row that ended before `subscribed`
         # Typed commands not yet sent; bounded: beyond it, the line is refused with a notice.
         self._commands: asyncio.Queue[Command] = asyncio.Queue(maxsize=options.max_pending_acks)
         # Commands sent whose outcome is not seen yet, by alert id (the latest per alert).
@@ -348,17 +387,18 @@ class Watcher:
         delays = self.options.backoff()
         while True:
             problem = ""
+            transport = self._transport()
             try:
-                ended = await self._connect(session)
+                ended = await self._connect(session, transport)
                 if ended is None:
                     return EXIT_OK
                 problem = ended
-            except aiohttp.WSServerHandshakeError as exc:
+            except (aiohttp.WSServerHandshakeError, _Refused) as exc:
                 if exc.status in (401, 403):
                     why = "unknown token" if exc.status == 401 else "not a clinician token"
                     self._view.fatal(f"the gateway refused the token (HTTP {exc.status}, {why})")
                     return EXIT_AUTH
-                problem = f"HTTP {exc.status} {exc.message}".strip()
+                problem = f"HTTP {exc.status} {getattr(exc, 'message', '')}".strip()
             except BrokenPipeError:
                 # Our stdout's reader went away (`| head -1`), not the gateway: nothing
                 # to reconnect for. The CLI ends quietly on it.
@@ -370,6 +410,17 @@ class Watcher:
                 return EXIT_UNREACHABLE
             if self._subscribed:
                 delays = self.options.backoff()  # that connection worked: start afresh
+            if transport == "ws":
+                self._socket_failures = 0 if self._subscribed else self._socket_failures + 1
+                if self._transport() == "sse":
+                    self._view.notice(
+                        f"the dashboard socket failed {self._socket_failures} times in a row:"
+                        " trying Server-Sent Events"
+                    )
+                    self._subscribed = False
+                    continue  # at once: the socket's failures were the wait
+            elif self.options.transport == "ws":
+                self._socket_failures = 0  # the fallback ended: try the socket again
             self._subscribed = False
             delay = next(delays)
             self.link.reconnecting(_now() + timedelta(seconds=delay), problem)
@@ -377,8 +428,121 @@ class Watcher:
             log.debug("reconnecting in %.2f s: %s", delay, problem)
             await asyncio.sleep(delay)
 
-    async def _connect(self, session: aiohttp.ClientSession) -> str | None:
+    def _transport(self) -> str:
+        if self.options.transport == "ws" and self._socket_failures >= FALLBACK_AFTER:
+            return "sse"
+        return self.options.transport
+
+    async def _connect(self, session: aiohttp.ClientSession, transport: str) -> str | None:
         """One connection. None when `--once` has its replay, else why it ended."""
+        if transport == "sse":
+            return await self._connect_sse(session)
+        if transport == "poll":
+            return await self._poll(session)
+        return await self._connect_ws(session)
+
+    def _auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.options.token}"}
+
+    async def _connect_sse(self, session: aiohttp.ClientSession) -> str | None:
+        """One Server-Sent Events stream: the replay, the position after it (as the
+        socket's `subscribed`), then live events; acks and silences through REST."""
+        self.link.connecting()
+        self._view.redraw()
+        since = self.board.start_replay()
+        async with asyncio.timeout(self.options.connect_timeout):
+            response = await session.get(
+                self._base + EVENTS_PATH,
+                params={"since_event_id": str(since)},
+                headers=self._auth(),
+                timeout=aiohttp.ClientTimeout(total=None),
+            )
+        async with response:
+            await _check(response)
+            parser = SseParser(positions=True)
+            sender = asyncio.create_task(self._send_commands_rest(session), name="watch commands")
+            try:
+                while True:
+                    timeout = SSE_SILENCE_S if self._subscribed else self.options.replay_timeout
+                    try:
+                        chunk = await asyncio.wait_for(response.content.readany(), timeout)
+                    except TimeoutError:
+                        raise _ProtocolError(f"the event stream was silent {timeout:g} s") from None
+                    if not chunk:
+                        return "the gateway ended the event stream"
+                    for event in parser.feed(chunk):
+                        if event.event == "alert":
+                            message: ServerMessage = SERVER_MESSAGE_ADAPTER.validate_json(
+                                event.data
+                            )
+                            self._dispatch(message, event.data)
+                        elif event.event == "" and not self._subscribed:
+                            position = int(event.last_event_id or 0)
+                            self._dispatch(Subscribed(last_event_id=position), "")
+                            if self.options.once:
+                                return None
+            finally:
+                sender.cancel()
+                await asyncio.gather(sender, return_exceptions=True)
+
+    async def _poll(self, session: aiohttp.ClientSession) -> str | None:
+        """Long-polls, one after another, each answer applied as a replay of the changed
+        alerts' current states (numbered with the answer's last_event_id)."""
+        self.link.connecting()
+        self._view.redraw()
+        sender = asyncio.create_task(self._send_commands_rest(session), name="watch commands")
+        try:
+            while True:
+                since = self.board.start_replay()
+                wait = 0.0 if self.options.once else self.options.poll_wait
+                async with asyncio.timeout(self.options.connect_timeout + wait):
+                    response = await session.get(
+                        self._base + ALERTS_PATH,
+                        params={"since_event_id": str(since), "wait": f"{wait:g}"},
+                        headers=self._auth(),
+                    )
+                    async with response:
+                        await _check(response)
+                        body = AlertList.model_validate_json(await response.read())
+                for alert in body.items:
+                    event = AlertEvent(event_id=body.last_event_id, alert=alert)
+                    self._dispatch(event, event.model_dump_json())
+                self._dispatch(Subscribed(last_event_id=body.last_event_id), "")
+                if self.options.once:
+                    return None
+        finally:
+            sender.cancel()
+            await asyncio.gather(sender, return_exceptions=True)
+
+    async def _send_commands_rest(self, session: aiohttp.ClientSession) -> None:
+        """Typed commands as REST calls (`sse` and `poll`); their events come on the stream."""
+        while True:
+            command = await self._commands.get()
+            action = "silence" if isinstance(command, SilenceRequest) else "ack"
+            body = {"seconds": command.seconds} if isinstance(command, SilenceRequest) else None
+            url = f"{self._base}{ALERTS_PATH}/{command.alert_id}/{action}"
+            # Before the call: its event may come on the stream before its answer.
+            self._awaiting[command.alert_id] = command
+            doing = "silencing" if action == "silence" else "acknowledging"
+            self._view.notice(f"{doing} alert {command.alert_id}…")
+            try:
+                async with session.post(url, json=body, headers=self._auth()) as response:
+                    problem = await response.json() if response.status >= 400 else None
+            except (aiohttp.ClientError, OSError, ValueError) as exc:
+                self._awaiting.pop(command.alert_id, None)
+                with contextlib.suppress(asyncio.QueueFull):
+                    self._commands.put_nowait(command)  # kept for the next connection
+                self._view.notice(f"alert {command.alert_id} not yet {_VERB[action]}: {exc}")
+                await asyncio.sleep(1.0)
+                continue
+            if problem is not None:
+                self._awaiting.pop(command.alert_id, None)
+                detail = problem.get("detail", "") if isinstance(problem, dict) else ""
+                code = problem.get("error", "") if isinstance(problem, dict) else ""
+                self._view.notice(f"alert {command.alert_id} not {_VERB[action]}: {code}: {detail}")
+
+    async def _connect_ws(self, session: aiohttp.ClientSession) -> str | None:
+        """One socket. None when `--once` has its replay, else why it ended."""
         self.link.connecting()
         self._view.redraw()
         headers = {"Authorization": f"Bearer {self.options.token}"}
@@ -496,6 +660,14 @@ class Watcher:
 
 # What a command does, as notices say it: "alert 7 not silenced: …".
 _VERB = {"ack": "acknowledged", "silence": "silenced"}
+
+
+async def _check(response: aiohttp.ClientResponse) -> None:
+    """A 401/403 is final (`_Refused`); any other refusal is a reason to retry."""
+    if response.status in (401, 403):
+        raise _Refused(response.status)
+    if response.status != 200:
+        raise _ProtocolError(f"HTTP {response.status} {response.reason or ''}".strip())
 
 
 def _why(ws: aiohttp.ClientWebSocketResponse) -> str:

@@ -47,6 +47,7 @@ class Endpoint:
     body: Any = None  # a valid JSON body, if it takes one
     websocket: bool = False
     headers: tuple[tuple[str, str], ...] = ()  # what a valid call sends besides credentials
+    stream: bool = False  # an endless answer (Server-Sent Events): its status is enough
 
     def __str__(self) -> str:
         return f"{self.method} {self.route}"
@@ -153,6 +154,7 @@ ENDPOINTS = [
         Access.WARD,
         "/v1/fhir/_export/{icu_export}/0.ndjson",
     ),
+    Endpoint("GET", "/v1/dashboard/events", Access.LISTED, stream=True),
 ]
 # Public by design: the documents, probes and metrics; logging in and out, whose
 # credential (if any) is the body or the cookie being ended (tested on their own below).
@@ -298,6 +300,8 @@ async def call(
         async with client.request(
             endpoint.method, url, headers={**dict(endpoint.headers), **headers}, json=endpoint.body
         ) as resp:
+            if endpoint.stream and resp.status == 200:
+                return 200, None
             status, text = resp.status, await resp.text()
             if resp.content_type == "application/fhir+ndjson":
                 text = text.splitlines()[0]  # an export file: its first resource

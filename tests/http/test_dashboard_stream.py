@@ -7,10 +7,8 @@ import asyncio
 import contextlib
 import itertools
 import json
-import socket
 import time
 from datetime import datetime
-from typing import Any
 
 import aiohttp
 import pytest
@@ -32,6 +30,7 @@ from tests.support.alert_helpers import (
     wait_for,
 )
 from tests.support.frames import reading
+from tests.support.slow_peers import stall, tiny_receive_buffer
 
 # Shipped rules: spo2-low is below 92 for 10 s of reading time and clears at >= 93;
 # systolic_bp-low is below 91 at once (for_s 0) and clears at >= 96.
@@ -444,41 +443,11 @@ async def test_resume_replays_exactly_the_missed_events_then_live_ones(gateway: 
 # --- slow dashboards ------------------------------------------------------------------
 
 
-def _tiny_receive_buffer(addr_info: Any) -> socket.socket:
-    """A client socket with a 2 KiB receive buffer."""
-    family, type_, proto, _, _ = addr_info
-    sock = socket.socket(family, type_, proto)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
-    return sock
-
-
 def _resume_reading(client: aiohttp.ClientWebSocketResponse) -> None:
     conn = client._response.connection
     assert conn is not None
     assert conn.transport is not None
     conn.transport.resume_reading()
-
-
-def _shrink_server_side(gateway: Gateway, client: aiohttp.ClientWebSocketResponse) -> None:
-    """Shrink the gateway's send buffers for this one connection, so a client that stops
-    reading backs the gateway up after a few dozen messages instead of megabytes (the
-    kernel and asyncio would otherwise buffer several MiB first)."""
-    conn = client._response.connection
-    assert conn is not None
-    assert conn.transport is not None
-    conn.transport.pause_reading()  # the client stops reading: nothing leaves the kernel
-    local = conn.transport.get_extra_info("sockname")
-    runner = gateway.client.server.runner
-    assert runner is not None
-    server = runner.server
-    assert server is not None
-    for handler in server.connections:
-        transport = handler.transport
-        if transport is not None and transport.get_extra_info("peername") == local:
-            transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
-            transport.set_write_buffer_limits(high=4096)
-            return
-    raise AssertionError("server side of the stalled dashboard not found")
 
 
 @pytest.mark.parametrize("settings_overrides", [{"dashboard_queue_max": 8}], ids=["queue_max=8"])
@@ -490,7 +459,7 @@ async def test_dashboard_that_falls_behind_is_closed_4008_while_others_carry_on(
     getting acks and a dashboard that reads gets every alert event."""
     tokens = [await gateway.add_device(f"dev-{i}", f"p-{i}") for i in range(3)]
     hub = gateway.app[HUB]
-    connector = aiohttp.TCPConnector(socket_factory=_tiny_receive_buffer)
+    connector = aiohttp.TCPConnector(socket_factory=tiny_receive_buffer)
     async with (
         open_dashboard(gateway) as healthy,
         aiohttp.ClientSession(connector=connector) as session,
@@ -503,7 +472,7 @@ async def test_dashboard_that_falls_behind_is_closed_4008_while_others_carry_on(
         await healthy.subscribe()
         await stalled.send_str(json.dumps({"type": "subscribe"}))
         await wait_for(lambda: len(hub) == 2)
-        _shrink_server_side(gateway, stalled)
+        stall(gateway, stalled._response.connection)
         devices = [await stack.enter_async_context(open_device(gateway, t)) for t in tokens]
 
         # Each batch raises or clears one alert: one event per batch, all acked.

@@ -14,9 +14,8 @@ import os
 import random
 import socket
 import sys
-import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from itertools import repeat
@@ -187,19 +186,6 @@ async def until(predicate: Callable[[], bool]) -> None:
         # Polling: the conditions span the fake server and captured output, no one event.
         while not predicate():  # noqa: ASYNC110
             await asyncio.sleep(0.01)
-
-
-@pytest.fixture
-async def stdin_pipe() -> AsyncIterator[tuple[Any, int]]:
-    """A pipe as stdin: (read end as a text file, write end's fd)."""
-    r, w = os.pipe()
-    reader = os.fdopen(r, "r")
-    yield reader, w
-    os.close(w)
-    # The read end is closed only once the reader thread has seen EOF: its fd number
-    # must not be reused under a thread still reading it.
-    await until(lambda: not any(t.name == "vitals-watch-stdin" for t in threading.enumerate()))
-    reader.close()
 
 
 # -- pure helpers ----------------------------------------------------------------------

@@ -8,8 +8,6 @@ import asyncio
 import io
 import json
 import os
-import threading
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -25,19 +23,6 @@ WAIT_S = 5.0
 @pytest.fixture
 def settings_overrides() -> dict[str, Any]:
     return {"max_silence_s": 60.0}
-
-
-@pytest.fixture
-async def stdin_pipe() -> AsyncIterator[tuple[Any, int]]:
-    """A pipe as stdin: (read end as a text file, write end's fd)."""
-    r, w = os.pipe()
-    reader = os.fdopen(r, "r")
-    yield reader, w
-    os.close(w)
-    async with asyncio.timeout(WAIT_S):  # the reader thread must see EOF before the close
-        while any(t.name == "vitals-watch-stdin" for t in threading.enumerate()):  # noqa: ASYNC110
-            await asyncio.sleep(0.01)
-    reader.close()
 
 
 async def test_typed_silence_reaches_the_gateway(

@@ -19,6 +19,7 @@ const CONNECTION_TEXT = {
   idle: "Not connected",
   connecting: "Connecting…",
   connected: "Connected",
+  fallback: "Connected (fallback connection)",
   reconnecting: "Reconnecting…",
   offline: "Offline",
   unauthorized: "Signed out",
@@ -291,6 +292,7 @@ function startStream() {
   const scheme = location.protocol === "https:" ? "wss" : "ws";
   state.stream = new DashboardStream({
     url: `${scheme}://${location.host}/v1/dashboard/stream`,
+    eventsUrl: "/v1/dashboard/events",
     checkSession: api.sessionState,
     on: {
       alert: onAlert,
@@ -368,7 +370,7 @@ function onConnection(s, info) {
   let text = CONNECTION_TEXT[s] ?? s;
   if (s === "reconnecting" && info.attempts > 1) text = `Reconnecting… (attempt ${info.attempts})`;
   setText(conn.querySelector(".conn__text"), text);
-  panel.setConnected(s === "connected");
+  panel.setConnected(s === "connected" || s === "fallback");
   document.body.classList.toggle("is-stale", s === "reconnecting" || s === "offline");
   if (s === "reconnecting" || s === "offline") {
     const why = s === "offline" ? "This device is offline" : "Connection lost";
@@ -378,7 +380,7 @@ function onConnection(s, info) {
         : `${why} — cannot reach the gateway. Retrying automatically…`,
       "warn",
     );
-  } else if (s === "connected" && $("banner").dataset.kind === "warn") {
+  } else if ((s === "connected" || s === "fallback") && $("banner").dataset.kind === "warn") {
     hideBanner();
   }
 }

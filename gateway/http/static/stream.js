@@ -4,6 +4,13 @@
 // upgrade refused because the session ended ends in `unauthorized`; stop() ends in
 // `stopped`. Resume is exact: every (re)subscribe asks for the events after the last
 // event id seen, so nothing raised while the page was away is missed.
+//
+// Fallback: when the WebSocket fails twice in a row before `subscribed` (a proxy that
+// strips Upgrade), the same events come over Server-Sent Events (state `fallback`;
+// acks and silences go through REST), and the socket is tried again in the background;
+// once it subscribes the event source is closed. Both streams deliver every event in
+// id order from a common start, so taking only ids above the last one seen leaves no
+// gap and no duplicate across either switch.
 
 /**
  * Reconnect delays in seconds: exponential, capped, each shortened by a random
@@ -25,8 +32,13 @@ export class DashboardStream {
    * @param {object} options.on  callbacks: alert(event, info), subscribed(info), vitals(msg),
    *   error(msg), state(state, info), reset(), unauthorized()
    */
-  constructor({ url, checkSession, on }) {
+  constructor({ url, eventsUrl = null, checkSession, on, fallbackAfter = 2 }) {
     this.url = url;
+    this.eventsUrl = eventsUrl; // /v1/dashboard/events; null: no fallback
+    this.fallbackAfter = fallbackAfter;
+    this._source = null; // the EventSource while on the fallback
+    this._socketFailures = 0; // socket attempts in a row that ended before `subscribed`
+    this._probeDelays = backoff();
     this.checkSession = checkSession;
     this.on = on;
     this.state = "idle";
@@ -53,6 +65,7 @@ export class DashboardStream {
     window.removeEventListener("offline", this._onOffline);
     clearTimeout(this._timer);
     this._timer = null;
+    this._stopFallback();
     const ws = this._ws;
     this._ws = null;
     if (ws) ws.close(1000, "bye");
@@ -61,6 +74,7 @@ export class DashboardStream {
 
   /** Send an acknowledgement; false when there is no subscribed connection to send it on. */
   ack(alertId) {
+    if (this.state === "fallback") return this._post(alertId, "ack");
     if (this.state !== "connected" || !this._ws) return false;
     this._ws.send(JSON.stringify({ type: "ack", alert_id: alertId }));
     return true;
@@ -68,9 +82,34 @@ export class DashboardStream {
 
   /** Pause an alert's sound on every dashboard for `seconds`; false when not connected. */
   silence(alertId, seconds) {
+    if (this.state === "fallback") return this._post(alertId, "silence", { seconds });
     if (this.state !== "connected" || !this._ws) return false;
     this._ws.send(JSON.stringify({ type: "silence", alert_id: alertId, seconds }));
     return true;
+  }
+
+  /** On the fallback, an ack or silence goes through REST; its event comes on the stream. */
+  _post(alertId, action, body = undefined) {
+    const init = { method: "POST", credentials: "same-origin", headers: { Accept: "application/json" } };
+    if (body !== undefined) {
+      init.headers["Content-Type"] = "application/json";
+      init.body = JSON.stringify(body);
+    }
+    fetch(`/v1/alerts/${alertId}/${action}`, init)
+      .then(async (r) => {
+        if (r.ok) return;
+        const problem = await r.json().catch(() => ({}));
+        this.on.error({ type: "error", code: problem.error, detail: problem.detail ?? `HTTP ${r.status}`, alert_id: alertId });
+      })
+      .catch(() => this.on.error({ type: "error", code: "unavailable", detail: "the gateway did not answer", alert_id: alertId }));
+    return true;
+  }
+
+  /** An alert event from either stream: only ids above the last one seen are new. */
+  _alert(msg, info) {
+    if (msg.event_id <= this.lastEventId) return; // already had it from the other stream
+    this.lastEventId = msg.event_id;
+    this.on.alert(msg, info);
   }
 
   _connect() {
@@ -87,10 +126,12 @@ export class DashboardStream {
     let opened = false;
     let subscribed = false;
     let replayed = 0;
+    let since = this.lastEventId;
     const resumed = this._everSubscribed; // this connection picks up where another left off
     ws.addEventListener("open", () => {
       opened = true;
-      ws.send(JSON.stringify({ type: "subscribe", since_event_id: this.lastEventId, vitals: true }));
+      since = this.lastEventId;
+      ws.send(JSON.stringify({ type: "subscribe", since_event_id: since, vitals: true }));
     });
     ws.addEventListener("message", (e) => {
       if (this._ws !== ws) return;
@@ -102,12 +143,13 @@ export class DashboardStream {
       }
       switch (msg.type) {
         case "alert":
-          this.lastEventId = Math.max(this.lastEventId, msg.event_id);
           if (!subscribed) replayed += 1;
-          this.on.alert(msg, { replay: !subscribed, resumed });
+          this._alert(msg, { replay: !subscribed, resumed });
           break;
         case "subscribed":
-          if (msg.last_event_id < this.lastEventId) {
+          // Below what it was asked to resume from (not below what the fallback has
+          // had since, which may be ahead of this socket's replay).
+          if (msg.last_event_id < since) {
             // Event ids went backwards: another database behind the same address.
             // Start again from nothing rather than wait for ids we already passed.
             this.lastEventId = 0;
@@ -118,7 +160,9 @@ export class DashboardStream {
             return;
           }
           subscribed = true;
-          this.lastEventId = msg.last_event_id;
+          this.lastEventId = Math.max(this.lastEventId, msg.last_event_id);
+          this._stopFallback(); // the socket is back: the event source goes
+          this._socketFailures = 0;
           this._delays = backoff();
           this.attempts = 0;
           this._setState("connected", { resumed, replayed });
@@ -127,7 +171,7 @@ export class DashboardStream {
           this.lostAt = null;
           break;
         case "vitals":
-          this.on.vitals(msg);
+          if (subscribed || !this._source) this.on.vitals(msg);
           break;
         case "error":
           this.on.error(msg);
@@ -144,7 +188,13 @@ export class DashboardStream {
   }
 
   async _dropped(opened, subscribed, code, reason) {
+    if (this._source) {
+      // A background try while on the fallback: try again later, quietly.
+      this._timer = setTimeout(() => this._connect(), this._probeDelays.next().value * 1000);
+      return;
+    }
     if (subscribed) this.lostAt = Date.now();
+    this._socketFailures = subscribed ? 0 : this._socketFailures + 1;
     this.attempts += 1;
     if (!opened) {
       // A browser does not say why an upgrade failed: ask whether the session still holds.
@@ -157,15 +207,81 @@ export class DashboardStream {
         return;
       }
     }
+    if (this.eventsUrl && this._socketFailures >= this.fallbackAfter && navigator.onLine) {
+      this._startFallback();
+      return;
+    }
     const delay = this._delays.next().value;
     this.nextAttemptAt = Date.now() + delay * 1000;
     this._setState(navigator.onLine ? "reconnecting" : "offline", { code, reason, delay });
     this._timer = setTimeout(() => this._connect(), delay * 1000);
   }
 
+  /** Server-Sent Events from the last event id seen; the socket is retried meanwhile. */
+  async _startFallback() {
+    const since = this.lastEventId;
+    const resumed = this._everSubscribed;
+    // Events up to the newest id now are the replay of what was open (not announced as
+    // new unless resuming); one REST read tells it, as the socket's `subscribed` would.
+    let known = since;
+    try {
+      const r = await fetch("/v1/alerts?limit=1", { credentials: "same-origin" });
+      if (r.ok) known = (await r.json()).last_event_id;
+    } catch {
+      // unreachable: every event counts as new
+    }
+    if (this.state === "stopped" || this._source || this._ws) return;
+    const source = new EventSource(`${this.eventsUrl}?vitals=true&since_event_id=${since}`);
+    this._source = source;
+    this._probeDelays = backoff();
+    source.addEventListener("open", () => {
+      if (this._source !== source) return;
+      this.attempts = 0;
+      this._everSubscribed = true;
+      this.lostAt = null;
+      this._setState("fallback", { resumed });
+      clearTimeout(this._timer);
+      this._timer = setTimeout(() => this._connect(), this._probeDelays.next().value * 1000);
+    });
+    source.addEventListener("alert", (e) => {
+      if (this._source !== source) return;
+      const msg = JSON.parse(e.data);
+      this._alert(msg, { replay: msg.event_id <= known, resumed });
+    });
+    source.addEventListener("vitals", (e) => {
+      if (this._source === source) this.on.vitals(JSON.parse(e.data));
+    });
+    source.addEventListener("error", async () => {
+      if (this._source !== source) return;
+      if (source.readyState !== EventSource.CLOSED) {
+        // It reconnects by itself, resuming with Last-Event-ID.
+        if (this.state === "fallback") this.lostAt = Date.now();
+        this._setState("reconnecting", {});
+        return;
+      }
+      // Refused (signed out, or no such endpoint): back to the socket's cycle.
+      this._stopFallback();
+      const session = await this.checkSession();
+      if (this.state === "stopped") return;
+      if (session === "unauthorized") {
+        this._setState("unauthorized");
+        this.on.unauthorized();
+        return;
+      }
+      this._socketFailures = 0;
+      this._connect();
+    });
+  }
+
+  _stopFallback() {
+    const source = this._source;
+    this._source = null;
+    if (source) source.close();
+  }
+
   _online() {
     // Back on the network: try now instead of waiting out the backoff.
-    if (this._ws || ["connected", "stopped", "unauthorized"].includes(this.state)) return;
+    if (this._ws || this._source || ["connected", "stopped", "unauthorized"].includes(this.state)) return;
     this._setState("reconnecting");
     this._connect();
   }
