@@ -311,7 +311,9 @@ dashboard stream's `alertEvent` JSON; vitals are events `vitals` without an id. 
 comment line every 15 s keeps proxies from closing an idle stream, and `retry:` says how
 soon to come back. A client resumes with the standard `Last-Event-ID` header (or
 `?since_event_id=`) with the socket's replay rules: every missed event, in order, no gap
-and no duplicate; one that falls behind its queue is disconnected and resumes by id.
+and no duplicate. The replay ends with an id-only line (`id: <n>`, no event), which
+dispatches nothing but moves the client's resume position to what the replay covered.
+One that falls behind its queue is disconnected and resumes by id.
 Acknowledge and silence through the REST API (`POST /v1/alerts/{{alert_id}}/ack`,
 `POST /v1/alerts/{{alert_id}}/silence`). Refusals before the stream starts are problem
 documents (401, 403, 400), as in `/openapi.json`.""",
