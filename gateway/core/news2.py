@@ -25,6 +25,7 @@ messages: both through this same function.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
@@ -44,6 +45,7 @@ __all__ = [
     "Vital",
     "band_of",
     "most_urgent_first",
+    "points_interval",
     "rounded",
     "score",
     "sub_score",
@@ -195,26 +197,50 @@ def _points(bands: tuple[Band, ...], value: Decimal) -> int:
     raise AssertionError(f"{value} falls in no band")  # the tables are contiguous
 
 
+def _bands(metric: Metric, spo2_scale: SpO2Scale, oxygen: bool) -> tuple[Band, ...]:
+    match metric:
+        case Metric.RESP_RATE:
+            return _RESP_RATE
+        case Metric.SPO2 if spo2_scale == 1:
+            return _SPO2_SCALE_1
+        case Metric.SPO2:
+            return _SPO2_SCALE_2_OXYGEN if oxygen else _SPO2_SCALE_2_AIR
+        case Metric.SYSTOLIC_BP:
+            return _SYSTOLIC_BP
+        case Metric.HEART_RATE:
+            return _HEART_RATE
+        case Metric.TEMPERATURE:
+            return _TEMPERATURE
+        case _:
+            raise ValueError(f"{metric} is not a NEWS2 parameter")
+
+
 def sub_score(
     metric: Metric, value: float, *, spo2_scale: SpO2Scale = 1, oxygen: bool = False
 ) -> int:
     """The chart's points for one vital (`oxygen` matters to SpO2 on scale 2 only)."""
+    return _points(_bands(metric, spo2_scale, oxygen), rounded(metric, value))
+
+
+# Narrower than the band by far more than a float's error at these magnitudes, so a
+# value inside is in the band whatever its decimal rounding does at the edge.
+_EDGE = 1e-6
+
+
+def points_interval(
+    metric: Metric, value: float, *, spo2_scale: SpO2Scale = 1, oxygen: bool = False
+) -> tuple[float, float]:
+    """[lo, hi): raw values around `value` that surely score as `value` does, a little
+    inside its band's edges. Lets a caller skip the exact (decimal) sub-score for the
+    next value of a vital, which almost always stays in its band."""
     at = rounded(metric, value)
-    match metric:
-        case Metric.RESP_RATE:
-            return _points(_RESP_RATE, at)
-        case Metric.SPO2 if spo2_scale == 1:
-            return _points(_SPO2_SCALE_1, at)
-        case Metric.SPO2:
-            return _points(_SPO2_SCALE_2_OXYGEN if oxygen else _SPO2_SCALE_2_AIR, at)
-        case Metric.SYSTOLIC_BP:
-            return _points(_SYSTOLIC_BP, at)
-        case Metric.HEART_RATE:
-            return _points(_HEART_RATE, at)
-        case Metric.TEMPERATURE:
-            return _points(_TEMPERATURE, at)
-        case _:
-            raise ValueError(f"{metric} is not a NEWS2 parameter")
+    half = float((_TENTH if metric is Metric.TEMPERATURE else _WHOLE) / 2)
+    for low, high, _ in _bands(metric, spo2_scale, oxygen):
+        if (low is None or at >= low) and (high is None or at <= high):
+            lo = -math.inf if low is None else float(low) - half + _EDGE
+            hi = math.inf if high is None else float(high) + half - _EDGE
+            return lo, hi
+    raise AssertionError(f"{value} falls in no band")  # the tables are contiguous
 
 
 def band_of(total: int, *, any_three: bool) -> News2Band:
