@@ -227,11 +227,19 @@ class DeviceSession:
 
     def _rows(self, batch: ReadingsMessage, received_us: int) -> list[ReadingRow]:
         device, patient, seq = self.device_id, self.patient_id, batch.seq
-        # In the order of `ReadingRow`.
-        return [
-            (device, patient, r.metric, to_micros(r.ts), r.value, received_us, seq)
-            for r in batch.readings
-        ]
+        rows: list[ReadingRow] = []
+        # A multi-parameter monitor samples its vitals together: readings in a row often
+        # share a timestamp, and comparing two datetimes (C) costs a fifth of converting
+        # one (to_micros was 5 % of the ward benchmark's event loop).
+        last_ts: datetime | None = None
+        us = 0
+        for r in batch.readings:
+            ts = r.ts
+            if ts != last_ts:
+                last_ts, us = ts, to_micros(ts)
+            # In the order of `ReadingRow`.
+            rows.append((device, patient, r.metric, us, r.value, received_us, seq))
+        return rows
 
 
 class _NotAMessage(ValueError):

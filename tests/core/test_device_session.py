@@ -164,6 +164,21 @@ class TestTimestamps:
         utc_seconds = calendar.timegm((2026, 11, 26, 13, 0, 0))
         assert outcome.rows[0][3] == utc_seconds * 1_000_000 + 123_457
 
+    def test_readings_sharing_or_changing_timestamps_each_get_their_own_instant(self) -> None:
+        """Consecutive readings at one instant (also written in two offsets) share its
+        microseconds, and a reading at another instant, before or after them, has its own."""
+        stamps = [
+            "2026-11-26T13:00:00.000001Z",
+            "2026-11-26T18:30:00.000001+05:30",  # the same instant
+            "2026-11-26T13:00:00.000002Z",
+            "2026-11-26T13:00:00.000002Z",
+            "2026-11-26T13:00:00.000001Z",
+        ]
+        outcome = session().receive(batch_text(1, [reading(ts=ts) for ts in stamps]), NOW)
+        assert isinstance(outcome, Store)
+        base = calendar.timegm((2026, 11, 26, 13, 0, 0)) * 1_000_000
+        assert [row[3] - base for row in outcome.rows] == [1, 1, 2, 2, 1]
+
     def test_received_time_is_now(self) -> None:
         """Each row's received_us is the `now` given to receive."""
         outcome = session().receive(batch_text(), NOW)
