@@ -33,6 +33,17 @@ from tests.storage.test_migrations import differences
 from tests.support.postgres import fresh_database
 
 TODAY = day_of(int(time.time() * 1_000_000))
+
+
+@pytest.fixture(autouse=True)
+def _today() -> None:
+    """`TODAY` as of this test's start, not the suite's collection: the gateway's parts
+    read the real clock, and a suite that runs across midnight would otherwise test
+    them against yesterday."""
+    global TODAY
+    TODAY = day_of(int(time.time() * 1_000_000))
+
+
 PATIENTS = ("p-1", "p-2", "p-3")
 
 
