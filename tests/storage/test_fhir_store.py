@@ -15,28 +15,18 @@ import pytest
 from sqlalchemy import insert
 
 from gateway.core.fhir import ObservationSearch, PageCursor
-from gateway.settings import load_settings
-from gateway.storage.database import Storage, open_storage
+from gateway.storage.database import Storage
 from gateway.storage.fhir import ExportJob, FhirStore
 from gateway.storage.schema import Device, Reading
-from tests.support.postgres import fresh_database
+from tests.support.storage_helpers import open_backend
 
 NOW_US = int(time.time() * 1_000_000)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
 async def storage(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Storage]:
-    if request.param == "sqlite":
-        opened = await open_storage(
-            load_settings(database_url=f"sqlite+aiosqlite:///{tmp_path}/v.db")
-        )
+    async with open_backend(request.param, tmp_path) as opened:
         yield opened
-        await opened.close()
-        return
-    async with fresh_database() as url:
-        opened = await open_storage(load_settings(database_url=url))
-        yield opened
-        await opened.close()
 
 
 async def fill(storage: Storage) -> None:

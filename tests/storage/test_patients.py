@@ -14,11 +14,10 @@ from sqlalchemy import text
 
 from gateway.core.news2 import Vital
 from gateway.core.news2_history import Entry, Sample
-from gateway.settings import load_settings
-from gateway.storage.database import Storage, open_storage
+from gateway.storage.database import Storage
 from schemas.clinical import Consciousness
 from schemas.metrics import Metric
-from tests.support.postgres import fresh_database
+from tests.support.storage_helpers import open_backend
 
 NOW_US = int(time.time() * 1_000_000)
 WINDOW_US = 900_000_000
@@ -28,17 +27,8 @@ T0 = (int(time.time()) // 60 - 30) * 60  # half an hour ago, on a minute
 
 @pytest.fixture(params=["sqlite", "postgres"])
 async def storage(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Storage]:
-    if request.param == "sqlite":
-        opened = await open_storage(
-            load_settings(database_url=f"sqlite+aiosqlite:///{tmp_path}/v.db")
-        )
+    async with open_backend(request.param, tmp_path) as opened:
         yield opened
-        await opened.close()
-        return
-    async with fresh_database() as url:
-        opened = await open_storage(load_settings(database_url=url))
-        yield opened
-        await opened.close()
 
 
 async def insert(storage: Storage, patient: str, metric: str, ago_s: float, value: float) -> None:

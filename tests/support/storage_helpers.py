@@ -16,9 +16,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.core.alert_engine import Alert
 from gateway.core.rows import ReadingRow
-from gateway.storage.database import open_engine, upgrade_schema
+from gateway.settings import load_settings
+from gateway.storage.database import Storage, open_engine, open_storage, upgrade_schema
 from gateway.storage.events import EventDraft
 from gateway.storage.schema import Device, table_of
+from tests.support.postgres import fresh_database
 
 __all__ = [
     "REFUSED",
@@ -30,6 +32,7 @@ __all__ = [
     "event",
     "event_ids",
     "execute",
+    "open_backend",
     "provision_devices",
     "provisioned_engine",
     "rows",
@@ -147,3 +150,24 @@ REFUSE_EVENTS_SQLITE = (
     "CREATE TRIGGER refuse_events BEFORE INSERT ON alert_events "
     f"WHEN NEW.kind = '{REFUSED}' BEGIN SELECT RAISE(ABORT, 'event refused'); END"
 )
+
+
+@asynccontextmanager
+async def open_backend(backend: str, tmp_path: Path) -> AsyncIterator[Storage]:
+    """Storage on `backend`: "sqlite" (a file in `tmp_path`) or "postgres" (a database
+    of its own, skipping or failing as `fresh_database` says); closed after."""
+    if backend == "sqlite":
+        opened = await open_storage(
+            load_settings(database_url=f"sqlite+aiosqlite:///{tmp_path}/v.db")
+        )
+        try:
+            yield opened
+        finally:
+            await opened.close()
+        return
+    async with fresh_database() as url:
+        opened = await open_storage(load_settings(database_url=url))
+        try:
+            yield opened
+        finally:
+            await opened.close()
