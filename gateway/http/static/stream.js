@@ -206,6 +206,9 @@ export class DashboardStream {
         this.on.unauthorized();
         return;
       }
+      // A proxy's doing only if the gateway answers HTTP but not the upgrade: a gateway
+      // that is down (a restart) is waited for on the socket, not fallen back from.
+      if (session !== "ok") this._socketFailures = 0;
     }
     if (this.eventsUrl && this._socketFailures >= this.fallbackAfter && navigator.onLine) {
       this._startFallback();
