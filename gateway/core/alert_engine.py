@@ -61,6 +61,7 @@ AlertError (a GatewayError)
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import Enum
@@ -70,12 +71,10 @@ from gateway.core.news2 import (
     DEFAULT_WINDOW_S,
     NEWS2_METRICS,
     News2,
-    News2Inputs,
     SpO2Scale,
     Vital,
-    points_interval,
-    score,
-    sub_score,
+    banded,
+    from_points,
 )
 from gateway.core.offline import DEFAULT_OFFLINE_AFTER_S, OfflineTracker
 from gateway.core.patient_rules import DEFAULT_SETTINGS, PatientSettings, effective_rules
@@ -127,7 +126,6 @@ TransitionKind = Literal[
 # (first, last, worst)
 _Values = tuple[float | None, float | None, float | None]
 _NO_VALUES: _Values = (None, None, None)
-_NEWS2_METRICS: frozenset[str] = frozenset(NEWS2_METRICS)
 
 
 class AlertError(GatewayError):
@@ -409,20 +407,45 @@ def _describes(rule: AnyRule, alert: Alert) -> bool:
     )
 
 
+class _Vital:
+    """One NEWS2 vital of a patient: its freshest value and reading time, and the raw
+    values [lo, hi) that score the `points` its last score gave it (NaN, which no
+    value is within: it was missing then, or never scored)."""
+
+    __slots__ = ("hi", "lo", "points", "ts", "value")
+
+    def __init__(self) -> None:
+        self.value = math.nan
+        self.ts = -math.inf  # no value yet
+        self.points = 0
+        self.lo = self.hi = math.nan
+
+    def forget_points(self) -> None:
+        self.lo = self.hi = math.nan
+
+    def take_over(self, old: _Vital) -> None:
+        self.value, self.ts, self.points, self.lo, self.hi = (
+            old.value,
+            old.ts,
+            old.points,
+            old.lo,
+            old.hi,
+        )
+
+
 class _Patient:
     """One patient's rule state, and what its NEWS2 is scored from."""
 
     __slots__ = (
+        "banded_as",
         "by_metric",
         "consciousness",
         "device_id",
         "expires_at",
-        "missing",
         "news2_tracks",
         "oxygen",
         "score",
         "spo2_scale",
-        "steady",
         "tracks",
         "vitals",
     )
@@ -436,31 +459,36 @@ class _Patient:
         self.tracks = tracks
         self.spo2_scale: SpO2Scale = spo2_scale
         self.news2_tracks = news2_tracks
-        by_metric: dict[str, tuple[_Track, ...]] = {}
+        # Every NEWS2 vital, in the chart's order, whether it has a value yet or not.
+        self.vitals: dict[str, _Vital] = {metric: _Vital() for metric in NEWS2_METRICS}
+        # What a reading of each metric concerns: its NEWS2 vital (None: not one), and
+        # the threshold rules' tracks of it. One lookup per reading; other metrics are
+        # not keys.
+        by_metric: dict[str, tuple[_Vital | None, tuple[_Track, ...]]] = {
+            metric: (vital, ()) for metric, vital in self.vitals.items()
+        }
         for track in tracks.values():
-            metric = track.rule.metric
-            by_metric[metric] = (*by_metric.get(metric, ()), track)
+            vital, of_metric = by_metric.get(track.rule.metric, (None, ()))
+            by_metric[track.rule.metric] = (vital, (*of_metric, track))
         self.by_metric = by_metric
-        # Metric -> (value, reading time): plain tuples, as cheap as the readings.
-        self.vitals: dict[str, tuple[float, float]] = {}
-        # Metric -> [lo, hi): raw values that score the points the last score gave it
-        # (filled as readings are checked, emptied by every score).
-        self.steady: dict[str, tuple[float, float]] = {}
-        # The vitals the last score lacked (all, before the first).
-        self.missing: frozenset[str] = _NEWS2_METRICS
+        # The SpO2 scale and oxygen the vitals' points were banded under.
+        self.banded_as: tuple[SpO2Scale, bool] = (spo2_scale, False)
         self.consciousness: Consciousness | None = None
         self.oxygen: bool | None = None
         self.score: News2 | None = None
         # When `check` must score again: the oldest fresh vital's expiry, a pending
-        # `for_s`, or -inf (inputs changed outside `process`: seeded, rules replaced).
+        # `for_s`, or -inf (an input changed: a reading scoring other points, seeded
+        # values, an observation, new rules or settings).
         self.expires_at = float("inf")
         # The device news2 alerts are raised on: the last one that sent a reading.
         self.device_id: str | None = None
 
     def take_over(self, old: _Patient) -> None:
         """Carry `old`'s NEWS2 inputs and score over (rules replaced)."""
-        self.vitals, self.consciousness, self.oxygen = old.vitals, old.consciousness, old.oxygen
-        self.score, self.device_id, self.missing = old.score, old.device_id, old.missing
+        for metric, vital in self.vitals.items():  # in place: `by_metric` holds them
+            vital.take_over(old.vitals[metric])
+        self.consciousness, self.oxygen = old.consciousness, old.oxygen
+        self.score, self.device_id, self.banded_as = old.score, old.device_id, old.banded_as
         self.expires_at = float("-inf")  # the new rules decide at the next check
 
 
@@ -614,26 +642,19 @@ class AlertEngine:
             patient = self._patients[patient_id] = self._new_patient(patient_id)
         patient.device_id = device_id
         by_metric = patient.by_metric
-        vitals = patient.vitals
-        steady = patient.steady
         rescore = False
         for metric, ts, value in readings:
-            if metric in _NEWS2_METRICS:
-                old = vitals.get(metric)
-                if old is None or ts >= old[1]:
-                    vitals[metric] = (value, ts)
-                    # A vital the last score lacked (a fresh one after it aged out), or
-                    # a new value that scores other points: anything else leaves the
-                    # score as it is. Inside the band it last fell in, it surely does.
-                    if old is None or metric in patient.missing:
-                        rescore = True
-                    elif not rescore and value != old[0]:
-                        band = steady.get(metric)
-                        if band is None or not band[0] <= value < band[1]:
-                            rescore = self._points_change(patient, metric, value)
-            tracks = by_metric.get(metric)
-            if tracks is None:
+            concerns = by_metric.get(metric)
+            if concerns is None:
                 continue
+            vital, tracks = concerns
+            if vital is not None and ts >= vital.ts:
+                vital.value, vital.ts = value, ts
+                # Inside the raw values that score the points the last score gave this
+                # vital, the score stays as it is: two float comparisons per reading.
+                # Outside (or NaN: missing from the last score), it is scored again.
+                if not vital.lo <= value < vital.hi:
+                    rescore = True
             for t in tracks:
                 if ts < t.last_ts:
                     continue
@@ -716,9 +737,9 @@ class AlertEngine:
         if patient is None:
             patient = self._patients[patient_id] = self._new_patient(patient_id)
         for metric, vital in vitals.items():
-            old = patient.vitals.get(metric)
-            if old is None or vital.ts > old[1]:
-                patient.vitals[metric] = (vital.value, vital.ts)
+            mine = patient.vitals.get(metric)
+            if mine is not None and vital.ts > mine.ts:
+                mine.value, mine.ts = vital.value, vital.ts
         if consciousness is not None:
             patient.consciousness = consciousness
         if oxygen is not None:
@@ -727,45 +748,41 @@ class AlertEngine:
             patient.device_id = device_id
         patient.expires_at = float("-inf")
 
-    def _points_change(self, patient: _Patient, metric: str, value: float) -> bool:
-        """True if `value` of `metric` scores other points than the last score gave it;
-        if not, remembers the band it fell in (`_Patient.steady`), so that `process`
-        answers the next values with two float comparisons. The exact (decimal)
-        sub-score then runs only near a band's edge: on every changed value it was
-        two thirds of the engine's time per batch at the ward benchmark's load.
-        """
-        scored = patient.score
-        if scored is None:
-            return True
-        name = Metric(metric)
-        scale, oxygen = patient.spo2_scale, bool(patient.oxygen)
-        points = sub_score(name, value, spo2_scale=scale, oxygen=oxygen)
-        before: int | None = getattr(scored.sub_scores, metric)
-        if points != before:
-            return True
-        patient.steady[metric] = points_interval(name, value, spo2_scale=scale, oxygen=oxygen)
-        return False
-
     def _score(self, patient_id: str, patient: _Patient, now: float, out: list[Transition]) -> None:
         """Score the patient at `now`, then raise, update or clear its news2 alerts."""
         window = self._news2_window_s
-        result = score(
-            News2Inputs(
-                patient_id=patient_id,
-                now=now,
-                vitals={Metric(m): Vital(v, ts) for m, (v, ts) in patient.vitals.items()},
-                consciousness=patient.consciousness,
-                oxygen=patient.oxygen,
-                spo2_scale=patient.spo2_scale,
-                window_s=window,
-            )
+        scale, oxygen = patient.spo2_scale, bool(patient.oxygen)
+        if patient.banded_as != (scale, oxygen):
+            patient.banded_as = (scale, oxygen)
+            for vital in patient.vitals.values():
+                vital.forget_points()
+        # Each fresh vital's points: those of the band it was last found in while its
+        # value stays inside (`news2.score`'s exact decimal banding only on a change).
+        points: dict[Metric, int] = {}
+        oldest = math.inf
+        for name in NEWS2_METRICS:
+            vital = patient.vitals[name]
+            # A value from slightly ahead of this clock (a device's) is fresh, not missing.
+            if now - vital.ts > window:
+                vital.forget_points()
+                continue
+            if not vital.lo <= vital.value < vital.hi:
+                vital.points, vital.lo, vital.hi = banded(
+                    name, vital.value, spo2_scale=scale, oxygen=oxygen
+                )
+            points[name] = vital.points
+            oldest = min(oldest, vital.ts)
+        result = from_points(
+            patient_id,
+            points,
+            consciousness=patient.consciousness,
+            oxygen=patient.oxygen,
+            spo2_scale=scale,
+            now=now,
         )
         patient.score = result
-        patient.missing = frozenset(result.missing)
-        patient.steady.clear()  # the scale, oxygen or points may have changed with it
-        fresh = [ts for _v, ts in patient.vitals.values() if now - ts <= window]
         # Just past the window: the score changes only once a value is strictly older.
-        expires = min(fresh) + window + 1e-6 if fresh else float("inf")
+        expires = oldest + window + 1e-6
         band, value = result.band, float(result.score)
         for n in patient.news2_tracks.values():
             rule, ep = n.rule, n.episode

@@ -44,8 +44,9 @@ __all__ = [
     "SubScores",
     "Vital",
     "band_of",
+    "banded",
+    "from_points",
     "most_urgent_first",
-    "points_interval",
     "rounded",
     "score",
     "sub_score",
@@ -227,19 +228,19 @@ def sub_score(
 _EDGE = 1e-6
 
 
-def points_interval(
+def banded(
     metric: Metric, value: float, *, spo2_scale: SpO2Scale = 1, oxygen: bool = False
-) -> tuple[float, float]:
-    """[lo, hi): raw values around `value` that surely score as `value` does, a little
-    inside its band's edges. Lets a caller skip the exact (decimal) sub-score for the
-    next value of a vital, which almost always stays in its band."""
+) -> tuple[int, float, float]:
+    """The points `value` scores, and raw values [lo, hi) around it that surely score
+    the same, a little inside its band's edges. Lets a caller skip the exact (decimal)
+    sub-score for the next value of a vital, which almost always stays in its band."""
     at = rounded(metric, value)
     half = float((_TENTH if metric is Metric.TEMPERATURE else _WHOLE) / 2)
-    for low, high, _ in _bands(metric, spo2_scale, oxygen):
+    for low, high, points in _bands(metric, spo2_scale, oxygen):
         if (low is None or at >= low) and (high is None or at <= high):
             lo = -math.inf if low is None else float(low) - half + _EDGE
             hi = math.inf if high is None else float(high) + half - _EDGE
-            return lo, hi
+            return points, lo, hi
     raise AssertionError(f"{value} falls in no band")  # the tables are contiguous
 
 
@@ -264,14 +265,35 @@ def score(inputs: News2Inputs) -> News2:
             points[metric] = sub_score(
                 metric, vital.value, spo2_scale=inputs.spo2_scale, oxygen=oxygen
             )
-    conscious = inputs.consciousness
+    return from_points(
+        inputs.patient_id,
+        points,
+        consciousness=inputs.consciousness,
+        oxygen=inputs.oxygen,
+        spo2_scale=inputs.spo2_scale,
+        now=inputs.now,
+    )
+
+
+def from_points(
+    patient_id: str,
+    points: Mapping[Metric, int],
+    *,
+    consciousness: Consciousness | None,
+    oxygen: bool | None,
+    spo2_scale: SpO2Scale,
+    now: float,
+) -> News2:
+    """The NEWS2 of the fresh vitals' sub-scores `points` (those absent are missing) and
+    the clinician's entries (None: not entered, assumed normal). `score` ends here, and
+    so does a caller that keeps each vital's points between scores (the alert engine)."""
     sub = SubScores(
         resp_rate=points.get(Metric.RESP_RATE),
         spo2=points.get(Metric.SPO2),
         air_or_oxygen=_OXYGEN_POINTS if oxygen else 0,
         systolic_bp=points.get(Metric.SYSTOLIC_BP),
         heart_rate=points.get(Metric.HEART_RATE),
-        consciousness=0 if conscious in (None, Consciousness.ALERT) else _CONSCIOUSNESS_POINTS,
+        consciousness=0 if consciousness in (None, Consciousness.ALERT) else _CONSCIOUSNESS_POINTS,
         temperature=points.get(Metric.TEMPERATURE),
     )
     every = [*points.values(), sub.air_or_oxygen, sub.consciousness]
@@ -279,19 +301,19 @@ def score(inputs: News2Inputs) -> News2:
     missing = tuple(m for m in NEWS2_METRICS if m not in points)
     assumed = tuple(
         name
-        for name, entered in zip(ASSUMABLE, (conscious, inputs.oxygen), strict=True)
+        for name, entered in zip(ASSUMABLE, (consciousness, oxygen), strict=True)
         if entered is None
     )
     return News2(
-        patient_id=inputs.patient_id,
+        patient_id=patient_id,
         score=total,
         band=band_of(total, any_three=3 in every),
         sub_scores=sub,
-        spo2_scale=inputs.spo2_scale,
+        spo2_scale=spo2_scale,
         complete=not missing,
         missing=missing,
         assumed=assumed,
-        computed_at=inputs.now,
+        computed_at=now,
     )
 
 

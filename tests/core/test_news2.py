@@ -13,8 +13,8 @@ from gateway.core.news2 import (
     SubScores,
     Vital,
     band_of,
+    banded,
     most_urgent_first,
-    points_interval,
     rounded,
     score,
     sub_score,
@@ -292,19 +292,19 @@ _SCALES = [(1, False), (2, False), (2, True)]
 
 @pytest.mark.parametrize("metric", NEWS2_METRICS)
 @pytest.mark.parametrize(("scale", "oxygen"), _SCALES)
-def test_every_value_in_a_points_interval_scores_as_the_value_it_came_from(
+def test_every_value_in_its_banded_interval_scores_as_the_value_it_came_from(
     metric: Metric, scale: SpO2Scale, oxygen: bool
 ) -> None:
-    """`points_interval` never claims a value the exact sub-score would score otherwise:
-    checked on a fine grid over each vital's range (band edges, half-up rounding
-    included), and the interval holds the value it came from."""
+    """`banded` gives the exact sub-score, and its interval never claims a value that
+    scores otherwise: checked on a fine grid over each vital's range (band edges,
+    half-up rounding included), and the interval holds the value it came from."""
     step = 0.01 if metric is Metric.TEMPERATURE else 0.05
     lo_range, hi_range = (30.0, 43.0) if metric is Metric.TEMPERATURE else (0.0, 260.0)
     grid = [round(lo_range + i * step, 6) for i in range(int((hi_range - lo_range) / step) + 1)]
     for value in grid[::7]:
-        lo, hi = points_interval(metric, value, spo2_scale=scale, oxygen=oxygen)
+        points, lo, hi = banded(metric, value, spo2_scale=scale, oxygen=oxygen)
         assert lo <= value < hi or abs(value - lo) < 1e-5 or abs(hi - value) < 1e-5
-        points = sub_score(metric, value, spo2_scale=scale, oxygen=oxygen)
+        assert points == sub_score(metric, value, spo2_scale=scale, oxygen=oxygen)
         inside = [v for v in grid if lo <= v < hi]
         assert inside, (metric, value, lo, hi)
         assert {sub_score(metric, v, spo2_scale=scale, oxygen=oxygen) for v in inside} == {
