@@ -19,8 +19,8 @@ from gateway.client.output import add_json_option, console_for, show
 from gateway.client.rest import (
     Failed,
     base_url,
-    checked,
     gateway_session,
+    get_model,
     token_of,
 )
 from gateway.watch.render import fitted_table
@@ -80,8 +80,5 @@ async def _fetch(args: argparse.Namespace, base: str, token: str) -> AlertList:
         params["status"] = args.status
     if args.patient:
         params["patient_id"] = args.patient
-    async with (
-        gateway_session(base, token, args.cafile) as http,
-        http.get(f"{base}/v1/alerts", params=params) as response,
-    ):
-        return _LIST.validate_json(await (await checked(response)).read())
+    async with gateway_session(base, token, args.cafile) as http:
+        return await get_model(http, f"{base}/v1/alerts", params, _LIST)

@@ -26,6 +26,7 @@ from gateway.client.rest import (
     base_url,
     checked,
     gateway_session,
+    get_model,
     token_of,
 )
 from gateway.http.params import duration_us
@@ -141,8 +142,7 @@ async def _readings(
     table = _readings_table(params) if fmt == "table" else None
     query = {**params, "limit": str(per_page)}
     while True:
-        async with http.get(f"{base}/v1/readings", params=query) as response:
-            page = _PAGE.validate_json(await (await checked(response)).read())
+        page = await get_model(http, f"{base}/v1/readings", query, _PAGE)
         if table is None:
             print_json_lines(page.items)
         else:
@@ -185,8 +185,7 @@ async def _readings_csv(http: aiohttp.ClientSession, base: str, params: dict[str
 async def _summary(
     http: aiohttp.ClientSession, base: str, params: dict[str, str], fmt: str
 ) -> None:
-    async with http.get(f"{base}/v1/readings/summary", params=params) as response:
-        summary = _SUMMARY.validate_json(await (await checked(response)).read())
+    summary = await get_model(http, f"{base}/v1/readings/summary", params, _SUMMARY)
     rows = [(_ts(b.start), b.count, b.min, b.max, b.mean) for b in summary.buckets]
     if fmt == "json":
         print_json_lines(summary.buckets)

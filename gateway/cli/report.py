@@ -20,7 +20,7 @@ from rich.table import Table
 
 from gateway.cli.common import add_rest_client_options, run
 from gateway.client.output import add_json_option, show
-from gateway.client.rest import Failed, base_url, checked, gateway_session, token_of
+from gateway.client.rest import Failed, base_url, gateway_session, get_model, token_of
 from schemas.api import AlarmFigures, AlarmReport
 
 __all__ = ["register"]
@@ -70,11 +70,8 @@ async def _fetch(args: argparse.Namespace, base: str, token: str) -> AlarmReport
     params = {"since": args.since}
     if args.ward:
         params["ward"] = args.ward
-    async with (
-        gateway_session(base, token, args.cafile) as http,
-        http.get(f"{base}/v1/reports/alarms", params=params) as response,
-    ):
-        return _REPORT.validate_json(await (await checked(response)).read())
+    async with gateway_session(base, token, args.cafile) as http:
+        return await get_model(http, f"{base}/v1/reports/alarms", params, _REPORT)
 
 
 def _number(value: float | None) -> str:

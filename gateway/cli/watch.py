@@ -50,9 +50,9 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         "--transport",
         choices=TRANSPORTS,
         default="ws",
-        help="ws: the dashboard WebSocket, falling back to sse when it fails twice (default);"
-        " sse: Server-Sent Events; poll: long-polling (for proxies that strip Upgrade or"
-        " buffer streams)",
+        help="ws: the dashboard WebSocket, falling back to sse when it fails twice while the"
+        " gateway answers HTTP (default); sse: Server-Sent Events; poll: long-polling (for"
+        " proxies that strip Upgrade or buffer streams)",
     )
     p.set_defaults(func=_watch)
 

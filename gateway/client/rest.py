@@ -1,4 +1,5 @@
-"""What the commands that talk to a running gateway over HTTP share (`query`, `alerts`).
+"""What the commands that talk to a running gateway over HTTP share (`query`, `alerts`,
+`report`).
 
 The gateway's URL (flag, else host and port of --config), the token, one session whose
 connection failures become a `Failed` naming the URL, and the gateway's error bodies
@@ -10,8 +11,9 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from typing import TypeVar
 
 import aiohttp
 from pydantic import TypeAdapter, ValidationError
@@ -30,6 +32,7 @@ __all__ = [
     "base_url",
     "checked",
     "gateway_session",
+    "get_model",
     "token_of",
 ]
 
@@ -41,6 +44,7 @@ EXIT_BAD_REQUEST = 2
 EXIT_AUTH = 3
 
 _ERROR = TypeAdapter(ErrorBody)
+T = TypeVar("T")
 # A hanging gateway must not hang the CLI; a big CSV export may take long overall.
 _TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=120)
 
@@ -114,3 +118,11 @@ async def checked(response: aiohttp.ClientResponse) -> aiohttp.ClientResponse:
         case _:
             code = EXIT_FAILED
     raise Failed(f"gateway answered {response.status}: {message}", code)
+
+
+async def get_model(
+    http: aiohttp.ClientSession, url: str, params: Mapping[str, str], adapter: TypeAdapter[T]
+) -> T:
+    """GET `url` and validate its JSON body with `adapter`; Failed as `checked` says."""
+    async with http.get(url, params=params) as response:
+        return adapter.validate_json(await (await checked(response)).read())

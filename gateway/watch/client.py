@@ -1,8 +1,10 @@
 """The I/O shell of `vitals watch`: connect, subscribe, resume, acknowledge, silence, show.
 
 Three transports (`--transport`): the dashboard WebSocket (`ws`, the default; after
-two attempts in a row that end before `subscribed` the next connection is Server-Sent
-Events, and the socket is tried again once that ends), Server-Sent Events (`sse`:
+two attempts in a row that end before `subscribed` while the gateway answers HTTP (a
+proxy that strips Upgrade) the next connection is Server-Sent Events, and the socket is
+tried again once that ends; a gateway that is down, restarting, is waited for on the
+socket), Server-Sent Events (`sse`:
 `GET /v1/dashboard/events`, the same events and ids, resumed by id) and long-polling
 (`poll`: `GET /v1/alerts?since_event_id=N&wait=…`, each answer applied as a replay of
 the alerts' current states). Over `sse` and `poll` acks and silences go through REST.
@@ -74,8 +76,12 @@ DEFAULT_URL = "http://127.0.0.1:8080"
 STREAM_PATH = "/v1/dashboard/stream"
 EVENTS_PATH = "/v1/dashboard/events"
 ALERTS_PATH = "/v1/alerts"
+# Asked after a socket attempt fails: a 200 means the gateway is up, so the socket
+# itself is what fails (a proxy between), and the failure counts toward SSE.
+HEALTH_PATH = "/healthz"
 TRANSPORTS = ("ws", "sse", "poll")
-# Socket attempts in a row that end before `subscribed` before `ws` tries SSE.
+# Socket attempts in a row that end before `subscribed`, with the gateway answering
+# HTTP, before `ws` tries SSE.
 FALLBACK_AFTER = 2
 # A Server-Sent Events stream silent this long (the gateway sends a comment every 15 s)
 # is taken for dead.
@@ -411,7 +417,12 @@ class Watcher:
             if self._subscribed:
                 delays = self.options.backoff()  # that connection worked: start afresh
             if transport == "ws":
-                self._socket_failures = 0 if self._subscribed else self._socket_failures + 1
+                if self._subscribed or not await self._gateway_answers(session):
+                    # A gateway that is down (a restart) is waited for on the socket: on
+                    # SSE, the socket's next try would find nothing left to replay.
+                    self._socket_failures = 0
+                else:
+                    self._socket_failures += 1
                 if self._transport() == "sse":
                     self._view.notice(
                         f"the dashboard socket failed {self._socket_failures} times in a row:"
@@ -427,6 +438,18 @@ class Watcher:
             self._view.redraw()
             log.debug("reconnecting in %.2f s: %s", delay, problem)
             await asyncio.sleep(delay)
+
+    async def _gateway_answers(self, session: aiohttp.ClientSession) -> bool:
+        """Whether the gateway itself answers HTTP now (`/healthz` is 200): not through
+        a proxy answering for it, and not down."""
+        try:
+            async with session.get(
+                self._base + HEALTH_PATH,
+                timeout=aiohttp.ClientTimeout(total=self.options.connect_timeout),
+            ) as response:
+                return response.status == 200
+        except (aiohttp.ClientError, OSError, TimeoutError):
+            return False
 
     def _transport(self) -> str:
         if self.options.transport == "ws" and self._socket_failures >= FALLBACK_AFTER:

@@ -1,6 +1,7 @@
 """`vitals watch --transport sse|poll` against a real gateway: the same alerts as over
 the socket, live, and acknowledgements through REST; `ws` falls back to Server-Sent
-Events when the socket is refused twice (a proxy that strips Upgrade)."""
+Events when the socket is refused twice while the gateway answers HTTP (a proxy that
+strips Upgrade), and waits on the socket while nothing answers (a restart)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import contextlib
 import io
 import json
 import os
-from collections.abc import AsyncIterator
+import socket
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import aiohttp
@@ -17,7 +19,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from gateway.watch.client import EXIT_OK, WatchOptions, watch
+from gateway.watch.client import EXIT_OK, FALLBACK_AFTER, WatchOptions, watch
 from tests.conftest import Gateway
 from tests.support.alert_helpers import at, open_device
 from tests.support.frames import reading
@@ -140,3 +142,70 @@ async def test_watch_falls_back_to_sse_when_socket_upgrades_are_refused(
         await proxy.close()
     assert "failed 2 times in a row: trying Server-Sent Events" in notices
     assert [e["event_id"] for e in got] == [1, 2, 3]
+
+
+@contextlib.asynccontextmanager
+async def tcp_forwarder(port: int, to: tuple[str, int]) -> AsyncIterator[None]:
+    """Listens on `port` and pipes each connection to `to`, byte for byte: the gateway
+    coming up on an address where nothing listened."""
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError):
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        writer.close()
+
+    open_writers: list[asyncio.StreamWriter] = []
+
+    async def connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(*to)
+        open_writers.extend([writer, up_writer])
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    server = await asyncio.start_server(connection, "127.0.0.1", port)
+    try:
+        yield
+    finally:
+        server.close()
+        for writer in open_writers:
+            writer.close()
+        await server.wait_closed()
+
+
+async def test_watch_waits_on_the_socket_while_the_gateway_is_down(gateway: Gateway) -> None:
+    """With nothing answering at the address (a gateway restarting), the default
+    transport's failed sockets do not count toward SSE: after several attempts it is
+    still trying the socket, and once the gateway answers it subscribes over it."""
+    token = await gateway.add_device("dev-1", "p-1")
+    async with open_device(gateway, token) as device:
+        await device.send([reading("systolic_bp", 80, at(0))])
+    with contextlib.closing(socket.socket()) as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    attempts = 0
+
+    def quick() -> Iterator[float]:
+        nonlocal attempts
+        while True:
+            attempts += 1
+            yield 0.05
+
+    out, err, stop = io.StringIO(), io.StringIO(), asyncio.Event()
+    options = WatchOptions(
+        url=f"http://127.0.0.1:{port}",
+        token=gateway.clinician_token,
+        json=True,
+        backoff=lambda: quick(),
+    )
+    task = asyncio.create_task(watch(options, stdout=out, stderr=err, stop=stop))
+    upstream = gateway.client.server
+    async with _explained(out, err), asyncio.timeout(WAIT_S):
+        await until(lambda: attempts >= FALLBACK_AFTER + 3)
+        assert "Server-Sent Events" not in err.getvalue()
+        async with tcp_forwarder(port, (str(upstream.host), int(upstream.port or 0))):
+            await until(lambda: len(events(out)) == 1 and "subscribed" in err.getvalue())
+            stop.set()
+            assert await task == EXIT_OK
+    assert "Server-Sent Events" not in err.getvalue()
+    assert [e["alert"]["rule"] for e in events(out)] == ["systolic_bp-low"]
