@@ -61,6 +61,7 @@ AlertError (a GatewayError)
 from __future__ import annotations
 
 import dataclasses
+import heapq
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -444,6 +445,8 @@ class _Patient:
         "expires_at",
         "news2_tracks",
         "oxygen",
+        "patient_id",
+        "queued_at",
         "score",
         "spo2_scale",
         "tracks",
@@ -452,10 +455,12 @@ class _Patient:
 
     def __init__(
         self,
+        patient_id: str,
         tracks: dict[str, _Track],
         news2_tracks: dict[str, _News2Track],
         spo2_scale: SpO2Scale = 1,
     ) -> None:
+        self.patient_id = patient_id
         self.tracks = tracks
         self.spo2_scale: SpO2Scale = spo2_scale
         self.news2_tracks = news2_tracks
@@ -476,10 +481,12 @@ class _Patient:
         self.consciousness: Consciousness | None = None
         self.oxygen: bool | None = None
         self.score: News2 | None = None
-        # When `check` must score again: the oldest fresh vital's expiry, a pending
-        # `for_s`, or -inf (an input changed: a reading scoring other points, seeded
-        # values, an observation, new rules or settings).
+        # When `check` must score again as time passes: the oldest fresh vital's expiry
+        # or a pending `for_s` (a changed input makes the patient due instead: the
+        # engine's `_due`). `queued_at`: the time of its entry in the engine's
+        # `_expiries` heap (None: none), which is never later than `expires_at`.
         self.expires_at = float("inf")
+        self.queued_at: float | None = None
         # The device news2 alerts are raised on: the last one that sent a reading.
         self.device_id: str | None = None
 
@@ -489,7 +496,6 @@ class _Patient:
             vital.take_over(old.vitals[metric])
         self.consciousness, self.oxygen = old.consciousness, old.oxygen
         self.score, self.device_id, self.banded_as = old.score, old.device_id, old.banded_as
-        self.expires_at = float("-inf")  # the new rules decide at the next check
 
 
 class AlertEngine:
@@ -542,6 +548,12 @@ class AlertEngine:
         self._value_interval_s = value_interval_s
         self._offline = OfflineTracker(offline_after_s)
         self._patients: dict[str, _Patient] = {}
+        # NEWS2 to score at the next `check`: patients whose inputs changed (in the
+        # order they did), and a heap of (time, patient id) for those whose score
+        # changes as time passes; entries that no longer match the patient's
+        # `queued_at` are stale and skipped. No scan of every patient per tick.
+        self._due: dict[str, _Patient] = {}
+        self._expiries: list[tuple[float, str]] = []
         # Every alert not yet closed (active, or cleared but unacknowledged), by id.
         self._open: dict[int, _Episode] = {}
         # The active device-offline alert of each device.
@@ -593,7 +605,7 @@ class AlertEngine:
             patient = self._patients[patient_id] = self._rebuilt(patient, rules, now, out)
         if patient.spo2_scale != settings.spo2_scale:
             patient.spo2_scale = settings.spo2_scale
-            patient.expires_at = float("-inf")  # scored on the new scale at the next check
+            self._due[patient_id] = patient  # scored on the new scale at the next check
         return out
 
     def open_alerts(self) -> list[Alert]:
@@ -688,7 +700,7 @@ class AlertEngine:
             # commit put 20-30 us per changed patient between a ward's violating
             # readings and their threshold alerts (the ward benchmark's alert p50 rose
             # by a fifth); a tick (0.5 s) is nothing to a score over 15 minutes.
-            patient.expires_at = float("-inf")
+            self._due[patient_id] = patient
 
         interval = self._value_interval_s
         for t in patient.tracks.values():
@@ -746,7 +758,7 @@ class AlertEngine:
             patient.oxygen = oxygen
         if patient.device_id is None:
             patient.device_id = device_id
-        patient.expires_at = float("-inf")
+        self._due[patient_id] = patient
 
     def _score(self, patient_id: str, patient: _Patient, now: float, out: list[Transition]) -> None:
         """Score the patient at `now`, then raise, update or clear its news2 alerts."""
@@ -812,6 +824,9 @@ class AlertEngine:
             n.episode = ep = self._new_episode(rule, patient_id, device_id, (value,) * 3, now)
             out.append(Transition("raised", ep.snapshot(result)))
         patient.expires_at = expires
+        if expires != math.inf and (patient.queued_at is None or expires < patient.queued_at):
+            heapq.heappush(self._expiries, (expires, patient_id))
+            patient.queued_at = expires
 
     def check(self, now: float) -> list[Transition]:
         """The timer's work: score NEWS2 again for patients whose values aged out (or
@@ -822,8 +837,21 @@ class AlertEngine:
         `escalated` when another escalation interval has passed unacknowledged.
         """
         out: list[Transition] = []
-        for patient_id, patient in self._patients.items():
+        due, self._due = self._due, {}
+        expiries = self._expiries
+        while expiries and expiries[0][0] <= now:
+            at, patient_id = heapq.heappop(expiries)
+            patient = self._patients.get(patient_id)
+            if patient is None or patient.queued_at != at:
+                continue  # stale: released, rebuilt, or queued again earlier
+            patient.queued_at = None
             if patient.expires_at <= now:
+                due.setdefault(patient_id, patient)
+            else:  # scored since, to expire later
+                heapq.heappush(expiries, (patient.expires_at, patient_id))
+                patient.queued_at = patient.expires_at
+        for patient_id, patient in due.items():
+            if self._patients.get(patient_id) is patient:  # not released or rebuilt since
                 self._score(patient_id, patient, now, out)
         for silent in self._offline.check(now):
             if silent.device_id in self._offline_alerts:
@@ -957,6 +985,7 @@ class AlertEngine:
         gone = set(patient_ids)
         for patient_id in gone:
             self._patients.pop(patient_id, None)
+            self._due.pop(patient_id, None)
         for alert_id in [i for i, ep in self._open.items() if ep.alert.patient_id in gone]:
             del self._open[alert_id]
         for device_id, ep in list(self._offline_alerts.items()):
@@ -1028,8 +1057,9 @@ class AlertEngine:
         for n_old in patient.news2_tracks.values():
             if n_old.episode is not None:
                 out.append(self._clear(n_old.episode, now))
-        fresh = _Patient(tracks, news2, patient.spo2_scale)
+        fresh = _Patient(patient.patient_id, tracks, news2, patient.spo2_scale)
         fresh.take_over(patient)
+        self._due[fresh.patient_id] = fresh  # the new rules decide at the next check
         return fresh
 
     def restore(self, alerts: Iterable[Alert], now: float) -> list[Transition]:
@@ -1067,7 +1097,7 @@ class AlertEngine:
                 patient = self._patients[alert.patient_id] = self._new_patient(alert.patient_id)
             if isinstance(rule, News2Rule):
                 # Scored at the next check: the band decides whether it holds.
-                patient.expires_at = float("-inf")
+                self._due[alert.patient_id] = patient
                 patient.device_id = patient.device_id or alert.device_id
                 slot: _Track | _News2Track = patient.news2_tracks[rule.name]
             else:
@@ -1081,6 +1111,7 @@ class AlertEngine:
     def _new_patient(self, patient_id: str) -> _Patient:
         rules = self.rules_of(patient_id)
         return _Patient(
+            patient_id,
             {rule.name: _Track(rule) for rule in rules},
             {rule.name: _News2Track(rule) for rule in rules.news2},
             self.settings_of(patient_id).spo2_scale,

@@ -181,6 +181,25 @@ class TestContinuousScore:
         assert (score.score, score.complete) == (0, False)
         assert cleared[0].alert.news2_complete is False
 
+    def test_a_vital_that_stops_ages_out_at_its_own_time(self, engine: AlertEngine) -> None:
+        """Vitals refreshed with the same values are not scored again, yet keep counting
+        past the first score's window; the one that stopped ages out 900 s after its
+        last reading, and the score is taken again then and when the next oldest
+        reading ages out, not at every tick."""
+        vitals(engine, HIGH_VALUES, ts=0)
+        first = engine.news2("p1")
+        without_rr = {m: v for m, v in HIGH_VALUES.items() if m != "resp_rate"}
+        for ts in range(60, 901, 60):
+            vitals(engine, without_rr, ts=ts)  # resp_rate's last reading stays at 0
+        assert engine.news2("p1") is first
+        dropped = engine.check(900.5)
+        assert ("cleared", "news2-high") in kinds(dropped)
+        after = engine.news2("p1")
+        assert after is not None
+        assert (after.score, after.missing, after.computed_at) == (5, ("resp_rate",), 900.5)
+        assert engine.check(1799) == []
+        assert engine.news2("p1") is after  # the rest were read at 900: fresh until 1800
+
     def test_unchanged_inputs_are_not_scored_again(self, engine: AlertEngine) -> None:
         """The same values again, values scoring the same points, or a reading of another
         metric keep the last score."""
