@@ -7,6 +7,7 @@ the one alert-id sequence and the one acknowledge path with every other alert.
 
 from __future__ import annotations
 
+import heapq
 import math
 from dataclasses import dataclass
 
@@ -33,7 +34,7 @@ class OfflineTracker:
     or a move to another patient, changes nothing as long as readings keep coming.
     """
 
-    __slots__ = ("_offline_after_s", "_watched")
+    __slots__ = ("_offline_after_s", "_queued", "_since", "_watched")
 
     def __init__(self, offline_after_s: float = DEFAULT_OFFLINE_AFTER_S) -> None:
         if not (math.isfinite(offline_after_s) and offline_after_s > 0):
@@ -41,6 +42,12 @@ class OfflineTracker:
         self._offline_after_s = offline_after_s
         # device_id -> (patient_id, wall-clock time of its last readings)
         self._watched: dict[str, tuple[str, float]] = {}
+        # A heap of (last readings as of queueing, device id), one live entry per
+        # watched device (its time in `_queued`; others are stale): `check` looks only
+        # at devices whose entry is old enough, not at every device each tick. An entry
+        # whose device delivered since goes back in with the newer time.
+        self._since: list[tuple[float, str]] = []
+        self._queued: dict[str, float] = {}
 
     @property
     def offline_after_s(self) -> float:
@@ -49,6 +56,10 @@ class OfflineTracker:
     def on_readings(self, device_id: str, patient_id: str, now: float) -> None:
         """Record that `device_id` (monitoring `patient_id`) delivered readings at `now`."""
         self._watched[device_id] = (patient_id, now)
+        queued = self._queued.get(device_id)
+        if queued is None or now < queued:  # earlier: a stored time, at an adoption
+            heapq.heappush(self._since, (now, device_id))
+            self._queued[device_id] = now
 
     def check(self, now: float) -> list[SilentDevice]:
         """Devices silent for `offline_after_s` at `now`, each reported once.
@@ -57,23 +68,30 @@ class OfflineTracker:
         timer may call this as often as it likes.
         """
         deadline = now - self._offline_after_s
-        silent = [
-            SilentDevice(device_id, patient_id, seen)
-            for device_id, (patient_id, seen) in self._watched.items()
-            if seen <= deadline
-        ]
-        for device in silent:
-            del self._watched[device.device_id]
+        silent: list[SilentDevice] = []
+        since, queued = self._since, self._queued
+        while since and since[0][0] <= deadline:
+            at, device_id = heapq.heappop(since)
+            if queued.get(device_id) != at:
+                continue  # stale: forgotten, reported, or queued again since
+            patient_id, seen = self._watched[device_id]
+            if seen <= deadline:
+                silent.append(SilentDevice(device_id, patient_id, seen))
+                del self._watched[device_id], queued[device_id]
+            else:
+                heapq.heappush(since, (seen, device_id))
+                queued[device_id] = seen
         return silent
 
     def forget(self, device_id: str) -> None:
         """Stop watching `device_id` (unassigned or revoked): it will not be reported."""
         self._watched.pop(device_id, None)
+        self._queued.pop(device_id, None)
 
     def forget_patients(self, patient_ids: set[str]) -> None:
         """Stop watching the devices of these patients (evaluated elsewhere now)."""
         for device_id in [d for d, (p, _) in self._watched.items() if p in patient_ids]:
-            del self._watched[device_id]
+            del self._watched[device_id], self._queued[device_id]
 
     def devices(self) -> set[str]:
         """The devices watched for silence."""

@@ -38,6 +38,32 @@ class TestTracker:
         assert tracker.check(69.0) == []
         assert [s.device_id for s in tracker.check(70.0)] == ["d1"]
 
+    def test_each_device_at_its_own_deadline_among_many(self) -> None:
+        """Of many devices, those that keep delivering are never reported and each
+        silent one is reported once, at its own deadline, whatever the ticks."""
+        tracker = OfflineTracker(30.0)
+        for i in range(100):
+            tracker.on_readings(f"d{i}", f"p{i}", 0.0)
+        reported: list[tuple[float, str]] = []
+        for tick in range(1, 241):  # every 0.5 s for 120 s
+            now = tick / 2
+            for i in range(100):
+                # d0-d89 deliver every second; d90-d99 stop after 10 s, 11 s, … 19 s.
+                if i < 90 or now <= 10 + (i - 90):
+                    if now == int(now):
+                        tracker.on_readings(f"d{i}", f"p{i}", now)
+            reported += [(now, s.device_id) for s in tracker.check(now)]
+        assert reported == [(40.0 + i, f"d{90 + i}") for i in range(10)]
+        assert len(tracker) == 90
+
+    def test_an_earlier_time_given_later_counts(self) -> None:
+        """A last-seen time older than the one watched (a stored one, at an adoption)
+        sets the deadline, as the latest call says."""
+        tracker = OfflineTracker(30.0)
+        tracker.on_readings("d1", "p1", 100.0)
+        tracker.on_readings("d1", "p1", 50.0)
+        assert tracker.check(80.0) == [SilentDevice("d1", "p1", 50.0)]
+
     def test_forget(self) -> None:
         """A forgotten device is not reported."""
         tracker = OfflineTracker(30.0)
