@@ -49,9 +49,8 @@ class TestTracker:
             now = tick / 2
             for i in range(100):
                 # d0-d89 deliver every second; d90-d99 stop after 10 s, 11 s, … 19 s.
-                if i < 90 or now <= 10 + (i - 90):
-                    if now == int(now):
-                        tracker.on_readings(f"d{i}", f"p{i}", now)
+                if (i < 90 or now <= 10 + (i - 90)) and now == int(now):
+                    tracker.on_readings(f"d{i}", f"p{i}", now)
             reported += [(now, s.device_id) for s in tracker.check(now)]
         assert reported == [(40.0 + i, f"d{90 + i}") for i in range(10)]
         assert len(tracker) == 90
