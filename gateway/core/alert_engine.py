@@ -62,6 +62,7 @@ from __future__ import annotations
 
 import dataclasses
 import heapq
+import itertools
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -828,16 +829,15 @@ class AlertEngine:
             heapq.heappush(self._expiries, (expires, patient_id))
             patient.queued_at = expires
 
-    def check(self, now: float) -> list[Transition]:
-        """The timer's work: score NEWS2 again for patients whose values aged out (or
-        whose `for_s` is due, or whose inputs were seeded); raise `device-offline` for
-        devices gone silent; then, per
-        open alert, emit value updates held back by the throttle that are now due,
-        `unsilenced` when a silence of an active unacknowledged alert has run out, and
-        `escalated` when another escalation interval has passed unacknowledged.
+    def check(self, now: float, *, max_scores: int | None = None) -> list[Transition]:
+        """The timer's work: score NEWS2 again for patients whose inputs changed or
+        whose values aged out (or whose `for_s` is due), at most `max_scores` of them
+        (the rest stay due: `news2_due`, `score_due`); raise `device-offline` for
+        devices gone silent; then, per open alert, emit value updates held back by the
+        throttle that are now due, `unsilenced` when a silence of an active
+        unacknowledged alert has run out, and `escalated` when another escalation
+        interval has passed unacknowledged.
         """
-        out: list[Transition] = []
-        due, self._due = self._due, {}
         expiries = self._expiries
         while expiries and expiries[0][0] <= now:
             at, patient_id = heapq.heappop(expiries)
@@ -846,13 +846,11 @@ class AlertEngine:
                 continue  # stale: released, rebuilt, or queued again earlier
             patient.queued_at = None
             if patient.expires_at <= now:
-                due.setdefault(patient_id, patient)
+                self._due.setdefault(patient_id, patient)
             else:  # scored since, to expire later
                 heapq.heappush(expiries, (patient.expires_at, patient_id))
                 patient.queued_at = patient.expires_at
-        for patient_id, patient in due.items():
-            if self._patients.get(patient_id) is patient:  # not released or rebuilt since
-                self._score(patient_id, patient, now, out)
+        out = self.score_due(now, max_scores)
         for silent in self._offline.check(now):
             if silent.device_id in self._offline_alerts:
                 continue  # defensive: an offline alarm restored after readings arrived
@@ -882,6 +880,24 @@ class AlertEngine:
                 if level > ep.escalation:
                     ep.escalation = level
                     out.append(self._emit("escalated", ep, now))
+        return out
+
+    @property
+    def news2_due(self) -> int:
+        """Patients waiting to be scored (inputs changed, values aged out)."""
+        return len(self._due)
+
+    def score_due(self, now: float, limit: int | None = None) -> list[Transition]:
+        """Score up to `limit` (None: all) of the due patients, those due longest first,
+        and return what that raised, updated or cleared. A caller with many due at once
+        (thousands after a restart or an adoption) scores them in slices between which
+        other work runs, rather than in one long pause."""
+        out: list[Transition] = []
+        due = self._due
+        for patient_id in list(due if limit is None else itertools.islice(due, limit)):
+            patient = due.pop(patient_id)
+            if self._patients.get(patient_id) is patient:  # not released or rebuilt since
+                self._score(patient_id, patient, now, out)
         return out
 
     def acknowledge(self, alert_id: int, user: str, now: float) -> Transition:

@@ -200,6 +200,24 @@ class TestContinuousScore:
         assert engine.check(1799) == []
         assert engine.news2("p1") is after  # the rest were read at 900: fresh until 1800
 
+    def test_many_due_patients_are_scored_in_slices(self, engine: AlertEngine) -> None:
+        """`check(max_scores=…)` scores that many of the due patients, those due longest
+        first; the rest wait (`news2_due`) for `score_due`, and one released meanwhile
+        is dropped."""
+        batch = [(metric, 0.0, value) for metric, value in HIGH_VALUES.items()]
+        for i in range(5):
+            engine.process(f"p{i}", f"d{i}", batch, 0.0)
+        assert engine.news2_due == 5
+        first = engine.check(1.0, max_scores=2)
+        assert {t.alert.patient_id for t in first} == {"p0", "p1"}
+        assert engine.news2_due == 3
+        engine.release_patients(["p3"])
+        rest = engine.score_due(1.0, 10)
+        assert {t.alert.patient_id for t in rest} == {"p2", "p4"}
+        assert engine.news2_due == 0
+        assert engine.news2("p2") is not None
+        assert engine.news2("p3") is None
+
     def test_unchanged_inputs_are_not_scored_again(self, engine: AlertEngine) -> None:
         """The same values again, values scoring the same points, or a reading of another
         metric keep the last score."""
