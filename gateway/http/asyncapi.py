@@ -187,7 +187,8 @@ DASHBOARD_CLOSES: Final[Mapping[CloseCode, str]] = {
     CloseCode.GOING_AWAY: "The gateway shuts down: reconnect and resume by event id.",
     CloseCode.POLICY: "No `subscribe` within 30 s.",
     CloseCode.TOO_BIG: "A frame over 64 KiB.",
-    CloseCode.INTERNAL: "An unexpected error (logged): reconnect and resume by event id.",
+    CloseCode.INTERNAL: "Storage unavailable, or an unexpected error (logged): reconnect and"
+    " resume by event id.",
     CloseCode.REVOKED: "The user was revoked, its token rotated, or the session ended.",
     CloseCode.TOO_SLOW: "The dashboard fell behind its queue: resume by event id.",
 }
