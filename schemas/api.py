@@ -497,9 +497,10 @@ class AlertsQuery(BaseModel):
         description=(
             "Long-poll: with `since_event_id`, answer at once when an alert you may see"
             " changed after it, otherwise as soon as one does or after this many seconds"
-            " (at most 60) with an empty list. Only alerts changed up to the answer's"
-            " `last_event_id` are listed, in event order; when `limit` of them are, it is"
-            " the last one's, so the next poll from it continues where this one stopped."
+            " (at most 60) with an empty list; at once when the gateway stops, as after"
+            " this wait. Only alerts changed up to the answer's `last_event_id` are listed,"
+            " in event order; when `limit` of them are, it is the last one's, so the next"
+            " poll from it continues where this one stopped."
         ),
     )
 

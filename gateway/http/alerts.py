@@ -115,8 +115,9 @@ async def _long_poll(
 ) -> web.Response:
     """The alerts the caller may see changed in (`since`, N], N the hub's newest event
     id when read; with none, wait for the hub to publish one of the caller's wards (or
-    `wait` seconds) and look again. A full page (`limit`) ends at its last alert's event,
-    so the next poll, from the `last_event_id` answered, continues exactly there."""
+    `wait` seconds, or the gateway to stop) and look again. A full page (`limit`) ends
+    at its last alert's event, so the next poll, from the `last_event_id` answered,
+    continues exactly there."""
     hub, store = request.app[HUB], request.app[ALERT_STORE]
     wards = None if principal.role is Role.ADMIN else principal.wards
     loop = asyncio.get_running_loop()
@@ -134,7 +135,9 @@ async def _long_poll(
                 upto=upto,
             )
             left = deadline - loop.time()
-            if rows or left <= 0:
+            # At shutdown the poll answers now, as after `wait`: the client just polls
+            # again (another replica, or this one restarted) from `last_event_id`.
+            if rows or left <= 0 or hub.closing:
                 break
             if not await waiter.wait(left):
                 # Nothing the caller may see was published since the bound: it may

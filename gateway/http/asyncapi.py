@@ -187,7 +187,8 @@ DASHBOARD_CLOSES: Final[Mapping[CloseCode, str]] = {
     CloseCode.GOING_AWAY: "The gateway shuts down: reconnect and resume by event id.",
     CloseCode.POLICY: "No `subscribe` within 30 s.",
     CloseCode.TOO_BIG: "A frame over 64 KiB.",
-    CloseCode.INTERNAL: "An unexpected error (logged): reconnect and resume by event id.",
+    CloseCode.INTERNAL: "Storage unavailable, or an unexpected error (logged): reconnect and"
+    " resume by event id.",
     CloseCode.REVOKED: "The user was revoked, its token rotated, or the session ended.",
     CloseCode.TOO_SLOW: "The dashboard fell behind its queue: resume by event id.",
 }
@@ -313,7 +314,8 @@ soon to come back. A client resumes with the standard `Last-Event-ID` header (or
 `?since_event_id=`) with the socket's replay rules: every missed event, in order, no gap
 and no duplicate. The replay ends with an id-only line (`id: <n>`, no event), which
 dispatches nothing but moves the client's resume position to what the replay covered.
-One that falls behind its queue is disconnected and resumes by id.
+One that falls behind its queue is disconnected and resumes by id, as one whose stream
+ends because the gateway stops or its database fails during the replay.
 Acknowledge and silence through the REST API (`POST /v1/alerts/{{alert_id}}/ack`,
 `POST /v1/alerts/{{alert_id}}/silence`). Refusals before the stream starts are problem
 documents (401, 403, 400), as in `/openapi.json`.""",

@@ -385,7 +385,9 @@ OPERATIONS: tuple[Operation, ...] = (
                 " line every `sse_keepalive_s`. Resume with the `Last-Event-ID` header (sent"
                 " by browsers when they reconnect) or `since_event_id`; a client that falls"
                 " `dashboard_queue_max` messages behind has its stream ended and resumes by"
-                " id. A session cookie is refused from another site's page (403).",
+                " id, as one whose stream ends at shutdown or when the database fails"
+                " during the replay. A session cookie is refused from another site's page"
+                " (403).",
                 text="text/event-stream",
                 events={"alert": AlertEvent, "vitals": Vitals},
             )

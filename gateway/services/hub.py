@@ -10,7 +10,8 @@ A burst of events stored together goes to a dashboard that keeps up in one write
 Each outbox's bounded queue is drained by its own sending task (`send_queued`), which
 writes everything queued in one go. A dashboard that falls `dashboard_queue_max` messages
 behind is closed with 4008 and resumes from its last event id, so it never slows
-ingest or others.
+ingest or others. Long-polls wait here too (`waiting`); at shutdown `close_all` closes
+every dashboard and has every long-poll answer at once.
 """
 
 from __future__ import annotations
@@ -183,9 +184,10 @@ class Waiter:
 class Hub:
     def __init__(self, on_drop: Callable[[], None] = lambda: None) -> None:
         self._dashboards: set[DashboardOutbox] = set()
+        self._with_vitals = 0  # how many of them asked for vitals (asked every commit)
         # Long-polls waiting for events: woken by every publish of a ward they may see.
         self._waiters: set[Waiter] = set()
-        self._with_vitals = 0  # how many of them asked for vitals (asked every commit)
+        self._closing = False  # set by `close_all` (shutdown)
         self.on_drop = on_drop  # called once per dashboard closed as too slow
         # The newest event id handed to dashboards; every event up to it is stored. The
         # one owner of this fact: replay bounds, `GET /v1/alerts` and the numbering of
@@ -203,6 +205,12 @@ class Hub:
 
     def __len__(self) -> int:
         return len(self._dashboards)
+
+    @property
+    def closing(self) -> bool:
+        """The gateway is stopping (`close_all`): a long-poll answers what it has and
+        waits no more."""
+        return self._closing
 
     def add(self, dashboard: DashboardOutbox) -> int:
         """Start queueing live events for `dashboard`; returns the replay bound N.
@@ -298,6 +306,11 @@ class Hub:
         dashboard.offer(0, dashboard.framing.message("error", text))
 
     async def close_all(self, code: int, reason: str) -> None:
+        """At shutdown: close every dashboard, and wake every long-poll, which then
+        answers at once (see `closing`) instead of holding the stop up to its `wait`."""
+        self._closing = True
+        for waiter in tuple(self._waiters):
+            waiter.wake()
         await asyncio.gather(
             *(d.ws.close(code=code, message=reason.encode()) for d in tuple(self._dashboards))
         )

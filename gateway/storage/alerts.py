@@ -13,10 +13,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import BigInteger, ColumnElement, and_, bindparam, func, or_, select, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.core.alarm_report import ESCALATED, HOUR_S, SILENCED, ReportAlert
 from gateway.core.rules import OFFLINE_RULE_NAME
+from gateway.errors import StorageUnavailable
 from gateway.storage.events import EventDraft, EventsWriter, RecordedEvent
 from gateway.storage.schema import AlertEventRow, AlertRow, Counter, Device, Reading, table_of
 from schemas.codes import AlertStatus
@@ -247,10 +249,18 @@ class AlertStore:
         """What a dashboard resuming after event `since` is sent before live events
         (`upto`: the hub's bound), as (event_id, payload) in order: every event after
         `since`, or from 0 the latest event of each alert still open. The one replay of
-        every dashboard transport (WebSocket, Server-Sent Events)."""
-        if since == 0:
-            return await self._open_latest(upto, wards)
-        return await self._between(since, upto, wards)
+        every dashboard transport (WebSocket, Server-Sent Events).
+
+        A database that cannot answer raises `StorageUnavailable`: an outage, which
+        ends the stream (logged without a traceback), and the dashboard resumes by id."""
+        try:
+            if since == 0:
+                return await self._open_latest(upto, wards)
+            return await self._between(since, upto, wards)
+        except DBAPIError as e:
+            raise StorageUnavailable(f"cannot read alert events: {e.orig}") from e
+        except OSError as e:  # the server does not answer (asyncpg connects raw)
+            raise StorageUnavailable(f"cannot read alert events: {e}") from e
 
     async def _between(
         self, after: int, upto: int, wards: frozenset[str] | None

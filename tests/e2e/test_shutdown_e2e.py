@@ -1,7 +1,8 @@
 """Graceful shutdown of a real `vitals serve`: SIGTERM while devices stream.
 
 The gateway must stop accepting connections, commit what it received, ack it, close
-device and dashboard sockets with 1001 and exit 0 within `shutdown_grace_s`. What
+device and dashboard sockets with 1001, answer long-polls and end Server-Sent Events
+streams at once, and exit 0 within `shutdown_grace_s`. What
 the devices saw is compared with the SQLite file once the process is gone.
 """
 
@@ -212,6 +213,52 @@ async def test_sigterm_acks_what_was_received_closes_with_1001_and_exits_in_grac
     assert json.loads(silent_frames[0].data)["type"] == "welcome"
     assert (silent_frames[1].type, silent_frames[1].data) == (WSMsgType.CLOSE, 1001)
     _check_promises(device, sent_before_sigterm, _stored_per_seq(gw.db, "watch-001"))
+
+
+async def test_sigterm_answers_waiting_long_polls_and_ends_sse_streams_at_once(
+    gateway_process: GatewayProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGTERM while a long-poll waits (wait=30, ten times the grace) and an SSE stream
+    is open: the poll is answered 200 at once, as after its wait, the stream ends, and
+    the process exits 0 within shutdown_grace_s instead of being held up by them."""
+    monkeypatch.setenv("VITALS_SHUTDOWN_GRACE_S", str(GRACE_S))
+    gw = gateway_process
+    clinician = gw.provision_user("dr-lee", "clinician")
+    await asyncio.to_thread(gw.start)
+    assert gw.proc is not None
+
+    async def long_poll(http: aiohttp.ClientSession) -> tuple[int, object]:
+        async with http.get(f"{gw.url}/v1/alerts?since_event_id=0&wait=30") as response:
+            return response.status, await response.json()
+
+    headers = {"Authorization": f"Bearer {clinician}"}
+    async with (
+        aiohttp.ClientSession(headers=headers) as http,
+        http.get(f"{gw.url}/v1/dashboard/events") as events,
+    ):
+        assert events.status == 200
+        head = b""
+        while b"id: 0\n\n" not in head:  # the replay's end
+            head += await asyncio.wait_for(events.content.readany(), 5)
+        polling = asyncio.create_task(long_poll(http))
+        await asyncio.sleep(0.3)
+        assert not polling.done()
+        sigterm_at = time.monotonic()
+        gw.proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(GRACE_S):
+            answer = await polling
+            answered_after = time.monotonic() - sigterm_at
+            await events.content.read()  # up to the stream's end
+            ended_after = time.monotonic() - sigterm_at
+        code = await asyncio.to_thread(gw.proc.wait, GRACE_S + 10)
+        exited_after = time.monotonic() - sigterm_at
+
+    log = gw.log_text()
+    assert code == 0, log
+    assert answer == (200, {"items": [], "last_event_id": 0})
+    assert answered_after < 1.0, f"answered after {answered_after:.2f} s\n{log}"
+    assert ended_after < 1.0, f"the stream ended after {ended_after:.2f} s\n{log}"
+    assert exited_after <= GRACE_S + EXIT_MARGIN_S, f"exit took {exited_after:.2f} s\n{log}"
 
 
 async def test_device_streaming_flat_out_through_sigterm_loses_no_acked_batch(

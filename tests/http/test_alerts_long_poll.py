@@ -1,6 +1,7 @@
 """`GET /v1/alerts?since_event_id=N&wait=S` on a real gateway: answered at once when
 the caller's alerts changed after N, woken by the next change it may see, or empty
-after S seconds; bounded, with a position that continues exactly."""
+after S seconds (or at once when the gateway stops); bounded, with a position that
+continues exactly."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import Gateway
-from tests.support.alert_helpers import Device, at, get_alerts, open_device
+from tests.support.alert_helpers import TIMEOUT_S, Device, at, get_alerts, open_device
 from tests.support.frames import reading
 
 BP_LOW = 80.0  # systolic_bp-low raises at once below 91
@@ -78,6 +79,27 @@ async def test_a_poll_times_out_empty_and_other_wards_do_not_wake_it(gateway: Ga
     assert body == {"items": [], "last_event_id": 1}
     seen_by_admin = await poll(gateway, gateway.admin_token, since_event_id=0, wait=0.5)
     assert [a["ward"] for a in seen_by_admin["items"]] == ["er"]
+
+
+async def test_a_waiting_poll_is_answered_at_once_when_the_gateway_stops(
+    gateway: Gateway,
+) -> None:
+    """A poll waiting (wait=30) when the gateway stops is answered within a second as
+    after its wait (no alerts, the last event id), so its client simply polls again, and
+    the stop is not held up for it."""
+    token = await gateway.add_device("dev-1", "p-1")
+    async with open_device(gateway, token) as device:
+        await raise_bp(device)
+    polling = asyncio.create_task(poll(gateway, since_event_id=1, wait=30))
+    await asyncio.sleep(0.3)
+    assert not polling.done()
+    started = time.monotonic()
+    stopping = asyncio.create_task(gateway.client.server.close())
+    body = await asyncio.wait_for(polling, TIMEOUT_S)
+    answered_s = time.monotonic() - started
+    await asyncio.wait_for(stopping, TIMEOUT_S)
+    assert answered_s < 1.0
+    assert body == {"items": [], "last_event_id": 1}
 
 
 async def test_a_full_page_continues_exactly_from_its_last_event_id(gateway: Gateway) -> None:

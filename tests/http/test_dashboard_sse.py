@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import logging
 import re
+import time
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -20,6 +22,7 @@ from tests.support.alert_helpers import (
     TIMEOUT_S,
     Device,
     at,
+    events_table_away,
     open_dashboard,
     open_device,
     wait_for,
@@ -325,3 +328,59 @@ async def test_an_http_1_0_client_gets_the_stream_unchunked(gateway: Gateway) ->
     assert head.startswith(b"HTTP/1.0 200")
     assert b"transfer-encoding" not in head.lower()
     assert body.startswith(b"retry: 2000\n\nid: 0\n\nid: 1\nevent: alert\ndata: {")
+
+
+# --- how a stream ends ------------------------------------------------------------------
+
+
+async def read_to_the_end(events: EventStream) -> list[SseEvent]:
+    """Every event up to the stream's end (which must come within TIMEOUT_S)."""
+    got: list[SseEvent] = []
+    with contextlib.suppress(EOFError):
+        while True:
+            got.append(await events.next())
+    return got
+
+
+async def test_a_stream_ends_at_once_when_the_gateway_stops(gateway: Gateway) -> None:
+    """A gateway stopping ends every SSE stream within a second (its client comes back
+    by id), rather than holding the stop for aiohttp's grace time."""
+    async with open_events(gateway) as events:
+        await events.position()
+        started = time.monotonic()
+        stopping = asyncio.create_task(gateway.client.server.close())
+        await read_to_the_end(events)
+        ended_s = time.monotonic() - started
+        await asyncio.wait_for(stopping, TIMEOUT_S)
+    assert ended_s < 1.0
+    assert len(gateway.app[HUB]) == 0
+
+
+async def test_a_database_failing_during_the_replay_ends_the_stream_and_a_resume_misses_nothing(
+    gateway: Gateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    """When the replay's query fails after the stream's answer began, the stream ends (no
+    hang), a warning names the cause with no traceback, the hub lets the dashboard go,
+    and the same Last-Event-ID once the database is back resumes with nothing missed."""
+    token = await gateway.add_device("dev-1", "p-1")
+    hub = gateway.app[HUB]
+    async with open_device(gateway, token) as device:
+        await bp_toggles(device, 2)  # events 1 and 2; the client has seen event 1
+        with events_table_away(gateway):
+            async with open_events(gateway, headers={"Last-Event-ID": "1"}) as broken:
+                assert await read_to_the_end(broken) == []
+            await wait_for(lambda: len(hub) == 0)
+        await bp_toggles(device, 2, start=2)  # events 3 and 4
+        async with open_events(gateway, headers={"Last-Event-ID": "1"}) as resumed:
+            assert await resumed.position() == 4
+            assert ids(await resumed.alerts(3)) == [2, 3, 4]
+            await resumed.assert_silent(0.2)
+    assert broken.raw == b""  # not even `retry:`: the replay comes first
+    [ended] = [
+        r
+        for r in caplog.records
+        if r.name == "gateway.http.dashboard_sse" and r.levelno >= logging.WARNING
+    ]
+    assert ended.levelno == logging.WARNING
+    assert "no such table" in ended.getMessage(), ended.getMessage()
+    assert [r for r in caplog.records if r.exc_info is not None] == []

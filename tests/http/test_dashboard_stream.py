@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import logging
 import time
 from datetime import datetime
 
@@ -22,6 +23,7 @@ from tests.support.alert_helpers import (
     Device,
     Message,
     at,
+    events_table_away,
     get_alerts,
     open_dashboard,
     open_device,
@@ -438,6 +440,27 @@ async def test_resume_replays_exactly_the_missed_events_then_live_ones(gateway: 
     assert_consecutive([m.event_id for m in live], sub.last_event_id + 1, total)
     for m in [*sub.replayed, *live]:
         assert m.text == seen[m.event_id]
+
+
+async def test_a_database_failing_during_the_replay_closes_1011_without_a_traceback(
+    gateway: Gateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A replay whose query fails closes the socket with 1011 "storage unavailable", a
+    warning names the cause with no traceback (an outage, not a bug), and the hub lets
+    the dashboard go."""
+    async with open_dashboard(gateway) as dash:
+        with events_table_away(gateway):
+            await dash.send({"type": "subscribe", "since_event_id": 0, "vitals": False})
+            closed = await dash.ws.receive(timeout=TIMEOUT_S)
+    assert (closed.type, closed.data, closed.extra) == (
+        WSMsgType.CLOSE,
+        CloseCode.INTERNAL,
+        "storage unavailable",
+    )
+    await wait_for(lambda: len(gateway.app[HUB]) == 0)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert any("no such table" in w for w in warnings), warnings
+    assert [r for r in caplog.records if r.exc_info is not None] == []
 
 
 # --- slow dashboards ------------------------------------------------------------------

@@ -10,17 +10,16 @@ import asyncio
 import json
 import sqlite3
 from contextlib import closing
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import aiohttp
 import msgpack
 import pytest
 from aiohttp import ClientWebSocketResponse, WSMessage, WSMsgType
-from sqlalchemy.engine import make_url
 
-from gateway.http.keys import ACCOUNTS, DEVICES, SETTINGS
+from gateway.http.keys import ACCOUNTS, DEVICES
 from gateway.settings import Settings, load_settings
+from tests.support.alert_helpers import db_file
 from tests.support.frames import batch, batch_bytes, reading
 
 if TYPE_CHECKING:
@@ -73,12 +72,6 @@ async def open_stream(gateway: Gateway, token: str) -> tuple[DeviceWS, dict[str,
 async def send_and_ack(ws: DeviceWS, message: dict[str, Any]) -> None:
     await ws.send_json(message)
     assert await receive_json(ws) == {"type": "ack", "seq": message["seq"]}
-
-
-def db_file(gateway: Gateway) -> Path:
-    database = make_url(gateway.app[SETTINGS].database_url).database
-    assert database is not None
-    return Path(database)
 
 
 def stored(gateway: Gateway, device_id: str) -> list[tuple[int, str, int, float]]:

@@ -182,3 +182,17 @@ async def test_a_burst_to_a_dashboard_behind_queues_event_by_event_up_to_the_bou
     queued = [dashboard.queue.get_nowait() for _ in range(dashboard.queue.qsize())]
     assert queued == [(i, frames(i)) for i in range(9, 13)]
     assert peer.writes == [frames(3), frames(4), frames(5, 6, 7), frames(8)]
+
+
+async def test_close_all_wakes_every_long_poll_and_says_the_hub_is_closing() -> None:
+    """At shutdown a waiting long-poll is woken at once, whatever its wards, and the hub
+    says it is closing, so a poll that looks after that answers without waiting."""
+    hub = Hub()
+    icu = Principal("dr-icu", Role.CLINICIAN, wards=frozenset({"icu"}))
+    with hub.waiting(icu) as waiter:
+        waiting = asyncio.create_task(waiter.wait(30))
+        await asyncio.sleep(0)
+        assert not hub.closing
+        await hub.close_all(CloseCode.GOING_AWAY, "going away")
+        assert await asyncio.wait_for(waiting, 1)
+    assert hub.closing

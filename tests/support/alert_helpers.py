@@ -7,18 +7,22 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from contextlib import asynccontextmanager, closing, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from aiohttp import ClientWebSocketResponse, WSMsgType
+from sqlalchemy.engine import make_url
 
 from gateway.app import create_app
 from gateway.http.keys import SETTINGS
 from gateway.settings import Settings, load_settings, shipped_config_dir
+from gateway.storage.schema import AlertEventRow
 from tests.conftest import AiohttpClient, Gateway
 from tests.support.frames import batch_text, reading, rfc3339
 
@@ -30,6 +34,8 @@ __all__ = [
     "Message",
     "Subscription",
     "at",
+    "db_file",
+    "events_table_away",
     "get_alerts",
     "open_dashboard",
     "open_device",
@@ -203,6 +209,28 @@ async def wait_for(predicate: Callable[[], bool], within: float = TIMEOUT_S) -> 
             return
         await asyncio.sleep(0.01)
     raise AssertionError(f"still false after {within} s")
+
+
+def db_file(gateway: Gateway) -> Path:
+    """The gateway's SQLite database file."""
+    database = make_url(gateway.app[SETTINGS].database_url).database
+    assert database is not None
+    return Path(database)
+
+
+@contextmanager
+def events_table_away(gateway: Gateway) -> Iterator[None]:
+    """The alert events table renamed behind the running gateway's back, so its queries
+    of it fail ("no such table"), and renamed back on exit: a real database fault."""
+    events = AlertEventRow.__tablename__
+    with closing(sqlite3.connect(db_file(gateway))) as db:
+        db.execute(f"ALTER TABLE {events} RENAME TO {events}_away")
+        db.commit()
+        try:
+            yield
+        finally:
+            db.execute(f"ALTER TABLE {events}_away RENAME TO {events}")
+            db.commit()
 
 
 def with_overrides(base: Settings, **overrides: Any) -> Settings:
