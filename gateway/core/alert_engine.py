@@ -29,8 +29,9 @@ the raw values that score the points its last score gave it, so a reading costs 
 float comparisons. A changed reading is scored at the next `check`, not in `process`:
 NEWS2 stays off the commit path of the readings. A patient whose input changed is
 queued as due, one whose score changes with time waits in a heap by that time, so a
-`check` scores only them (and at most `max_scores`: the rest wait for `score_due`). Scores are taken at the wall clock `now` (a vital is fresh while `now - its
-reading time <= news2_window_s`), and a news2 rule's `for_s` is wall-clock time too. A
+`check` scores only them (and at most `max_scores`: the rest wait for `score_due`).
+Scores are taken at the wall clock `now` (a vital is fresh while `now - its reading
+time <= news2_window_s`), and a news2 rule's `for_s` is wall-clock time too. A
 score with vitals missing is a lower bound (a missing vital only adds points), so it
 raises when it reaches the band all the same; it clears when it drops below, also
 because the vitals that put it there aged out (the device-offline alarm has said so long

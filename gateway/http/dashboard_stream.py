@@ -68,11 +68,14 @@ async def _stream(request: web.Request, principal: Principal) -> web.WebSocketRe
     what = f"dashboard of {principal.name}"
 
     subscribe: Subscribe | None = None
-    async with closes_on_error(request, ws, what):
+    hub = request.app[HUB]
+    async with (
+        closes_on_error(request, ws, what),
+        hub.subscribing(ws, CloseCode.GOING_AWAY, "going away"),
+    ):
         subscribe = await _await_subscribe(ws)
     if subscribe is None:
         return ws
-    hub = request.app[HUB]
     dashboard = DashboardOutbox(
         ws,
         FrameSender(ws, request),

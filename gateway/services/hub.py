@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -188,6 +188,9 @@ class Hub:
         # Long-polls waiting for events: woken by every publish of a ward they may see.
         self._waiters: set[Waiter] = set()
         self._closing = False  # set by `close_all` (shutdown)
+        # Dashboard sockets open but not subscribed yet (`subscribing`): closed at
+        # shutdown too, or each would hold the stop until its subscribe timeout.
+        self._unsubscribed: set[Closable] = set()
         self.on_drop = on_drop  # called once per dashboard closed as too slow
         # The newest event id handed to dashboards; every event up to it is stored. The
         # one owner of this fact: replay bounds, `GET /v1/alerts` and the numbering of
@@ -235,6 +238,18 @@ class Hub:
             yield waiter
         finally:
             self._waiters.discard(waiter)
+
+    @contextlib.asynccontextmanager
+    async def subscribing(self, ws: Closable, code: int, reason: str) -> AsyncIterator[None]:
+        """While a dashboard socket waits for its `subscribe`: `close_all` closes it with
+        `code` and `reason` (at once if the gateway is already stopping)."""
+        if self._closing:
+            await ws.close(code=code, message=reason.encode())
+        self._unsubscribed.add(ws)
+        try:
+            yield
+        finally:
+            self._unsubscribed.discard(ws)
 
     def remove(self, dashboard: DashboardOutbox) -> None:
         if dashboard in self._dashboards:
@@ -311,6 +326,5 @@ class Hub:
         self._closing = True
         for waiter in tuple(self._waiters):
             waiter.wake()
-        await asyncio.gather(
-            *(d.ws.close(code=code, message=reason.encode()) for d in tuple(self._dashboards))
-        )
+        sockets = [*(d.ws for d in self._dashboards), *self._unsubscribed]
+        await asyncio.gather(*(ws.close(code=code, message=reason.encode()) for ws in sockets))

@@ -218,9 +218,11 @@ async def test_sigterm_acks_what_was_received_closes_with_1001_and_exits_in_grac
 async def test_sigterm_answers_waiting_long_polls_and_ends_sse_streams_at_once(
     gateway_process: GatewayProcess, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """SIGTERM while a long-poll waits (wait=30, ten times the grace) and an SSE stream
-    is open: the poll is answered 200 at once, as after its wait, the stream ends, and
-    the process exits 0 within shutdown_grace_s instead of being held up by them."""
+    """SIGTERM while a long-poll waits (wait=30, ten times the grace), an SSE stream is
+    open and a dashboard socket has not subscribed yet (its subscribe timeout is 30 s):
+    the poll is answered 200 at once, as after its wait, the stream ends, the socket is
+    closed 1001, and the process exits 0 within shutdown_grace_s instead of being held
+    up by them."""
     monkeypatch.setenv("VITALS_SHUTDOWN_GRACE_S", str(GRACE_S))
     gw = gateway_process
     clinician = gw.provision_user("dr-lee", "clinician")
@@ -235,6 +237,7 @@ async def test_sigterm_answers_waiting_long_polls_and_ends_sse_streams_at_once(
     async with (
         aiohttp.ClientSession(headers=headers) as http,
         http.get(f"{gw.url}/v1/dashboard/events") as events,
+        http.ws_connect(f"{gw.url}/v1/dashboard/stream") as unsubscribed,
     ):
         assert events.status == 200
         head = b""
@@ -250,6 +253,8 @@ async def test_sigterm_answers_waiting_long_polls_and_ends_sse_streams_at_once(
             answered_after = time.monotonic() - sigterm_at
             await events.content.read()  # up to the stream's end
             ended_after = time.monotonic() - sigterm_at
+            closing = await unsubscribed.receive()
+            closed_after = time.monotonic() - sigterm_at
         code = await asyncio.to_thread(gw.proc.wait, GRACE_S + 10)
         exited_after = time.monotonic() - sigterm_at
 
@@ -258,6 +263,8 @@ async def test_sigterm_answers_waiting_long_polls_and_ends_sse_streams_at_once(
     assert answer == (200, {"items": [], "last_event_id": 0})
     assert answered_after < 1.0, f"answered after {answered_after:.2f} s\n{log}"
     assert ended_after < 1.0, f"the stream ended after {ended_after:.2f} s\n{log}"
+    assert (closing.type, closing.data) == (aiohttp.WSMsgType.CLOSE, 1001)
+    assert closed_after < 1.0, f"the unsubscribed socket closed after {closed_after:.2f} s"
     assert exited_after <= GRACE_S + EXIT_MARGIN_S, f"exit took {exited_after:.2f} s\n{log}"
 
 
