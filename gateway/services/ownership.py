@@ -15,7 +15,7 @@ One owner per patient at a time, under leases with epochs (storage/owners.py):
   replica owns the patient at its current epoch; a replica that woke up after its
   patients were taken over stores nothing for them (OwnershipLost) and lets them go.
 
-The alert service adopts what it wins (services/alerting.py): the patients' open
+The alert service adopts what it wins (services/alert_replicas.py): the patients' open
 alerts, their devices' last-seen times (the offline deadline), and their recent
 readings replayed through the engine to rebuild pending `for_s` runs.
 """
