@@ -54,4 +54,3 @@ def test_an_idle_budget_saves_only_its_burst() -> None:
     assert bucket.spend(SLICE, 3600.0) == 0.0
     assert bucket.spend(SLICE, 3600.0) == pytest.approx(0.25)
     assert bucket.spend(100, 3601.0) == 0.0  # 1 s later: back to a full burst, 150 left
-
