@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -44,6 +45,7 @@ from gateway.http.keys import (
     DEVICES,
     FEED,
     FHIR,
+    FHIR_EXPORT_PACE,
     FHIR_EXPORTS,
     HUB,
     METRICS,
@@ -98,6 +100,9 @@ def create_app(settings: Settings) -> web.Application:
     app[METRICS] = metrics = Metrics(replica=settings.replica)
     app[CONNECTIONS] = ConnectionGate(settings.max_connections)
     app[AUTH_THROTTLE] = AuthThrottle()
+    # One budget for every export download of the process (http/fhir.py, export_pace).
+    pace = fhir.export_pace(settings.fhir_export_readings_per_s, time.monotonic())
+    app[FHIR_EXPORT_PACE] = pace
     app[HUB] = Hub(on_drop=metrics.dashboard_drops.inc)
     metrics.track_connections(
         lambda: len(app[DEVICES]), lambda: len(app[HUB]), lambda: app[HUB].count(SSE)

@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     news2_window_s: float = Field(900.0, gt=0)
     # Readings per NDJSON file of a FHIR Bulk Data export (one download each).
     fhir_export_file_readings: int = Field(250_000, ge=1)
+    # Readings per second all export downloads of the process encode together (shared:
+    # it bounds the event loop's share, whatever the number of downloads); 0 = unpaced.
+    fhir_export_readings_per_s: float = Field(2_000.0, ge=0)
     max_batch: int = Field(500, ge=1, le=100_000)
     max_frame_bytes: int = Field(262_144, ge=1024)
     commit_max_rows: int = Field(10_000, ge=1)

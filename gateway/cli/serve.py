@@ -21,7 +21,7 @@ from gateway.settings import Settings
 if TYPE_CHECKING:
     from aiohttp import web
 
-__all__ = ["CannotListen", "probe_listen", "register"]
+__all__ = ["CannotListen", "probe_listen", "register", "serve_settings"]
 
 log = logging.getLogger("gateway")
 
@@ -34,22 +34,20 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("--rules", dest="rules_file", metavar="FILE", help="alert rules TOML file")
     p.add_argument("--certfile", metavar="PEM", help="TLS certificate chain (serve https/wss)")
     p.add_argument("--keyfile", metavar="PEM", help="TLS private key")
+    p.add_argument(
+        "--fhir-export-readings-per-s",
+        type=float,
+        metavar="N",
+        help="readings/s all FHIR export downloads encode together, 0 = unpaced"
+        " (setting fhir_export_readings_per_s)",
+    )
     p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     p.add_argument("--log-format", choices=["text", "json"], help="text (default) or JSON lines")
     p.set_defaults(func=_serve)
 
 
 def _serve(args: argparse.Namespace) -> int:
-    settings = settings_from(
-        args,
-        host=args.host,
-        port=args.port,
-        rules_file=args.rules_file,
-        certfile=args.certfile,
-        keyfile=args.keyfile,
-        log_level=args.log_level,
-        log_format=args.log_format,
-    )
+    settings = serve_settings(args)
     configure_logging(settings.log_level, settings.log_format)
     tune_interpreter()
     try:
@@ -58,6 +56,21 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"vitals serve: {e}", file=sys.stderr)
         return 1
     return 0
+
+
+def serve_settings(args: argparse.Namespace) -> Settings:
+    """The settings `vitals serve` runs with: its flags over the other sources."""
+    return settings_from(
+        args,
+        host=args.host,
+        port=args.port,
+        rules_file=args.rules_file,
+        certfile=args.certfile,
+        keyfile=args.keyfile,
+        log_level=args.log_level,
+        log_format=args.log_format,
+        fhir_export_readings_per_s=args.fhir_export_readings_per_s,
+    )
 
 
 class CannotListen(Exception):

@@ -1,6 +1,7 @@
 """Bounds on what one peer may cost the gateway, sans-I/O.
 
-- `TokenBucket`: readings per second per device (the `max_readings_per_s` setting).
+- `TokenBucket`: readings per second per device (the `max_readings_per_s` setting), and
+  the readings per second all FHIR export downloads encode (`fhir_export_readings_per_s`).
 - `ConnectionGate`: total WebSocket connections (`max_connections`); over it, 503.
 - `AuthThrottle`: repeated credential failures from one address get slower answers.
 """
@@ -27,12 +28,24 @@ class TokenBucket:
         self._at = now
 
     def take(self, n: int, now: float) -> bool:
-        self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
-        self._at = now
+        self._refill(now)
         if n > self._tokens:
             return False
         self._tokens -= n
         return True
+
+    def spend(self, n: int, now: float) -> float:
+        """Take `n` even past empty (the work is done: it is paid for after) and return
+        the seconds until the bucket is back at zero, which the spender waits before
+        its next piece. Spenders sharing one bucket that each wait so go at `rate`
+        together: each one's wait includes the others' debt."""
+        self._refill(now)
+        self._tokens -= n
+        return max(0.0, -self._tokens / self.rate)
+
+    def _refill(self, now: float) -> None:
+        self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
+        self._at = now
 
 
 class ConnectionGate:

@@ -23,14 +23,15 @@ from aiohttp import web
 
 from gateway.core import fhir
 from gateway.core.fhir import FhirReading
+from gateway.core.limits import TokenBucket
 from gateway.errors import ForbiddenError, InvalidParameter, NotFoundError
 from gateway.http.auth import require_patient_access, require_user
-from gateway.http.keys import FHIR, FHIR_EXPORTS
+from gateway.http.keys import FHIR, FHIR_EXPORT_PACE, FHIR_EXPORTS
 from gateway.http.problems import error_middleware
 from gateway.storage.accounts import Principal, Role
 from gateway.storage.fhir import ExportJob
 
-__all__ = ["FHIR_JSON", "NDJSON", "routes"]
+__all__ = ["FHIR_JSON", "NDJSON", "export_pace", "routes"]
 
 log = logging.getLogger(__name__)
 
@@ -227,6 +228,7 @@ async def export_file(request: web.Request) -> web.StreamResponse:
         raise NotFoundError(f"no file {name!r} in this export")
     kind, lo, hi, _ = job.files[int(number)]
     store = request.app[FHIR]
+    pace = request.app[FHIR_EXPORT_PACE]
     response = web.StreamResponse(headers={"Content-Type": NDJSON})
     await response.prepare(request)
     try:
@@ -241,10 +243,12 @@ async def export_file(request: web.Request) -> web.StreamResponse:
                     # Encoded on the loop in slices of about 2 ms, yielding between
                     # them: acks wait at most a slice. (In a thread, the encoder held
                     # the GIL against the loop: the ward's ack p99 went from 0.2 to
-                    # 4.7 s during an export.)
-                    for text in fhir.ndjson_slices(rows, halves, _SLICE):
+                    # 4.7 s during an export.) After each slice, as long as the shared
+                    # budget says: the loop's share stays bounded whatever the downloads.
+                    for i, text in enumerate(fhir.ndjson_slices(rows, halves, _SLICE)):
                         await response.write(text.encode())
-                        await asyncio.sleep(0)
+                        done = min(_SLICE, len(rows) - i * _SLICE)
+                        await asyncio.sleep(pace.spend(done, time.monotonic()) if pace else 0)
         else:
             devices = await store.export_devices(job)
             if kind == "Patient":
@@ -264,6 +268,15 @@ async def export_file(request: web.Request) -> web.StreamResponse:
         return response
     await response.write_eof()
     return response
+
+
+def export_pace(readings_per_s: float, now: float) -> TokenBucket | None:
+    """The budget every Observation download of this process spends from (shared, so
+    concurrent downloads split `readings_per_s` instead of multiplying it); a burst of
+    one slice, so a file's first slice goes at once. None: unpaced (the setting's 0)."""
+    if not readings_per_s:
+        return None
+    return TokenBucket(readings_per_s, _SLICE, now)
 
 
 def _ndjson(resources: list[dict[str, Any]]) -> bytes:

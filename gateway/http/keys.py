@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from gateway.core.limits import AuthThrottle, ConnectionGate
+from gateway.core.limits import AuthThrottle, ConnectionGate, TokenBucket
 from gateway.services.alerting import AlertService
 from gateway.services.committer import GroupCommitter
 from gateway.services.feed import EventFeed
@@ -36,6 +36,7 @@ __all__ = [
     "FEED",
     "FHIR",
     "FHIR_EXPORTS",
+    "FHIR_EXPORT_PACE",
     "HUB",
     "METRICS",
     "NOTIFICATIONS",
@@ -74,3 +75,6 @@ FEED = web.AppKey("feed", EventFeed)
 # The FHIR facade's reads and the Bulk Data export jobs this replica plans.
 FHIR = web.AppKey("fhir", FhirStore)
 FHIR_EXPORTS = web.AppKey("fhir_exports", ExportPlanner)
+# The readings/s budget all export downloads share (`fhir_export_readings_per_s`);
+# None: unpaced.
+FHIR_EXPORT_PACE: web.AppKey[TokenBucket | None] = web.AppKey("fhir_export_pace")

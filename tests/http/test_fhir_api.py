@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -21,7 +22,7 @@ from fhirpy import AsyncFHIRClient
 from sqlalchemy import update
 from yarl import URL
 
-from gateway.http.keys import ACCOUNTS, FHIR, STORAGE
+from gateway.http.keys import ACCOUNTS, FHIR, FHIR_EXPORT_PACE, STORAGE
 from gateway.services.fhir_export import STALE_US
 from gateway.storage.accounts import Role
 from gateway.storage.fhir import ExportJob
@@ -256,14 +257,24 @@ async def kick_off(gateway: Gateway, token: str, query: str = "") -> str:
 
 
 async def download(gateway: Gateway, url: str, token: str) -> list[dict[str, Any]]:
+    return (await timed_download(gateway, url, token))[1]
+
+
+async def timed_download(
+    gateway: Gateway, url: str, token: str
+) -> tuple[float, list[dict[str, Any]]]:
+    """An NDJSON file's resources, each validated, and the seconds its transfer took
+    (the validation after it not counted)."""
+    started = time.monotonic()
     async with gateway.client.get(local(url), headers=gateway.auth(token)) as resp:
         assert resp.status == 200
         assert resp.content_type == "application/fhir+ndjson"
         lines = (await resp.text()).splitlines()
+    took = time.monotonic() - started
     resources = [json.loads(line) for line in lines]
     for r in resources:
         validate(r)
-    return resources
+    return took, resources
 
 
 class TestBulkExport:
@@ -389,3 +400,72 @@ class TestBulkExport:
             status, body, _ = await get(seeded, url, seeded.clinician_token)
             assert status == 403
             validate(body)
+
+
+# Readings of the paced exports below: at 1,000/s, after a first slice of 250 for free,
+# 1.25 s of waits.
+PACED_READINGS = 1500
+PACED_RATE = 1000
+PACED_S = (PACED_READINGS - 250) / PACED_RATE
+
+
+@pytest.fixture
+async def filled(gateway: Gateway) -> Gateway:
+    """PACED_READINGS heart rates of p-9, a second apart, through its device's socket."""
+    token = await gateway.add_device("watch-9", "p-9")
+    async with open_device(gateway, token) as device:
+        for start in range(0, PACED_READINGS, 500):
+            await device.send(series("heart_rate", [70.0] * 500, start=start))
+    return gateway
+
+
+async def export_files(gateway: Gateway) -> list[dict[str, Any]]:
+    """An admin's Observation export, to its manifest's outputs."""
+    status_url = await kick_off(gateway, gateway.admin_token, "?_type=Observation")
+    manifest = await wait_manifest(fhirpy(gateway, gateway.admin_token), status_url)
+    outputs: list[dict[str, Any]] = manifest["output"]
+    return outputs
+
+
+def assert_whole(resources: list[dict[str, Any]]) -> None:
+    """Every reading of the fill, once each, as a heart-rate Observation."""
+    assert len({r["id"] for r in resources}) == len(resources) == PACED_READINGS
+    assert {r["code"]["coding"][0]["code"] for r in resources} == {"8867-4"}
+
+
+class TestExportPace:
+    @pytest.mark.parametrize("settings_overrides", [{"fhir_export_readings_per_s": PACED_RATE}])
+    async def test_a_download_goes_at_the_export_rate(self, filled: Gateway) -> None:
+        """At 1,000 readings/s a file of 1,500 readings takes at least the 1.25 s its budget
+        allows after the first slice (and not much more), and holds every reading."""
+        (item,) = await export_files(filled)
+        took, resources = await timed_download(filled, item["url"], filled.admin_token)
+        assert_whole(resources)
+        assert PACED_S - 0.05 <= took < PACED_S + 1.0
+
+    @pytest.mark.parametrize(
+        "settings_overrides",
+        [{"fhir_export_readings_per_s": PACED_RATE, "fhir_export_file_readings": 750}],
+    )
+    async def test_concurrent_downloads_share_the_rate(self, filled: Gateway) -> None:
+        """Two files of 750 downloaded at once take as long as one file of 1,500: the
+        budget is the process's, not each download's."""
+        items = await export_files(filled)
+        assert [i["readings"] for i in items] == [750, 750]
+        started = time.monotonic()
+        both = await asyncio.gather(
+            *(timed_download(filled, i["url"], filled.admin_token) for i in items)
+        )
+        took = time.monotonic() - started
+        assert_whole([r for _, resources in both for r in resources])
+        assert PACED_S - 0.05 <= took < PACED_S + 1.0
+
+    @pytest.mark.parametrize("settings_overrides", [{"fhir_export_readings_per_s": 0}])
+    async def test_zero_is_unpaced(self, filled: Gateway) -> None:
+        """With 0 there is no budget: the same file arrives whole in a fraction of the time
+        1,000 readings/s would take."""
+        assert filled.app[FHIR_EXPORT_PACE] is None
+        (item,) = await export_files(filled)
+        took, resources = await timed_download(filled, item["url"], filled.admin_token)
+        assert_whole(resources)
+        assert took < PACED_S / 3
