@@ -67,7 +67,7 @@ class Settings(BaseSettings):
     fhir_export_file_readings: int = Field(250_000, ge=1)
     # Readings per second all export downloads of the process encode together (shared:
     # it bounds the event loop's share, whatever the number of downloads); 0 = unpaced.
-    fhir_export_readings_per_s: float = Field(2_000.0, ge=0)
+    fhir_export_readings_per_s: float = Field(0.0, ge=0)
     max_batch: int = Field(500, ge=1, le=100_000)
     max_frame_bytes: int = Field(262_144, ge=1024)
     commit_max_rows: int = Field(10_000, ge=1)

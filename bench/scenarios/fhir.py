@@ -7,9 +7,9 @@ measured) across the ward's patients, blood pressure in pairs. Then, on one gate
 gateway's RSS growth (peak during the export minus before its kick-off); (2) the ward
 load alone; (3) the ward load again while exports run back to back, the last one cut
 when the load ends. The ack p99 of (3) over that of (2) is what an export costs ingest.
-The gateway runs with its shipped defaults, so exports are paced at
-`fhir_export_readings_per_s` unless the environment says otherwise
-(`VITALS_FHIR_EXPORT_READINGS_PER_S=0`: unpaced)."""
+The gateway runs with its shipped defaults, so exports are unpaced unless the
+environment sets a pace (`VITALS_FHIR_EXPORT_READINGS_PER_S=2000`); a paced export's
+rate under the ward counts only what arrived while the load ran."""
 
 from __future__ import annotations
 

@@ -22,12 +22,12 @@ def pace(*argv: str) -> float:
 
 
 def test_export_pace_from_each_source(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """fhir_export_readings_per_s is 2,000 shipped; a config file, then the environment,
+    """fhir_export_readings_per_s is 0 (unpaced) shipped; a config file, then the environment,
     then `--fhir-export-readings-per-s` each win over the one before (0 included)."""
     monkeypatch.delenv(PACE_ENV, raising=False)
     config = tmp_path / "gateway.toml"
     config.write_text("fhir_export_readings_per_s = 5000\n", encoding="utf-8")
-    assert pace() == 2_000
+    assert pace() == 0
     assert pace("--config", str(config)) == 5000
     monkeypatch.setenv(PACE_ENV, "8000")
     assert pace("--config", str(config)) == 8000
